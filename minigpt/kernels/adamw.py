@@ -1,0 +1,121 @@
+"""Fused AdamW update and a float64 sum of squares, as Numba kernels over flat contiguous arrays.
+
+``adamw_update`` does the whole AdamW step for one parameter in a single pass over memory (read p, g, m, v;
+write p, m, v), in the same order of operations as ``torch.optim.AdamW`` so results agree to float32
+rounding:
+
+    p  <- p * (1 - lr * weight_decay)                      decoupled weight decay
+    m  <- m + (1 - beta1) * (g - m)                        first moment (torch's lerp)
+    v  <- v * beta2 + (1 - beta2) * g * g                  second moment
+    p  <- p + (-lr / bias_correction1) * m / (sqrt(v) / sqrt(bias_correction2) + eps)
+
+The scalar factors are computed once in float64 and handed to the kernel in the arrays' dtype, as torch
+does, so a float32 parameter is updated entirely in float32 arithmetic (and vectorises as such).
+
+``sum_squares`` accumulates in float64 whatever the array's dtype; gradient clipping uses it for the global
+norm. Both kernels know nothing of Tensor or Parameter: they take and modify NumPy arrays.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from ..errors import MiniGPTError
+
+# Below this many elements a parallel launch costs more than it saves (measured: workqueue launch ~10 us).
+PARALLEL_THRESHOLD = 1 << 16
+
+
+@njit(cache=True)
+def _adamw_serial(p, g, m, v, decay, beta1c, beta2, beta2c, neg_step, bc2_sqrt, eps):
+    for i in range(p.size):
+        gi = g[i]
+        mi = m[i]
+        mi = mi + beta1c * (gi - mi)
+        vi = v[i] * beta2
+        vi = vi + beta2c * gi * gi
+        m[i] = mi
+        v[i] = vi
+        pi = p[i] * decay
+        p[i] = pi + neg_step * mi / (np.sqrt(vi) / bc2_sqrt + eps)
+
+
+@njit(cache=True, parallel=True)
+def _adamw_parallel(p, g, m, v, decay, beta1c, beta2, beta2c, neg_step, bc2_sqrt, eps):
+    for i in prange(p.size):
+        gi = g[i]
+        mi = m[i]
+        mi = mi + beta1c * (gi - mi)
+        vi = v[i] * beta2
+        vi = vi + beta2c * gi * gi
+        m[i] = mi
+        v[i] = vi
+        pi = p[i] * decay
+        p[i] = pi + neg_step * mi / (np.sqrt(vi) / bc2_sqrt + eps)
+
+
+@njit(cache=True)
+def _sumsq_serial(x):
+    s = 0.0
+    for i in range(x.size):
+        xi = np.float64(x[i])
+        s += xi * xi
+    return s
+
+
+@njit(cache=True, parallel=True)
+def _sumsq_parallel(x):
+    s = 0.0
+    for i in prange(x.size):
+        xi = np.float64(x[i])
+        s += xi * xi
+    return s
+
+
+def _check_flat(name, a, dtype, n):
+    if not isinstance(a, np.ndarray):
+        raise MiniGPTError(f"adamw_update: {name} must be a NumPy array, got {type(a).__name__}")
+    if a.ndim != 1 or not a.flags.c_contiguous:
+        raise MiniGPTError(f"adamw_update: {name} must be a flat contiguous array (got shape {a.shape})")
+    if a.dtype != dtype:
+        raise MiniGPTError(f"adamw_update: {name} has dtype {a.dtype}, expected {dtype} like the parameter")
+    if a.size != n:
+        raise MiniGPTError(f"adamw_update: {name} has {a.size} elements, the parameter has {n}")
+
+
+def adamw_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, bias_correction1, bias_correction2):
+    """One AdamW step on flat contiguous arrays, in place (p, m, v are modified; g is read).
+
+    p, g, m, v: 1-D C-contiguous arrays of one float dtype (float32 or float64) and equal size.
+    bias_correction1 = 1 - beta1**step and bias_correction2 = 1 - beta2**step for the step being taken.
+    """
+    if not isinstance(p, np.ndarray) or p.dtype not in (np.float32, np.float64):
+        raise MiniGPTError(f"adamw_update: parameter must be a float32 or float64 array, got "
+                           f"{getattr(p, 'dtype', type(p).__name__)}")
+    n = p.size
+    for name, a in (("p", p), ("g", g), ("m", m), ("v", v)):
+        _check_flat(name, a, p.dtype, n)
+    if not (bias_correction1 > 0.0 and bias_correction2 > 0.0):
+        raise MiniGPTError("adamw_update: bias corrections must be > 0 (step counts start at 1)")
+    t = p.dtype.type
+    # scalar factors in float64 first (as torch computes them in Python), then in the arrays' dtype
+    decay = t(1.0 - lr * weight_decay)
+    beta1c = t(1.0 - beta1)
+    beta2c = t(1.0 - beta2)
+    neg_step = t(-(lr / bias_correction1))
+    bc2_sqrt = t(math.sqrt(bias_correction2))
+    kernel = _adamw_parallel if n >= PARALLEL_THRESHOLD else _adamw_serial
+    kernel(p, g, m, v, decay, beta1c, t(beta2), beta2c, neg_step, bc2_sqrt, t(eps))
+
+
+def sum_squares(x) -> float:
+    """Sum of x*x over a flat contiguous float array, accumulated in float64."""
+    if not isinstance(x, np.ndarray) or x.ndim != 1 or not x.flags.c_contiguous:
+        raise MiniGPTError("sum_squares: expected a flat contiguous NumPy array")
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype(np.float64)
+    if x.size >= PARALLEL_THRESHOLD:
+        return float(_sumsq_parallel(x))
+    return float(_sumsq_serial(x))

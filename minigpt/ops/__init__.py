@@ -1,0 +1,33 @@
+"""Every differentiable op, forward and backward side by side, grouped by family:
+
+- ``arithmetic``: add, sub, mul, div, neg, pow, matmul
+- ``elementwise``: exp, log, sqrt, tanh, relu, gelu, cast
+- ``reduce``: sum, mean, max
+- ``shape``: reshape, transpose/permute, getitem (indexing), concatenate, stack, split
+- ``select``: where, masked_fill, embedding
+- ``softmax``: softmax, log_softmax, cross_entropy
+- ``nn``: linear, layer_norm, dropout
+- ``attention``: causal_attention (fused multi-head causal self-attention)
+
+Each op is a ``Function`` subclass (e.g. ``LayerNorm`` in ``nn.py``) followed by its public function
+(``layer_norm``). The fused ops call the Numba kernels in ``minigpt.kernels``.
+"""
+from .arithmetic import add, div, matmul, mul, neg, pow, sub
+from .attention import causal_attention
+from .elementwise import cast, exp, gelu, log, relu, sqrt, tanh
+from .nn import dropout, layer_norm, linear
+from .reduce import max, mean, sum
+from .select import embedding, masked_fill, where
+from .shape import cat, concatenate, getitem, permute, reshape, split, stack, transpose
+from .softmax import cross_entropy, log_softmax, softmax
+
+__all__ = [
+    "add", "sub", "mul", "div", "neg", "pow", "matmul",
+    "exp", "log", "sqrt", "tanh", "relu", "gelu", "cast",
+    "sum", "mean", "max",
+    "reshape", "transpose", "permute", "getitem", "concatenate", "cat", "stack", "split",
+    "where", "masked_fill", "embedding",
+    "softmax", "log_softmax", "cross_entropy",
+    "linear", "layer_norm", "dropout",
+    "causal_attention",
+]

@@ -1,0 +1,113 @@
+"""softmax, log_softmax (numerically stable) and the fused cross-entropy over logits.
+
+The row-wise math lives in ``minigpt.kernels.softmax`` (a Numba kernel with a NumPy reference beside it);
+these ops move the softmax axis last and flatten to (rows, classes) around it.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import MiniGPTError
+from ..tensor import Function, Tensor
+from ._util import LazyModule, as_tensor, check_float
+
+K = LazyModule("minigpt.kernels.softmax")  # loaded on first use
+
+
+def _rows(x: np.ndarray, axis: int) -> np.ndarray:
+    if axis != x.ndim - 1:
+        x = np.moveaxis(x, axis, -1)
+    return x.reshape(-1, x.shape[-1]) if x.shape[-1] else x.reshape(-1, 0)
+
+
+def _unrows(y2: np.ndarray, shape: tuple, axis: int) -> np.ndarray:
+    moved = list(shape)
+    moved.append(moved.pop(axis))
+    y = y2.reshape(moved)
+    return np.moveaxis(y, -1, axis) if axis != len(shape) - 1 else y
+
+
+class Softmax(Function):
+    def forward(self, x, axis):
+        self.axis, self.shape = axis, x.shape
+        self.y2 = K.softmax_forward(_rows(x, axis))
+        return _unrows(self.y2, x.shape, axis)
+
+    def backward(self, g):
+        return (_unrows(K.softmax_backward(self.y2, _rows(g, self.axis)), self.shape, self.axis),)
+
+
+class LogSoftmax(Function):
+    def forward(self, x, axis):
+        self.axis, self.shape = axis, x.shape
+        self.y2 = K.log_softmax_forward(_rows(x, axis))
+        return _unrows(self.y2, x.shape, axis)
+
+    def backward(self, g):
+        return (_unrows(K.log_softmax_backward(self.y2, _rows(g, self.axis)), self.shape, self.axis),)
+
+
+class CrossEntropy(Function):
+    """Mean (or sum) of -log softmax(logits)[target] over rows whose target is not ``ignore_index``.
+
+    Fused: one pass computes each row's log-sum-exp and the loss; backward writes
+    ``scale * (softmax - onehot)`` per row from the saved log-sum-exp, never forming the log-probabilities.
+    """
+
+    def forward(self, logits, targets, ignore_index, reduction):
+        loss_sum, n_valid, lse = K.cross_entropy_forward(logits, targets, ignore_index)
+        if n_valid == 0:
+            raise MiniGPTError(
+                f"cross_entropy: every target is ignore_index ({ignore_index}); the mean loss is undefined"
+            )
+        self.logits, self.targets, self.lse = logits, targets, lse
+        self.ignore_index = ignore_index
+        self.div = n_valid if reduction == "mean" else 1
+        return np.asarray(loss_sum / self.div, dtype=logits.dtype)
+
+    def backward(self, g):
+        scale = float(g) / self.div
+        return (K.cross_entropy_backward(self.logits, self.targets, self.lse, scale, self.ignore_index),)
+
+
+def _axis(x, axis, name):
+    if not -x.ndim <= axis < x.ndim:
+        raise MiniGPTError(f"{name}: axis {axis} is out of range for a {x.ndim}-D tensor")
+    return axis % x.ndim
+
+
+def softmax(x, axis=-1) -> Tensor:
+    x = as_tensor(x)
+    check_float(x, "softmax")
+    return Softmax.apply(x, axis=_axis(x, axis, "softmax"))
+
+
+def log_softmax(x, axis=-1) -> Tensor:
+    x = as_tensor(x)
+    check_float(x, "log_softmax")
+    return LogSoftmax.apply(x, axis=_axis(x, axis, "log_softmax"))
+
+
+def cross_entropy(logits, targets, ignore_index: int = -100, reduction: str = "mean") -> Tensor:
+    """Cross-entropy of ``logits`` (N, V) against integer ``targets`` (N,), PyTorch's argument order.
+
+    Logits of shape (..., V) with targets of shape (...) are flattened. Targets equal to
+    ``ignore_index`` do not count; ``reduction`` is "mean" (over counted targets) or "sum".
+    """
+    logits = as_tensor(logits)
+    check_float(logits, "cross_entropy")
+    t = targets.data if isinstance(targets, Tensor) else np.asarray(targets)
+    if t.dtype.kind not in "iu":
+        raise MiniGPTError(f"cross_entropy: targets must be integers, got {t.dtype}")
+    if logits.ndim < 1 or logits.shape[:-1] != t.shape:
+        raise MiniGPTError(
+            f"cross_entropy: logits of shape {logits.shape} need targets of shape {logits.shape[:-1]}, "
+            f"got {t.shape}"
+        )
+    if reduction not in ("mean", "sum"):
+        raise MiniGPTError(f"cross_entropy: reduction must be 'mean' or 'sum', got {reduction!r}")
+    if logits.ndim != 2:
+        logits = logits.reshape(-1, logits.shape[-1])
+    t = np.ascontiguousarray(t.reshape(-1), dtype=np.int64)
+    return CrossEntropy.apply(logits, targets=t, ignore_index=int(ignore_index), reduction=reduction)
+

@@ -1,0 +1,414 @@
+"""The autograd core: `Tensor`, the `Function` base class every op derives from, and `no_grad`.
+
+A `Tensor` wraps a NumPy array. When an op is applied to tensors of which at least one requires a gradient
+(and gradients are enabled), the result remembers the op instance that made it (``tensor._op``); the op
+instance remembers its input tensors and whatever it saved in its forward pass. ``loss.backward()`` walks
+that graph once in reverse topological order (iteratively: deep graphs do not hit Python's recursion
+limit), asks each op for the gradients of its inputs, sums the contributions of tensors used more than
+once, and accumulates the results into the ``.grad`` of leaf tensors.
+
+The ops themselves (forward and backward side by side) live in ``minigpt/ops/``; this module only
+records and replays the graph.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import numpy as np
+
+from .errors import MiniGPTError
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+DEFAULT_DTYPE = np.dtype(np.float32)
+
+_state = threading.local()
+
+
+def is_grad_enabled() -> bool:
+    """True unless inside a ``no_grad()`` block (per thread)."""
+    return getattr(_state, "grad_enabled", True)
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Context manager: ops inside record no graph, and their results do not require gradients."""
+    prev = is_grad_enabled()
+    _state.grad_enabled = False
+    try:
+        yield
+    finally:
+        _state.grad_enabled = prev
+
+
+def _as_array(data, dtype=None) -> np.ndarray:
+    """Convert user data to an array: Python floats become float32 (the default), ints int64."""
+    if isinstance(data, Tensor):
+        data = data.data
+    if dtype is not None:
+        return np.asarray(data, dtype=dtype)
+    if isinstance(data, np.ndarray):
+        if data.dtype == np.float16:
+            return data.astype(np.float32)
+        return data
+    if isinstance(data, np.generic):
+        return np.asarray(data)
+    arr = np.asarray(data)
+    if arr.dtype.kind == "f":
+        arr = arr.astype(DEFAULT_DTYPE)
+    elif arr.dtype.kind == "i":
+        arr = arr.astype(np.int64)
+    elif arr.dtype.kind not in "bu":
+        raise MiniGPTError(f"cannot make a tensor from data of dtype {arr.dtype}")
+    return arr
+
+
+class Tensor:
+    """An n-dimensional array with an optional gradient.
+
+    ``data`` is the NumPy array, ``grad`` the accumulated gradient (a NumPy array of the same shape, or
+    None), ``requires_grad`` whether gradients flow to it. Only float32/float64 tensors may require
+    gradients; integer tensors (token ids, targets) may not.
+    """
+
+    __slots__ = ("data", "grad", "requires_grad", "_op", "name", "__weakref__")
+    __array_priority__ = 1000  # so that `ndarray + Tensor` defers to Tensor.__radd__
+
+    def __init__(self, data, requires_grad: bool = False, dtype=None, name: str | None = None):
+        arr = _as_array(data, dtype)
+        if requires_grad and arr.dtype not in FLOAT_DTYPES:
+            raise MiniGPTError(
+                f"only float32/float64 tensors can require gradients, this one is {arr.dtype}"
+            )
+        self.data = arr
+        self.grad = None
+        self.requires_grad = bool(requires_grad)
+        self._op = None
+        self.name = name
+
+    @classmethod
+    def _wrap(cls, arr: np.ndarray, requires_grad: bool = False) -> "Tensor":
+        """Fast internal constructor (no conversion, no checks)."""
+        t = object.__new__(Tensor)
+        t.data = arr
+        t.grad = None
+        t.requires_grad = requires_grad
+        t._op = None
+        t.name = None
+        return t
+
+    # --- array-like properties ------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple:
+        return self.data.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def size(self) -> int:
+        return self.data.size
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._op is None
+
+    def numpy(self) -> np.ndarray:
+        """The underlying array (shared, not copied)."""
+        return self.data
+
+    def item(self):
+        return self.data.item()
+
+    def detach(self) -> "Tensor":
+        """A tensor sharing the data, cut from the graph."""
+        return Tensor._wrap(self.data, False)
+
+    def astype(self, dtype) -> "Tensor":
+        return _ops.cast(self, dtype)
+
+    def requires_grad_(self, flag: bool = True) -> "Tensor":
+        if flag and self.data.dtype not in FLOAT_DTYPES:
+            raise MiniGPTError(f"only float32/float64 tensors can require gradients, this one is {self.dtype}")
+        self.requires_grad = bool(flag)
+        return self
+
+    def zero_grad(self) -> None:
+        self.grad = None
+
+    def __repr__(self) -> str:
+        body = np.array2string(self.data, precision=4, threshold=20, edgeitems=2, separator=", ")
+        extra = ", requires_grad=True" if self.requires_grad else ""
+        if self._op is not None:
+            extra += f", op={type(self._op).__name__}"
+        return f"Tensor({body}, dtype={self.dtype}{extra})"
+
+    def __bool__(self):
+        if self.data.size != 1:
+            raise MiniGPTError("the truth value of a tensor with more than one element is ambiguous")
+        return bool(self.data)
+
+    def __hash__(self):
+        return id(self)
+
+    # --- backward ---------------------------------------------------------------------------------
+    def backward(self, grad=None) -> None:
+        """Accumulate d(self)/d(leaf) into every leaf tensor that requires a gradient.
+
+        ``grad`` is the gradient of some scalar with respect to this tensor; it may be omitted only
+        when this tensor holds a single element (then it is 1).
+        """
+        if not self.requires_grad:
+            raise MiniGPTError("backward() on a tensor that does not require grad (no graph was recorded)")
+        if grad is None:
+            if self.data.size != 1:
+                raise MiniGPTError(
+                    f"backward() on a non-scalar tensor of shape {self.shape} needs an explicit gradient "
+                    "of the same shape (e.g. reduce it with .sum() or .mean() first)"
+                )
+            grad = np.ones_like(self.data)
+        else:
+            grad = np.asarray(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype)
+            if grad.shape != self.shape:
+                raise MiniGPTError(f"backward() gradient has shape {grad.shape}, the tensor has {self.shape}")
+
+        # Reverse topological order, iteratively (post-order DFS with an explicit stack).
+        order = []
+        visited = set()
+        stack = [(self, False)]
+        while stack:
+            node, expanded = stack.pop()
+            if expanded:
+                order.append(node)
+                continue
+            if id(node) in visited:
+                continue
+            visited.add(id(node))
+            stack.append((node, True))
+            op = node._op
+            if op is not None:
+                for inp in op.inputs:
+                    if inp.requires_grad and id(inp) not in visited:
+                        stack.append((inp, False))
+
+        grads = {id(self): grad}
+        owned = set()  # ids whose gradient array was allocated here (safe to add into in place)
+        for node in reversed(order):
+            g = grads.pop(id(node), None)
+            if g is None:
+                continue
+            op = node._op
+            if op is None:
+                _accumulate_leaf(node, g, id(node) in owned)
+                continue
+            in_grads = op.backward(g)
+            if not isinstance(in_grads, tuple):
+                in_grads = (in_grads,)
+            for inp, ig in zip(op.inputs, in_grads):
+                if ig is None or not inp.requires_grad:
+                    continue
+                if ig.shape != inp.data.shape:  # an op bug, never a user error
+                    raise RuntimeError(
+                        f"{type(op).__name__}.backward returned a gradient of shape {ig.shape} "
+                        f"for an input of shape {inp.data.shape}"
+                    )
+                key = id(inp)
+                prev = grads.get(key)
+                if prev is None:
+                    grads[key] = ig
+                elif key in owned:
+                    prev += ig
+                else:
+                    grads[key] = prev + ig
+                    owned.add(key)
+
+    # --- operators (defined in ops/, bound at the bottom of this module) ---------------------------
+    def __neg__(self):
+        return _ops.neg(self)
+
+    def __add__(self, other):
+        return _ops.add(self, other)
+
+    def __radd__(self, other):
+        return _ops.add(other, self)
+
+    def __sub__(self, other):
+        return _ops.sub(self, other)
+
+    def __rsub__(self, other):
+        return _ops.sub(other, self)
+
+    def __mul__(self, other):
+        return _ops.mul(self, other)
+
+    def __rmul__(self, other):
+        return _ops.mul(other, self)
+
+    def __truediv__(self, other):
+        return _ops.div(self, other)
+
+    def __rtruediv__(self, other):
+        return _ops.div(other, self)
+
+    def __pow__(self, exponent):
+        return _ops.pow(self, exponent)
+
+    def __matmul__(self, other):
+        return _ops.matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return _ops.matmul(other, self)
+
+    def __getitem__(self, index):
+        return _ops.getitem(self, index)
+
+    # Comparisons give plain boolean arrays: they have no gradient.
+    def __lt__(self, other):
+        return self.data < _raw(other)
+
+    def __le__(self, other):
+        return self.data <= _raw(other)
+
+    def __gt__(self, other):
+        return self.data > _raw(other)
+
+    def __ge__(self, other):
+        return self.data >= _raw(other)
+
+    def __eq__(self, other):
+        return self.data == _raw(other)
+
+    def __ne__(self, other):
+        return self.data != _raw(other)
+
+    # --- methods ------------------------------------------------------------------------------------
+    def sum(self, axis=None, keepdims=False):
+        return _ops.sum(self, axis=axis, keepdims=keepdims)
+
+    def mean(self, axis=None, keepdims=False):
+        return _ops.mean(self, axis=axis, keepdims=keepdims)
+
+    def max(self, axis=None, keepdims=False):
+        return _ops.max(self, axis=axis, keepdims=keepdims)
+
+    def reshape(self, *shape):
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return _ops.reshape(self, shape)
+
+    def view(self, *shape):
+        return self.reshape(*shape)
+
+    def flatten(self):
+        return _ops.reshape(self, (-1,))
+
+    def transpose(self, *axes):
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            axes = tuple(axes[0])
+        if len(axes) == 2 and self.ndim != 2:
+            # PyTorch style: swap two axes.
+            a, b = (ax % self.ndim for ax in axes)
+            perm = list(range(self.ndim))
+            perm[a], perm[b] = perm[b], perm[a]
+            axes = tuple(perm)
+        return _ops.transpose(self, axes or None)
+
+    def permute(self, *axes):
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            axes = tuple(axes[0])
+        return _ops.transpose(self, axes)
+
+    @property
+    def T(self):
+        return _ops.transpose(self, None)
+
+    def exp(self):
+        return _ops.exp(self)
+
+    def log(self):
+        return _ops.log(self)
+
+    def sqrt(self):
+        return _ops.sqrt(self)
+
+    def tanh(self):
+        return _ops.tanh(self)
+
+    def relu(self):
+        return _ops.relu(self)
+
+    def softmax(self, axis=-1):
+        return _ops.softmax(self, axis=axis)
+
+    def log_softmax(self, axis=-1):
+        return _ops.log_softmax(self, axis=axis)
+
+    def masked_fill(self, mask, value):
+        return _ops.masked_fill(self, mask, value)
+
+
+def _raw(x):
+    return x.data if isinstance(x, Tensor) else x
+
+
+def _accumulate_leaf(node: Tensor, g: np.ndarray, owned: bool) -> None:
+    if g.dtype != node.data.dtype:
+        g = g.astype(node.data.dtype)
+        owned = True
+    if node.grad is None:
+        # Copy unless the array was made for this leaf alone: an op may hand the same array to
+        # several inputs, and the user may later add into .grad in place.
+        node.grad = g if owned and g.flags.c_contiguous else np.array(g, order="C", copy=True)
+    else:
+        node.grad += g
+
+
+def tensor(data, dtype=None, requires_grad: bool = False) -> Tensor:
+    """Make a tensor (a copy of ``data``). Python floats become float32, Python ints int64."""
+    arr = _as_array(data, dtype)
+    if isinstance(data, (np.ndarray, Tensor)) and (arr is data or arr is getattr(data, "data", None)):
+        arr = arr.copy()
+    return Tensor(arr, requires_grad=requires_grad)
+
+
+class Function:
+    """Base class of every differentiable op.
+
+    A subclass defines ``forward(self, *arrays, **params) -> ndarray`` and
+    ``backward(self, grad) -> tuple`` (one gradient array, or None, per tensor input), side by side.
+    ``forward`` may save what backward needs on ``self``; ``self.needs`` tells which inputs require a
+    gradient, so forward can skip saving what no one will ask for. Use ``Op.apply(*tensors, **params)``.
+    """
+
+    inputs: tuple = ()
+    needs: tuple = ()
+
+    def forward(self, *arrays, **params):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def backward(self, grad):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @classmethod
+    def apply(cls, *inputs: Tensor, **params) -> Tensor:
+        op = cls()
+        needs = tuple(t.requires_grad for t in inputs)
+        record = any(needs) and is_grad_enabled()
+        op.needs = needs if record else (False,) * len(inputs)
+        out = op.forward(*[t.data for t in inputs], **params)
+        result = Tensor._wrap(out, record)
+        if record:
+            op.inputs = inputs
+            result._op = op
+        return result
+
+
+from . import ops as _ops  # noqa: E402  (ops import Tensor and Function from this module)
