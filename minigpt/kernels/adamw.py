@@ -12,6 +12,10 @@ rounding:
 The scalar factors are computed once in float64 and handed to the kernel in the arrays' dtype, as torch
 does, so a float32 parameter is updated entirely in float32 arithmetic (and vectorises as such).
 
+Like every kernel module here, the fast kernel (``adamw_update_numba``) sits beside its plain NumPy
+reference (``adamw_update_numpy``); ``adamw_update`` runs the one the kernel backend selects
+(``minigpt.kernels.set_backend("numpy")`` or ``MINIGPT_KERNELS=numpy``).
+
 ``sum_squares`` accumulates in float64 whatever the array's dtype; gradient clipping uses it for the global
 norm. Both kernels know nothing of Tensor or Parameter: they take and modify NumPy arrays.
 """
@@ -23,6 +27,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..errors import MiniGPTError
+from . import backend as _backend
 
 # Below this many elements a parallel launch costs more than it saves (measured: workqueue launch ~10 us).
 PARALLEL_THRESHOLD = 1 << 16
@@ -85,12 +90,7 @@ def _check_flat(name, a, dtype, n):
         raise MiniGPTError(f"adamw_update: {name} has {a.size} elements, the parameter has {n}")
 
 
-def adamw_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, bias_correction1, bias_correction2):
-    """One AdamW step on flat contiguous arrays, in place (p, m, v are modified; g is read).
-
-    p, g, m, v: 1-D C-contiguous arrays of one float dtype (float32 or float64) and equal size.
-    bias_correction1 = 1 - beta1**step and bias_correction2 = 1 - beta2**step for the step being taken.
-    """
+def _prepare(p, g, m, v, lr, beta1, beta2, eps, weight_decay, bias_correction1, bias_correction2):
     if not isinstance(p, np.ndarray) or p.dtype not in (np.float32, np.float64):
         raise MiniGPTError(f"adamw_update: parameter must be a float32 or float64 array, got "
                            f"{getattr(p, 'dtype', type(p).__name__)}")
@@ -101,13 +101,38 @@ def adamw_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, bias_correctio
         raise MiniGPTError("adamw_update: bias corrections must be > 0 (step counts start at 1)")
     t = p.dtype.type
     # scalar factors in float64 first (as torch computes them in Python), then in the arrays' dtype
-    decay = t(1.0 - lr * weight_decay)
-    beta1c = t(1.0 - beta1)
-    beta2c = t(1.0 - beta2)
-    neg_step = t(-(lr / bias_correction1))
-    bc2_sqrt = t(math.sqrt(bias_correction2))
-    kernel = _adamw_parallel if n >= PARALLEL_THRESHOLD else _adamw_serial
-    kernel(p, g, m, v, decay, beta1c, t(beta2), beta2c, neg_step, bc2_sqrt, t(eps))
+    return (t(1.0 - lr * weight_decay), t(1.0 - beta1), t(beta2), t(1.0 - beta2),
+            t(-(lr / bias_correction1)), t(math.sqrt(bias_correction2)), t(eps))
+
+
+def adamw_update_numba(p, g, m, v, lr, beta1, beta2, eps, weight_decay, bias_correction1, bias_correction2):
+    """The fused Numba kernel (parallel over elements for large arrays)."""
+    args = _prepare(p, g, m, v, lr, beta1, beta2, eps, weight_decay, bias_correction1, bias_correction2)
+    kernel = _adamw_parallel if p.size >= PARALLEL_THRESHOLD else _adamw_serial
+    kernel(p, g, m, v, *args)
+
+
+def adamw_update_numpy(p, g, m, v, lr, beta1, beta2, eps, weight_decay, bias_correction1, bias_correction2):
+    """The same update as plain in-place NumPy operations (the readable reference; several passes)."""
+    decay, beta1c, beta2, beta2c, neg_step, bc2_sqrt, eps = _prepare(
+        p, g, m, v, lr, beta1, beta2, eps, weight_decay, bias_correction1, bias_correction2)
+    p *= decay
+    m += beta1c * (g - m)
+    v *= beta2
+    v += beta2c * g * g
+    p += neg_step * m / (np.sqrt(v) / bc2_sqrt + eps)
+
+
+def adamw_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, bias_correction1, bias_correction2):
+    """One AdamW step on flat contiguous arrays, in place (p, m, v are modified; g is read).
+
+    p, g, m, v: 1-D C-contiguous arrays of one float dtype (float32 or float64) and equal size.
+    bias_correction1 = 1 - beta1**step and bias_correction2 = 1 - beta2**step for the step being taken.
+    Runs the Numba kernel, or its NumPy reference when the kernel backend is "numpy"
+    (``minigpt.kernels.set_backend`` / ``MINIGPT_KERNELS``).
+    """
+    impl = adamw_update_numpy if _backend() == "numpy" else adamw_update_numba
+    impl(p, g, m, v, lr, beta1, beta2, eps, weight_decay, bias_correction1, bias_correction2)
 
 
 def sum_squares(x) -> float:
@@ -116,6 +141,9 @@ def sum_squares(x) -> float:
         raise MiniGPTError("sum_squares: expected a flat contiguous NumPy array")
     if x.dtype not in (np.float32, np.float64):
         x = x.astype(np.float64)
+    if _backend() == "numpy":
+        return float(np.dot(x, x)) if x.dtype == np.float64 else sum(
+            float(np.dot(c, c)) for c in (x[i:i + 65536].astype(np.float64) for i in range(0, x.size, 65536)))
     if x.size >= PARALLEL_THRESHOLD:
         return float(_sumsq_parallel(x))
     return float(_sumsq_serial(x))
