@@ -1,0 +1,211 @@
+"""Training-step speed: minigpt beside a plain eager PyTorch GPT-2 of the same shape, in one process.
+
+One step = forward, mean cross-entropy over the (B*T, V) logits, backward, AdamW(lr=1e-4,
+weight_decay=0.1) on every parameter, float32, on a fresh random batch of token ids. Both sides use the
+same number of threads (2 by default: OpenBLAS, OpenMP, Numba and torch are all set before they start).
+The timed steps run in alternating blocks (torch, minigpt, torch, minigpt, ...) after untimed warm-up
+steps, so slow drifts of the machine hit both sides alike; each figure uses the median step time.
+
+    python benchmarks/bench_train.py --config tiny
+    python benchmarks/bench_train.py --config all --steps 8 --threads 2
+    python benchmarks/bench_train.py --config small --no-torch      # minigpt alone
+    python benchmarks/bench_train.py --config gpt2-small --attn sdpa --json out.json
+
+The ratio is minigpt tokens/s divided by torch tokens/s (higher is better for minigpt); the project's
+targets are >= 1.0x on tiny and >= 1.5x on small and gpt2-small.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(1, os.path.dirname(HERE))  # the repository root: minigpt without installing it
+from common import (CONFIGS, fmt_rate, fmt_ratio, format_table, load_avg, machine_summary, setup_threads,  # noqa: E402
+                    summarize, train_flops_per_token)
+
+TARGETS = {"tiny": 1.0, "small": 1.5, "gpt2-small": 1.5}
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("--config", default="tiny", choices=[*CONFIGS, "all"])
+    ap.add_argument("--steps", type=int, help="timed steps per side (default: per config, 6-30)")
+    ap.add_argument("--warmup", type=int, help="untimed steps per side first (default: per config)")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating blocks the timed steps are split into")
+    ap.add_argument("--batch", type=int, help="override the config's batch size")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--attn", default="both", choices=["manual", "sdpa", "both"],
+                    help="torch attention: manual masked softmax, F.scaled_dot_product_attention, or both")
+    ap.add_argument("--no-torch", action="store_true", help="measure minigpt only")
+    ap.add_argument("--no-minigpt", action="store_true", help="measure torch only")
+    ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    return ap.parse_args(argv)
+
+
+def import_minigpt():
+    """The minigpt pieces of a training step, or None with the reason printed."""
+    try:
+        import minigpt  # noqa: F401  (first: selects Numba's threading layer)
+        import minigpt.functional as MF
+        from minigpt.model import GPT, GPTConfig
+        from minigpt.optim import AdamW
+    except Exception as e:  # noqa: BLE001 - any failure means: not available yet
+        print(f"minigpt model not available yet ({type(e).__name__}: {e})")
+        return None
+    return dict(GPT=GPT, GPTConfig=GPTConfig, AdamW=AdamW, F=MF)
+
+
+def _loss_value(loss):
+    try:
+        return float(loss.item())
+    except Exception:  # noqa: BLE001
+        import numpy as np
+
+        return float(np.asarray(getattr(loss, "data", loss)))
+
+
+def make_minigpt_trainer(mg, cfg, batch, seed=0):
+    """``(step, model)`` for minigpt; ``step.loss`` holds the last loss, ``step.path`` how the loss is made."""
+    import numpy as np
+
+    B, T, V = batch, cfg["seq_len"], cfg["vocab_size"]
+    gcfg = mg["GPTConfig"](vocab_size=V, context_length=cfg["context_length"], emb_dim=cfg["emb_dim"],
+                           n_heads=cfg["n_heads"], n_layers=cfg["n_layers"], drop_rate=0.0, qkv_bias=True)
+    model = mg["GPT"](gcfg)
+    if hasattr(model, "train"):
+        model.train()
+    opt = mg["AdamW"](model.parameters(), lr=1e-4, weight_decay=0.1)
+    rng = np.random.default_rng(seed)
+    fused = callable(getattr(model, "loss", None))
+    cross_entropy = mg["F"].cross_entropy
+
+    def step():
+        x = rng.integers(0, V, size=(B, T), dtype=np.int64)
+        y = rng.integers(0, V, size=(B, T), dtype=np.int64)
+        if fused:
+            loss = model.loss(x, y)
+        else:
+            logits = model(x)
+            loss = cross_entropy(logits.reshape(-1, V), y.reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        step.loss = _loss_value(loss)
+
+    step.loss = None
+    step.tokens = B * T
+    step.path = "model.loss(x, y)" if fused else "F.cross_entropy(model(x))"
+    return step, model
+
+
+def bench_config(name, args, mg, torch_ref):
+    cfg = dict(CONFIGS[name], name=name)
+    B = args.batch or cfg["batch"]
+    steps = args.steps or cfg["steps"]
+    warmup = cfg["warmup"] if args.warmup is None else args.warmup
+    rounds = max(1, min(args.rounds, steps))
+    sides = {}  # label -> step function
+    notes = []
+    if mg is not None:
+        try:
+            t0 = time.perf_counter()
+            step, _ = make_minigpt_trainer(mg, cfg, B)
+            step()  # first step: includes Numba compilation / cache loading
+            notes.append(f"minigpt first step {time.perf_counter() - t0:.1f} s (incl. build + compile), "
+                         f"loss via {step.path}")
+            sides["minigpt"] = step
+        except Exception as e:  # noqa: BLE001
+            print(f"[{name}] minigpt failed: {type(e).__name__}: {e}")
+    if torch_ref is not None:
+        for attn in (["manual", "sdpa"] if args.attn == "both" else [args.attn]):
+            step, _ = torch_ref.make_torch_trainer(cfg, B, attn)
+            sides[f"torch-{attn}"] = step
+    for step in sides.values():
+        for _ in range(warmup):
+            step()
+    times = {k: [] for k in sides}
+    per_round = [steps // rounds + (1 if r < steps % rounds else 0) for r in range(rounds)]
+    for n in per_round:
+        for label, step in sides.items():
+            for _ in range(n):
+                t0 = time.perf_counter()
+                step()
+                times[label].append(time.perf_counter() - t0)
+    flops = train_flops_per_token(dict(cfg, batch=B))
+    res = dict(config=name, batch=B, seq_len=cfg["seq_len"], steps=steps, warmup=warmup, threads=args.threads,
+               notes=notes, sides={})
+    for label, ts in times.items():
+        r = summarize(ts, B * cfg["seq_len"])
+        r.update(gflops=r["tokens_per_s"] * flops / 1e9, loss=sides[label].loss)
+        res["sides"][label] = r
+    return res
+
+
+def print_results(results):
+    rows = []
+    for res in results:
+        s = res["sides"]
+        mg = s.get("minigpt", {}).get("tokens_per_s")
+        tm = s.get("torch-manual", {}).get("tokens_per_s")
+        ts = s.get("torch-sdpa", {}).get("tokens_per_s")
+        best = max([v for v in (tm, ts) if v is not None], default=None)
+        rows.append([res["config"], f"{res['batch']}x{res['seq_len']}", fmt_rate(mg), fmt_rate(tm), fmt_rate(ts),
+                     fmt_ratio(mg, tm), fmt_ratio(mg, ts), fmt_ratio(mg, best),
+                     f">= {TARGETS[res['config']]:.1f}x"])
+    print()
+    print(format_table(rows, ["config", "B x T", "minigpt tok/s", "torch manual tok/s", "torch SDPA tok/s",
+                              "vs manual", "vs SDPA", "vs best torch", "target"]))
+    print()
+    detail = []
+    for res in results:
+        for label, r in res["sides"].items():
+            detail.append([res["config"], label, f"{r['step_s'] * 1e3:.1f}", f"{r['step_min_s'] * 1e3:.1f}",
+                           f"{r['gflops']:.0f}", f"{r['loss']:.3f}" if r["loss"] is not None else "n/a",
+                           r["steps"]])
+    print(format_table(detail, ["config", "side", "median step ms", "min step ms", "model GFLOP/s", "last loss",
+                                "timed steps"]))
+    for res in results:
+        for n in res["notes"]:
+            print(f"  [{res['config']}] {n}")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    setup_threads(args.threads)
+    import numpy  # noqa: F401  (after the thread setup)
+
+    mg = None if args.no_minigpt else import_minigpt()
+    torch_ref = None
+    if not args.no_torch:
+        try:
+            import torch_reference as torch_ref
+            from common import set_torch_threads
+
+            set_torch_threads(args.threads)
+        except ImportError as e:
+            print(f"torch not available ({e}); measuring minigpt only")
+            torch_ref = None
+    if mg is None and torch_ref is None:
+        sys.exit("nothing to measure: neither minigpt's model nor torch is available")
+    print(machine_summary())
+    la = load_avg()
+    if la is not None:
+        print(f"load average before: {la:.2f} (figures are noisy when other work runs on the machine)")
+    names = list(CONFIGS) if args.config == "all" else [args.config]
+    results = []
+    for name in names:
+        print(f"[{name}] measuring ...", flush=True)
+        results.append(bench_config(name, args, mg, torch_ref))
+    print_results(results)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(machine=machine_summary(), results=results), f, indent=1)
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
