@@ -33,6 +33,23 @@ class Linear(Function):
         return (dx, dw, db)
 
 
+class LinearT(Function):
+    """x @ W.T for W of shape (out, in): the LM head over a (tied) token-embedding table."""
+
+    def forward(self, x, w):
+        n_out, n_in = w.shape
+        x2 = x.reshape(-1, n_in)
+        self.x2, self.w, self.xshape = x2, w, x.shape
+        return (x2 @ w.T).reshape(*x.shape[:-1], n_out)
+
+    def backward(self, g):
+        w = self.w
+        g2 = g.reshape(-1, w.shape[0])
+        dx = (g2 @ w).reshape(self.xshape) if self.needs[0] else None
+        dw = g2.T @ self.x2 if self.needs[1] else None
+        return (dx, dw)
+
+
 class LayerNorm(Function):
     """(x - mean) / sqrt(var + eps) * gamma + beta over the last axis (biased variance, as GPT-2).
 
@@ -86,6 +103,21 @@ def linear(x, weight, bias=None) -> Tensor:
     if bias.dtype != weight.dtype:
         raise MiniGPTError(f"linear: bias is {bias.dtype} but weight is {weight.dtype}")
     return Linear.apply(x, weight, bias)
+
+
+def linear_t(x, weight) -> Tensor:
+    """``x @ weight.T`` for ``weight`` of shape (out, in) (PyTorch's nn.Linear layout), e.g. logits
+    from a token-embedding table (vocab, dim) shared with the input embedding."""
+    x, weight = as_tensor(x), as_tensor(weight)
+    check_float(x, "linear_t")
+    if weight.ndim != 2 or x.ndim == 0 or x.shape[-1] != weight.shape[1]:
+        raise MiniGPTError(
+            f"linear_t: input of shape {x.shape} does not match weight of shape {weight.shape} "
+            "(the input's last axis must equal the weight's second)"
+        )
+    if x.dtype != weight.dtype:
+        raise MiniGPTError(f"linear_t: input is {x.dtype} but weight is {weight.dtype}")
+    return LinearT.apply(x, weight)
 
 
 def layer_norm(x, weight, bias, eps: float = 1e-5) -> Tensor:

@@ -1,0 +1,194 @@
+"""GPTConfig (with presets) and GPT: token + position embeddings, N pre-LayerNorm transformer blocks,
+a final LayerNorm and an LM head (by default tied to the token embedding, as GPT-2)."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import functional as F
+from ..errors import MiniGPTError
+from ..nn import Dropout, Embedding, KVCache, LayerNorm, Module, ModuleList, Parameter, TransformerBlock
+from ..random import get_rng
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 50257
+    context_length: int = 1024
+    emb_dim: int = 768
+    n_heads: int = 12
+    n_layers: int = 12
+    drop_rate: float = 0.1
+    qkv_bias: bool = False
+    tie_weights: bool = True
+    layer_norm_eps: float = 1e-5
+
+    def __post_init__(self):
+        for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v <= 0:
+                raise MiniGPTError(f"GPTConfig.{name} must be a positive integer, got {v!r}")
+        if self.emb_dim % self.n_heads:
+            raise MiniGPTError(
+                f"GPTConfig: emb_dim ({self.emb_dim}) must be divisible by n_heads ({self.n_heads})"
+            )
+        if not 0.0 <= self.drop_rate < 1.0:
+            raise MiniGPTError(f"GPTConfig.drop_rate must be in [0, 1), got {self.drop_rate}")
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "GPTConfig":
+        """A named configuration (see ``PRESETS``), with fields overridden by keyword."""
+        if name not in PRESETS:
+            raise MiniGPTError(f"unknown config preset {name!r}; known: {', '.join(PRESETS)}")
+        fields = {**PRESETS[name], **overrides}
+        unknown = set(fields) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise MiniGPTError(f"unknown GPTConfig field(s): {', '.join(sorted(unknown))}")
+        return cls(**fields)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GPTConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+_GPT2 = dict(vocab_size=50257, context_length=1024, drop_rate=0.1, qkv_bias=True)
+PRESETS = {
+    # GPT-2's published sizes
+    "gpt2-small": dict(_GPT2, emb_dim=768, n_heads=12, n_layers=12),     # 124M
+    "gpt2-medium": dict(_GPT2, emb_dim=1024, n_heads=16, n_layers=24),   # 355M
+    "gpt2-large": dict(_GPT2, emb_dim=1280, n_heads=20, n_layers=36),    # 774M
+    "gpt2-xl": dict(_GPT2, emb_dim=1600, n_heads=25, n_layers=48),       # 1558M
+    # small models that train on a CPU (vocab_size is usually set from the tokenizer)
+    "nano": dict(vocab_size=512, context_length=64, emb_dim=64, n_heads=4, n_layers=2, drop_rate=0.0),
+    "tiny": dict(vocab_size=512, context_length=128, emb_dim=128, n_heads=4, n_layers=4, drop_rate=0.0),
+    "mini": dict(vocab_size=4096, context_length=128, emb_dim=192, n_heads=6, n_layers=4, drop_rate=0.0),
+    "small": dict(vocab_size=50257, context_length=256, emb_dim=384, n_heads=6, n_layers=6, drop_rate=0.0),
+}
+
+
+class GPT(Module):
+    """A GPT-2-style language model: ids (B, T) -> logits (B, T, vocab_size)."""
+
+    def __init__(self, config: GPTConfig | None = None, dtype=np.float32, **kwargs):
+        super().__init__()
+        if config is None:
+            config = GPTConfig(**kwargs)
+        elif kwargs:
+            config = dataclasses.replace(config, **kwargs)
+        self.config = config
+        c = config
+        self.tok_emb = Embedding(c.vocab_size, c.emb_dim, init_std=0.02, dtype=dtype)
+        self.pos_emb = Embedding(c.context_length, c.emb_dim, init_std=0.01, dtype=dtype)
+        self.drop_emb = Dropout(c.drop_rate)
+        self.blocks = ModuleList(
+            TransformerBlock(c.emb_dim, c.n_heads, c.drop_rate, c.qkv_bias, n_layers_for_init=c.n_layers, dtype=dtype)
+            for _ in range(c.n_layers)
+        )
+        self.final_norm = LayerNorm(c.emb_dim, eps=c.layer_norm_eps, dtype=dtype)
+        if c.tie_weights:
+            self.out_head = None  # logits = h @ tok_emb.weight.T
+        else:
+            w = get_rng().normal(0.0, 0.02, (c.vocab_size, c.emb_dim)).astype(dtype)
+            self.out_head = Parameter(w)  # (vocab, dim), the layout of the embedding table
+        for blk in self.blocks:
+            blk.norm1.eps = blk.norm2.eps = c.layer_norm_eps
+
+    @property
+    def head_weight(self) -> Parameter:
+        return self.tok_emb.weight if self.out_head is None else self.out_head
+
+    def _check_ids(self, idx, start: int = 0) -> np.ndarray:
+        ids = idx.data if hasattr(idx, "data") and not isinstance(idx, np.ndarray) else np.asarray(idx)
+        if ids.dtype.kind not in "iu":
+            raise MiniGPTError(f"GPT input must be integer token ids, got dtype {ids.dtype}")
+        if ids.ndim == 1:
+            ids = ids[None, :]
+        if ids.ndim != 2:
+            raise MiniGPTError(f"GPT input must have shape (batch, time), got {ids.shape}")
+        T = ids.shape[1]
+        if T == 0:
+            raise MiniGPTError("GPT input has no tokens")
+        if start + T > self.config.context_length:
+            raise MiniGPTError(
+                f"sequence of {start + T} tokens exceeds the model's context_length {self.config.context_length}"
+            )
+        if ids.min() < 0 or ids.max() >= self.config.vocab_size:
+            bad = ids.min() if ids.min() < 0 else ids.max()
+            raise MiniGPTError(f"token id {bad} is out of range for vocab_size {self.config.vocab_size}")
+        return ids
+
+    def hidden(self, idx, caches: list | None = None):
+        """The final-LayerNorm hidden states (B, T, emb_dim)."""
+        start = caches[0].length if caches else 0
+        ids = self._check_ids(idx, start)
+        T = ids.shape[1]
+        x = self.tok_emb(ids) + self.pos_emb(np.arange(start, start + T))
+        x = self.drop_emb(x)
+        for i, blk in enumerate(self.blocks):
+            x = blk(x, cache=caches[i] if caches else None)
+        return self.final_norm(x)
+
+    def forward(self, idx, caches: list | None = None):
+        """Logits (B, T, vocab) for ids (B, T). ``caches`` (from ``new_caches``) is for generation."""
+        return F.linear_t(self.hidden(idx, caches), self.head_weight)
+
+    def loss(self, idx, targets, ignore_index: int = -100):
+        """Mean cross-entropy of next-token predictions: ``targets`` (B, T) holds the ids to predict."""
+        logits = self.forward(idx)
+        return F.cross_entropy(logits, np.asarray(targets), ignore_index=ignore_index)
+
+    def new_caches(self, batch_size: int, max_len: int | None = None) -> list:
+        """One empty key/value cache per block, for ``batch_size`` sequences of up to ``max_len`` positions."""
+        c = self.config
+        n = max_len or c.context_length
+        return [KVCache(batch_size, n, c.n_heads, c.emb_dim // c.n_heads, dtype=self.dtype) for _ in self.blocks]
+
+    def memory_estimate(self, batch_size: int = 1, context_length: int | None = None, training: bool = True) -> dict:
+        """Approximate bytes: parameters, gradients + AdamW moments (training), and activations kept
+        for backward (a rough per-layer count of the saved (B, T, C) buffers and the logits)."""
+        c = self.config
+        T = context_length or c.context_length
+        item = np.dtype(self.dtype).itemsize
+        params = self.num_parameters() * item
+        est = {"parameters": params}
+        if training:
+            est["gradients"] = params
+            est["optimizer"] = 2 * params
+            per_layer = batch_size * T * c.emb_dim * (2 + 3 + 1 + 1 + 2 + 4 + 4 + 4) * item
+            est["activations"] = c.n_layers * per_layer + 2 * batch_size * T * c.vocab_size * item
+        est["total"] = sum(est.values())
+        return est
+
+    def extra_repr(self):
+        c = self.config
+        return (f"vocab={c.vocab_size}, ctx={c.context_length}, dim={c.emb_dim}, heads={c.n_heads}, "
+                f"layers={c.n_layers}, params={self.num_parameters():,}")
+
+    # checkpoints (model/checkpoint.py)
+    @classmethod
+    def from_pretrained(cls, path, dtype=np.float32) -> "GPT":
+        """Load a directory in the Hugging Face GPT-2 layout (config.json + model.safetensors)."""
+        from .checkpoint import load_pretrained
+
+        return load_pretrained(path, dtype=dtype)
+
+    def save_pretrained(self, path) -> None:
+        """Write config.json + model.safetensors in the Hugging Face GPT-2 layout, atomically."""
+        from .checkpoint import save_pretrained
+
+        save_pretrained(self, path)
+
+
+def count_gpt2_parameters(cfg: GPTConfig) -> int:
+    """Parameter count from the config alone (tied head counted once)."""
+    C, V, L = cfg.emb_dim, cfg.vocab_size, cfg.n_layers
+    per_block = 4 * C + (C * 3 * C + (3 * C if cfg.qkv_bias else 0)) + (C * C + C) + (C * 4 * C + 4 * C) + (4 * C * C + C)
+    return V * C + cfg.context_length * C + L * per_block + 2 * C + (0 if cfg.tie_weights else V * C)
+
+

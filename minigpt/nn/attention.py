@@ -1,0 +1,143 @@
+"""Attention: the fused causal multi-head attention GPT uses, and the book's teaching versions.
+
+``MultiHeadAttention`` is what the model runs: one (C, 3C) projection makes q, k and v together, the heads
+are strided views of its output, and the fused op ``F.causal_attention`` (a Numba kernel, see
+``minigpt/ops/attention.py`` and ``minigpt/kernels/attention.py``) does the masked softmax and the
+weighted sum without ever forming a (T, T) mask. During generation it also reads and extends a
+key/value cache so each new token costs one position of work.
+
+The teaching versions below follow the book's chapter 3 step by step, from plain ops (matmul, softmax,
+masked_fill, dropout); the tests check that they compute the same thing as the fused layer.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import functional as F
+from ..errors import MiniGPTError
+from ..tensor import Tensor
+from .layers import Dropout, Linear
+from .module import Module, ModuleList
+
+
+class KVCache:
+    """Keys and values of the positions seen so far, for one attention layer: (B, max_len, H, D) each."""
+
+    def __init__(self, batch: int, max_len: int, n_heads: int, head_dim: int, dtype=np.float32):
+        self.k = np.empty((batch, max_len, n_heads, head_dim), dtype=dtype)
+        self.v = np.empty((batch, max_len, n_heads, head_dim), dtype=dtype)
+        self.length = 0
+
+    @property
+    def max_len(self) -> int:
+        return self.k.shape[1]
+
+    def reset(self) -> None:
+        self.length = 0
+
+
+class MultiHeadAttention(Module):
+    """Causal multi-head self-attention with a fused q/k/v projection and an output projection."""
+
+    def __init__(self, emb_dim: int, n_heads: int, dropout: float = 0.0, qkv_bias: bool = True,
+                 init_std: float = 0.02, proj_std: float | None = None, dtype=np.float32):
+        super().__init__()
+        if n_heads <= 0 or emb_dim % n_heads:
+            raise MiniGPTError(f"emb_dim ({emb_dim}) must be divisible by n_heads ({n_heads})")
+        self.emb_dim, self.n_heads, self.head_dim = emb_dim, n_heads, emb_dim // n_heads
+        self.dropout = dropout
+        self.qkv = Linear(emb_dim, 3 * emb_dim, bias=qkv_bias, init_std=init_std, dtype=dtype)
+        self.proj = Linear(emb_dim, emb_dim, init_std=proj_std or init_std, dtype=dtype)
+
+    def forward(self, x, cache: KVCache | None = None):
+        qkv = self.qkv(x)  # (B, T, 3C): [q | k | v], each C = H * D wide
+        if cache is None:
+            ctx = F.causal_attention(qkv, self.n_heads, dropout_p=self.dropout, training=self.training)
+        else:
+            ctx = self._attend_with_cache(qkv.data, cache)
+        return self.proj(ctx)
+
+    def _attend_with_cache(self, qkv: np.ndarray, cache: KVCache) -> Tensor:
+        """Inference only: store the new keys/values, attend the new queries over all cached positions."""
+        from ..kernels.attention import attention_forward
+
+        B, T, _ = qkv.shape
+        H, D = self.n_heads, self.head_dim
+        start = cache.length
+        if start + T > cache.max_len:
+            raise MiniGPTError(f"KV cache holds {cache.max_len} positions; {start} used + {T} new do not fit")
+        packed = qkv.reshape(B, T, 3, H, D)
+        cache.k[:, start:start + T] = packed[:, :, 1]
+        cache.v[:, start:start + T] = packed[:, :, 2]
+        cache.length = start + T
+        out, _ = attention_forward(packed[:, :, 0], cache.k[:, :start + T], cache.v[:, :start + T],
+                                   1.0 / math.sqrt(D))
+        return Tensor._wrap(out.reshape(B, T, H * D))
+
+    def extra_repr(self):
+        return f"emb_dim={self.emb_dim}, n_heads={self.n_heads}, dropout={self.dropout}"
+
+
+# --- the book's teaching versions (chapter 3) ---------------------------------------------------------
+def simplified_self_attention(x):
+    """Attention without trainable weights: each row's context is softmax(x x^T) @ x (x: (T, d))."""
+    x = x if isinstance(x, Tensor) else Tensor(np.asarray(x))
+    scores = x @ x.T
+    weights = F.softmax(scores, axis=-1)
+    return weights @ x
+
+
+class SelfAttention(Module):
+    """Single-head self-attention with trainable query/key/value projections (no causal mask)."""
+
+    def __init__(self, d_in: int, d_out: int, qkv_bias: bool = False):
+        super().__init__()
+        self.W_query = Linear(d_in, d_out, bias=qkv_bias)
+        self.W_key = Linear(d_in, d_out, bias=qkv_bias)
+        self.W_value = Linear(d_in, d_out, bias=qkv_bias)
+        self.d_out = d_out
+
+    def forward(self, x):
+        q, k, v = self.W_query(x), self.W_key(x), self.W_value(x)
+        scores = q @ k.transpose(-1, -2)
+        weights = F.softmax(scores / math.sqrt(self.d_out), axis=-1)
+        return weights @ v
+
+
+class CausalAttention(Module):
+    """One causal head: scores above the diagonal are masked with -inf before the softmax; dropout
+    applies to the attention weights. Input (B, T, d_in) -> (B, T, d_out)."""
+
+    def __init__(self, d_in: int, d_out: int, context_length: int, dropout: float = 0.0, qkv_bias: bool = False):
+        super().__init__()
+        self.W_query = Linear(d_in, d_out, bias=qkv_bias)
+        self.W_key = Linear(d_in, d_out, bias=qkv_bias)
+        self.W_value = Linear(d_in, d_out, bias=qkv_bias)
+        self.dropout = Dropout(dropout)
+        self.d_out, self.context_length = d_out, context_length
+        self.mask = np.triu(np.ones((context_length, context_length), dtype=bool), k=1)
+
+    def forward(self, x):
+        T = x.shape[1]
+        if T > self.context_length:
+            raise MiniGPTError(f"sequence length {T} exceeds context_length {self.context_length}")
+        q, k, v = self.W_query(x), self.W_key(x), self.W_value(x)
+        scores = q @ k.transpose(-1, -2)
+        scores = F.masked_fill(scores, self.mask[:T, :T], -np.inf)
+        weights = self.dropout(F.softmax(scores / math.sqrt(self.d_out), axis=-1))
+        return weights @ v
+
+
+class MultiHeadAttentionWrapper(Module):
+    """Several CausalAttention heads run one after another, their outputs concatenated."""
+
+    def __init__(self, d_in: int, d_out: int, context_length: int, dropout: float, num_heads: int,
+                 qkv_bias: bool = False):
+        super().__init__()
+        self.heads = ModuleList(CausalAttention(d_in, d_out, context_length, dropout, qkv_bias)
+                                for _ in range(num_heads))
+
+    def forward(self, x):
+        return F.concatenate([h(x) for h in self.heads], axis=-1)

@@ -1,0 +1,135 @@
+"""Layers: Linear, Embedding, LayerNorm, Dropout, FeedForward, TransformerBlock.
+
+Each layer holds its Parameters and calls one fused op from ``minigpt.functional``; the ops' backward
+passes are in ``minigpt/ops/``.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import functional as F
+from ..errors import MiniGPTError
+from ..random import get_rng
+from .module import Module, Parameter
+
+
+class Linear(Module):
+    """y = x @ weight + bias, with ``weight`` stored (in_features, out_features) as GPT-2's Conv1D.
+
+    Initialised like PyTorch's nn.Linear (uniform in +-1/sqrt(in_features)) unless ``init_std`` is given
+    (normal with that standard deviation, bias zero: GPT-2's scheme).
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, init_std: float | None = None,
+                 dtype=np.float32):
+        super().__init__()
+        if in_features <= 0 or out_features <= 0:
+            raise MiniGPTError(f"Linear needs positive sizes, got ({in_features}, {out_features})")
+        rng = get_rng()
+        self.in_features, self.out_features = in_features, out_features
+        if init_std is None:
+            bound = 1.0 / math.sqrt(in_features)
+            w = rng.uniform(-bound, bound, (in_features, out_features))
+            b = rng.uniform(-bound, bound, out_features) if bias else None
+        else:
+            w = rng.normal(0.0, init_std, (in_features, out_features))
+            b = np.zeros(out_features) if bias else None
+        self.weight = Parameter(w.astype(dtype))
+        self.bias = Parameter(b.astype(dtype)) if bias else None
+
+    def forward(self, x):
+        return F.linear(x, self.weight, self.bias)
+
+    def extra_repr(self):
+        return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"
+
+
+class Embedding(Module):
+    """A table of ``num_embeddings`` vectors of size ``dim``, looked up by integer ids."""
+
+    def __init__(self, num_embeddings: int, dim: int, init_std: float = 1.0, dtype=np.float32):
+        super().__init__()
+        if num_embeddings <= 0 or dim <= 0:
+            raise MiniGPTError(f"Embedding needs positive sizes, got ({num_embeddings}, {dim})")
+        self.num_embeddings, self.dim = num_embeddings, dim
+        self.weight = Parameter(get_rng().normal(0.0, init_std, (num_embeddings, dim)).astype(dtype))
+
+    def forward(self, ids):
+        return F.embedding(ids, self.weight)
+
+    def extra_repr(self):
+        return f"{self.num_embeddings}, {self.dim}"
+
+
+class LayerNorm(Module):
+    """Normalise the last axis to zero mean and unit variance, then scale and shift (GPT-2: eps 1e-5)."""
+
+    def __init__(self, dim: int, eps: float = 1e-5, dtype=np.float32):
+        super().__init__()
+        self.dim, self.eps = dim, eps
+        self.weight = Parameter(np.ones(dim, dtype=dtype))
+        self.bias = Parameter(np.zeros(dim, dtype=dtype))
+
+    def forward(self, x):
+        return F.layer_norm(x, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return f"{self.dim}, eps={self.eps}"
+
+
+class Dropout(Module):
+    """Inverted dropout in training mode; the identity in eval mode or when p is 0."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise MiniGPTError(f"Dropout p must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x):
+        return F.dropout(x, self.p, training=self.training)
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+class GELU(Module):
+    def forward(self, x):
+        return F.gelu(x)
+
+
+class FeedForward(Module):
+    """The transformer's MLP: Linear(d, 4d) -> GELU -> Linear(4d, d)."""
+
+    def __init__(self, emb_dim: int, hidden_dim: int | None = None, init_std: float = 0.02,
+                 proj_std: float | None = None, dtype=np.float32):
+        super().__init__()
+        hidden_dim = hidden_dim or 4 * emb_dim
+        self.fc = Linear(emb_dim, hidden_dim, init_std=init_std, dtype=dtype)
+        self.proj = Linear(hidden_dim, emb_dim, init_std=proj_std or init_std, dtype=dtype)
+
+    def forward(self, x):
+        return self.proj(F.gelu(self.fc(x)))
+
+
+class TransformerBlock(Module):
+    """Pre-LayerNorm block: x + drop(attn(ln1(x))), then x + drop(ff(ln2(x)))."""
+
+    def __init__(self, emb_dim: int, n_heads: int, drop_rate: float = 0.0, qkv_bias: bool = True,
+                 n_layers_for_init: int = 1, dtype=np.float32):
+        super().__init__()
+        from .attention import MultiHeadAttention
+
+        proj_std = 0.02 / math.sqrt(2 * n_layers_for_init)  # GPT-2's scaled init of residual projections
+        self.norm1 = LayerNorm(emb_dim, dtype=dtype)
+        self.attn = MultiHeadAttention(emb_dim, n_heads, dropout=drop_rate, qkv_bias=qkv_bias,
+                                       proj_std=proj_std, dtype=dtype)
+        self.norm2 = LayerNorm(emb_dim, dtype=dtype)
+        self.ff = FeedForward(emb_dim, proj_std=proj_std, dtype=dtype)
+        self.drop = Dropout(drop_rate)
+
+    def forward(self, x, cache=None):
+        x = x + self.drop(self.attn(self.norm1(x), cache=cache))
+        return x + self.drop(self.ff(self.norm2(x)))

@@ -1,0 +1,192 @@
+"""`Module` and `Parameter`: the containers that layers and models are built from.
+
+A Module registers the Parameters and sub-Modules assigned to its attributes (in assignment order), so
+``named_parameters()`` walks the tree and names every parameter by its path (``blocks.0.attn.qkv.weight``).
+Parameters shared between modules (weight tying) are listed once.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+
+from ..errors import MiniGPTError
+from ..tensor import FLOAT_DTYPES, Tensor
+
+
+class Parameter(Tensor):
+    """A tensor that a Module trains: requires a gradient unless frozen."""
+
+    __slots__ = ()
+
+    def __init__(self, data, requires_grad: bool = True):
+        arr = np.asarray(data.data if isinstance(data, Tensor) else data)
+        if arr.dtype not in FLOAT_DTYPES:
+            arr = arr.astype(np.float32)
+        super().__init__(arr, requires_grad=requires_grad)
+
+    def __repr__(self):
+        return f"Parameter(shape={self.shape}, dtype={self.dtype}, requires_grad={self.requires_grad})"
+
+
+class Module:
+    """Base class of layers and models. Subclasses define ``forward``; call the module to run it."""
+
+    def __init__(self):
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "training", True)
+
+    def __setattr__(self, name, value):
+        if "_parameters" not in self.__dict__:
+            raise MiniGPTError(f"{type(self).__name__}.__init__ must call super().__init__() before assigning {name}")
+        self._parameters.pop(name, None)
+        self._modules.pop(name, None)
+        if isinstance(value, Parameter):
+            self._parameters[name] = value
+        elif isinstance(value, Module):
+            self._modules[name] = value
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name):
+        self._parameters.pop(name, None)
+        self._modules.pop(name, None)
+        object.__delattr__(self, name)
+
+    def forward(self, *args, **kwargs):  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__} does not define forward()")
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    # --- the tree ---------------------------------------------------------------------------------
+    def named_modules(self, prefix: str = ""):
+        yield prefix, self
+        for name, m in self._modules.items():
+            yield from m.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def modules(self):
+        for _, m in self.named_modules():
+            yield m
+
+    def children(self):
+        return iter(self._modules.values())
+
+    def named_parameters(self, prefix: str = "", recurse: bool = True):
+        """(name, Parameter) pairs; a parameter shared by several modules appears once (first name)."""
+        seen = set()
+        mods = self.named_modules(prefix) if recurse else [(prefix, self)]
+        for mname, m in mods:
+            for pname, p in m._parameters.items():
+                if id(p) in seen:
+                    continue
+                seen.add(id(p))
+                yield (f"{mname}.{pname}" if mname else pname), p
+
+    def parameters(self, recurse: bool = True):
+        return [p for _, p in self.named_parameters(recurse=recurse)]
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        """Number of scalar parameters (shared ones counted once)."""
+        return int(sum(p.size for p in self.parameters() if p.requires_grad or not trainable_only))
+
+    # --- state --------------------------------------------------------------------------------------
+    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
+        """Name -> array (the live arrays, not copies) of every parameter, shared ones once."""
+        return OrderedDict((n, p.data) for n, p in self.named_parameters())
+
+    def load_state_dict(self, state: dict, strict: bool = True) -> None:
+        """Copy arrays into the parameters in place, checking names and shapes.
+
+        With ``strict``, missing and unexpected names are errors; shape mismatches always are.
+        Arrays are cast to each parameter's dtype.
+        """
+        own = dict(self.named_parameters())
+        missing = [n for n in own if n not in state]
+        unexpected = [n for n in state if n not in own]
+        if strict and (missing or unexpected):
+            parts = []
+            if missing:
+                parts.append(f"missing {len(missing)}: {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
+            if unexpected:
+                parts.append(f"unexpected {len(unexpected)}: {', '.join(unexpected[:8])}"
+                             f"{' ...' if len(unexpected) > 8 else ''}")
+            raise MiniGPTError(f"load_state_dict into {type(self).__name__}: " + "; ".join(parts))
+        bad = [f"{n}: checkpoint {np.shape(state[n])} vs model {p.shape}" for n, p in own.items()
+               if n in state and tuple(np.shape(state[n])) != p.shape]
+        if bad:
+            raise MiniGPTError("load_state_dict: shape mismatch for " + "; ".join(bad[:8]))
+        for n, p in own.items():
+            if n in state:
+                np.copyto(p.data, np.asarray(state[n]), casting="unsafe")
+
+    # --- modes ----------------------------------------------------------------------------------------
+    def train(self, mode: bool = True):
+        for m in self.modules():
+            object.__setattr__(m, "training", bool(mode))
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def zero_grad(self) -> None:
+        for p in self.parameters():
+            p.grad = None
+
+    def requires_grad_(self, flag: bool = True):
+        """Freeze (False) or unfreeze (True) every parameter of this module."""
+        for p in self.parameters():
+            p.requires_grad = bool(flag)
+        return self
+
+    def to_dtype(self, dtype):
+        """Convert every parameter to ``dtype`` (float32 or float64) in place; returns self."""
+        dtype = np.dtype(dtype)
+        if dtype not in FLOAT_DTYPES:
+            raise MiniGPTError(f"parameters must be float32 or float64, not {dtype}")
+        for p in self.parameters():
+            if p.dtype != dtype:
+                p.data = p.data.astype(dtype)
+                p.grad = None
+        return self
+
+    @property
+    def dtype(self):
+        ps = self.parameters()
+        return ps[0].dtype if ps else np.dtype(np.float32)
+
+    # --- repr ---------------------------------------------------------------------------------------
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__}({self.extra_repr()}"]
+        for name, m in self._modules.items():
+            sub = repr(m).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {sub}")
+        if len(lines) == 1:
+            return lines[0] + ")"
+        return "\n".join(lines) + "\n)"
+
+
+class ModuleList(Module):
+    """A list of modules, registered under the names "0", "1", ..."""
+
+    def __init__(self, modules=()):
+        super().__init__()
+        self._list = []
+        for m in modules:
+            self.append(m)
+
+    def append(self, m: Module):
+        setattr(self, str(len(self._list)), m)
+        self._list.append(m)
+
+    def __getitem__(self, i):
+        return self._list[i]
+
+    def __len__(self):
+        return len(self._list)
+
+    def __iter__(self):
+        return iter(self._list)

@@ -1,0 +1,123 @@
+"""nn layers, the GPT model, its configs, teaching attention versions and checkpoint loading errors."""
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import minigpt
+import minigpt.functional as F
+from minigpt import Tensor, gradcheck, nn
+from minigpt.model import GPT, GPTConfig, count_gpt2_parameters
+
+
+def tiny_config(**kw):
+    base = dict(vocab_size=37, context_length=12, emb_dim=16, n_heads=4, n_layers=2, drop_rate=0.0, qkv_bias=True)
+    base.update(kw)
+    return GPTConfig(**base)
+
+
+def test_gpt2_small_parameter_count():
+    cfg = GPTConfig.preset("gpt2-small")
+    assert count_gpt2_parameters(cfg) == 124_439_808
+    model = GPT(cfg)
+    assert model.num_parameters() == 124_439_808
+    est = model.memory_estimate(batch_size=2, context_length=256)
+    assert est["parameters"] == 124_439_808 * 4 and est["total"] > 4 * est["parameters"]
+
+
+@pytest.mark.parametrize("name,count", [("gpt2-medium", 354_823_168), ("gpt2-large", 774_030_080),
+                                        ("gpt2-xl", 1_557_611_200)])
+def test_preset_counts(name, count):
+    assert count_gpt2_parameters(GPTConfig.preset(name)) == count
+
+
+def test_invalid_configs_are_rejected():
+    with pytest.raises(ValueError, match="divisible"):
+        GPTConfig(emb_dim=10, n_heads=3)
+    with pytest.raises(ValueError, match="positive integer"):
+        GPTConfig(n_layers=0)
+    with pytest.raises(ValueError, match="drop_rate"):
+        GPTConfig(drop_rate=1.5)
+    with pytest.raises(ValueError, match="unknown config preset"):
+        GPTConfig.preset("gpt5")
+
+
+def test_module_tree_state_dict_and_freezing():
+    minigpt.random.manual_seed(0)
+    model = GPT(tiny_config())
+    names = [n for n, _ in model.named_parameters()]
+    assert names[0] == "tok_emb.weight" and "blocks.1.attn.qkv.weight" in names and "out_head" not in names
+    sd = {k: v.copy() for k, v in model.state_dict().items()}
+    other = GPT(tiny_config())
+    other.load_state_dict(sd)
+    ids = np.array([[1, 2, 3]])
+    np.testing.assert_array_equal(model(ids).data, other(ids).data)
+    bad = dict(sd)
+    bad["tok_emb.weight"] = np.zeros((3, 3), np.float32)
+    with pytest.raises(ValueError, match="shape mismatch.*tok_emb.weight"):
+        other.load_state_dict(bad)
+    del bad["tok_emb.weight"]
+    with pytest.raises(ValueError, match="missing 1: tok_emb.weight"):
+        other.load_state_dict(bad)
+    with pytest.raises(ValueError, match="unexpected 1: nope"):
+        other.load_state_dict({**sd, "nope": np.zeros(1)})
+    model.blocks[0].requires_grad_(False)
+    assert model.num_parameters(trainable_only=True) < model.num_parameters()
+    model.loss(ids, np.array([[2, 3, 4]])).backward()
+    assert model.blocks[0].attn.qkv.weight.grad is None and model.blocks[1].attn.qkv.weight.grad is not None
+    model.zero_grad()
+    assert all(p.grad is None for p in model.parameters())
+    r = repr(model)
+    assert "GPT(" in r and "MultiHeadAttention" in r and "params=" in r
+
+
+def test_train_eval_modes_and_dropout():
+    model = GPT(tiny_config(drop_rate=0.5))
+    ids = np.array([[1, 2, 3, 4]])
+    model.eval()
+    assert not model.blocks[0].drop.training
+    a, b = model(ids).data, model(ids).data
+    np.testing.assert_array_equal(a, b)
+    model.train()
+    assert not np.array_equal(model(ids).data, a)
+
+
+def test_input_errors():
+    model = GPT(tiny_config())
+    with pytest.raises(ValueError, match="exceeds the model's context_length 12"):
+        model(np.zeros((1, 13), dtype=np.int64))
+    with pytest.raises(ValueError, match="token id 37 is out of range"):
+        model(np.array([[1, 37]]))
+    with pytest.raises(ValueError, match="integer token ids"):
+        model(np.array([[1.0, 2.0]]))
+
+
+def _swap(model, name, value):
+    """Put ``value`` where parameter ``name`` sits (bypassing registration); return the old one."""
+    *path, attr = name.split(".")
+    owner = model
+    for part in path:
+        owner = getattr(owner, part) if not part.isdigit() else owner[int(part)]
+    old = getattr(owner, attr)
+    object.__setattr__(owner, attr, value)
+    return old
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_whole_model_gradcheck_float64(tie):
+    minigpt.random.manual_seed(3)
+    model = GPT(tiny_config(n_layers=1, context_length=5, vocab_size=11, emb_dim=8, n_heads=2, tie_weights=tie),
+                dtype=np.float64)
+    ids = np.array([[1, 2, 3, 4], [4, 3, 2, 10]])
+    targets = np.array([[2, 3, 4, 5], [3, 2, 1, -100]])
+    for name, p in list(model.named_parameters()):
+        def loss_fn(x, name=name):
+            old = _swap(model, name, x)
+            try:
+                return model.loss(ids, targets)
+            finally:
+                _swap(model, name, old)
+
+        gradcheck(loss_fn, Tensor(p.data.copy(), requires_grad=True), rtol=1e-6, atol=1e-8)
