@@ -36,12 +36,12 @@ import minigpt._threads  # noqa: F401  (before numba: selects the workqueue thre
 import numba
 import numpy as np
 from llvmlite import ir
-from numba.core import types
+from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 # Fast-math flags for the kernels of this package: everything that helps vectorise except ``nnan`` and
 # ``ninf`` (masks, -inf logits and +-1e4 logits must keep IEEE behaviour).
-FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
+FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 
 def _ln2_split(mant_bits_hi):
@@ -75,8 +75,39 @@ def _const(fty, value):
 
 
 def _call_intr(builder, name, fty, *args):
-    fn = builder.module.declare_intrinsic(name, [fty])
-    return builder.call(fn, list(args))
+    fnty = ir.FunctionType(fty, [fty] * len(args))
+    fn = cgutils.get_or_insert_function(builder.module, fnty, f"{name}.{'f32' if fty == ir.FloatType() else 'f64'}")
+    return builder.call(fn, list(args), fastmath=("contract",))
+
+
+# Numba's fast-math pass adds the kernel's flags to every float instruction that has *no* flags. Each
+# instruction emitted here gets the harmless ``contract`` flag (lets LLVM fuse a*b+c into an FMA, which is
+# only more exact), so the kernel's ``reassoc`` / ``nnan`` never reach the range reduction or NaN checks.
+def _fl(instr):
+    instr.flags.append("contract")
+    return instr
+
+
+def _fadd(b, x, y):
+    return _fl(b.fadd(x, y))
+
+
+def _fsub(b, x, y):
+    return _fl(b.fsub(x, y))
+
+
+def _fmul(b, x, y):
+    return _fl(b.fmul(x, y))
+
+
+def _fdiv(b, x, y):
+    return _fl(b.fdiv(x, y))
+
+
+def _fcmp(b, op, x, y):
+    if op == "uno":
+        return b.fcmp_unordered(op, x, y, flags=("contract",))
+    return b.fcmp_ordered(op, x, y, flags=("contract",))
 
 
 def _reduce(builder, x, bits):
@@ -85,17 +116,17 @@ def _reduce(builder, x, bits):
     _, _, _, lo, hi, ln2_hi, ln2_lo, degree = _PARAMS[bits]
     c = lambda v: _const(fty, v)  # noqa: E731
     # clamp with ordered compares: a NaN input becomes `lo` here and is restored at the very end.
-    xc = builder.select(builder.fcmp_ordered(">", x, c(lo)), x, c(lo))
-    xc = builder.select(builder.fcmp_ordered("<", xc, c(hi)), xc, c(hi))
-    nf = _call_intr(builder, "llvm.rint", fty, builder.fmul(xc, c(1.0 / math.log(2.0))))
-    r = builder.fsub(xc, builder.fmul(nf, c(ln2_hi)))
-    r = builder.fsub(r, builder.fmul(nf, c(ln2_lo)))
+    xc = builder.select(_fcmp(builder, ">", x, c(lo)), x, c(lo))
+    xc = builder.select(_fcmp(builder, "<", xc, c(hi)), xc, c(hi))
+    nf = _call_intr(builder, "llvm.rint", fty, _fmul(builder, xc, c(1.0 / math.log(2.0))))
+    r = _fsub(builder, xc, _fmul(builder, nf, c(ln2_hi)))
+    r = _fsub(builder, r, _fmul(builder, nf, c(ln2_lo)))
     # expm1(r) = r * (1 + r/2 * (1 + r/3 * (1 + ... ))) -- Taylor, Horner form with 1/k! coefficients.
     coeffs = [1.0 / math.factorial(k) for k in range(1, degree + 1)]
     acc = c(coeffs[-1])
     for a in reversed(coeffs[:-1]):
-        acc = builder.fadd(builder.fmul(acc, r), c(a))
-    p = builder.fmul(acc, r)
+        acc = _fadd(builder, _fmul(builder, acc, r), c(a))
+    p = _fmul(builder, acc, r)
     return fty, xc, nf, p
 
 
@@ -115,12 +146,12 @@ def _exp_from(builder, fty, nf, p, bits):
     h = builder.ashr(n, ir.Constant(ity, 1))
     s1 = _pow2(builder, h, bits)
     s2 = _pow2(builder, builder.sub(n, h), bits)
-    one_p = builder.fadd(p, _const(fty, 1.0))
-    return builder.fmul(builder.fmul(one_p, s1), s2)
+    one_p = _fadd(builder, p, _const(fty, 1.0))
+    return _fmul(builder, _fmul(builder, one_p, s1), s2)
 
 
 def _restore_nan(builder, x, y):
-    isnan = builder.fcmp_unordered("uno", x, x)
+    isnan = _fcmp(builder, "uno", x, x)
     return builder.select(isnan, x, y)
 
 
@@ -139,7 +170,7 @@ def _emit_expm1(builder, x, bits):
     nc = builder.select(builder.icmp_signed("<", nc, lim), nc, lim)
     s = _pow2(builder, nc, bits)
     # expm1 = 2**n * (1 + p) - 1 = 2**n * p + (2**n - 1): exact for n == 0, no cancellation elsewhere.
-    small = builder.fadd(builder.fmul(s, p), builder.fsub(s, _const(fty, 1.0)))
+    small = _fadd(builder, _fmul(builder, s, p), _fsub(builder, s, _const(fty, 1.0)))
     big = _exp_from(builder, fty, nf, p, bits)
     y = builder.select(builder.icmp_signed(">", n, lim), big, small)
     return _restore_nan(builder, x, y)
@@ -148,8 +179,8 @@ def _emit_expm1(builder, x, bits):
 def _emit_tanh(builder, x, bits):
     fty = ir.FloatType() if bits == 32 else ir.DoubleType()
     ax = _call_intr(builder, "llvm.fabs", fty, x)
-    e = _emit_expm1(builder, builder.fmul(ax, _const(fty, -2.0)), bits)   # in (-1, 0]
-    t = builder.fdiv(builder.fsub(_const(fty, 0.0), e), builder.fadd(e, _const(fty, 2.0)))
+    e = _emit_expm1(builder, _fmul(builder, ax, _const(fty, -2.0)), bits)   # in (-1, 0]
+    t = _fdiv(builder, _fsub(builder, _const(fty, 0.0), e), _fadd(builder, e, _const(fty, 2.0)))
     return _call_intr(builder, "llvm.copysign", fty, t, x)
 
 
@@ -220,3 +251,77 @@ def expm1(x):
 def tanh(x):
     """Element-wise tanh of a float32/float64 array with the vectorised kernel."""
     return _apply(_tanh_flat, x)
+
+
+# ---- compiling kernels once per dtype ----------------------------------------------------------------
+
+def array_type(ftype, ndim, readonly=False, layout="C"):
+    """Numba array type for kernel signatures. ``layout="C"`` for arrays the wrapper makes contiguous
+    (loops over them vectorise); ``"A"`` for strided views (any layout; the kernel copies tiles out of
+    them). ``readonly=True`` for inputs, which then accept read-only arrays too (memory maps, broadcasts).
+    """
+    return types.Array(ftype, ndim, layout, readonly=readonly)
+
+
+class LazyKernel:
+    """A Numba kernel compiled on first use, exactly once per float dtype.
+
+    ``LazyKernel(pyfunc, argtypes)`` where ``argtypes(ftype)`` gives the argument types for the Numba
+    float type ``ftype``; ``kernel[dtype](*args)`` runs it. One explicit signature per dtype means
+    C-contiguous arrays and strided views passed where the signature says ``"A"`` share one compiled
+    version, instead of one compilation for every combination of layouts (and writeable flags) met at
+    run time -- that keeps first-use compilation, and the test suite, short.
+    """
+
+    def __init__(self, pyfunc, argtypes, parallel=True):
+        self.pyfunc = pyfunc
+        self.argtypes = argtypes
+        self.parallel = parallel
+        self._compiled = {}
+
+    def __getitem__(self, dtype):
+        dtype = np.dtype(dtype)
+        fn = self._compiled.get(dtype)
+        if fn is None:
+            ftype = numba.from_dtype(dtype)
+            sig = tuple(self.argtypes(ftype))
+            fn = numba.njit(sig, parallel=self.parallel, fastmath=FASTMATH, cache=True)(self.pyfunc)
+            self._compiled[dtype] = fn
+        return fn
+
+
+@numba.njit(inline="always")
+def row_max(x, n):
+    """max(x[:n]) for n >= 1, with eight independent running maxima so the loop vectorises (a single
+    running ``max`` is a serial chain of compares that LLVM keeps scalar). NaNs are skipped: a NaN in a
+    softmax row still turns the row into NaN through ``exp(x - max)``."""
+    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = x[0]
+    nb = n // 8 * 8
+    for j in range(0, nb, 8):
+        v = x[j]
+        m0 = v if v > m0 else m0
+        v = x[j + 1]
+        m1 = v if v > m1 else m1
+        v = x[j + 2]
+        m2 = v if v > m2 else m2
+        v = x[j + 3]
+        m3 = v if v > m3 else m3
+        v = x[j + 4]
+        m4 = v if v > m4 else m4
+        v = x[j + 5]
+        m5 = v if v > m5 else m5
+        v = x[j + 6]
+        m6 = v if v > m6 else m6
+        v = x[j + 7]
+        m7 = v if v > m7 else m7
+    m0 = m1 if m1 > m0 else m0
+    m2 = m3 if m3 > m2 else m2
+    m4 = m5 if m5 > m4 else m4
+    m6 = m7 if m7 > m6 else m6
+    m0 = m2 if m2 > m0 else m0
+    m4 = m6 if m6 > m4 else m4
+    m0 = m4 if m4 > m0 else m0
+    for j in range(nb, n):
+        v = x[j]
+        m0 = v if v > m0 else m0
+    return m0

@@ -1,0 +1,317 @@
+"""Row-wise softmax, log-softmax and fused softmax + cross-entropy over the last axis of a 2-D array.
+
+All functions take a 2-D float32/float64 array of shape (N, V) (rows are independent: one row per token,
+V classes or vocabulary entries) and are numerically stable: every row is shifted by its maximum before
+``exp``, so logits of +-1e4 give finite results.
+
+- ``softmax_forward(x) -> y``, ``softmax_backward(y, dy) -> dx = y * (dy - sum(y * dy))``.
+- ``log_softmax_forward(x) -> y = x - logsumexp(x)``, ``log_softmax_backward(y, dy) -> dx = dy -
+  exp(y) * sum(dy)``.
+- ``cross_entropy_forward(logits, targets, ignore_index=-100) -> (loss_sum, n_valid, lse)``: the summed
+  loss ``sum_i (lse_i - logits[i, targets[i]])`` over the rows whose target is not ``ignore_index`` (a
+  Python float, accumulated in float64), the number of such rows, and each row's log-sum-exp (0 for
+  ignored rows, which are skipped). The mean loss is ``loss_sum / n_valid``.
+- ``cross_entropy_backward(logits, targets, lse, scale, ignore_index=-100, out=None) -> dlogits``:
+  ``scale * (softmax(logits) - onehot(target))`` for valid rows, 0 for ignored rows (``scale = 1 /
+  n_valid`` for the mean loss). ``out`` may be ``logits`` itself: the gradient then overwrites the logits
+  in the same pass, with no second (N, V) buffer -- for GPT-2 that buffer is N x 50257.
+
+The Numba kernels run in parallel over rows; each row is read in a vectorised max pass and a vectorised
+``exp`` pass (the ``exp`` of :mod:`minigpt.kernels.fastmath`).
+"""
+import minigpt._threads  # noqa: F401  (before numba: selects the workqueue threading layer)
+import numba
+import numpy as np
+
+from . import backend
+from ..errors import MiniGPTError
+from .fastmath import LazyKernel, array_type, fast_exp, row_max
+
+
+# ---- NumPy reference ----------------------------------------------------------------------------
+
+def softmax_forward_numpy(x):
+    x = np.asarray(x)
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def softmax_backward_numpy(y, dy):
+    return y * (dy - (y * dy).sum(axis=1, keepdims=True))
+
+
+def log_softmax_forward_numpy(x):
+    x = np.asarray(x)
+    m = x.max(axis=1, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(axis=1, keepdims=True))
+
+
+def log_softmax_backward_numpy(y, dy):
+    return dy - np.exp(y) * dy.sum(axis=1, keepdims=True)
+
+
+def cross_entropy_forward_numpy(logits, targets, ignore_index=-100):
+    x = np.asarray(logits)
+    t = _check_targets(targets, x.shape, ignore_index)
+    valid = t != ignore_index
+    m = x.max(axis=1, keepdims=True)
+    lse = (m + np.log(np.exp(x - m).sum(axis=1, keepdims=True)))[:, 0]
+    lse = np.where(valid, lse, 0).astype(x.dtype)
+    rows = np.flatnonzero(valid)
+    losses = lse[rows].astype(np.float64) - x[rows, t[rows]]
+    return float(losses.sum()), int(rows.size), lse
+
+
+def cross_entropy_backward_numpy(logits, targets, lse, scale, ignore_index=-100, out=None):
+    x = np.asarray(logits)
+    t = np.asarray(targets)
+    valid = t != ignore_index
+    d = np.exp(x - lse[:, None])
+    rows = np.flatnonzero(valid)
+    d[rows, t[rows]] -= 1.0
+    d *= scale
+    d[~valid] = 0.0
+    if out is None:
+        return d.astype(x.dtype, copy=False)
+    out[...] = d
+    return out
+
+
+# ---- Numba ------------------------------------------------------------------------------------------
+
+def _softmax_fwd(x, y, one):
+    n, v = x.shape
+    for i in numba.prange(n):
+        xr = x[i]
+        yr = y[i]
+        m = row_max(xr, v)
+        s = one - one
+        for j in range(v):
+            e = fast_exp(xr[j] - m)
+            yr[j] = e
+            s += e
+        inv = one / s
+        for j in range(v):
+            yr[j] *= inv
+
+
+def _log_softmax_fwd(x, y, one):
+    n, v = x.shape
+    for i in numba.prange(n):
+        xr = x[i]
+        yr = y[i]
+        m = row_max(xr, v)
+        s = one - one
+        for j in range(v):
+            s += fast_exp(xr[j] - m)
+        lse = m + np.log(s)
+        for j in range(v):
+            yr[j] = xr[j] - lse
+
+
+def _softmax_bwd(y, dy, dx, one):
+    n, v = y.shape
+    for i in numba.prange(n):
+        yr = y[i]
+        dyr = dy[i]
+        s = one - one
+        for j in range(v):
+            s += yr[j] * dyr[j]
+        dxr = dx[i]
+        for j in range(v):
+            dxr[j] = yr[j] * (dyr[j] - s)
+
+
+def _log_softmax_bwd(y, dy, dx, one):
+    n, v = y.shape
+    for i in numba.prange(n):
+        yr = y[i]
+        dyr = dy[i]
+        s = one - one
+        for j in range(v):
+            s += dyr[j]
+        dxr = dx[i]
+        for j in range(v):
+            dxr[j] = dyr[j] - fast_exp(yr[j]) * s
+
+
+def _ce_fwd(x, t, ignore, lse, losses, one):
+    n, v = x.shape
+    for i in numba.prange(n):
+        ti = t[i]
+        if ti == ignore:
+            lse[i] = one - one
+            losses[i] = 0.0
+            continue
+        xr = x[i]
+        m = row_max(xr, v)
+        s = one - one
+        for j in range(v):
+            s += fast_exp(xr[j] - m)
+        l_ = m + np.log(s)
+        lse[i] = l_
+        losses[i] = np.float64(l_) - np.float64(xr[ti])
+
+
+def _ce_bwd(x, t, ignore, lse, scale, out):
+    n, v = x.shape
+    for i in numba.prange(n):
+        ti = t[i]
+        o = out[i]
+        if ti == ignore:
+            for j in range(v):
+                o[j] = scale - scale
+            continue
+        xr = x[i]
+        l_ = lse[i]
+        for j in range(v):
+            o[j] = scale * fast_exp(xr[j] - l_)
+        o[ti] -= scale
+
+
+def _two_arrays(f):
+    return (array_type(f, 2, readonly=True), array_type(f, 2), f)
+
+
+def _three_arrays(f):
+    return (array_type(f, 2, readonly=True), array_type(f, 2, readonly=True), array_type(f, 2), f)
+
+
+_i64 = numba.types.int64
+_softmax_fwd_k = LazyKernel(_softmax_fwd, _two_arrays)
+_log_softmax_fwd_k = LazyKernel(_log_softmax_fwd, _two_arrays)
+_softmax_bwd_k = LazyKernel(_softmax_bwd, _three_arrays)
+_log_softmax_bwd_k = LazyKernel(_log_softmax_bwd, _three_arrays)
+_ce_fwd_k = LazyKernel(_ce_fwd, lambda f: (
+    array_type(f, 2, readonly=True), array_type(_i64, 1, readonly=True), _i64, array_type(f, 1),
+    array_type(numba.types.float64, 1), f))
+# ``x`` is not declared read-only here: ``out`` may be the same buffer.
+_ce_bwd_k = LazyKernel(_ce_bwd, lambda f: (
+    array_type(f, 2), array_type(_i64, 1, readonly=True), _i64, array_type(f, 1, readonly=True), f,
+    array_type(f, 2)))
+
+
+def _c(a, dtype):
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def _check_targets(targets, shape, ignore_index):
+    """int64 contiguous targets; MiniGPTError naming the first value outside [0, V) that is not ignored."""
+    t = np.asarray(targets)
+    n, v = shape
+    if t.shape != (n,):
+        raise MiniGPTError(f"targets must have shape ({n},) to match logits {shape}, got {t.shape}")
+    if t.size and not np.issubdtype(t.dtype, np.integer):
+        raise MiniGPTError(f"targets must be integers, got dtype {t.dtype}")
+    t = np.ascontiguousarray(t, dtype=np.int64)
+    bad = (t != ignore_index) & ((t < 0) | (t >= v))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise MiniGPTError(
+            f"target {int(t[i])} (row {i}) is out of range for {v} classes: targets must lie in [0, {v}) "
+            f"or equal ignore_index={ignore_index}"
+        )
+    return t
+
+
+def _rowwise(kernel, *arrays):
+    x = np.asarray(arrays[0])
+    dt = x.dtype
+    out = np.empty(x.shape, dtype=dt)
+    if x.size:
+        kernel[dt](*(_c(a, dt) for a in arrays), out, dt.type(1.0))
+    return out
+
+
+def softmax_forward_numba(x):
+    return _rowwise(_softmax_fwd_k, x)
+
+
+def softmax_backward_numba(y, dy):
+    return _rowwise(_softmax_bwd_k, y, dy)
+
+
+def log_softmax_forward_numba(x):
+    return _rowwise(_log_softmax_fwd_k, x)
+
+
+def log_softmax_backward_numba(y, dy):
+    return _rowwise(_log_softmax_bwd_k, y, dy)
+
+
+def cross_entropy_forward_numba(logits, targets, ignore_index=-100):
+    x = np.asarray(logits)
+    dt = x.dtype
+    t = _check_targets(targets, x.shape, ignore_index)
+    n = x.shape[0]
+    lse = np.zeros(n, dtype=dt)
+    losses = np.zeros(n, dtype=np.float64)
+    if x.size:
+        _ce_fwd_k[dt](_c(x, dt), t, int(ignore_index), lse, losses, dt.type(1.0))
+    return float(losses.sum()), int(np.count_nonzero(t != ignore_index)), lse
+
+
+def cross_entropy_backward_numba(logits, targets, lse, scale, ignore_index=-100, out=None):
+    x = np.asarray(logits)
+    dt = x.dtype
+    if out is None:
+        out = np.empty(x.shape, dtype=dt)
+    elif out.shape != x.shape or out.dtype != dt or not out.flags.c_contiguous:
+        raise MiniGPTError(f"out must be a C-contiguous {dt} array of shape {x.shape}, got {out.dtype} "
+                           f"{out.shape}")
+    if x.size:
+        t = np.ascontiguousarray(targets, dtype=np.int64)
+        _ce_bwd_k[dt](_c(x, dt), t, int(ignore_index), _c(lse, dt), dt.type(scale), out)
+    return out
+
+
+# ---- public, dispatching on the backend -------------------------------------------------------------
+
+def softmax_forward(x):
+    """Softmax of each row of ``x`` (N, V)."""
+    if backend() == "numpy":
+        return softmax_forward_numpy(x)
+    return softmax_forward_numba(x)
+
+
+def softmax_backward(y, dy):
+    """Gradient of :func:`softmax_forward` from its output ``y``: ``y * (dy - sum(y * dy))``."""
+    if backend() == "numpy":
+        return softmax_backward_numpy(y, dy)
+    return softmax_backward_numba(y, dy)
+
+
+def log_softmax_forward(x):
+    """Log-softmax of each row of ``x`` (N, V): ``x - logsumexp(x)``."""
+    if backend() == "numpy":
+        return log_softmax_forward_numpy(x)
+    return log_softmax_forward_numba(x)
+
+
+def log_softmax_backward(y, dy):
+    """Gradient of :func:`log_softmax_forward` from its output ``y``: ``dy - exp(y) * sum(dy)``."""
+    if backend() == "numpy":
+        return log_softmax_backward_numpy(y, dy)
+    return log_softmax_backward_numba(y, dy)
+
+
+def cross_entropy_forward(logits, targets, ignore_index=-100):
+    """Summed cross-entropy of rows of ``logits`` (N, V) against int ``targets`` (N,).
+
+    Returns ``(loss_sum, n_valid, lse)``; rows whose target is ``ignore_index`` are skipped (their
+    ``lse`` is 0). A target outside ``[0, V)`` that is not ``ignore_index`` raises ``MiniGPTError``.
+    """
+    if backend() == "numpy":
+        return cross_entropy_forward_numpy(logits, targets, ignore_index)
+    return cross_entropy_forward_numba(logits, targets, ignore_index)
+
+
+def cross_entropy_backward(logits, targets, lse, scale, ignore_index=-100, out=None):
+    """``scale * (softmax(logits) - onehot(targets))``, zero rows where the target is ignored.
+
+    ``lse`` comes from :func:`cross_entropy_forward`. ``out`` (C-contiguous, same shape and dtype) may be
+    ``logits`` itself, to write the gradient over the logits in place.
+    """
+    if backend() == "numpy":
+        return cross_entropy_backward_numpy(logits, targets, lse, scale, ignore_index, out)
+    return cross_entropy_backward_numba(logits, targets, lse, scale, ignore_index, out)
