@@ -1,0 +1,148 @@
+"""Assembling a pretraining run: text -> tokenizer -> token ids -> datasets -> model -> Trainer.
+
+``pretrain(...)`` is what ``minigpt train`` calls; it is usable from Python too.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .. import random as mrandom
+from ..errors import MiniGPTError
+from .pretrain import Trainer, TrainConfig, load_checkpoint
+
+ENDOFTEXT = "<|endoftext|>"
+
+
+def load_corpus(text_files=None) -> tuple[str, str]:
+    """(text, description): the given files joined with <|endoftext|>, or the built-in default corpus."""
+    from ..data import default_corpus, load_texts
+
+    if text_files:
+        return load_texts(text_files), ", ".join(str(p) for p in text_files)
+    return default_corpus(), "built-in corpus (Python standard library docstrings)"
+
+
+def make_tokenizer(spec: str, text: str, vocab_size: int, progress: bool = False):
+    """``spec``: "bpe" (train a byte-level BPE of ``vocab_size`` on ``text``), "gpt2" (GPT-2's files from
+    the download cache or the shared data folder), a saved tokenizer .json, or a folder with GPT-2's
+    encoder.json + vocab.bpe."""
+    from ..tokenizer import BPETokenizer
+
+    if spec == "bpe":
+        return BPETokenizer.train(text, vocab_size, special_tokens=(ENDOFTEXT,), pattern="gpt2", progress=progress)
+    if spec == "gpt2":
+        return BPETokenizer.from_gpt2(_gpt2_vocab_dir())
+    p = Path(spec)
+    if p.is_dir():
+        if (p / "tokenizer.json").exists():
+            return BPETokenizer.load(p / "tokenizer.json")
+        return BPETokenizer.from_gpt2(p)
+    if p.is_file():
+        return BPETokenizer.load(p)
+    raise MiniGPTError(f"--tokenizer {spec!r}: expected 'bpe', 'gpt2', a tokenizer .json file or a folder with "
+                       "GPT-2's encoder.json and vocab.bpe")
+
+
+def _gpt2_vocab_dir() -> Path:
+    from ..data.shared import shared_file
+    from ..download import default_cache_dir
+
+    for cand in (default_cache_dir() / "gpt2-vocab", default_cache_dir() / "gpt2" / "124M"):
+        if (cand / "encoder.json").exists() and (cand / "vocab.bpe").exists():
+            return cand
+    f = shared_file("gpt2/encoder.json")
+    if f is not None:
+        return f.parent
+    raise MiniGPTError("GPT-2's vocabulary files are not installed: run `minigpt download gpt2-vocab` "
+                       "(or `--from DIR` with a local copy), or pass --tokenizer DIR")
+
+
+def fingerprint(ids: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(ids, dtype=np.int64).tobytes()).hexdigest()[:16]
+
+
+def build_loaders(ids: np.ndarray, context_length: int, batch_size: int, val_fraction: float, seed: int):
+    from ..data import DataLoader, SlidingWindowDataset, train_val_split
+
+    train_ids, val_ids = train_val_split(ids, val_fraction, min_val_tokens=context_length + 1)
+    if train_ids.size < context_length + 1:
+        raise MiniGPTError(
+            f"the training text has {train_ids.size} tokens, fewer than one window of context_length + 1 = "
+            f"{context_length + 1}; add text or lower --context-length"
+        )
+    train_ds = SlidingWindowDataset(train_ids, context_length, stride=context_length)
+    bs = min(batch_size, len(train_ds))
+    train_loader = DataLoader(train_ds, bs, shuffle=True, seed=seed, drop_last=True)
+    val_loader = None
+    if val_ids.size:
+        val_ds = SlidingWindowDataset(val_ids, context_length, stride=context_length)
+        val_loader = DataLoader(val_ds, min(batch_size, len(val_ds)), shuffle=False, drop_last=True)
+    return train_loader, val_loader
+
+
+def pretrain(out_dir, text_files=None, config: str = "mini", config_overrides: dict | None = None,
+             tokenizer: str = "bpe", vocab_size: int = 2048, train_cfg: TrainConfig | None = None,
+             epochs: float | None = None, val_fraction: float = 0.1, resume: bool = False,
+             progress: bool = True, log=print) -> dict:
+    """Train a GPT from scratch (or resume a run) and return a summary with a final text sample."""
+    from ..model import GPT, GPTConfig
+
+    out_dir = Path(out_dir)
+    latest = out_dir / "latest.json"
+    if latest.exists() and not resume:
+        raise MiniGPTError(f"{out_dir} already holds a training run; pass --resume to continue it, or choose "
+                           "another --out")
+    if resume and not latest.exists():
+        raise MiniGPTError(f"--resume: {out_dir} holds no checkpoint to resume from")
+
+    text, source = load_corpus(text_files)
+    if resume:
+        model, opt_state, tok, state = load_checkpoint(out_dir)
+        saved = state["train_config"]
+        cfg = TrainConfig(**{**saved, **({"steps": train_cfg.steps} if train_cfg and train_cfg.steps != saved["steps"]
+                                         and train_cfg.steps > state["step"] else {})})
+        val_fraction = state.get("val_fraction", val_fraction)
+        mrandom.manual_seed(cfg.seed)
+    else:
+        cfg = train_cfg or TrainConfig()
+        mrandom.manual_seed(cfg.seed)
+        log(f"corpus: {source}, {len(text):,} characters")
+        tok = make_tokenizer(tokenizer, text, vocab_size, progress=progress)
+    ids = np.asarray(tok.encode(text, allowed_special="all"), dtype=np.int64)
+    if resume:
+        if fingerprint(ids) != state.get("data_fingerprint"):
+            raise MiniGPTError("--resume: the training text differs from the one this run started with; pass the "
+                               "same --text files")
+        ctx = model.config.context_length
+    else:
+        overrides = dict(config_overrides or {})
+        overrides["vocab_size"] = tok.vocab_size
+        mcfg = GPTConfig.preset(config, **overrides)
+        ctx = mcfg.context_length
+    train_loader, val_loader = build_loaders(ids, ctx, cfg.batch_size, val_fraction, cfg.seed)
+    if not resume:
+        if epochs is not None:
+            if epochs <= 0:
+                raise MiniGPTError(f"--epochs must be positive, got {epochs}")
+            cfg = dataclasses.replace(cfg, steps=max(1, math.ceil(epochs * len(train_loader))))
+        model = GPT(mcfg)
+        log(f"tokens: {ids.size:,} ({len(train_loader.dataset)} training windows of {ctx}); vocab {tok.vocab_size}; "
+            f"model {config}: {model.num_parameters():,} parameters; {cfg.steps} steps of batch {train_loader.batch_size}")
+    trainer = Trainer(model, tok, train_loader, val_loader, cfg, out_dir, log=log, progress=progress,
+                      extra_state={"data_fingerprint": fingerprint(ids), "val_fraction": val_fraction})
+    if resume:
+        trainer.restore(opt_state, state)
+        log(f"resuming {out_dir} at step {trainer.step} of {cfg.steps}")
+    if trainer.step >= cfg.steps:
+        log(f"{out_dir} has already run all {cfg.steps} steps; pass a larger --steps to continue")
+        summary = {"step": trainer.step}
+    else:
+        summary = trainer.run()
+    summary["sample"] = trainer.sample()
+    summary["out_dir"] = str(out_dir)
+    return summary
