@@ -1,0 +1,368 @@
+"""Causal scaled-dot-product attention, forward and backward, with optional attention dropout.
+
+Layout (B, T, H, D): batch, time, head, head size -- the per-head view of a fused q/k/v projection,
+``qkv.reshape(B, T, 3, H, D)[:, :, 0]`` (a strided view; it is never copied as a whole).
+
+``attention_forward(q, k, v, scale, dropout_p=0.0, seed=0) -> (out, lse)``
+
+- ``q`` is (B, Tq, H, D), ``k`` and ``v`` are (B, Tk, H, D) with ``Tk >= Tq``. Query ``i`` sits at the
+  absolute position ``Tk - Tq + i`` and attends keys ``0 .. Tk - Tq + i``. Training uses ``Tq == Tk``;
+  generation with a KV cache passes the new queries (``Tq = 1`` or a chunk) against the whole cache.
+- ``out`` (B, Tq, H, D) is C-contiguous, so ``out.reshape(B, Tq, H * D)`` is free; ``lse`` (B, H, Tq) is
+  each row's log-sum-exp of the scaled scores, all the backward needs to rebuild the probabilities.
+- ``dropout_p > 0`` drops attention probabilities (inverted dropout: kept ones are scaled by
+  ``1 / (1 - p)``, like PyTorch's ``dropout(softmax(scores)) @ v``). Keep or drop is a hash of
+  ``(seed, b, h, i, j)`` -- a counter-based random generator -- so the backward regenerates the same mask
+  without storing a (T, T) array, and the NumPy reference draws the identical mask.
+
+``attention_backward(dout, q, k, v, out, lse, scale, dropout_p=0.0, seed=0, dq=None, dk=None, dv=None)``
+returns ``(dq, dk, dv)``. They may be given as preallocated (possibly strided) arrays of the shapes of q,
+k, v -- e.g. views into one (B, T, 3, H, D) buffer, which then *is* the gradient of the fused q/k/v
+projection's output, with no concatenation. With ``P = softmax`` and ``A = dropout(P)``:
+``dV = A^T dO``, ``dA = dO V^T``, ``dP = dA * mask / (1 - p)``, ``dS = P * (dP - delta)`` where
+``delta_i = sum_d dO_id * O_id`` (which equals ``sum_j P_ij dP_ij``), ``dQ = scale dS K``,
+``dK = scale dS^T Q``.
+
+The Numba kernels run in parallel over the (batch, head) pairs. Each pair copies its keys (transposed)
+and values into small contiguous tiles, then works row by row: scores for keys ``0..limit`` only (the
+masked upper triangle is never computed, no (T, T) mask exists), the row's max and ``exp`` (vectorised),
+and the weighted sum of values. Nothing of size (T, T) is ever allocated.
+"""
+import minigpt._threads  # noqa: F401  (before numba: selects the workqueue threading layer)
+import numba
+import numpy as np
+
+from . import backend
+from ..errors import MiniGPTError
+from .fastmath import LazyKernel, array_type, fast_exp, row_max
+
+# ---- the dropout mask: a counter-based hash (splitmix64's finaliser) --------------------------------
+_GOLD = np.uint64(0x9E3779B97F4A7C15)   # 2**64 / golden ratio: the stride between counters
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_S30, _S27, _S31, _S32 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(32)
+_MASK64 = (1 << 64) - 1
+
+
+def _mix64_py(z):
+    z &= _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def _dropout_params(dropout_p, seed):
+    """(use_dropout, keep threshold, 1/(1-p), key): keep iff (hash >> 32) >= threshold."""
+    p = float(dropout_p)
+    if not 0.0 <= p <= 1.0:
+        raise MiniGPTError(f"attention dropout_p must be in [0, 1], got {dropout_p}")
+    if p == 0.0:
+        return False, np.uint64(0), 1.0, np.uint64(0)
+    thr = min(int(round(p * 2**32)), 2**32)
+    inv_keep = 0.0 if p >= 1.0 else 1.0 / (1.0 - p)
+    key = _mix64_py(int(seed) * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E019)
+    return True, np.uint64(thr), inv_keep, np.uint64(key)
+
+
+def dropout_keep_mask(seed, dropout_p, B, H, Tq, Tk):
+    """The (B, H, Tq, Tk) boolean keep-mask of attention dropout (True = kept), as the kernels draw it.
+
+    Entry (b, h, i, j) is the hash of the counter ((b*H + h)*Tk + (Tk - Tq + i))*Tk + j under the key
+    derived from ``seed``: query rows are numbered by absolute position, so a chunk of queries gets the
+    same decisions as the same rows of a full-length call.
+    """
+    _, thr, _, key = _dropout_params(dropout_p, seed)
+    off = Tk - Tq
+    bh = np.arange(B * H, dtype=np.uint64).reshape(B, H, 1, 1)
+    i = (off + np.arange(Tq, dtype=np.uint64)).reshape(1, 1, Tq, 1)
+    j = np.arange(Tk, dtype=np.uint64).reshape(1, 1, 1, Tk)
+    tk = np.uint64(Tk)
+    z = key + ((bh * tk + i) * tk + j) * _GOLD          # uint64 arithmetic wraps modulo 2**64
+    z = (z ^ (z >> _S30)) * _M1
+    z = (z ^ (z >> _S27)) * _M2
+    z = z ^ (z >> _S31)
+    return (z >> _S32) >= thr
+
+
+# ---- NumPy reference ----------------------------------------------------------------------------
+
+def _causal_mask(Tq, Tk):
+    """(Tq, Tk) True where query i may attend key j (j <= Tk - Tq + i)."""
+    return np.arange(Tk)[None, :] <= (Tk - Tq) + np.arange(Tq)[:, None]
+
+
+def _check_shapes(q, k, v):
+    if q.ndim != 4 or k.shape != v.shape or k.ndim != 4 or q.shape[0] != k.shape[0] \
+            or q.shape[2:] != k.shape[2:]:
+        raise MiniGPTError(f"attention expects q (B, Tq, H, D) and k, v (B, Tk, H, D); got q {q.shape}, "
+                           f"k {k.shape}, v {v.shape}")
+    if k.shape[1] < q.shape[1]:
+        raise MiniGPTError(f"attention needs at least as many keys as queries: Tq={q.shape[1]}, "
+                           f"Tk={k.shape[1]}")
+
+
+def attention_forward_numpy(q, k, v, scale, dropout_p=0.0, seed=0):
+    q, k, v = np.asarray(q), np.asarray(k), np.asarray(v)
+    _check_shapes(q, k, v)
+    B, Tq, H, D = q.shape
+    Tk = k.shape[1]
+    qh, kh, vh = q.transpose(0, 2, 1, 3), k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # (B, H, T, D)
+    s = (qh @ kh.transpose(0, 1, 3, 2)) * scale                                              # (B, H, Tq, Tk)
+    s = np.where(_causal_mask(Tq, Tk), s, -np.inf)
+    m = s.max(axis=-1, keepdims=True)
+    e = np.exp(s - m)
+    total = e.sum(axis=-1, keepdims=True)
+    lse = (m + np.log(total))[..., 0]
+    p = e / total
+    use, _, inv_keep, _ = _dropout_params(dropout_p, seed)
+    if use:
+        p = p * dropout_keep_mask(seed, dropout_p, B, H, Tq, Tk) * inv_keep
+    out = (p @ vh).transpose(0, 2, 1, 3)
+    return np.ascontiguousarray(out, dtype=q.dtype), lse.astype(q.dtype)
+
+
+def attention_backward_numpy(dout, q, k, v, out, lse, scale, dropout_p=0.0, seed=0, dq=None, dk=None,
+                             dv=None):
+    q, k, v = np.asarray(q), np.asarray(k), np.asarray(v)
+    B, Tq, H, D = q.shape
+    Tk = k.shape[1]
+    qh, kh, vh = q.transpose(0, 2, 1, 3), k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
+    doh, oh = np.asarray(dout).transpose(0, 2, 1, 3), np.asarray(out).transpose(0, 2, 1, 3)
+    s = (qh @ kh.transpose(0, 1, 3, 2)) * scale
+    p = np.where(_causal_mask(Tq, Tk), np.exp(s - lse[..., None]), 0.0)     # softmax, rebuilt from lse
+    use, _, inv_keep, _ = _dropout_params(dropout_p, seed)
+    keep = dropout_keep_mask(seed, dropout_p, B, H, Tq, Tk) * inv_keep if use else 1.0
+    a = p * keep                                                          # what multiplied v
+    dv_h = a.transpose(0, 1, 3, 2) @ doh                                  # (B, H, Tk, D)
+    dp = (doh @ vh.transpose(0, 1, 3, 2)) * keep                          # d loss / d p
+    delta = (doh * oh).sum(axis=-1, keepdims=True)                        # = sum_j p_ij dp_ij
+    ds = p * (dp - delta) * scale
+    dq_h = ds @ kh
+    dk_h = ds.transpose(0, 1, 3, 2) @ qh
+    return (_store(dq, dq_h, q), _store(dk, dk_h, k), _store(dv, dv_h, v))
+
+
+def _store(dst, value_bhtd, like):
+    value = value_bhtd.transpose(0, 2, 1, 3)
+    if dst is None:
+        return np.ascontiguousarray(value, dtype=like.dtype)
+    dst[...] = value
+    return dst
+
+
+# ---- Numba ------------------------------------------------------------------------------------------
+
+@numba.njit(inline="always")
+def _keep_scale(rowbase, j, thr, inv_keep, zero):
+    """inv_keep if the element of counter offset j (in its row) is kept, else 0."""
+    z = rowbase + np.uint64(j) * _GOLD
+    z = (z ^ (z >> _S30)) * _M1
+    z = (z ^ (z >> _S27)) * _M2
+    z = z ^ (z >> _S31)
+    return inv_keep if (z >> _S32) >= thr else zero
+
+
+def _fwd(q, k, v, scale, one, dropout, thr, inv_keep, key, out, lse):
+    B, Tq, H, D = q.shape
+    Tk = k.shape[1]
+    off = Tk - Tq
+    zero = one - one
+    for bh in numba.prange(B * H):
+        b = bh // H
+        h = bh - b * H
+        kt = np.empty((D, Tk), dtype=q.dtype)       # keys, transposed: scores are axpys over j
+        vv = np.empty((Tk, D), dtype=q.dtype)
+        for j in range(Tk):
+            for d in range(D):
+                kt[d, j] = k[b, j, h, d]
+                vv[j, d] = v[b, j, h, d]
+        s = np.empty(Tk, dtype=q.dtype)
+        o = np.empty(D, dtype=q.dtype)
+        bh_base = np.uint64(bh) * np.uint64(Tk)
+        for i in range(Tq):
+            lim = off + i + 1                         # keys 0 .. lim-1 are visible
+            for j in range(lim):
+                s[j] = zero
+            for d in range(D):
+                qd = q[b, i, h, d] * scale
+                ktd = kt[d]
+                for j in range(lim):
+                    s[j] += qd * ktd[j]
+            m = row_max(s, lim)
+            total = zero
+            for j in range(lim):
+                e = fast_exp(s[j] - m)
+                s[j] = e
+                total += e
+            lse[b, h, i] = m + np.log(total)
+            if dropout:
+                rowbase = key + (bh_base + np.uint64(off + i)) * np.uint64(Tk) * _GOLD
+                for j in range(lim):
+                    s[j] *= _keep_scale(rowbase, j, thr, inv_keep, zero)
+            for d in range(D):
+                o[d] = zero
+            for j in range(lim):
+                pj = s[j]
+                vj = vv[j]
+                for d in range(D):
+                    o[d] += pj * vj[d]
+            inv = one / total
+            for d in range(D):
+                out[b, i, h, d] = o[d] * inv
+
+
+def _bwd(dout, q, k, v, out, lse, scale, one, dropout, thr, inv_keep, key, dq, dk, dv):
+    B, Tq, H, D = q.shape
+    Tk = k.shape[1]
+    off = Tk - Tq
+    zero = one - one
+    for bh in numba.prange(B * H):
+        b = bh // H
+        h = bh - b * H
+        kt = np.empty((D, Tk), dtype=q.dtype)      # keys transposed (scores)
+        vt = np.empty((D, Tk), dtype=q.dtype)      # values transposed (dA = dO V^T)
+        kk = np.empty((Tk, D), dtype=q.dtype)      # keys by row (dQ = dS K)
+        for j in range(Tk):
+            for d in range(D):
+                kv = k[b, j, h, d]
+                kt[d, j] = kv
+                kk[j, d] = kv
+                vt[d, j] = v[b, j, h, d]
+        dkl = np.zeros((Tk, D), dtype=q.dtype)
+        dvl = np.zeros((Tk, D), dtype=q.dtype)
+        s = np.empty(Tk, dtype=q.dtype)
+        dp = np.empty(Tk, dtype=q.dtype)
+        a = np.empty(Tk, dtype=q.dtype)
+        qr = np.empty(D, dtype=q.dtype)
+        dor = np.empty(D, dtype=q.dtype)
+        dqr = np.empty(D, dtype=q.dtype)
+        bh_base = np.uint64(bh) * np.uint64(Tk)
+        for i in range(Tq):
+            lim = off + i + 1
+            delta = zero
+            for d in range(D):
+                qr[d] = q[b, i, h, d]
+                dor[d] = dout[b, i, h, d]
+                delta += dor[d] * out[b, i, h, d]
+                dqr[d] = zero
+            for j in range(lim):
+                s[j] = zero
+                dp[j] = zero
+            for d in range(D):
+                qd = qr[d] * scale
+                od = dor[d]
+                ktd = kt[d]
+                vtd = vt[d]
+                for j in range(lim):
+                    s[j] += qd * ktd[j]
+                    dp[j] += od * vtd[j]
+            l_ = lse[b, h, i]
+            if dropout:
+                rowbase = key + (bh_base + np.uint64(off + i)) * np.uint64(Tk) * _GOLD
+                for j in range(lim):
+                    pj = fast_exp(s[j] - l_)
+                    mk = _keep_scale(rowbase, j, thr, inv_keep, zero)
+                    a[j] = pj * mk
+                    s[j] = pj * (dp[j] * mk - delta) * scale       # dS, scale folded in
+            else:
+                for j in range(lim):
+                    pj = fast_exp(s[j] - l_)
+                    a[j] = pj
+                    s[j] = pj * (dp[j] - delta) * scale
+            for j in range(lim):
+                aj = a[j]
+                dsj = s[j]
+                kj = kk[j]
+                dkj = dkl[j]
+                dvj = dvl[j]
+                for d in range(D):
+                    dvj[d] += aj * dor[d]
+                    dqr[d] += dsj * kj[d]
+                    dkj[d] += dsj * qr[d]
+            for d in range(D):
+                dq[b, i, h, d] = dqr[d]
+        for j in range(Tk):
+            for d in range(D):
+                dk[b, j, h, d] = dkl[j, d]
+                dv[b, j, h, d] = dvl[j, d]
+
+
+_u64 = numba.types.uint64
+_bool = numba.types.boolean
+
+
+def _fwd_types(f):
+    ro = dict(readonly=True, layout="A")
+    return (array_type(f, 4, **ro), array_type(f, 4, **ro), array_type(f, 4, **ro), f, f, _bool, _u64, f,
+            _u64, array_type(f, 4), array_type(f, 3))
+
+
+def _bwd_types(f):
+    ro = dict(readonly=True, layout="A")
+    wa = dict(layout="A")
+    return (array_type(f, 4, **ro), array_type(f, 4, **ro), array_type(f, 4, **ro), array_type(f, 4, **ro),
+            array_type(f, 4, **ro), array_type(f, 3, **ro), f, f, _bool, _u64, f, _u64,
+            array_type(f, 4, **wa), array_type(f, 4, **wa), array_type(f, 4, **wa))
+
+
+_fwd_k = LazyKernel(_fwd, _fwd_types)
+_bwd_k = LazyKernel(_bwd, _bwd_types)
+
+
+def _as(a, dt):
+    a = np.asarray(a)
+    return a if a.dtype == dt else a.astype(dt)
+
+
+def attention_forward_numba(q, k, v, scale, dropout_p=0.0, seed=0):
+    q = np.asarray(q)
+    dt = q.dtype
+    k, v = _as(k, dt), _as(v, dt)
+    _check_shapes(q, k, v)
+    B, Tq, H, D = q.shape
+    use, thr, inv_keep, key = _dropout_params(dropout_p, seed)
+    out = np.empty((B, Tq, H, D), dtype=dt)
+    lse = np.empty((B, H, Tq), dtype=dt)
+    if out.size or lse.size:
+        _fwd_k[dt](q, k, v, dt.type(scale), dt.type(1.0), use, thr, dt.type(inv_keep), key, out, lse)
+    return out, lse
+
+
+def _grad_buffer(g, like, name):
+    if g is None:
+        return np.empty(like.shape, dtype=like.dtype)
+    if g.shape != like.shape or g.dtype != like.dtype:
+        raise MiniGPTError(f"attention_backward: {name} must be a {like.dtype} array of shape {like.shape}, "
+                           f"got {g.dtype} {g.shape}")
+    return g
+
+
+def attention_backward_numba(dout, q, k, v, out, lse, scale, dropout_p=0.0, seed=0, dq=None, dk=None,
+                             dv=None):
+    q = np.asarray(q)
+    dt = q.dtype
+    k, v = _as(k, dt), _as(v, dt)
+    use, thr, inv_keep, key = _dropout_params(dropout_p, seed)
+    dq = _grad_buffer(dq, q, "dq")
+    dk = _grad_buffer(dk, k, "dk")
+    dv = _grad_buffer(dv, v, "dv")
+    if q.size or k.size:
+        _bwd_k[dt](_as(dout, dt), q, k, v, _as(out, dt), _as(lse, dt), dt.type(scale), dt.type(1.0), use, thr,
+                   dt.type(inv_keep), key, dq, dk, dv)
+    return dq, dk, dv
+
+
+# ---- public, dispatching on the backend -------------------------------------------------------------
+
+def attention_forward(q, k, v, scale, dropout_p=0.0, seed=0):
+    """Causal attention of ``q`` (B, Tq, H, D) over ``k``, ``v`` (B, Tk, H, D); returns ``(out, lse)``."""
+    if backend() == "numpy":
+        return attention_forward_numpy(q, k, v, scale, dropout_p, seed)
+    return attention_forward_numba(q, k, v, scale, dropout_p, seed)
+
+
+def attention_backward(dout, q, k, v, out, lse, scale, dropout_p=0.0, seed=0, dq=None, dk=None, dv=None):
+    """Gradients ``(dq, dk, dv)`` of :func:`attention_forward`; written into ``dq``/``dk``/``dv`` if given."""
+    if backend() == "numpy":
+        return attention_backward_numpy(dout, q, k, v, out, lse, scale, dropout_p, seed, dq, dk, dv)
+    return attention_backward_numba(dout, q, k, v, out, lse, scale, dropout_p, seed, dq, dk, dv)
