@@ -273,10 +273,11 @@ class LazyKernel:
     run time -- that keeps first-use compilation, and the test suite, short.
     """
 
-    def __init__(self, pyfunc, argtypes, parallel=True):
+    def __init__(self, pyfunc, argtypes, parallel=True, fastmath=None):
         self.pyfunc = pyfunc
         self.argtypes = argtypes
         self.parallel = parallel
+        self.fastmath = FASTMATH if fastmath is None else fastmath
         self._compiled = {}
 
     def __getitem__(self, dtype):
@@ -285,7 +286,7 @@ class LazyKernel:
         if fn is None:
             ftype = numba.from_dtype(dtype)
             sig = tuple(self.argtypes(ftype))
-            fn = numba.njit(sig, parallel=self.parallel, fastmath=FASTMATH, cache=True)(self.pyfunc)
+            fn = numba.njit(sig, parallel=self.parallel, fastmath=self.fastmath, cache=True)(self.pyfunc)
             self._compiled[dtype] = fn
         return fn
 

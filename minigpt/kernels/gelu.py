@@ -1,12 +1,19 @@
 """GELU, tanh approximation (as GPT-2): ``gelu(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``.
 
 ``gelu_forward(x) -> y`` and ``gelu_backward(dy, x) -> dx`` work on arrays of any shape (float32 or
-float64) and return C-contiguous arrays of that shape. The Numba kernel runs over the flat array in
-parallel, with the vectorisable ``tanh`` of :mod:`minigpt.kernels.fastmath` (this Numba has no SVML, so
-``np.tanh`` in a kernel would be one scalar libm call per element).
+float64) and return C-contiguous arrays of that shape (or write into ``out=``). The Numba kernel runs
+over the flat array in parallel with the vectorisable ``exp`` of :mod:`minigpt.kernels.fastmath` (this
+Numba has no SVML, so ``np.tanh`` in a kernel would be one scalar libm call per element).
 
-The derivative, with ``u = c (x + a x^3)`` and ``t = tanh(u)``:
-``gelu'(x) = 0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3 a x^2)``.
+With ``u = c (x + a x^3)``, ``c = sqrt(2/pi)``, ``a = 0.044715``, the kernel uses the identity
+``0.5 (1 + tanh(u)) = s = 1 / (1 + exp(-2u))`` (the logistic sigmoid of 2u), so
+
+    gelu(x)  = x * s
+    gelu'(x) = s + 2 x s (1 - s) c (1 + 3 a x^2),    with 1 - s = exp(-2u) * s
+
+-- the same function, but for negative ``x`` it avoids ``1 + tanh(u)``, where ``tanh(u)`` is close to
+-1 and float32 loses most of its digits (the NumPy reference below, written the textbook way, has that
+cancellation). ``exp(-2u)`` is clamped at ``exp(80)`` so that ``s`` and ``1 - s`` stay finite.
 """
 import math
 
@@ -16,10 +23,11 @@ import numpy as np
 
 from . import backend
 from ..errors import MiniGPTError
-from .fastmath import LazyKernel, array_type, fast_tanh
+from .fastmath import LazyKernel, array_type, fast_exp
 
 _C = math.sqrt(2.0 / math.pi)
 _A = 0.044715
+_ZMAX = 80.0   # clamp of -2u: exp(80) ~ 5.5e34 is finite in float32
 
 
 # ---- NumPy reference ----------------------------------------------------------------------------
@@ -45,23 +53,33 @@ def _store(value, out, x):
 
 # ---- Numba ------------------------------------------------------------------------------------------
 
-def _fwd(x, y, c, a, half, one):
+def _fwd(x, y, c, a, two, one, zmax):
     for i in numba.prange(x.size):
         xi = x[i]
-        y[i] = half * xi * (one + fast_tanh(c * (xi + a * xi * xi * xi)))
+        z = -two * c * (xi + a * xi * xi * xi)          # -2u
+        z = z if z < zmax else zmax
+        y[i] = xi / (one + fast_exp(z))                  # x * sigmoid(2u)
 
 
-def _bwd(dy, x, dx, c, a, half, one, three):
+def _bwd(dy, x, dx, c, a, two, one, three, zmax):
     for i in numba.prange(x.size):
         xi = x[i]
-        t = fast_tanh(c * (xi + a * xi * xi * xi))
-        g = half * (one + t) + half * xi * (one - t * t) * c * (one + three * a * xi * xi)
+        z = -two * c * (xi + a * xi * xi * xi)
+        z = z if z < zmax else zmax
+        e = fast_exp(z)
+        s = one / (one + e)                               # 0.5 (1 + tanh u)
+        g = s + two * xi * s * (e * s) * c * (one + three * a * xi * xi)
         dx[i] = dy[i] * g
 
 
-_fwd_k = LazyKernel(_fwd, lambda f: (array_type(f, 1, readonly=True), array_type(f, 1), f, f, f, f))
-_bwd_k = LazyKernel(_bwd, lambda f: (array_type(f, 1, readonly=True), array_type(f, 1, readonly=True), array_type(f, 1),
-                                     f, f, f, f, f))
+# Inputs are typed read-only (so read-only arrays are accepted); ``out`` may still be the same memory.
+# An element-wise map needs no ``reassoc`` to vectorise, and must not have it: reordering the product in
+# ``_bwd`` could form s * s (underflow) or e * x**3 (overflow) first.
+_FLAGS = {"contract", "nsz", "arcp"}
+_fwd_k = LazyKernel(_fwd, lambda f: (array_type(f, 1, readonly=True), array_type(f, 1), f, f, f, f, f),
+                    fastmath=_FLAGS)
+_bwd_k = LazyKernel(_bwd, lambda f: (array_type(f, 1, readonly=True), array_type(f, 1, readonly=True),
+                                     array_type(f, 1), f, f, f, f, f, f), fastmath=_FLAGS)
 
 
 def _flat(a, dtype):
@@ -82,7 +100,7 @@ def gelu_forward_numba(x, out=None):
     x = np.asarray(x)
     dt = x.dtype.type
     y = _out(out, x)
-    _fwd_k[x.dtype](_flat(x, x.dtype), y.reshape(-1), dt(_C), dt(_A), dt(0.5), dt(1.0))
+    _fwd_k[x.dtype](_flat(x, x.dtype), y.reshape(-1), dt(_C), dt(_A), dt(2.0), dt(1.0), dt(_ZMAX))
     return y
 
 
@@ -91,7 +109,7 @@ def gelu_backward_numba(dy, x, out=None):
     dt = x.dtype.type
     dx = _out(out, x)
     _bwd_k[x.dtype](_flat(dy, x.dtype), _flat(x, x.dtype), dx.reshape(-1),
-                    dt(_C), dt(_A), dt(0.5), dt(1.0), dt(3.0))
+                    dt(_C), dt(_A), dt(2.0), dt(1.0), dt(3.0), dt(_ZMAX))
     return dx
 
 

@@ -5,7 +5,7 @@ V classes or vocabulary entries) and are numerically stable: every row is shifte
 ``exp``, so logits of +-1e4 give finite results.
 
 - ``softmax_forward(x) -> y``, ``softmax_backward(y, dy) -> dx = y * (dy - sum(y * dy))``.
-- ``log_softmax_forward(x) -> y = x - logsumexp(x)``, ``log_softmax_backward(y, dy) -> dx = dy -
+- ``log_softmax_forward(x) -> y = (x - max) - log(sum(exp(x - max)))``, ``log_softmax_backward(y, dy) -> dx = dy -
   exp(y) * sum(dy)``.
 - ``cross_entropy_forward(logits, targets, ignore_index=-100) -> (loss_sum, n_valid, lse)``: the summed
   loss ``sum_i (lse_i - logits[i, targets[i]])`` over the rows whose target is not ``ignore_index`` (a
@@ -43,7 +43,7 @@ def softmax_backward_numpy(y, dy):
 def log_softmax_forward_numpy(x):
     x = np.asarray(x)
     m = x.max(axis=1, keepdims=True)
-    return x - m - np.log(np.exp(x - m).sum(axis=1, keepdims=True))
+    return (x - m) - np.log(np.exp(x - m).sum(axis=1, keepdims=True))
 
 
 def log_softmax_backward_numpy(y, dy):
@@ -103,10 +103,12 @@ def _log_softmax_fwd(x, y, one):
         m = row_max(xr, v)
         s = one - one
         for j in range(v):
-            s += fast_exp(xr[j] - m)
-        lse = m + np.log(s)
-        for j in range(v):
-            yr[j] = xr[j] - lse
+            d = xr[j] - m
+            yr[j] = d
+            s += fast_exp(d)
+        ls = np.log(s)
+        for j in range(v):      # (x - m) - log s, not x - (m + log s): m may be 1e4 and log s ~ 1;
+            yr[j] -= ls         # the store in between keeps ``reassoc`` from regrouping it
 
 
 def _softmax_bwd(y, dy, dx, one):
@@ -148,9 +150,9 @@ def _ce_fwd(x, t, ignore, lse, losses, one):
         s = one - one
         for j in range(v):
             s += fast_exp(xr[j] - m)
-        l_ = m + np.log(s)
-        lse[i] = l_
-        losses[i] = np.float64(l_) - np.float64(xr[ti])
+        ls = np.log(np.float64(s))
+        lse[i] = m + ls
+        losses[i] = ls - (np.float64(xr[ti]) - np.float64(m))
 
 
 def _ce_bwd(x, t, ignore, lse, scale, out):
