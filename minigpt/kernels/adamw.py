@@ -33,7 +33,9 @@ from . import backend as _backend
 PARALLEL_THRESHOLD = 1 << 16
 
 
-@njit(cache=True)
+# error_model="numpy": no zero-division check inside the loop, so LLVM vectorises it (the Python error
+# model's branch per division kept this loop scalar: 2.5x slower). No fastmath: results stay bit-faithful.
+@njit(cache=True, error_model="numpy")
 def _adamw_serial(p, g, m, v, decay, beta1c, beta2, beta2c, neg_step, bc2_sqrt, eps):
     for i in range(p.size):
         gi = g[i]
@@ -47,7 +49,7 @@ def _adamw_serial(p, g, m, v, decay, beta1c, beta2, beta2c, neg_step, bc2_sqrt, 
         p[i] = pi + neg_step * mi / (np.sqrt(vi) / bc2_sqrt + eps)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def _adamw_parallel(p, g, m, v, decay, beta1c, beta2, beta2c, neg_step, bc2_sqrt, eps):
     for i in prange(p.size):
         gi = g[i]
@@ -61,7 +63,8 @@ def _adamw_parallel(p, g, m, v, decay, beta1c, beta2, beta2c, neg_step, bc2_sqrt
         p[i] = pi + neg_step * mi / (np.sqrt(vi) / bc2_sqrt + eps)
 
 
-@njit(cache=True)
+# reassoc lets LLVM vectorise the float64 sum (a different summation order, same float64 accuracy class)
+@njit(cache=True, fastmath={"reassoc"})
 def _sumsq_serial(x):
     s = 0.0
     for i in range(x.size):
@@ -70,7 +73,7 @@ def _sumsq_serial(x):
     return s
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath={"reassoc"})
 def _sumsq_parallel(x):
     s = 0.0
     for i in prange(x.size):
