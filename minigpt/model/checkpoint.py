@@ -175,8 +175,15 @@ def load_pretrained(path, dtype=np.float32) -> GPT:
             cfg.tie_weights = True
         else:
             cfg.tie_weights = False
-    if f"blocks.0.attn.qkv.bias" not in state and cfg.qkv_bias:
+    qkv_biases = [k for k in state if k.endswith(".attn.qkv.bias")]
+    if not qkv_biases:
         cfg.qkv_bias = False
+    elif not cfg.qkv_bias:
+        if all(not np.any(state[k]) for k in qkv_biases):
+            for k in qkv_biases:  # the zeros save_pretrained writes for a model without q/k/v bias
+                del state[k]
+        else:
+            cfg.qkv_bias = True
     model = GPT(cfg, dtype=dtype)
     model.load_state_dict(state)
     return model

@@ -1,5 +1,5 @@
 """Training: the pretraining loop with evaluation and crash-safe checkpoints, and run assembly."""
-from .pretrain import (Trainer, TrainConfig, TrainingDiverged, evaluate, load_checkpoint, perplexity,
+from .loop import (Trainer, TrainConfig, TrainingDiverged, evaluate, load_checkpoint, perplexity,
                        resolve_model_dir, save_checkpoint)
 from .run import load_corpus, make_tokenizer, pretrain
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import random as mrandom
 from ..errors import MiniGPTError
-from .pretrain import Trainer, TrainConfig, load_checkpoint
+from .loop import Trainer, TrainConfig, load_checkpoint
 
 ENDOFTEXT = "<|endoftext|>"
 
