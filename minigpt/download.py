@@ -100,6 +100,7 @@ def _write_stamp(folder: Path, stamp: dict) -> None:
             json.dump(stamp, f, indent=1, sort_keys=True)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
         os.replace(tmp, folder / _STAMP)
     except BaseException:
         _unlink(tmp)
