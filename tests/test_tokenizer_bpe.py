@@ -308,3 +308,20 @@ def test_fast_split_equals_regex(s):
 def test_fast_split_equals_regex_dense(s):
     for name, pattern in (("gpt2", GPT2_PATTERN), ("gpt4", GPT4_PATTERN)):
         assert Splitter(name)(s) == regex.findall(pattern, s)
+
+
+@given(st.lists(SPLIT_TEXT, min_size=1, max_size=6))
+def test_fast_split_equals_regex_in_small_blocks(monkeypatch_module, parts):
+    s = "a b. ".join(parts) * 3  # long enough for several blocks
+    for name, pattern in (("gpt2", GPT2_PATTERN), ("gpt4", GPT4_PATTERN)):
+        assert Splitter(name)(s) == regex.findall(pattern, s)
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    from minigpt.tokenizer import patterns
+
+    old = patterns._BLOCK
+    patterns._BLOCK = 7  # blocks of ~7 characters: every block boundary case shows up in short texts
+    yield
+    patterns._BLOCK = old

@@ -35,8 +35,11 @@ _WS = r"\t\n\x0b\x0c\r "  # Unicode White_Space restricted to ASCII
 # pattern are dropped: after them comes a class that cannot match what they consumed, so backtracking into
 # them never finds another match, and greedy gives the same result (and `re` before 3.11 lacks them).
 _FAST = {
+    # letters first (the most common case; no other alternative can start where they do, except the
+    # whitespace ones, which come after them in both spellings)
     "gpt2": (
-        rf"""'s|'t|'re|'ve|'m|'ll|'d| ?[A-Za-z]+| ?[0-9]+| ?[^{_WS}A-Za-z0-9]+|[{_WS}]+(?![^{_WS}])|[{_WS}]+"""
+        rf"""[A-Za-z]+| [A-Za-z]+|'(?:s|t|re|ve|m|ll|d)| ?[0-9]+| ?[^{_WS}A-Za-z0-9]+|[{_WS}]+(?![^{_WS}])|"""
+        rf"""[{_WS}]+"""
     ),
     "gpt4": (
         r"""'(?:[sdmtSDMT]|[lL][lL]|[vV][eE]|[rR][eE])|[^\r\nA-Za-z0-9]?[A-Za-z]+|[0-9]{1,3}|"""
@@ -45,6 +48,7 @@ _FAST = {
 }
 _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 _WS_CHARS = frozenset("\t\n\x0b\x0c\r ")
+_BLOCK = 2048  # characters per block when the text is not all ASCII
 
 
 def resolve_pattern(pattern: str) -> tuple[str, str]:
@@ -111,8 +115,25 @@ class Splitter:
             return self._slow.findall(text)
         if text.isascii():
             return fast.findall(text)
+        # Blocks of about _BLOCK characters, cut at safe places: most blocks of mostly-English text are pure
+        # ASCII (an O(1) check on the copy), and only the others are scanned for their non-ASCII runs.
+        out: list[str] = []
+        n = len(text)
+        i = 0
+        while i < n:
+            j = safe_cut_after(text, i + _BLOCK) if i + _BLOCK < n else n
+            block = text[i:j]
+            if block.isascii():
+                out += fast.findall(block)
+            else:
+                out += self._mixed(block)
+            i = j
+        return out
+
+    def _mixed(self, text: str) -> list[str]:
+        """Split text that holds non-ASCII characters: `regex` around them, `re` elsewhere."""
         slow = self._slow.findall
-        fast = fast.findall
+        fast = self._fast.findall
         out: list[str] = []
         prev = 0
         for m in _NON_ASCII.finditer(text):
@@ -121,10 +142,11 @@ class Splitter:
                 continue  # inside the region already given to `regex`
             left = safe_cut_before(text, prev, a)
             right = safe_cut_after(text, b + 1)
+            # pos/endpos search as if the text were cut there (no lookbehind in these patterns), without copies
             if left > prev:
-                out += fast(text[prev:left])
-            out += slow(text[left:right])
+                out += fast(text, prev, left)
+            out += slow(text, left, right)
             prev = right
         if prev < len(text):
-            out += fast(text[prev:])
+            out += fast(text, prev)
         return out

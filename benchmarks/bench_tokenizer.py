@@ -1,0 +1,172 @@
+"""Tokenizer speed: minigpt's byte-level BPE beside tiktoken (encode) and HF tokenizers (training), one thread.
+
+    python benchmarks/bench_tokenizer.py [--mb 5] [--repeats 3] [--extra FILE ...]
+
+The corpus is built from the English text in the shared data folder (nothing downloaded): tiny-shakespeare
+without its last 10%, the SMS messages and the instruction data set (instruction, input and output fields),
+about 1.6 MB of distinct text, plus any ``--extra`` UTF-8 files; it is repeated until it reaches ``--mb``
+megabytes. The held-out text (never trained on) is the last 10% of tiny-shakespeare and the-verdict.
+
+Encode (GPT-2's vocabulary, ids checked identical to tiktoken's):
+  - "distinct, cold": the distinct corpus once, from an empty cache (every pre-token is new the first time);
+  - "5 MB, cold": the repeated corpus from an empty cache;  "5 MB, warm": the same again, every pre-token cached.
+  tiktoken has no cache, so its figure is the same text encoded the same way.
+Training (vocab 5,000 and 32,000 incl. <|endoftext|>, GPT-2 split pattern, on the repeated corpus): minigpt vs
+HF ``tokenizers`` ByteLevel BPE (RAYON_NUM_THREADS=1), then the token count of each trained vocabulary on the
+held-out text. Numba's one-time compilation is excluded (a warm-up run loads the cached machine code).
+Each figure is the best of ``--repeats`` runs, ours and the reference alternating in the same process.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ["RAYON_NUM_THREADS"] = "1"  # before HF tokenizers starts its pool
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import format_table, load_avg, setup_threads  # noqa: E402
+
+setup_threads(1)
+
+from minigpt.data.shared import shared_data_dir  # noqa: E402
+from minigpt.tokenizer import GPT2_PATTERN, BPETokenizer, gpt2_bytes_to_unicode  # noqa: E402
+
+
+def build_corpus(data: Path, extra):
+    ts = (data / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")
+    cut = ts.rfind("\n\n", 0, int(len(ts) * 0.9)) + 2
+    sms = (data / "sms-spam" / "SMSSpamCollection").read_text(encoding="utf-8", errors="replace")
+    sms = "\n".join(line.split("\t", 1)[-1] for line in sms.splitlines())
+    inst = json.loads((data / "instruction-data" / "instruction-data.json").read_text(encoding="utf-8"))
+    inst = "\n\n".join("\n".join(x for x in (e["instruction"], e["input"], e["output"]) if x) for e in inst)
+    docs = [ts[:cut], sms, inst] + [Path(f).read_text(encoding="utf-8") for f in extra]
+    held_out = ts[cut:] + (data / "the-verdict" / "the-verdict.txt").read_text(encoding="utf-8")
+    return "\n\n".join(docs), held_out
+
+
+def chunks(text, size=1 << 16):
+    """Pieces of about ``size`` characters cut after a newline (the documents both trainers see)."""
+    out, i = [], 0
+    while i < len(text):
+        j = text.find("\n", i + size)
+        j = len(text) if j == -1 else j + 1
+        out.append(text[i:j])
+        i = j
+    return out
+
+
+def best(fn, repeats, before=None):
+    t = float("inf")
+    result = None
+    for _ in range(repeats):
+        if before is not None:
+            before()
+        t0 = time.perf_counter()
+        result = fn()
+        t = min(t, time.perf_counter() - t0)
+    return t, result
+
+
+def tiktoken_gpt2(data: Path):
+    try:
+        import tiktoken
+    except ImportError:
+        return None
+    u2b = {c: b for b, c in gpt2_bytes_to_unicode().items()}
+    enc = json.loads((data / "gpt2" / "encoder.json").read_text(encoding="utf-8"))
+    eot = enc.pop("<|endoftext|>")
+    ranks = {bytes(u2b[c] for c in s): i for s, i in enc.items()}
+    return tiktoken.Encoding("gpt2-offline", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
+                             special_tokens={"<|endoftext|>": eot})
+
+
+def hf_train(docs, vocab_size):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(docs, trainer)
+    return tok
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mb", type=float, default=5.0, help="size of the repeated corpus in MB (default 5)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--vocab", type=int, nargs="+", default=[5000, 32000])
+    ap.add_argument("--extra", nargs="*", default=[], help="more UTF-8 text files for the corpus")
+    args = ap.parse_args()
+    data = shared_data_dir()
+    if data is None:
+        sys.exit("shared data folder not found: set MINIGPT_DATA or place it at ../shared/data")
+    distinct, held_out = build_corpus(data, args.extra)
+    reps = max(1, round(args.mb * 1e6 / len(distinct.encode("utf-8"))))
+    big = "\n\n".join([distinct] * reps)
+    mb_distinct = len(distinct.encode("utf-8")) / 1e6
+    mb_big = len(big.encode("utf-8")) / 1e6
+    print(f"corpus: {mb_distinct:.2f} MB distinct x {reps} = {mb_big:.2f} MB; held-out {len(held_out):,} chars; "
+          f"load average {load_avg():.2f}")
+
+    # --- encode -------------------------------------------------------------------------------------
+    ours = BPETokenizer.from_gpt2(data / "gpt2")
+    ours.encode("warm up the kernels: zqxjv")  # loads the cached Numba code (compiles on the very first run)
+    tt = tiktoken_gpt2(data)
+    rows = []
+    for label, text, mb, warm in (("distinct, cold", distinct, mb_distinct, False),
+                                  (f"{mb_big:.1f} MB, cold", big, mb_big, False),
+                                  (f"{mb_big:.1f} MB, warm", big, mb_big, True)):
+        t_ours = t_tt = float("inf")
+        for _ in range(args.repeats):
+            if not warm:
+                ours.clear_cache()
+            else:
+                ours.encode(text)
+            t0 = time.perf_counter()
+            ids = ours.encode(text)
+            t_ours = min(t_ours, time.perf_counter() - t0)
+            if tt is not None:
+                t0 = time.perf_counter()
+                ref = tt.encode_ordinary(text)
+                t_tt = min(t_tt, time.perf_counter() - t0)
+                assert ids == ref, "ids differ from tiktoken"
+        r_ours, r_tt = mb / t_ours, (mb / t_tt if tt is not None else None)
+        rows.append([label, f"{r_ours:.1f}", "n/a" if r_tt is None else f"{r_tt:.1f}",
+                     "n/a" if r_tt is None else f"{r_ours / r_tt:.2f}x"])
+    print("\nencode, GPT-2 vocabulary, one thread (MB/s; ids identical to tiktoken's)")
+    print(format_table(rows, ["text", "minigpt", "tiktoken", "ratio"]))
+
+    # --- training -----------------------------------------------------------------------------------
+    docs = chunks(big)
+    BPETokenizer.train(distinct[:20000], 300)  # warm-up: load the cached Numba code
+    try:
+        import tokenizers  # noqa: F401
+        have_hf = True
+    except ImportError:
+        have_hf = False
+    rows = []
+    for v in args.vocab:
+        t_ours, tok = best(lambda: BPETokenizer.train(docs, v), args.repeats)
+        n_ours = len(tok.encode(held_out, disallowed_special=()))
+        assert tok.decode(tok.encode(held_out, disallowed_special=())) == held_out
+        if have_hf:
+            t_hf, hf = best(lambda: hf_train(docs, v), args.repeats)
+            n_hf = len(hf.encode(held_out).ids)
+            rows.append([f"{v:,}", f"{t_ours:.2f}", f"{t_hf:.2f}", f"{t_ours / t_hf:.2f}x",
+                         f"{n_ours:,}", f"{n_hf:,}", f"{n_ours / n_hf:.4f}x", f"{hf.get_vocab_size():,}"])
+        else:
+            rows.append([f"{v:,}", f"{t_ours:.2f}", "n/a", "n/a", f"{n_ours:,}", "n/a", "n/a", "n/a"])
+    print(f"\nBPE training on {mb_big:.1f} MB, one thread (seconds; tokens of the held-out text)")
+    print(format_table(rows, ["vocab", "minigpt s", "HF s", "time ratio", "minigpt tokens", "HF tokens",
+                              "token ratio", "HF vocab"]))
+    print("\nfloors: encode >= 0.8x tiktoken cold and >= 1.0x warm; training <= 0.5x HF's time at <= 1.01x "
+          f"HF's token count.  load average now {load_avg():.2f}")
+
+
+if __name__ == "__main__":
+    main()
