@@ -379,3 +379,21 @@ def test_split_decay_groups():
     assert groups[1]["params"] == [bias, ln] and groups[1]["weight_decay"] == 0.0
     opt = AdamW(groups, lr=1e-3)
     assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]
+
+
+def test_works_with_minigpt_parameters():
+    from minigpt.nn import Parameter
+
+    w = Parameter(np.ones((3, 2), np.float32))
+    b = Parameter(np.zeros(2, np.float32))
+    buf = w.data
+    opt = AdamW(split_decay_groups([("w", w), ("b", b)], 0.1), lr=0.1)
+    w.grad = np.ones((3, 2), np.float32)
+    b.grad = -np.ones(2, np.float32)
+    assert clip_grad_norm([w, b], 100.0) == pytest.approx(math.sqrt(8))
+    opt.step()
+    assert w.data is buf and w.data.dtype == np.float32
+    np.testing.assert_allclose(w.data, (1 - 0.1 * 0.1) - 0.1, rtol=1e-5)
+    np.testing.assert_allclose(b.data, 0.1, rtol=1e-5)
+    opt.zero_grad()
+    assert w.grad is None and b.grad is None
