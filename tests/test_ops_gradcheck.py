@@ -412,3 +412,27 @@ def test_float32_matches_float64():
     out32 = f(*[Tensor(a.astype(np.float32)) for a in arrs]).data
     assert out32.dtype == np.float32
     np.testing.assert_allclose(out32, out64, rtol=1e-4, atol=1e-5)
+
+
+@given(seeds, st.integers(1, 3), st.integers(1, 4), st.integers(1, 4), st.integers(2, 7), st.booleans())
+def test_linear_cross_entropy_fused(seed, B, T, C, V, with_ignored):
+    rng = np.random.default_rng(seed)
+    x = make((B, T, C), seed, noncontig=True)
+    w = make((V, C), seed + 1)
+    t = rng.integers(0, V, (B, T))
+    if with_ignored:
+        t[rng.random((B, T)) < 0.3] = -100
+        t[0, 0] = 1
+    check(lambda a, b: F.linear_cross_entropy(a, b, t), x, w)
+    np.testing.assert_allclose(F.linear_cross_entropy(x, w, t).item(), F.cross_entropy(F.linear_t(x, w), t).item(),
+                               rtol=1e-12)
+    check(lambda a, b: F.linear_t(a, b), x, w)
+
+
+def test_linear_cross_entropy_second_backward_is_an_error():
+    x = make((2, 3), 0)
+    w = make((4, 3), 1)
+    loss = F.linear_cross_entropy(x, w, np.array([1, 2]))
+    loss.backward()
+    with pytest.raises(ValueError, match="already back-propagated"):
+        loss.backward()

@@ -139,9 +139,16 @@ class GPT(Module):
         return F.linear_t(self.hidden(idx, caches), self.head_weight)
 
     def loss(self, idx, targets, ignore_index: int = -100):
-        """Mean cross-entropy of next-token predictions: ``targets`` (B, T) holds the ids to predict."""
-        logits = self.forward(idx)
-        return F.cross_entropy(logits, np.asarray(targets), ignore_index=ignore_index)
+        """Mean cross-entropy of next-token predictions: ``targets`` (B, T) holds the ids to predict.
+
+        Same value as ``F.cross_entropy(model(idx), targets)``, computed by the fused LM-head + loss op,
+        which keeps one (B*T, vocab) buffer instead of two.
+        """
+        t = np.asarray(targets)
+        ids = self._check_ids(idx)
+        if t.shape != ids.shape:
+            raise MiniGPTError(f"targets of shape {t.shape} do not match inputs of shape {ids.shape}")
+        return F.linear_cross_entropy(self.hidden(ids), self.head_weight, t, ignore_index=ignore_index)
 
     def new_caches(self, batch_size: int, max_len: int | None = None) -> list:
         """One empty key/value cache per block, for ``batch_size`` sequences of up to ``max_len`` positions."""

@@ -5,7 +5,7 @@
 - ``reduce``: sum, mean, max
 - ``shape``: reshape, transpose/permute, getitem (indexing), concatenate, stack, split
 - ``select``: where, masked_fill, embedding
-- ``softmax``: softmax, log_softmax, cross_entropy
+- ``softmax``: softmax, log_softmax, cross_entropy, linear_cross_entropy (LM head + loss, fused)
 - ``nn``: linear, layer_norm, dropout
 - ``attention``: causal_attention (fused multi-head causal self-attention)
 
@@ -19,7 +19,7 @@ from .nn import dropout, layer_norm, linear, linear_t
 from .reduce import max, mean, sum
 from .select import embedding, masked_fill, where
 from .shape import cat, concatenate, getitem, permute, reshape, split, stack, transpose
-from .softmax import cross_entropy, log_softmax, softmax
+from .softmax import cross_entropy, linear_cross_entropy, log_softmax, softmax
 
 __all__ = [
     "add", "sub", "mul", "div", "neg", "pow", "matmul",
@@ -27,7 +27,7 @@ __all__ = [
     "sum", "mean", "max",
     "reshape", "transpose", "permute", "getitem", "concatenate", "cat", "stack", "split",
     "where", "masked_fill", "embedding",
-    "softmax", "log_softmax", "cross_entropy",
+    "softmax", "log_softmax", "cross_entropy", "linear_cross_entropy",
     "linear", "linear_t", "layer_norm", "dropout",
     "causal_attention",
 ]

@@ -70,6 +70,39 @@ class CrossEntropy(Function):
         return (K.cross_entropy_backward(self.logits, self.targets, self.lse, scale, self.ignore_index),)
 
 
+class LinearCrossEntropy(Function):
+    """Cross-entropy of the logits ``x @ W.T`` (an LM head over a (vocab, dim) table), fused.
+
+    The (N, vocab) logits are the largest buffer of a training step. This op keeps only that one buffer:
+    backward overwrites it in place with the gradient of the logits before the two GEMMs that give dx
+    and dW. So the graph through it can be back-propagated once (a second backward is an error).
+    """
+
+    def forward(self, x, w, targets, ignore_index):
+        n_out, n_in = w.shape
+        x2 = x.reshape(-1, n_in)
+        logits = x2 @ w.T
+        loss_sum, n_valid, lse = K.cross_entropy_forward(logits, targets, ignore_index)
+        if n_valid == 0:
+            raise MiniGPTError(
+                f"cross_entropy: every target is ignore_index ({ignore_index}); the mean loss is undefined"
+            )
+        if any(self.needs):
+            self.saved = (x2, w, logits, targets, lse, ignore_index, n_valid, x.shape)
+        return np.asarray(loss_sum / n_valid, dtype=x.dtype)
+
+    def backward(self, g):
+        if self.saved is None:
+            raise MiniGPTError("linear_cross_entropy: this graph was already back-propagated (its logits buffer "
+                               "holds the gradient now); run the forward pass again")
+        x2, w, logits, targets, lse, ignore_index, n_valid, xshape = self.saved
+        self.saved = None
+        dlogits = K.cross_entropy_backward(logits, targets, lse, float(g) / n_valid, ignore_index, out=logits)
+        dx = (dlogits @ w).reshape(xshape) if self.needs[0] else None
+        dw = dlogits.T @ x2 if self.needs[1] else None
+        return dx, dw
+
+
 def _axis(x, axis, name):
     if not -x.ndim <= axis < x.ndim:
         raise MiniGPTError(f"{name}: axis {axis} is out of range for a {x.ndim}-D tensor")
@@ -111,3 +144,22 @@ def cross_entropy(logits, targets, ignore_index: int = -100, reduction: str = "m
     t = np.ascontiguousarray(t.reshape(-1), dtype=np.int64)
     return CrossEntropy.apply(logits, targets=t, ignore_index=int(ignore_index), reduction=reduction)
 
+
+
+def linear_cross_entropy(x, weight, targets, ignore_index: int = -100) -> Tensor:
+    """``cross_entropy(linear_t(x, weight), targets)`` (mean over counted targets) as one fused op that
+    never keeps a second (N, vocab) buffer. ``x`` (..., C), ``weight`` (V, C), ``targets`` (...)."""
+    x, weight = as_tensor(x), as_tensor(weight)
+    check_float(x, "linear_cross_entropy")
+    if weight.ndim != 2 or x.ndim == 0 or x.shape[-1] != weight.shape[1]:
+        raise MiniGPTError(f"linear_cross_entropy: input {x.shape} does not match weight {weight.shape}")
+    if x.dtype != weight.dtype:
+        raise MiniGPTError(f"linear_cross_entropy: input is {x.dtype} but weight is {weight.dtype}")
+    t = targets.data if isinstance(targets, Tensor) else np.asarray(targets)
+    if t.dtype.kind not in "iu":
+        raise MiniGPTError(f"cross_entropy: targets must be integers, got {t.dtype}")
+    if t.shape != x.shape[:-1]:
+        raise MiniGPTError(f"linear_cross_entropy: input of shape {x.shape} needs targets of shape {x.shape[:-1]}, "
+                           f"got {t.shape}")
+    t = np.ascontiguousarray(t.reshape(-1), dtype=np.int64)
+    return LinearCrossEntropy.apply(x, weight, targets=t, ignore_index=int(ignore_index))

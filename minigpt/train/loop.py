@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import functional as F
 from .. import random as mrandom
 from ..errors import MiniGPTError
 from ..io import atomic_write_bytes, atomic_write_json, _fsync_dir
@@ -80,7 +79,7 @@ def evaluate(model, loader, max_batches: int | None = None) -> float:
     try:
         with no_grad():
             for x, y in loader.iter_epoch(0, max_batches):
-                total += float(F.cross_entropy(model(x), y).item())
+                total += float(model.loss(x, y).item())
                 n += 1
     finally:
         model.train(was_training)
@@ -252,11 +251,9 @@ class Trainer:
         return self.tokenizer.decode(out.tolist())
 
     def train_step(self, x, y) -> tuple[float, float]:
-        logits = self.model(x)
-        loss = F.cross_entropy(logits, y)
+        loss = self.model.loss(x, y)
         self.optimizer.zero_grad()
         loss.backward()
-        del logits
         from ..optim import clip_grad_norm
 
         norm = clip_grad_norm(self.params, self.cfg.grad_clip) if self.cfg.grad_clip > 0 else float("nan")
