@@ -311,17 +311,37 @@ def test_fast_split_equals_regex_dense(s):
 
 
 @given(st.lists(SPLIT_TEXT, min_size=1, max_size=6))
-def test_fast_split_equals_regex_in_small_blocks(monkeypatch_module, parts):
+def test_fast_split_equals_regex_in_small_blocks(small_blocks, parts):
     s = "a b. ".join(parts) * 3  # long enough for several blocks
     for name, pattern in (("gpt2", GPT2_PATTERN), ("gpt4", GPT4_PATTERN)):
         assert Splitter(name)(s) == regex.findall(pattern, s)
 
 
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    from minigpt.tokenizer import patterns
+PIECES_TEXT = st.lists(st.sampled_from(["the", " ", "  ", "\n", "\n ", " \n", "\t", "x.", ",", "'s", "42", "é",
+                                        "😀", "\u00a0", "\r\n", "a", "word", "!!", " ?"]), max_size=40)
 
-    old = patterns._BLOCK
-    patterns._BLOCK = 7  # blocks of ~7 characters: every block boundary case shows up in short texts
+
+@given(PIECES_TEXT, st.sampled_from(["gpt2", "gpt4"]))
+def test_encode_in_small_blocks_equals_pretoken_encodings(small_blocks, trained_both, parts, pattern):
+    tok = trained_both[pattern]
+    s = "".join(parts)
+    tok.clear_cache()
+    cold = tok.encode(s)
+    expected = [i for p in regex.findall(tok.pattern, s) for i in tok.encode_ordinary(p)]
+    assert cold == expected == tok.encode(s)
+    assert tok.decode(cold) == s
+
+
+@pytest.fixture(scope="module")
+def trained_both():
+    return {p: BPETokenizer.train(CORPUS + " the  the\n the", vocab_size=330, pattern=p) for p in ("gpt2", "gpt4")}
+
+
+@pytest.fixture(scope="module")
+def small_blocks():
+    from minigpt.tokenizer import bpe, patterns
+
+    old = patterns._BLOCK, bpe._BLOCK
+    patterns._BLOCK = bpe._BLOCK = 7  # blocks of ~7 characters: every block boundary case shows up
     yield
-    patterns._BLOCK = old
+    patterns._BLOCK, bpe._BLOCK = old

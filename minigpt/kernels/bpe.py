@@ -484,3 +484,51 @@ def expand_codes(codes, mflat, moff):
                 out[j] = mflat[q]
                 j += 1
     return out
+
+
+PIECE_BASE = -(1 << 40)  # codes <= this stand for a run of word codes (see expand_piece_codes)
+
+
+@njit(cache=True)
+def expand_piece_codes(codes, mflat, moff, pflat, poff):
+    """Like :func:`expand_codes`, with a second level: ``codes[i] <= PIECE_BASE`` stands for the word codes
+    ``pflat[poff[k]:poff[k+1]]`` (``k = PIECE_BASE - codes[i]``), each a token id or a multi-token code."""
+    base = -(1 << 40)
+    total = 0
+    for i in range(codes.size):
+        c = codes[i]
+        if c >= 0:
+            total += 1
+        elif c > base:
+            total += moff[-c] - moff[-c - 1]
+        else:
+            k = base - c
+            for q in range(poff[k], poff[k + 1]):
+                w = pflat[q]
+                if w >= 0:
+                    total += 1
+                else:
+                    total += moff[-w] - moff[-w - 1]
+    out = np.empty(total, np.int64)
+    j = 0
+    for i in range(codes.size):
+        c = codes[i]
+        if c >= 0:
+            out[j] = c
+            j += 1
+        elif c > base:
+            for q in range(moff[-c - 1], moff[-c]):
+                out[j] = mflat[q]
+                j += 1
+        else:
+            k = base - c
+            for q in range(poff[k], poff[k + 1]):
+                w = pflat[q]
+                if w >= 0:
+                    out[j] = w
+                    j += 1
+                else:
+                    for r in range(moff[-w - 1], moff[-w]):
+                        out[j] = mflat[r]
+                        j += 1
+    return out

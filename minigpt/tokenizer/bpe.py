@@ -22,12 +22,21 @@ from __future__ import annotations
 import json
 import os
 import re
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import MiniGPTError
-from .patterns import Splitter, resolve_pattern, safe_cut_before
+from .patterns import _NON_ASCII, Splitter, resolve_pattern, safe_cut_after, safe_cut_before
+
+_BLOCK = 4096  # characters per block of encode's loop
+_PIECE_BASE = -(1 << 40)  # cache codes <= this stand for a run of word codes (a space piece)
+_WS_SPACE = re.compile(r"[\t\n\x0b\x0c\r ] ")  # a space after whitespace: not a safe cut
+
+
+def _has_ws_space(block: str) -> bool:
+    return "  " in block or "\n " in block or "\t " in block or "\r " in block or "\x0b " in block or "\x0c " in block
 
 FORMAT = "minigpt-bpe"
 FORMAT_VERSION = 1
@@ -272,38 +281,159 @@ class BPETokenizer:
                 n_multi += 1
         self._marrays = None
 
-    def _expand(self, codes: np.ndarray) -> list[int]:
-        if not len(self._moff) > 1 or codes.size == 0 or codes.min() >= 0:
-            return codes.tolist()
+    def _expand(self, codes: list) -> list[int]:
+        """Token ids from cache codes: ids as they are, multi-token words and pieces expanded."""
+        if len(self._moff) == 1 and len(self._poff) == 1:
+            return codes
+        arr = np.array(codes, np.int64)
+        if arr.size == 0 or arr.min() >= 0:
+            return codes
         if self._marrays is None:
-            self._marrays = (np.array(self._mflat, np.int64), np.array(self._moff, np.int64))
+            self._marrays = (np.array(self._mflat, np.int64), np.array(self._moff, np.int64),
+                             np.array(self._pflat, np.int64), np.array(self._poff, np.int64))
         kern = _kernels()
-        if kern is None:
-            mflat, moff = self._mflat, self._moff
-            out = []
-            for c in codes.tolist():
-                if c >= 0:
-                    out.append(c)
-                else:
-                    out += mflat[moff[-c - 1]:moff[-c]]
-            return out
-        return kern.expand_codes(codes, *self._marrays).tolist()
+        if kern is not None:
+            return kern.expand_piece_codes(arr, *self._marrays).tolist()
+        mflat, moff, pflat, poff = self._mflat, self._moff, self._pflat, self._poff
+        out: list[int] = []
+
+        def word(c):
+            if c >= 0:
+                out.append(c)
+            else:
+                out.extend(mflat[moff[-c - 1]:moff[-c]])
+
+        for c in codes:
+            if c > _PIECE_BASE:
+                word(c)
+            else:
+                k = _PIECE_BASE - c
+                for w in pflat[poff[k]:poff[k + 1]]:
+                    word(w)
+        return out
+
+    def _word_codes_into(self, words, codes: list) -> None:
+        """Append the cache codes of the pre-tokens ``words`` to ``codes`` (encoding the new ones)."""
+        code = self._code
+        n = len(codes)
+        try:
+            codes += map(code.__getitem__, words)
+        except KeyError:
+            del codes[n:]
+            self._fill_cache(set(words).difference(code))
+            codes += map(code.__getitem__, words)
+
+    def _ascii_segments(self, text: str, segs: list) -> None:
+        """Append the segments of ASCII ``text`` (which starts at a safe cut or at the start of the input).
+
+        Where every space follows a character that is not whitespace, each space starts a piece whose
+        pre-tokens do not depend on its neighbours (a safe cut), so the parts of ``text.split(" ")`` are
+        looked up whole (kind 1: part ``p`` stands for the piece ``" " + p``). Around a space that follows
+        whitespace (``"  "``, ``"\n "``, ...) the text is split into pre-tokens (kind 0).
+        """
+        sp = self._splitter
+        prev = 0
+        if _has_ws_space(text):
+            for m in _WS_SPACE.finditer(text):
+                p = m.start()
+                if p < prev:
+                    continue
+                left = safe_cut_before(text, prev, p + 1)
+                right = safe_cut_after(text, m.end())
+                if left > prev:
+                    self._piece_segments(text[prev:left], segs)
+                segs.append((0, sp.fast(text, left, right)))
+                prev = right
+        if prev < len(text):
+            self._piece_segments(text[prev:] if prev else text, segs)
+
+    def _piece_segments(self, text: str, segs: list) -> None:
+        parts = text.split(" ")
+        if parts[0]:
+            segs.append((0, self._splitter(parts[0])))  # only at the start of the input
+        if len(parts) > 1:
+            if parts[-1] == "":  # the input ends with a space: that space on its own
+                parts.pop()
+                segs.append((1, parts[1:]))
+                segs.append((0, [" "]))
+            else:
+                segs.append((1, parts[1:]))
+
+    def _fill_pieces(self, missing: list) -> None:
+        """Cache the pieces ``" " + p`` for the parts ``missing`` (all at once: joined, they split the same)."""
+        words = self._splitter(" " + " ".join(missing))
+        wc: list = []
+        self._word_codes_into(words, wc)
+        wc = np.array(wc, np.int64)
+        wend = np.cumsum(np.fromiter(map(len, words), np.int64, len(words)))
+        pend = np.cumsum(np.fromiter(map(len, missing), np.int64, len(missing)) + 1)
+        last = np.searchsorted(wend, pend)  # the word that ends each piece
+        nw = np.diff(last, prepend=-1)
+        out = np.where(nw == 1, wc[last], 0)
+        multi = nw != 1
+        if multi.any():
+            k0 = len(self._poff) - 1
+            m = int(multi.sum())
+            out[multi] = _PIECE_BASE - (k0 + np.arange(m))
+            self._pflat += wc[np.repeat(multi, nw)].tolist()
+            self._poff += (self._poff[-1] + np.cumsum(nw[multi])).tolist()
+        self._pcode.update(zip(missing, out.tolist()))
+        self._marrays = None
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Encode ``text`` treating special-token text like any other text."""
         if not isinstance(text, str):
             raise MiniGPTError(f"encode expects a str, got {type(text).__name__}")
-        words = self._splitter(text)
-        code = self._code
+        if len(self._code) + len(self._pcode) > _CACHE_LIMIT:
+            self.clear_cache()
+        sp = self._splitter
+        segs: list = []  # (0, pre-tokens) or (1, parts of space pieces), in order
+        if sp.name == "custom":
+            segs.append((0, sp(text)))
+        else:
+            # blocks cut at safe places; non-ASCII runs (with their surroundings up to safe cuts) go to `regex`
+            n = len(text)
+            i = 0
+            while i < n:
+                j = safe_cut_after(text, i + _BLOCK) if i + _BLOCK < n else n
+                block = text[i:j] if (i or j < n) else text
+                i = j
+                if block.isascii():
+                    self._ascii_segments(block, segs)
+                    continue
+                prev = 0
+                for m in _NON_ASCII.finditer(block):
+                    a, b = m.span()
+                    if a < prev:
+                        continue
+                    left = safe_cut_before(block, prev, a)
+                    right = safe_cut_after(block, b + 1)
+                    if left > prev:
+                        self._ascii_segments(block[prev:left], segs)
+                    segs.append((0, sp.slow(block, left, right)))
+                    prev = right
+                if prev < len(block):
+                    self._ascii_segments(block[prev:], segs)
+        code, pcode = self._code, self._pcode
+        codes: list = []
         try:
-            codes = np.fromiter(map(code.__getitem__, words), np.int64, len(words))
+            for kind, items in segs:
+                codes += map(pcode.__getitem__ if kind else code.__getitem__, items)
         except KeyError:
-            missing = set(words).difference(code)
-            if len(code) + len(missing) > _CACHE_LIMIT:
-                self.clear_cache()
-                missing = set(words)
-            self._fill_cache(missing)
-            codes = np.fromiter(map(code.__getitem__, words), np.int64, len(words))
+            # a cold cache: encode every new pre-token and piece of the whole text at once
+            words: set = set()
+            parts: set = set()
+            for kind, items in segs:
+                (parts if kind else words).update(items)
+            words.difference_update(code)
+            parts.difference_update(pcode)
+            if words:
+                self._fill_cache(words)
+            if parts:
+                self._fill_pieces(list(parts))
+            codes = []
+            for kind, items in segs:
+                codes += map(pcode.__getitem__ if kind else code.__getitem__, items)
         return self._expand(codes)
 
     def _special_sets(self, allowed_special, disallowed_special):
@@ -369,9 +499,12 @@ class BPETokenizer:
 
     def clear_cache(self) -> None:
         """Forget the encodings of pre-tokens seen so far (they are recomputed on demand)."""
-        self._code = {}
+        self._code = {}  # pre-token -> token id, or -(k + 1): ids _mflat[_moff[k]:_moff[k + 1]]
+        self._pcode = {}  # part p of a space piece " " + p -> as above, or _PIECE_BASE - k: word codes in _pflat
         self._mflat = []
         self._moff = [0]
+        self._pflat = []
+        self._poff = [0]
         self._marrays = None
 
     # --- decoding --------------------------------------------------------------------------------------

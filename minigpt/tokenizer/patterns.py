@@ -105,9 +105,13 @@ class Splitter:
         fast = _FAST.get(self.name)
         self._fast = re.compile(fast) if fast is not None else None
 
-    def slow(self, text: str) -> list[str]:
-        """The reference split with the ``regex`` package."""
-        return self._slow.findall(text)
+    def fast(self, text: str, pos: int = 0, endpos: int = 1 << 62) -> list[str]:
+        """The ASCII-only split of ``text[pos:endpos]`` (only for ASCII text and the gpt2/gpt4 patterns)."""
+        return self._fast.findall(text, pos, endpos)
+
+    def slow(self, text: str, pos: int = 0, endpos: int = 1 << 62) -> list[str]:
+        """The reference split of ``text[pos:endpos]`` with the ``regex`` package."""
+        return self._slow.findall(text, pos, endpos)
 
     def __call__(self, text: str) -> list[str]:
         fast = self._fast
