@@ -224,6 +224,11 @@ class Tensor:
                 prev = grads.get(key)
                 if prev is None:
                     grads[key] = ig
+                    # A fresh array (not a view, not the incoming gradient, not handed to another input
+                    # of the same op) belongs to this backward pass alone: it may be added into in place
+                    # and become a leaf's .grad without a copy.
+                    if ig.base is None and ig is not g and sum(x is ig for x in in_grads) == 1:
+                        owned.add(key)
                 elif key in owned:
                     prev += ig
                 else:
