@@ -162,6 +162,55 @@ def _keep_scale(rowbase, j, thr, inv_keep, zero):
     return inv_keep if (z >> _S32) >= thr else zero
 
 
+# Query rows are processed in blocks of four: the scores of four rows are accumulated together (each
+# key element loaded once for four rows) and, in the backward, the updates of dK and dV from four rows
+# are summed before touching memory. A block needs the keys up to its last row's limit; earlier rows of
+# the block see zero weight beyond their own limit.
+
+@numba.njit(inline="always")
+def _scores4(qb, kt, s, lb):
+    """s[r, j] = sum_d qb[r, d] * kt[d, j] for the four rows r and keys j < lb."""
+    s0, s1, s2, s3 = s[0], s[1], s[2], s[3]
+    for j in range(lb):
+        s0[j] = 0
+        s1[j] = 0
+        s2[j] = 0
+        s3[j] = 0
+    for d in range(kt.shape[0]):
+        q0, q1, q2, q3 = qb[0, d], qb[1, d], qb[2, d], qb[3, d]
+        ktd = kt[d]
+        for j in range(lb):
+            kv = ktd[j]
+            s0[j] += q0 * kv
+            s1[j] += q1 * kv
+            s2[j] += q2 * kv
+            s3[j] += q3 * kv
+
+
+@numba.njit(inline="always")
+def _scores1(qr, kt, sr, lim):
+    """sr[j] = sum_d qr[d] * kt[d, j] for keys j < lim (one row)."""
+    for j in range(lim):
+        sr[j] = 0
+    for d in range(kt.shape[0]):
+        qd = qr[d]
+        ktd = kt[d]
+        for j in range(lim):
+            sr[j] += qd * ktd[j]
+
+
+@numba.njit(inline="always")
+def _transpose_head(x, b, h, xt):
+    """xt[d, j] = x[b, j, h, d], in tiles of 16 keys so reads and writes both stay in cache."""
+    T = x.shape[1]
+    D = x.shape[3]
+    for j0 in range(0, T, 16):
+        j1 = min(j0 + 16, T)
+        for d in range(D):
+            for j in range(j0, j1):
+                xt[d, j] = x[b, j, h, d]
+
+
 def _fwd(q, k, v, scale, one, dropout, thr, inv_keep, key, out, lse):
     B, Tq, H, D = q.shape
     Tk = k.shape[1]
@@ -170,24 +219,74 @@ def _fwd(q, k, v, scale, one, dropout, thr, inv_keep, key, out, lse):
     for bh in numba.prange(B * H):
         b = bh // H
         h = bh - b * H
-        kt = np.empty((D, Tk), dtype=q.dtype)       # keys, transposed: scores are axpys over j
-        vv = np.empty((Tk, D), dtype=q.dtype)
-        for j in range(Tk):
-            for d in range(D):
-                kt[d, j] = k[b, j, h, d]
-                vv[j, d] = v[b, j, h, d]
+        kt = np.empty((D, Tk), dtype=q.dtype)       # keys and values transposed: scores are axpys
+        vt = np.empty((D, Tk), dtype=q.dtype)       # over j, outputs are dot products over j
+        _transpose_head(k, b, h, kt)
+        _transpose_head(v, b, h, vt)
+        s = np.empty((4, Tk), dtype=q.dtype)
+        qb = np.zeros((4, D), dtype=q.dtype)
+        bh_base = np.uint64(bh) * np.uint64(Tk)
+        for i0 in range(0, Tq, 4):
+            nr = min(4, Tq - i0)
+            for r in range(nr):
+                for d in range(D):
+                    qb[r, d] = q[b, i0 + r, h, d] * scale
+            if nr == 4:
+                _scores4(qb, kt, s, off + i0 + 4)
+            else:
+                for r in range(nr):
+                    _scores1(qb[r], kt, s[r], off + i0 + r + 1)
+            for r in range(nr):
+                i = i0 + r
+                lim = off + i + 1                     # keys 0 .. lim-1 are visible to query i
+                sr = s[r]
+                m = row_max(sr, lim)
+                total = zero
+                for j in range(lim):
+                    e = fast_exp(sr[j] - m)
+                    sr[j] = e
+                    total += e
+                lse[b, h, i] = m + np.log(total)
+                if dropout:
+                    rowbase = key + (bh_base + np.uint64(i + off)) * np.uint64(Tk) * _GOLD
+                    for j in range(lim):
+                        sr[j] *= _keep_scale(rowbase, j, thr, inv_keep, zero)
+                inv = one / total
+                for d in range(D):
+                    vtd = vt[d]
+                    acc = zero
+                    for j in range(lim):
+                        acc += sr[j] * vtd[j]
+                    out[b, i, h, d] = acc * inv
+
+
+def _fwd_rows(q, k, v, scale, one, dropout, thr, inv_keep, key, out, lse):
+    """The forward for a few queries (generation with a KV cache): reads k and v in place, row by row.
+
+    With one new query per step, copying (and transposing) the whole cache would cost as much as the
+    attention itself.
+    """
+    B, Tq, H, D = q.shape
+    Tk = k.shape[1]
+    off = Tk - Tq
+    zero = one - one
+    for bh in numba.prange(B * H):
+        b = bh // H
+        h = bh - b * H
         s = np.empty(Tk, dtype=q.dtype)
         o = np.empty(D, dtype=q.dtype)
+        qr = np.empty(D, dtype=q.dtype)
         bh_base = np.uint64(bh) * np.uint64(Tk)
         for i in range(Tq):
-            lim = off + i + 1                         # keys 0 .. lim-1 are visible
-            for j in range(lim):
-                s[j] = zero
+            lim = off + i + 1
             for d in range(D):
-                qd = q[b, i, h, d] * scale
-                ktd = kt[d]
-                for j in range(lim):
-                    s[j] += qd * ktd[j]
+                qr[d] = q[b, i, h, d] * scale
+            for j in range(lim):
+                kr = k[b, j, h]
+                acc = zero
+                for d in range(D):
+                    acc += qr[d] * kr[d]
+                s[j] = acc
             m = row_max(s, lim)
             total = zero
             for j in range(lim):
@@ -196,16 +295,16 @@ def _fwd(q, k, v, scale, one, dropout, thr, inv_keep, key, out, lse):
                 total += e
             lse[b, h, i] = m + np.log(total)
             if dropout:
-                rowbase = key + (bh_base + np.uint64(off + i)) * np.uint64(Tk) * _GOLD
+                rowbase = key + (bh_base + np.uint64(i + off)) * np.uint64(Tk) * _GOLD
                 for j in range(lim):
                     s[j] *= _keep_scale(rowbase, j, thr, inv_keep, zero)
             for d in range(D):
                 o[d] = zero
             for j in range(lim):
                 pj = s[j]
-                vj = vv[j]
+                vr = v[b, j, h]
                 for d in range(D):
-                    o[d] += pj * vj[d]
+                    o[d] += pj * vr[d]
             inv = one / total
             for d in range(D):
                 out[b, i, h, d] = o[d] * inv
@@ -219,68 +318,82 @@ def _bwd(dout, q, k, v, out, lse, scale, one, dropout, thr, inv_keep, key, dq, d
     for bh in numba.prange(B * H):
         b = bh // H
         h = bh - b * H
-        kt = np.empty((D, Tk), dtype=q.dtype)      # keys transposed (scores)
+        kt = np.empty((D, Tk), dtype=q.dtype)      # keys transposed (scores, dQ = dS K)
         vt = np.empty((D, Tk), dtype=q.dtype)      # values transposed (dA = dO V^T)
-        kk = np.empty((Tk, D), dtype=q.dtype)      # keys by row (dQ = dS K)
-        for j in range(Tk):
-            for d in range(D):
-                kv = k[b, j, h, d]
-                kt[d, j] = kv
-                kk[j, d] = kv
-                vt[d, j] = v[b, j, h, d]
+        _transpose_head(k, b, h, kt)
+        _transpose_head(v, b, h, vt)
         dkl = np.zeros((Tk, D), dtype=q.dtype)
         dvl = np.zeros((Tk, D), dtype=q.dtype)
-        s = np.empty(Tk, dtype=q.dtype)
-        dp = np.empty(Tk, dtype=q.dtype)
-        a = np.empty(Tk, dtype=q.dtype)
-        qr = np.empty(D, dtype=q.dtype)
-        dor = np.empty(D, dtype=q.dtype)
-        dqr = np.empty(D, dtype=q.dtype)
+        s = np.empty((4, Tk), dtype=q.dtype)       # scores, then P, then dS (scale folded in)
+        dp = np.empty((4, Tk), dtype=q.dtype)      # dA = dO V^T
+        a = np.empty((4, Tk), dtype=q.dtype)       # P after dropout: what multiplied V
+        qs = np.zeros((4, D), dtype=q.dtype)       # q * scale
+        qb = np.zeros((4, D), dtype=q.dtype)       # q
+        db = np.zeros((4, D), dtype=q.dtype)       # dO
+        delta = np.zeros(4, dtype=q.dtype)
         bh_base = np.uint64(bh) * np.uint64(Tk)
-        for i in range(Tq):
-            lim = off + i + 1
-            delta = zero
-            for d in range(D):
-                qr[d] = q[b, i, h, d]
-                dor[d] = dout[b, i, h, d]
-                delta += dor[d] * out[b, i, h, d]
-                dqr[d] = zero
-            for j in range(lim):
-                s[j] = zero
-                dp[j] = zero
-            for d in range(D):
-                qd = qr[d] * scale
-                od = dor[d]
-                ktd = kt[d]
-                vtd = vt[d]
-                for j in range(lim):
-                    s[j] += qd * ktd[j]
-                    dp[j] += od * vtd[j]
-            l_ = lse[b, h, i]
-            if dropout:
-                rowbase = key + (bh_base + np.uint64(off + i)) * np.uint64(Tk) * _GOLD
-                for j in range(lim):
-                    pj = fast_exp(s[j] - l_)
-                    mk = _keep_scale(rowbase, j, thr, inv_keep, zero)
-                    a[j] = pj * mk
-                    s[j] = pj * (dp[j] * mk - delta) * scale       # dS, scale folded in
-            else:
-                for j in range(lim):
-                    pj = fast_exp(s[j] - l_)
-                    a[j] = pj
-                    s[j] = pj * (dp[j] - delta) * scale
-            for j in range(lim):
-                aj = a[j]
-                dsj = s[j]
-                kj = kk[j]
-                dkj = dkl[j]
-                dvj = dvl[j]
+        for i0 in range(0, Tq, 4):
+            nr = min(4, Tq - i0)
+            lb = off + i0 + nr                      # keys any row of the block sees
+            for r in range(4):
+                acc = zero
                 for d in range(D):
-                    dvj[d] += aj * dor[d]
-                    dqr[d] += dsj * kj[d]
-                    dkj[d] += dsj * qr[d]
-            for d in range(D):
-                dq[b, i, h, d] = dqr[d]
+                    if r < nr:
+                        qv = q[b, i0 + r, h, d]
+                        ov = dout[b, i0 + r, h, d]
+                        acc += ov * out[b, i0 + r, h, d]
+                    else:
+                        qv = zero
+                        ov = zero
+                    qb[r, d] = qv
+                    qs[r, d] = qv * scale
+                    db[r, d] = ov
+                delta[r] = acc                      # sum_d dO * O = sum_j P dP
+            if nr == 4:
+                _scores4(qs, kt, s, lb)
+                _scores4(db, vt, dp, lb)
+            else:
+                for r in range(nr):
+                    _scores1(qs[r], kt, s[r], off + i0 + r + 1)
+                    _scores1(db[r], vt, dp[r], off + i0 + r + 1)
+            for r in range(4):
+                i = i0 + r
+                lim = off + i + 1 if r < nr else 0
+                sr, dpr, ar = s[r], dp[r], a[r]
+                if r < nr:
+                    l_ = lse[b, h, i]
+                    dl = delta[r]
+                    if dropout:
+                        rowbase = key + (bh_base + np.uint64(i + off)) * np.uint64(Tk) * _GOLD
+                        for j in range(lim):
+                            pj = fast_exp(sr[j] - l_)
+                            mk = _keep_scale(rowbase, j, thr, inv_keep, zero)
+                            ar[j] = pj * mk
+                            sr[j] = pj * (dpr[j] * mk - dl) * scale
+                    else:
+                        for j in range(lim):
+                            pj = fast_exp(sr[j] - l_)
+                            ar[j] = pj
+                            sr[j] = pj * (dpr[j] - dl) * scale
+                    for d in range(D):                  # dQ_i = sum_j dS_ij k_j
+                        ktd = kt[d]
+                        acc = zero
+                        for j in range(lim):
+                            acc += sr[j] * ktd[j]
+                        dq[b, i, h, d] = acc
+                for j in range(lim, lb):                # beyond this row's limit (or a padding row)
+                    ar[j] = zero
+                    sr[j] = zero
+            a0, a1, a2, a3 = a[0], a[1], a[2], a[3]
+            g0, g1, g2, g3 = s[0], s[1], s[2], s[3]
+            for j in range(lb):                         # dV_j += sum_r A_rj dO_r ; dK_j += sum_r dS_rj q_r
+                x0, x1, x2, x3 = a0[j], a1[j], a2[j], a3[j]
+                y0, y1, y2, y3 = g0[j], g1[j], g2[j], g3[j]
+                dvj = dvl[j]
+                dkj = dkl[j]
+                for d in range(D):
+                    dvj[d] += x0 * db[0, d] + x1 * db[1, d] + x2 * db[2, d] + x3 * db[3, d]
+                    dkj[d] += y0 * qb[0, d] + y1 * qb[1, d] + y2 * qb[2, d] + y3 * qb[3, d]
         for j in range(Tk):
             for d in range(D):
                 dk[b, j, h, d] = dkl[j, d]
@@ -291,8 +404,8 @@ _u64 = numba.types.uint64
 _bool = numba.types.boolean
 
 
-def _fwd_types(f):
-    ro = dict(readonly=True, layout="A")
+def _fwd_types(f, layout="A"):
+    ro = dict(readonly=True, layout=layout)
     return (array_type(f, 4, **ro), array_type(f, 4, **ro), array_type(f, 4, **ro), f, f, _bool, _u64, f,
             _u64, array_type(f, 4), array_type(f, 3))
 
@@ -306,6 +419,10 @@ def _bwd_types(f):
 
 
 _fwd_k = LazyKernel(_fwd, _fwd_types)
+# few queries: one version for C-contiguous q/k/v (a batch-1 KV cache; inner loops vectorise), one for views
+_fwd_rows_c = LazyKernel(_fwd_rows, lambda f: _fwd_types(f, "C"))
+_fwd_rows_a = LazyKernel(_fwd_rows, _fwd_types)
+_FEW_QUERIES = 4
 _bwd_k = LazyKernel(_bwd, _bwd_types)
 
 
@@ -324,7 +441,12 @@ def attention_forward_numba(q, k, v, scale, dropout_p=0.0, seed=0):
     out = np.empty((B, Tq, H, D), dtype=dt)
     lse = np.empty((B, H, Tq), dtype=dt)
     if out.size or lse.size:
-        _fwd_k[dt](q, k, v, dt.type(scale), dt.type(1.0), use, thr, dt.type(inv_keep), key, out, lse)
+        if Tq < _FEW_QUERIES:
+            contiguous = q.flags.c_contiguous and k.flags.c_contiguous and v.flags.c_contiguous
+            kernel = (_fwd_rows_c if contiguous else _fwd_rows_a)[dt]
+        else:
+            kernel = _fwd_k[dt]
+        kernel(q, k, v, dt.type(scale), dt.type(1.0), use, thr, dt.type(inv_keep), key, out, lse)
     return out, lse
 
 
