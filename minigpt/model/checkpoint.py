@@ -30,30 +30,34 @@ from ..errors import MiniGPTError
 from ..io import atomic_write_bytes, atomic_write_json
 from .gpt import GPT, GPTConfig
 
-_TO_HF = [
-    (r"^tok_emb\.weight$", "wte.weight"),
-    (r"^pos_emb\.weight$", "wpe.weight"),
-    (r"^blocks\.(\d+)\.norm1\.", r"h.\1.ln_1."),
-    (r"^blocks\.(\d+)\.norm2\.", r"h.\1.ln_2."),
-    (r"^blocks\.(\d+)\.attn\.qkv\.", r"h.\1.attn.c_attn."),
-    (r"^blocks\.(\d+)\.attn\.proj\.", r"h.\1.attn.c_proj."),
-    (r"^blocks\.(\d+)\.ff\.fc\.", r"h.\1.mlp.c_fc."),
-    (r"^blocks\.(\d+)\.ff\.proj\.", r"h.\1.mlp.c_proj."),
-    (r"^final_norm\.", "ln_f."),
-    (r"^out_head$", "lm_head.weight"),
+# (minigpt prefix, GPT-2 prefix); "{i}" stands for a block number. Names are renamed by prefix.
+_NAME_MAP = [
+    ("tok_emb.weight", "wte.weight"),
+    ("pos_emb.weight", "wpe.weight"),
+    ("blocks.{i}.norm1.", "h.{i}.ln_1."),
+    ("blocks.{i}.norm2.", "h.{i}.ln_2."),
+    ("blocks.{i}.attn.qkv.", "h.{i}.attn.c_attn."),
+    ("blocks.{i}.attn.proj.", "h.{i}.attn.c_proj."),
+    ("blocks.{i}.ff.fc.", "h.{i}.mlp.c_fc."),
+    ("blocks.{i}.ff.proj.", "h.{i}.mlp.c_proj."),
+    ("final_norm.", "ln_f."),
+    ("out_head", "lm_head.weight"),
 ]
-_FROM_HF = [
-    (r"^wte\.weight$", "tok_emb.weight"),
-    (r"^wpe\.weight$", "pos_emb.weight"),
-    (r"^h\.(\d+)\.ln_1\.", r"blocks.\1.norm1."),
-    (r"^h\.(\d+)\.ln_2\.", r"blocks.\1.norm2."),
-    (r"^h\.(\d+)\.attn\.c_attn\.", r"blocks.\1.attn.qkv."),
-    (r"^h\.(\d+)\.attn\.c_proj\.", r"blocks.\1.attn.proj."),
-    (r"^h\.(\d+)\.mlp\.c_fc\.", r"blocks.\1.ff.fc."),
-    (r"^h\.(\d+)\.mlp\.c_proj\.", r"blocks.\1.ff.proj."),
-    (r"^ln_f\.", "final_norm."),
-    (r"^lm_head\.weight$", "out_head"),
-]
+
+
+def _rules(src_col: int):
+    """Regex rename rules from one column of _NAME_MAP to the other."""
+    rules = []
+    for pair in _NAME_MAP:
+        src, dst = pair[src_col], pair[1 - src_col]
+        whole = not src.endswith(".")
+        pat = "^" + re.escape(src).replace(re.escape("{i}"), r"(\d+)") + ("$" if whole else "")
+        rules.append((pat, dst.replace("{i}", r"\1")))
+    return rules
+
+
+_TO_HF = _rules(0)
+_FROM_HF = _rules(1)
 # Buffers that some GPT-2 files carry (the causal mask); not parameters.
 _IGNORED = re.compile(r"^h\.\d+\.attn\.(bias|masked_bias)$")
 
