@@ -26,7 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(1, os.path.dirname(HERE))  # the repository root: minigpt without installing it
 from common import (CONFIGS, fmt_rate, fmt_ratio, format_table, load_avg, machine_summary,  # noqa: E402
-                    set_torch_threads, setup_threads)
+                    set_torch_threads, setup_threads, wait_for_idle)
 
 TARGET = 1.5
 
@@ -41,6 +41,8 @@ def parse_args(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-torch", action="store_true", help="minigpt only (random minigpt weights)")
+    ap.add_argument("--wait-idle", type=float, default=0, metavar="SECONDS",
+                    help="before each measurement, wait up to this long for the CPUs to be idle")
     ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     return ap.parse_args(argv)
 
@@ -116,6 +118,7 @@ def main(argv=None):
         hf = torch_ref.hf_model(cfg, args.seed)
         tprompt = torch.from_numpy(prompt)
         for use_cache in (True, False):
+            wait_for_idle(args.wait_idle)
             r, t = torch_ref.hf_generate_tokens_per_s(cfg, new_tokens=args.new_tokens, use_cache=use_cache,
                                                       repeats=args.repeats, threads=args.threads, model=hf,
                                                       prompt=tprompt, return_tokens=True)
@@ -126,6 +129,7 @@ def main(argv=None):
             notes.append("same weights as HF (save_pretrained -> GPT.from_pretrained)" if same
                          else "random minigpt weights (not the HF model's)")
             for use_cache in (True, False):
+                wait_for_idle(args.wait_idle)
                 r, t = time_minigpt(mg, model, prompt, args.new_tokens, use_cache, args.repeats)
                 rates[f"minigpt-cache-{'on' if use_cache else 'off'}"] = r
                 toks[f"minigpt-{'on' if use_cache else 'off'}"] = t

@@ -24,7 +24,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(1, os.path.dirname(HERE))  # the repository root: minigpt without installing it
 from common import (CONFIGS, fmt_rate, fmt_ratio, format_table, load_avg, machine_summary, setup_threads,  # noqa: E402
-                    summarize, train_flops_per_token)
+                    summarize, train_flops_per_token, wait_for_idle)
 
 TARGETS = {"tiny": 1.0, "small": 1.5, "gpt2-small": 1.5}
 
@@ -42,6 +42,8 @@ def parse_args(argv=None):
                     help="torch attention: manual masked softmax, F.scaled_dot_product_attention, or both")
     ap.add_argument("--no-torch", action="store_true", help="measure minigpt only")
     ap.add_argument("--no-minigpt", action="store_true", help="measure torch only")
+    ap.add_argument("--wait-idle", type=float, default=0, metavar="SECONDS",
+                    help="before each config, wait up to this long for the CPUs to be idle (shared machines)")
     ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     return ap.parse_args(argv)
 
@@ -127,6 +129,7 @@ def bench_config(name, args, mg, torch_ref):
     for step in sides.values():
         for _ in range(warmup):
             step()
+    busy = wait_for_idle(args.wait_idle)
     times = {k: [] for k in sides}
     per_round = [steps // rounds + (1 if r < steps % rounds else 0) for r in range(rounds)]
     for n in per_round:
@@ -137,7 +140,9 @@ def bench_config(name, args, mg, torch_ref):
                 times[label].append(time.perf_counter() - t0)
     flops = train_flops_per_token(dict(cfg, batch=B))
     res = dict(config=name, batch=B, seq_len=cfg["seq_len"], steps=steps, warmup=warmup, threads=args.threads,
-               notes=notes, sides={})
+               notes=notes, sides={}, cpu_busy_before=busy)
+    if busy is not None:
+        notes.append(f"CPUs {busy:.0%} busy just before the timed steps")
     for label, ts in times.items():
         r = summarize(ts, B * cfg["seq_len"])
         r.update(gflops=r["tokens_per_s"] * flops / 1e9, loss=sides[label].loss)

@@ -131,3 +131,38 @@ def load_avg():
         return os.getloadavg()[0]
     except OSError:
         return None
+
+
+def cpu_busy_fraction(interval=0.5):
+    """Share of all CPUs' time spent busy during ``interval`` seconds (Linux /proc/stat; None elsewhere)."""
+    def read():
+        with open("/proc/stat") as f:
+            vals = [int(v) for v in f.readline().split()[1:]]
+        idle = vals[3] + (vals[4] if len(vals) > 4 else 0)  # idle + iowait
+        return sum(vals), idle
+
+    try:
+        t0, i0 = read()
+        time.sleep(interval)
+        t1, i1 = read()
+    except (OSError, ValueError, IndexError):
+        return None
+    return None if t1 == t0 else 1.0 - (i1 - i0) / (t1 - t0)
+
+
+def wait_for_idle(max_wait, threshold=0.15, interval=1.0, quiet=False):
+    """Wait up to ``max_wait`` seconds until the CPUs are less than ``threshold`` busy (other processes'
+    work spoils a 2-thread benchmark far more than proportionally: a preempted BLAS thread stalls the
+    other). Returns the last busy fraction seen (None when unknown)."""
+    if not max_wait:
+        return None
+    deadline = time.time() + max_wait
+    busy = cpu_busy_fraction(interval)
+    while busy is not None and busy > threshold and time.time() < deadline:
+        if not quiet:
+            print(f"  waiting for idle CPUs (busy {busy:.0%}) ...", flush=True)
+        time.sleep(max(0.0, min(5.0, deadline - time.time())))
+        busy = cpu_busy_fraction(interval)
+    if busy is not None and busy > threshold and not quiet:
+        print(f"  CPUs still {busy:.0%} busy after {max_wait} s: figures will be noisy", flush=True)
+    return busy

@@ -16,7 +16,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import CONFIGS, set_torch_threads, summarize, time_steps, train_flops_per_token  # noqa: E402
+from common import (CONFIGS, set_torch_threads, summarize, time_steps, train_flops_per_token,  # noqa: E402
+                    wait_for_idle)
 
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
@@ -217,10 +218,13 @@ def main(argv=None):
     ap.add_argument("--steps", type=int)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--generate", action="store_true", help="measure HF generate (gpt2-small shape) instead")
+    ap.add_argument("--wait-idle", type=float, default=0, metavar="SECONDS",
+                    help="before each measurement, wait up to this long for the CPUs to be idle")
     args = ap.parse_args(argv)
     set_torch_threads(args.threads)
     if args.generate:
         for use_cache in (True, False):
+            wait_for_idle(args.wait_idle)
             r = hf_generate_tokens_per_s("gpt2-small", 16, 32, use_cache, threads=args.threads)
             print(f"HF generate gpt2-small, prompt 16, 32 new, cache {'on ' if use_cache else 'off'}: "
                   f"{r:.1f} new tokens/s")
@@ -229,6 +233,7 @@ def main(argv=None):
     attns = ["manual", "sdpa"] if args.attn == "both" else [args.attn]
     for name in names:
         for attn in attns:
+            wait_for_idle(args.wait_idle)
             r = torch_train_tokens_per_s(name, steps=args.steps, attn=attn, threads=args.threads)
             print(f"{name:10s} {attn:6s} {r['tokens_per_s']:10,.0f} tokens/s  step {r['step_s'] * 1e3:8.1f} ms  "
                   f"(min {r['step_min_s'] * 1e3:.1f})  {r['gflops']:.0f} GFLOP/s  loss {r['loss']:.3f}")
