@@ -9,9 +9,10 @@ Shapes are those of the models in issue 4 (float32):
     small       B 8,  T 256, H 6,  D 64, C 384, V 50257
     gpt2-small  B 2,  T 256, H 12, D 64, C 768, V 50257
 
-Kernels: causal attention (vs ``F.scaled_dot_product_attention(is_causal=True)``), layer norm over
+Kernels: causal attention (vs ``F.scaled_dot_product_attention(is_causal=True)``), one decoding step
+of attention with a KV cache (``attn_decode``: 1 query over T cached positions, forward only), layer norm over
 (B*T, C), GELU over (B*T, 4C) (vs ``F.gelu(approximate="tanh")``) and softmax + cross-entropy over
-(B*T, V) (vs ``F.cross_entropy``). Every figure is forward + backward, the best of ``--repeat`` runs after
+(B*T, V) (vs ``F.cross_entropy``). Figures are forward + backward, the best of ``--repeat`` runs after
 a warm-up call (which also compiles the kernels). PyTorch runs with ``torch.set_num_threads(2)`` and is
 skipped when it is not installed; ``--no-numpy`` skips the (slow) NumPy references.
 """
@@ -81,6 +82,27 @@ def make_cases(cfg, rng, torch):
             o.backward(tg)
 
         cases["attention"]["torch"] = attn_torch
+
+    # -- generation with a KV cache: one new query against T cached positions (forward only) --
+    cache = rng.standard_normal((2, B, T, H, D)).astype(f32)
+    q1 = rng.standard_normal((B, 1, 3, H, D)).astype(f32)[:, :, 0]
+
+    def decode(backend):
+        def run():
+            with kernels.use_backend(backend):
+                KA.attention_forward(q1, cache[0], cache[1], scale)
+        return run
+
+    cases["attn_decode"] = {"numba": decode("numba"), "numpy": decode("numpy"), "torch": None}
+    if torch is not None:
+        tq1 = torch.from_numpy(np.ascontiguousarray(q1.transpose(0, 2, 1, 3)))
+        tkc, tvc = (torch.from_numpy(np.ascontiguousarray(c.transpose(0, 2, 1, 3))) for c in cache)
+
+        def decode_torch():
+            with torch.no_grad():
+                torch.nn.functional.scaled_dot_product_attention(tq1, tkc, tvc)
+
+        cases["attn_decode"]["torch"] = decode_torch
 
     # -- layer norm over (B*T, C) --
     x = rng.standard_normal((N, C)).astype(f32)

@@ -442,7 +442,8 @@ def attention_forward_numba(q, k, v, scale, dropout_p=0.0, seed=0):
     lse = np.empty((B, H, Tq), dtype=dt)
     if out.size or lse.size:
         if Tq < _FEW_QUERIES:
-            contiguous = q.flags.c_contiguous and k.flags.c_contiguous and v.flags.c_contiguous
+            q = np.ascontiguousarray(q)                      # (B, Tq, H, D) with Tq < 4: tiny
+            contiguous = k.flags.c_contiguous and v.flags.c_contiguous
             kernel = (_fwd_rows_c if contiguous else _fwd_rows_a)[dt]
         else:
             kernel = _fwd_k[dt]
