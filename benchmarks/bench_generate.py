@@ -103,7 +103,6 @@ def main(argv=None):
             print(f"torch/transformers not available ({e}); measuring minigpt only")
     if mg is None and torch_ref is None:
         sys.exit("nothing to measure: neither minigpt's model nor torch is available")
-    print(machine_summary())
     la = load_avg()
     if la is not None:
         print(f"load average before: {la:.2f} (figures are noisy when other work runs on the machine)")
@@ -154,6 +153,7 @@ def main(argv=None):
           f"HF {fmt_ratio(g('hf-cache-on'), g('hf-cache-off'))}")
     for n in notes:
         print("  " + n)
+    print(machine_summary())
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(machine=machine_summary(), config=args.config, prompt_len=args.prompt_len,

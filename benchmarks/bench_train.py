@@ -196,7 +196,6 @@ def main(argv=None):
             torch_ref = None
     if mg is None and torch_ref is None:
         sys.exit("nothing to measure: neither minigpt's model nor torch is available")
-    print(machine_summary())
     la = load_avg()
     if la is not None:
         print(f"load average before: {la:.2f} (figures are noisy when other work runs on the machine)")
@@ -206,6 +205,7 @@ def main(argv=None):
         print(f"[{name}] measuring ...", flush=True)
         results.append(bench_config(name, args, mg, torch_ref))
     print_results(results)
+    print(machine_summary())
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(machine=machine_summary(), results=results), f, indent=1)
