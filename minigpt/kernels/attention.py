@@ -34,7 +34,7 @@ import numpy as np
 
 from . import backend
 from ..errors import MiniGPTError
-from .fastmath import LazyKernel, array_type, fast_exp, row_max
+from .fastmath import FASTMATH, LazyKernel, array_type, fast_exp, row_max
 
 # ---- the dropout mask: a counter-based hash (splitmix64's finaliser) --------------------------------
 _GOLD = np.uint64(0x9E3779B97F4A7C15)   # 2**64 / golden ratio: the stride between counters
@@ -152,7 +152,7 @@ def _store(dst, value_bhtd, like):
 
 # ---- Numba ------------------------------------------------------------------------------------------
 
-@numba.njit(inline="always")
+@numba.njit(fastmath=FASTMATH)
 def _keep_scale(rowbase, j, thr, inv_keep, zero):
     """inv_keep if the element of counter offset j (in its row) is kept, else 0."""
     z = rowbase + np.uint64(j) * _GOLD
@@ -167,7 +167,7 @@ def _keep_scale(rowbase, j, thr, inv_keep, zero):
 # are summed before touching memory. A block needs the keys up to its last row's limit; earlier rows of
 # the block see zero weight beyond their own limit.
 
-@numba.njit(inline="always")
+@numba.njit(fastmath=FASTMATH)
 def _scores4(qb, kt, s, lb):
     """s[r, j] = sum_d qb[r, d] * kt[d, j] for the four rows r and keys j < lb."""
     s0, s1, s2, s3 = s[0], s[1], s[2], s[3]
@@ -187,7 +187,7 @@ def _scores4(qb, kt, s, lb):
             s3[j] += q3 * kv
 
 
-@numba.njit(inline="always")
+@numba.njit(fastmath=FASTMATH)
 def _scores1(qr, kt, sr, lim):
     """sr[j] = sum_d qr[d] * kt[d, j] for keys j < lim (one row)."""
     for j in range(lim):
@@ -199,7 +199,7 @@ def _scores1(qr, kt, sr, lim):
             sr[j] += qd * ktd[j]
 
 
-@numba.njit(inline="always")
+@numba.njit(fastmath=FASTMATH)
 def _transpose_head(x, b, h, xt):
     """xt[d, j] = x[b, j, h, d], in tiles of 16 keys so reads and writes both stay in cache."""
     T = x.shape[1]
@@ -212,52 +212,59 @@ def _transpose_head(x, b, h, xt):
 
 
 def _fwd(q, k, v, scale, one, dropout, thr, inv_keep, key, out, lse):
+    for bh in numba.prange(q.shape[0] * q.shape[2]):
+        _fwd_pair(q, k, v, scale, one, dropout, thr, inv_keep, key, out, lse, bh)
+
+
+# The parallel kernels only distribute (batch, head) pairs; each pair's work is a plain (serial) Numba
+# function, readable on its own.
+@numba.njit(fastmath=FASTMATH)
+def _fwd_pair(q, k, v, scale, one, dropout, thr, inv_keep, key, out, lse, bh):
     B, Tq, H, D = q.shape
     Tk = k.shape[1]
     off = Tk - Tq
     zero = one - one
-    for bh in numba.prange(B * H):
-        b = bh // H
-        h = bh - b * H
-        kt = np.empty((D, Tk), dtype=q.dtype)       # keys and values transposed: scores are axpys
-        vt = np.empty((D, Tk), dtype=q.dtype)       # over j, outputs are dot products over j
-        _transpose_head(k, b, h, kt)
-        _transpose_head(v, b, h, vt)
-        s = np.empty((4, Tk), dtype=q.dtype)
-        qb = np.zeros((4, D), dtype=q.dtype)
-        bh_base = np.uint64(bh) * np.uint64(Tk)
-        for i0 in range(0, Tq, 4):
-            nr = min(4, Tq - i0)
+    b = bh // H
+    h = bh - b * H
+    kt = np.empty((D, Tk), dtype=q.dtype)       # keys and values transposed: scores are axpys
+    vt = np.empty((D, Tk), dtype=q.dtype)       # over j, outputs are dot products over j
+    _transpose_head(k, b, h, kt)
+    _transpose_head(v, b, h, vt)
+    s = np.empty((4, Tk), dtype=q.dtype)
+    qb = np.zeros((4, D), dtype=q.dtype)
+    bh_base = np.uint64(bh) * np.uint64(Tk)
+    for i0 in range(0, Tq, 4):
+        nr = min(4, Tq - i0)
+        for r in range(nr):
+            for d in range(D):
+                qb[r, d] = q[b, i0 + r, h, d] * scale
+        if nr == 4:
+            _scores4(qb, kt, s, off + i0 + 4)
+        else:
             for r in range(nr):
-                for d in range(D):
-                    qb[r, d] = q[b, i0 + r, h, d] * scale
-            if nr == 4:
-                _scores4(qb, kt, s, off + i0 + 4)
-            else:
-                for r in range(nr):
-                    _scores1(qb[r], kt, s[r], off + i0 + r + 1)
-            for r in range(nr):
-                i = i0 + r
-                lim = off + i + 1                     # keys 0 .. lim-1 are visible to query i
-                sr = s[r]
-                m = row_max(sr, lim)
-                total = zero
+                _scores1(qb[r], kt, s[r], off + i0 + r + 1)
+        for r in range(nr):
+            i = i0 + r
+            lim = off + i + 1                     # keys 0 .. lim-1 are visible to query i
+            sr = s[r]
+            m = row_max(sr, lim)
+            total = zero
+            for j in range(lim):
+                e = fast_exp(sr[j] - m)
+                sr[j] = e
+                total += e
+            lse[b, h, i] = m + np.log(total)
+            if dropout:
+                rowbase = key + (bh_base + np.uint64(i + off)) * np.uint64(Tk) * _GOLD
                 for j in range(lim):
-                    e = fast_exp(sr[j] - m)
-                    sr[j] = e
-                    total += e
-                lse[b, h, i] = m + np.log(total)
-                if dropout:
-                    rowbase = key + (bh_base + np.uint64(i + off)) * np.uint64(Tk) * _GOLD
-                    for j in range(lim):
-                        sr[j] *= _keep_scale(rowbase, j, thr, inv_keep, zero)
-                inv = one / total
-                for d in range(D):
-                    vtd = vt[d]
-                    acc = zero
-                    for j in range(lim):
-                        acc += sr[j] * vtd[j]
-                    out[b, i, h, d] = acc * inv
+                    sr[j] *= _keep_scale(rowbase, j, thr, inv_keep, zero)
+            inv = one / total
+            for d in range(D):
+                vtd = vt[d]
+                acc = zero
+                for j in range(lim):
+                    acc += sr[j] * vtd[j]
+                out[b, i, h, d] = acc * inv
 
 
 def _fwd_rows(q, k, v, scale, one, dropout, thr, inv_keep, key, out, lse):
@@ -266,138 +273,148 @@ def _fwd_rows(q, k, v, scale, one, dropout, thr, inv_keep, key, out, lse):
     With one new query per step, copying (and transposing) the whole cache would cost as much as the
     attention itself.
     """
+    for bh in numba.prange(q.shape[0] * q.shape[2]):
+        _fwd_rows_pair(q, k, v, scale, one, dropout, thr, inv_keep, key, out, lse, bh)
+
+
+@numba.njit(fastmath=FASTMATH)
+def _fwd_rows_pair(q, k, v, scale, one, dropout, thr, inv_keep, key, out, lse, bh):
     B, Tq, H, D = q.shape
     Tk = k.shape[1]
     off = Tk - Tq
     zero = one - one
-    for bh in numba.prange(B * H):
-        b = bh // H
-        h = bh - b * H
-        s = np.empty(Tk, dtype=q.dtype)
-        o = np.empty(D, dtype=q.dtype)
-        qr = np.empty(D, dtype=q.dtype)
-        bh_base = np.uint64(bh) * np.uint64(Tk)
-        for i in range(Tq):
-            lim = off + i + 1
+    b = bh // H
+    h = bh - b * H
+    s = np.empty(Tk, dtype=q.dtype)
+    o = np.empty(D, dtype=q.dtype)
+    qr = np.empty(D, dtype=q.dtype)
+    bh_base = np.uint64(bh) * np.uint64(Tk)
+    for i in range(Tq):
+        lim = off + i + 1
+        for d in range(D):
+            qr[d] = q[b, i, h, d] * scale
+        for j in range(lim):
+            kr = k[b, j, h]
+            acc = zero
             for d in range(D):
-                qr[d] = q[b, i, h, d] * scale
+                acc += qr[d] * kr[d]
+            s[j] = acc
+        m = row_max(s, lim)
+        total = zero
+        for j in range(lim):
+            e = fast_exp(s[j] - m)
+            s[j] = e
+            total += e
+        lse[b, h, i] = m + np.log(total)
+        if dropout:
+            rowbase = key + (bh_base + np.uint64(i + off)) * np.uint64(Tk) * _GOLD
             for j in range(lim):
-                kr = k[b, j, h]
-                acc = zero
-                for d in range(D):
-                    acc += qr[d] * kr[d]
-                s[j] = acc
-            m = row_max(s, lim)
-            total = zero
-            for j in range(lim):
-                e = fast_exp(s[j] - m)
-                s[j] = e
-                total += e
-            lse[b, h, i] = m + np.log(total)
-            if dropout:
-                rowbase = key + (bh_base + np.uint64(i + off)) * np.uint64(Tk) * _GOLD
-                for j in range(lim):
-                    s[j] *= _keep_scale(rowbase, j, thr, inv_keep, zero)
+                s[j] *= _keep_scale(rowbase, j, thr, inv_keep, zero)
+        for d in range(D):
+            o[d] = zero
+        for j in range(lim):
+            pj = s[j]
+            vr = v[b, j, h]
             for d in range(D):
-                o[d] = zero
-            for j in range(lim):
-                pj = s[j]
-                vr = v[b, j, h]
-                for d in range(D):
-                    o[d] += pj * vr[d]
-            inv = one / total
-            for d in range(D):
-                out[b, i, h, d] = o[d] * inv
+                o[d] += pj * vr[d]
+        inv = one / total
+        for d in range(D):
+            out[b, i, h, d] = o[d] * inv
 
 
 def _bwd(dout, q, k, v, out, lse, scale, one, dropout, thr, inv_keep, key, dq, dk, dv):
+    for bh in numba.prange(q.shape[0] * q.shape[2]):
+        _bwd_pair(dout, q, k, v, out, lse, scale, one, dropout, thr, inv_keep, key, dq, dk, dv, bh)
+
+
+@numba.njit(fastmath=FASTMATH)
+def _bwd_pair(dout, q, k, v, out, lse, scale, one, dropout, thr, inv_keep, key, dq, dk, dv, bh):
     B, Tq, H, D = q.shape
     Tk = k.shape[1]
     off = Tk - Tq
     zero = one - one
-    for bh in numba.prange(B * H):
-        b = bh // H
-        h = bh - b * H
-        kt = np.empty((D, Tk), dtype=q.dtype)      # keys transposed (scores, dQ = dS K)
-        vt = np.empty((D, Tk), dtype=q.dtype)      # values transposed (dA = dO V^T)
-        _transpose_head(k, b, h, kt)
-        _transpose_head(v, b, h, vt)
-        dkl = np.zeros((Tk, D), dtype=q.dtype)
-        dvl = np.zeros((Tk, D), dtype=q.dtype)
-        s = np.empty((4, Tk), dtype=q.dtype)       # scores, then P, then dS (scale folded in)
-        dp = np.empty((4, Tk), dtype=q.dtype)      # dA = dO V^T
-        a = np.empty((4, Tk), dtype=q.dtype)       # P after dropout: what multiplied V
-        qs = np.zeros((4, D), dtype=q.dtype)       # q * scale
-        qb = np.zeros((4, D), dtype=q.dtype)       # q
-        db = np.zeros((4, D), dtype=q.dtype)       # dO
-        delta = np.zeros(4, dtype=q.dtype)
-        bh_base = np.uint64(bh) * np.uint64(Tk)
-        for i0 in range(0, Tq, 4):
-            nr = min(4, Tq - i0)
-            lb = off + i0 + nr                      # keys any row of the block sees
-            for r in range(4):
-                acc = zero
-                for d in range(D):
-                    if r < nr:
-                        qv = q[b, i0 + r, h, d]
-                        ov = dout[b, i0 + r, h, d]
-                        acc += ov * out[b, i0 + r, h, d]
-                    else:
-                        qv = zero
-                        ov = zero
-                    qb[r, d] = qv
-                    qs[r, d] = qv * scale
-                    db[r, d] = ov
-                delta[r] = acc                      # sum_d dO * O = sum_j P dP
-            if nr == 4:
-                _scores4(qs, kt, s, lb)
-                _scores4(db, vt, dp, lb)
-            else:
-                for r in range(nr):
-                    _scores1(qs[r], kt, s[r], off + i0 + r + 1)
-                    _scores1(db[r], vt, dp[r], off + i0 + r + 1)
-            for r in range(4):
-                i = i0 + r
-                lim = off + i + 1 if r < nr else 0
-                sr, dpr, ar = s[r], dp[r], a[r]
-                if r < nr:
-                    l_ = lse[b, h, i]
-                    dl = delta[r]
-                    if dropout:
-                        rowbase = key + (bh_base + np.uint64(i + off)) * np.uint64(Tk) * _GOLD
-                        for j in range(lim):
-                            pj = fast_exp(sr[j] - l_)
-                            mk = _keep_scale(rowbase, j, thr, inv_keep, zero)
-                            ar[j] = pj * mk
-                            sr[j] = pj * (dpr[j] * mk - dl) * scale
-                    else:
-                        for j in range(lim):
-                            pj = fast_exp(sr[j] - l_)
-                            ar[j] = pj
-                            sr[j] = pj * (dpr[j] - dl) * scale
-                    for d in range(D):                  # dQ_i = sum_j dS_ij k_j
-                        ktd = kt[d]
-                        acc = zero
-                        for j in range(lim):
-                            acc += sr[j] * ktd[j]
-                        dq[b, i, h, d] = acc
-                for j in range(lim, lb):                # beyond this row's limit (or a padding row)
-                    ar[j] = zero
-                    sr[j] = zero
-            a0, a1, a2, a3 = a[0], a[1], a[2], a[3]
-            g0, g1, g2, g3 = s[0], s[1], s[2], s[3]
-            for j in range(lb):                         # dV_j += sum_r A_rj dO_r ; dK_j += sum_r dS_rj q_r
-                x0, x1, x2, x3 = a0[j], a1[j], a2[j], a3[j]
-                y0, y1, y2, y3 = g0[j], g1[j], g2[j], g3[j]
-                dvj = dvl[j]
-                dkj = dkl[j]
-                for d in range(D):
-                    dvj[d] += x0 * db[0, d] + x1 * db[1, d] + x2 * db[2, d] + x3 * db[3, d]
-                    dkj[d] += y0 * qb[0, d] + y1 * qb[1, d] + y2 * qb[2, d] + y3 * qb[3, d]
-        for j in range(Tk):
+    b = bh // H
+    h = bh - b * H
+    kt = np.empty((D, Tk), dtype=q.dtype)      # keys transposed (scores, dQ = dS K)
+    vt = np.empty((D, Tk), dtype=q.dtype)      # values transposed (dA = dO V^T)
+    _transpose_head(k, b, h, kt)
+    _transpose_head(v, b, h, vt)
+    dkl = np.zeros((Tk, D), dtype=q.dtype)
+    dvl = np.zeros((Tk, D), dtype=q.dtype)
+    s = np.empty((4, Tk), dtype=q.dtype)       # scores, then P, then dS (scale folded in)
+    dp = np.empty((4, Tk), dtype=q.dtype)      # dA = dO V^T
+    a = np.empty((4, Tk), dtype=q.dtype)       # P after dropout: what multiplied V
+    qs = np.zeros((4, D), dtype=q.dtype)       # q * scale
+    qb = np.zeros((4, D), dtype=q.dtype)       # q
+    db = np.zeros((4, D), dtype=q.dtype)       # dO
+    delta = np.zeros(4, dtype=q.dtype)
+    bh_base = np.uint64(bh) * np.uint64(Tk)
+    for i0 in range(0, Tq, 4):
+        nr = min(4, Tq - i0)
+        lb = off + i0 + nr                      # keys any row of the block sees
+        for r in range(4):
+            acc = zero
             for d in range(D):
-                dk[b, j, h, d] = dkl[j, d]
-                dv[b, j, h, d] = dvl[j, d]
+                if r < nr:
+                    qv = q[b, i0 + r, h, d]
+                    ov = dout[b, i0 + r, h, d]
+                    acc += ov * out[b, i0 + r, h, d]
+                else:
+                    qv = zero
+                    ov = zero
+                qb[r, d] = qv
+                qs[r, d] = qv * scale
+                db[r, d] = ov
+            delta[r] = acc                      # sum_d dO * O = sum_j P dP
+        if nr == 4:
+            _scores4(qs, kt, s, lb)
+            _scores4(db, vt, dp, lb)
+        else:
+            for r in range(nr):
+                _scores1(qs[r], kt, s[r], off + i0 + r + 1)
+                _scores1(db[r], vt, dp[r], off + i0 + r + 1)
+        for r in range(4):
+            i = i0 + r
+            lim = off + i + 1 if r < nr else 0
+            sr, dpr, ar = s[r], dp[r], a[r]
+            if r < nr:
+                l_ = lse[b, h, i]
+                dl = delta[r]
+                if dropout:
+                    rowbase = key + (bh_base + np.uint64(i + off)) * np.uint64(Tk) * _GOLD
+                    for j in range(lim):
+                        pj = fast_exp(sr[j] - l_)
+                        mk = _keep_scale(rowbase, j, thr, inv_keep, zero)
+                        ar[j] = pj * mk
+                        sr[j] = pj * (dpr[j] * mk - dl) * scale
+                else:
+                    for j in range(lim):
+                        pj = fast_exp(sr[j] - l_)
+                        ar[j] = pj
+                        sr[j] = pj * (dpr[j] - dl) * scale
+                for d in range(D):                  # dQ_i = sum_j dS_ij k_j
+                    ktd = kt[d]
+                    acc = zero
+                    for j in range(lim):
+                        acc += sr[j] * ktd[j]
+                    dq[b, i, h, d] = acc
+            for j in range(lim, lb):                # beyond this row's limit (or a padding row)
+                ar[j] = zero
+                sr[j] = zero
+        a0, a1, a2, a3 = a[0], a[1], a[2], a[3]
+        g0, g1, g2, g3 = s[0], s[1], s[2], s[3]
+        for j in range(lb):                         # dV_j += sum_r A_rj dO_r ; dK_j += sum_r dS_rj q_r
+            x0, x1, x2, x3 = a0[j], a1[j], a2[j], a3[j]
+            y0, y1, y2, y3 = g0[j], g1[j], g2[j], g3[j]
+            dvj = dvl[j]
+            dkj = dkl[j]
+            for d in range(D):
+                dvj[d] += x0 * db[0, d] + x1 * db[1, d] + x2 * db[2, d] + x3 * db[3, d]
+                dkj[d] += y0 * qb[0, d] + y1 * qb[1, d] + y2 * qb[2, d] + y3 * qb[3, d]
+    for j in range(Tk):
+        for d in range(D):
+            dk[b, j, h, d] = dkl[j, d]
+            dv[b, j, h, d] = dvl[j, d]
 
 
 _u64 = numba.types.uint64

@@ -210,21 +210,21 @@ fast_tanh.__doc__ = "tanh(x) inside @njit code, from expm1; vectorises in loops.
 
 # ---- array versions (for tests and for callers outside Numba) --------------------------------------
 
-@numba.njit(parallel=True, fastmath=FASTMATH, cache=True)
+@numba.njit(fastmath=FASTMATH, cache=True)
 def _exp_flat(x, y):
-    for i in numba.prange(x.size):
+    for i in range(x.size):
         y[i] = fast_exp(x[i])
 
 
-@numba.njit(parallel=True, fastmath=FASTMATH, cache=True)
+@numba.njit(fastmath=FASTMATH, cache=True)
 def _expm1_flat(x, y):
-    for i in numba.prange(x.size):
+    for i in range(x.size):
         y[i] = fast_expm1(x[i])
 
 
-@numba.njit(parallel=True, fastmath=FASTMATH, cache=True)
+@numba.njit(fastmath=FASTMATH, cache=True)
 def _tanh_flat(x, y):
-    for i in numba.prange(x.size):
+    for i in range(x.size):
         y[i] = fast_tanh(x[i])
 
 
@@ -271,6 +271,11 @@ class LazyKernel:
     C-contiguous arrays and strided views passed where the signature says ``"A"`` share one compiled
     version, instead of one compilation for every combination of layouts (and writeable flags) met at
     run time -- that keeps first-use compilation, and the test suite, short.
+
+    ``parallel=True`` compiles the float32 version with ``parallel=True`` (``prange`` loops run on all
+    threads). The float64 version, which exists for gradient checks on small arrays, is compiled
+    serially (``prange`` acts as ``range``): Numba's parallel pipeline would double or triple its
+    compilation time for no benefit at those sizes. ``parallel="all"`` makes both dtypes parallel.
     """
 
     def __init__(self, pyfunc, argtypes, parallel=True, fastmath=None):
@@ -286,7 +291,8 @@ class LazyKernel:
         if fn is None:
             ftype = numba.from_dtype(dtype)
             sig = tuple(self.argtypes(ftype))
-            fn = numba.njit(sig, parallel=self.parallel, fastmath=self.fastmath, cache=True)(self.pyfunc)
+            parallel = self.parallel == "all" or (self.parallel is True and dtype == np.float32)
+            fn = numba.njit(sig, parallel=parallel, fastmath=self.fastmath, cache=True)(self.pyfunc)
             self._compiled[dtype] = fn
         return fn
 
