@@ -200,6 +200,29 @@ def _scores1(qr, kt, sr, lim):
 
 
 @numba.njit(fastmath=FASTMATH)
+def _matvec(mt, x, lim, y):
+    """y[d] = sum_{j < lim} mt[d, j] * x[j]: four rows of mt at a time, sharing each load of x."""
+    D = mt.shape[0]
+    d4 = D - D % 4
+    for d in range(0, d4, 4):
+        m0, m1, m2, m3 = mt[d], mt[d + 1], mt[d + 2], mt[d + 3]
+        a0 = a1 = a2 = a3 = x[0] - x[0]
+        for j in range(lim):
+            xj = x[j]
+            a0 += m0[j] * xj
+            a1 += m1[j] * xj
+            a2 += m2[j] * xj
+            a3 += m3[j] * xj
+        y[d], y[d + 1], y[d + 2], y[d + 3] = a0, a1, a2, a3
+    for d in range(d4, D):
+        md = mt[d]
+        acc = x[0] - x[0]
+        for j in range(lim):
+            acc += md[j] * x[j]
+        y[d] = acc
+
+
+@numba.njit(fastmath=FASTMATH)
 def _transpose_head(x, b, h, xt):
     """xt[d, j] = x[b, j, h, d], in tiles of 16 keys so reads and writes both stay in cache."""
     T = x.shape[1]
@@ -232,6 +255,7 @@ def _fwd_pair(q, k, v, scale, one, dropout, thr, inv_keep, key, out, lse, bh):
     _transpose_head(v, b, h, vt)
     s = np.empty((4, Tk), dtype=q.dtype)
     qb = np.zeros((4, D), dtype=q.dtype)
+    o = np.empty(D, dtype=q.dtype)
     bh_base = np.uint64(bh) * np.uint64(Tk)
     for i0 in range(0, Tq, 4):
         nr = min(4, Tq - i0)
@@ -259,12 +283,9 @@ def _fwd_pair(q, k, v, scale, one, dropout, thr, inv_keep, key, out, lse, bh):
                 for j in range(lim):
                     sr[j] *= _keep_scale(rowbase, j, thr, inv_keep, zero)
             inv = one / total
+            _matvec(vt, sr, lim, o)                 # o = sum_j p_j v_j
             for d in range(D):
-                vtd = vt[d]
-                acc = zero
-                for j in range(lim):
-                    acc += sr[j] * vtd[j]
-                out[b, i, h, d] = acc * inv
+                out[b, i, h, d] = o[d] * inv
 
 
 def _fwd_rows(q, k, v, scale, one, dropout, thr, inv_keep, key, out, lse):
@@ -348,6 +369,7 @@ def _bwd_pair(dout, q, k, v, out, lse, scale, one, dropout, thr, inv_keep, key, 
     qb = np.zeros((4, D), dtype=q.dtype)       # q
     db = np.zeros((4, D), dtype=q.dtype)       # dO
     delta = np.zeros(4, dtype=q.dtype)
+    dqr = np.empty(D, dtype=q.dtype)
     bh_base = np.uint64(bh) * np.uint64(Tk)
     for i0 in range(0, Tq, 4):
         nr = min(4, Tq - i0)
@@ -392,12 +414,9 @@ def _bwd_pair(dout, q, k, v, out, lse, scale, one, dropout, thr, inv_keep, key, 
                         pj = fast_exp(sr[j] - l_)
                         ar[j] = pj
                         sr[j] = pj * (dpr[j] - dl) * scale
-                for d in range(D):                  # dQ_i = sum_j dS_ij k_j
-                    ktd = kt[d]
-                    acc = zero
-                    for j in range(lim):
-                        acc += sr[j] * ktd[j]
-                    dq[b, i, h, d] = acc
+                _matvec(kt, sr, lim, dqr)           # dQ_i = sum_j dS_ij k_j
+                for d in range(D):
+                    dq[b, i, h, d] = dqr[d]
             for j in range(lim, lb):                # beyond this row's limit (or a padding row)
                 ar[j] = zero
                 sr[j] = zero
