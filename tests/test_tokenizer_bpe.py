@@ -182,25 +182,77 @@ def test_cold_warm_numpy_backend_agree(trained):
     trained.clear_cache()
     cold = trained.encode(CORPUS)
     warm = trained.encode(CORPUS)
-    fresh = BPETokenizer(trained.merges, trained.special_tokens)
-    with kernels.use_backend("numpy"):
-        slow = fresh.encode(CORPUS)
-    assert cold == warm == slow
+    ascii_text = CORPUS.encode("ascii", "ignore").decode()  # the kernel splits all of it
+    assert cold == warm == _numpy_backend_encode(trained, CORPUS)
+    assert trained.encode(ascii_text) == _numpy_backend_encode(trained, ascii_text)
 
 
 def test_kernel_matches_python_twin(trained):
-    from minigpt.kernels.bpe import encode_word_python, encode_words
+    from minigpt.kernels.bpe import encode_word_python
 
-    trained.encode("warm")  # builds the pair table
-    pa, pb, pv = trained._pair_lists
+    pa, pb, pv = trained._pairs()
     table = dict(zip(zip(pa, pb), pv))
-    words = [w.encode("utf-8") for w in Splitter("gpt2")(CORPUS)]
-    offsets = np.zeros(len(words) + 1, np.int64)
-    offsets[1:] = np.cumsum([len(w) for w in words])
-    ids, off = encode_words(np.frombuffer(b"".join(words), np.uint8), offsets, np.arange(256, dtype=np.int32),
-                            *trained._pair_table)
-    for k, w in enumerate(words):
-        assert ids[off[k]:off[k + 1]].tolist() == encode_word_python(w, range(256), table)
+    trained.clear_cache()
+    for w in sorted(set(Splitter("gpt2")(CORPUS))):
+        b = w.encode("utf-8")
+        whole = trained._encoder.get(b)
+        assert trained.encode_ordinary(w) == ([whole] if whole is not None else encode_word_python(b, range(256), table))
+
+
+def _numpy_backend_encode(tok, text):
+    fresh = BPETokenizer(tok.merges, tok.special_tokens, tok.pattern, tok.byte_ids)
+    with kernels.use_backend("numpy"):
+        return fresh.encode_ordinary(text)
+
+
+def test_encode_cache_grows_and_clears(monkeypatch):
+    """Many new pre-tokens, short and long (> 8 bytes: keys kept beside the table), multi-token ones, and a
+    pre-token longer than the key buffer: the cache's arrays grow several times mid-text, and the ids stay
+    those of the plain-Python path, cold, warm and after the cache was cleared for being over its limit."""
+    from minigpt.tokenizer import bpe
+
+    tok = BPETokenizer.train(CORPUS, vocab_size=300)
+    rng = np.random.default_rng(0)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    words = ["".join(rng.choice(letters, size=n)) for n in rng.integers(1, 30, size=3000)]
+    words += ["".join(rng.choice(letters, size=5000))]  # longer than the key buffer it starts with
+    words += [f"{w}é" for w in words[:200]]  # regions split by `regex`
+    text = " ".join(words) + ".\n"
+    expected = _numpy_backend_encode(tok, text)
+    numba = kernels.backend() == "numba"
+    if numba:
+        from minigpt.kernels import bpe as K
+
+        rows0 = len(tok._kernel_state(K).tab)
+    assert tok.encode(text) == expected
+    if numba:
+        assert len(tok._kcache.tab) > rows0  # it grew
+    assert tok.encode(text) == expected
+    monkeypatch.setattr(bpe, "_CACHE_LIMIT", 100)
+    assert tok.encode(text) == expected  # cleared first (over the limit), then filled again
+    assert tok.encode(text[:1000]) == _numpy_backend_encode(tok, text[:1000])
+
+
+@pytest.mark.parametrize("pattern", [r"\w+", r"\S+|\s+", r"[a-z]+|."])
+def test_custom_patterns_kernel_equals_python(pattern):
+    tok = BPETokenizer.train(CORPUS, vocab_size=300, pattern=pattern)
+    text = CORPUS + "  gaps:  \t\n"
+    assert tok.encode(text) == _numpy_backend_encode(tok, text) == tok.encode(text)
+    assert tok.encode(text) == [i for w in regex.findall(pattern, text) for i in tok.encode(w)]
+
+
+ASCII_TEXT = st.text(alphabet=st.sampled_from(list(" \t\n\r\x0b\x0c\x1c\x1f\x00\x7f'sStTdDmMlLvVeErR.,!?-_09aZ")),
+                     max_size=80)
+
+
+@given(ASCII_TEXT)
+def test_ascii_kernel_split_equals_regex(s):
+    from minigpt.kernels import bpe as K
+
+    buf = np.frombuffer(s.encode("ascii"), np.uint8)
+    for kind, pattern in ((K.KIND_GPT2, GPT2_PATTERN), (K.KIND_GPT4, GPT4_PATTERN)):
+        ends = K.pretoken_ends(buf, kind).tolist()
+        assert [s[a:b] for a, b in zip([0] + ends, ends)] == regex.findall(pattern, s)
 
 
 def test_lone_surrogates_are_a_clear_error(trained):
@@ -339,9 +391,9 @@ def trained_both():
 
 @pytest.fixture(scope="module")
 def small_blocks():
-    from minigpt.tokenizer import bpe, patterns
+    from minigpt.tokenizer import patterns
 
-    old = patterns._BLOCK, bpe._BLOCK
-    patterns._BLOCK = bpe._BLOCK = 7  # blocks of ~7 characters: every block boundary case shows up
+    old = patterns._BLOCK
+    patterns._BLOCK = 7  # the splitter's blocks of ~7 characters: every block boundary case shows up
     yield
-    patterns._BLOCK, bpe._BLOCK = old
+    patterns._BLOCK = old

@@ -62,60 +62,335 @@ def _plookup(ta, tb, tv, a, b):
         h = (h + 1) & mask
 
 
-@njit(cache=True)
-def encode_words(data, offsets, byte_ids, ta, tb, tv):
-    """Apply the merges to each word ``data[offsets[i]:offsets[i+1]]`` (UTF-8 bytes).
+# --------------------------------------------------------------------------------------------------
+# the encode cache: pre-token bytes -> token ids, in arrays that live on the tokenizer between calls
+#   tab[p] = (key, L, val, kstart): one row per slot (open addressing, linear probing, power-of-two size, at
+#            most half full); L = 0 marks a free slot. key: the pre-token's L bytes packed into an int64 when
+#            L <= 8 (then the row alone decides a match), else a hash of them (then kbuf[kstart:kstart+L] is
+#            compared). val >= 0: the pre-token is that one token; else its m ids are vbuf[v+1:v+1+m] with
+#            m = vbuf[v], v = -val - 1.
+#   kbuf, vbuf: the long keys' bytes and the multi-token values, back to back
+#   cst = (entries, kbuf bytes used, vbuf ints used, length of the pre-token that found no room)
+# A lookup that finds a short pre-token reads one row. The cache starts out holding every regular token of the
+# vocabulary (value: its own id), which makes tiktoken's rule "a pre-token that is a token as a whole is that
+# token" the same lookup; every other pre-token encoded is added. When an array is full the kernels stop before
+# the pre-token that needs room; the caller doubles the arrays (``cache_rehash`` refills the larger table) and
+# resumes there.
+CACHE_ENTRIES, CACHE_KBYTES, CACHE_VINTS, CACHE_NEED = range(4)
+_MIX = np.uint64(0x9E3779B97F4A7C15)
 
-    Returns ``(ids, out_offsets)``: the token ids of word ``i`` are ``ids[out_offsets[i]:out_offsets[i+1]]``.
-    """
-    n = offsets.size - 1
-    maxlen = 1
-    for i in range(n):
-        L = offsets[i + 1] - offsets[i]
-        if L > maxlen:
-            maxlen = L
-    parts = np.empty(maxlen, np.int32)
-    ranks = np.empty(maxlen, np.int32)
-    out = np.empty(offsets[n] - offsets[0], np.int32)
-    out_off = np.empty(n + 1, np.int64)
+
+@njit(cache=True, inline="always")
+def _key(buf, s, L):
+    """The bytes ``buf[s:s+L]`` packed into an int64 (little-endian) when ``L <= 8``, else their hash."""
+    w = np.uint64(0)
+    if L <= 8:
+        for q in range(L):
+            w |= np.uint64(buf[s + q]) << np.uint64(8 * q)
+        return np.int64(w)
+    h = np.uint64(L)
+    for q0 in range(0, L, 8):
+        w = np.uint64(0)
+        for q in range(q0, min(q0 + 8, L)):
+            w |= np.uint64(buf[s + q]) << np.uint64(8 * (q - q0))
+        h = (h ^ w) * _MIX
+        h ^= h >> np.uint64(29)
+    return np.int64(h)
+
+
+@njit(cache=True, inline="always")
+def _slot(key, L, mask):
+    h = (np.uint64(key) + np.uint64(L)) * _MIX
+    h ^= h >> np.uint64(32)
+    return np.int64(h) & mask
+
+
+@njit(cache=True, inline="always")
+def _cache_find(buf, s, L, key, tab, kbuf):
+    """The slot of the pre-token ``buf[s:s+L]`` (key ``key``), or ``-(free slot) - 1`` when it is absent."""
+    mask = tab.shape[0] - 1
+    p = _slot(key, L, mask)
+    while True:
+        n = tab[p, 1]
+        if n == 0:
+            return -p - 1
+        if n == L and tab[p, 0] == key:
+            if L <= 8:
+                return p
+            ks = tab[p, 3]
+            same = True
+            for q in range(L):
+                if kbuf[ks + q] != buf[s + q]:
+                    same = False
+                    break
+            if same:
+                return p
+        p = (p + 1) & mask
+
+
+@njit(cache=True, inline="always")
+def _cache_has_room(L, tab, kbuf, vbuf, cst):
+    return (2 * (cst[CACHE_ENTRIES] + 1) <= tab.shape[0] and cst[CACHE_KBYTES] + L <= kbuf.size
+            and cst[CACHE_VINTS] + L + 1 <= vbuf.size)
+
+
+@njit(cache=True, inline="always")
+def _cache_add(buf, s, L, key, p, ids, i0, m, tab, kbuf, vbuf, cst):
+    """Enter the pre-token ``buf[s:s+L]`` at the free slot ``p`` with the ids ``ids[i0:i0+m]``."""
+    tab[p, 0] = key
+    tab[p, 1] = L
+    tab[p, 3] = -1
+    if L > 8:
+        ks = cst[CACHE_KBYTES]
+        for q in range(L):
+            kbuf[ks + q] = buf[s + q]
+        tab[p, 3] = ks
+        cst[CACHE_KBYTES] = ks + L
+    if m == 1:
+        tab[p, 2] = ids[i0]
+    else:
+        v = cst[CACHE_VINTS]
+        vbuf[v] = m
+        for q in range(m):
+            vbuf[v + 1 + q] = ids[i0 + q]
+        tab[p, 2] = -v - 1
+        cst[CACHE_VINTS] = v + 1 + m
+    cst[CACHE_ENTRIES] += 1
+
+
+@njit(cache=True)
+def cache_init(tok_buf, tok_off, tab, kbuf, vbuf, cst):
+    """Enter token ``t`` (bytes ``tok_buf[tok_off[t]:tok_off[t+1]]``) with the value ``[t]``, for every t."""
+    one = np.empty(1, np.int32)
+    for t in range(tok_off.size - 1):
+        s = tok_off[t]
+        L = tok_off[t + 1] - s
+        key = _key(tok_buf, s, L)
+        f = _cache_find(tok_buf, s, L, key, tab, kbuf)
+        one[0] = t
+        _cache_add(tok_buf, s, L, key, -f - 1, one, 0, 1, tab, kbuf, vbuf, cst)
+
+
+@njit(cache=True)
+def cache_rehash(old, tab):
+    """Move the rows of the slot table ``old`` into the larger, empty table ``tab``."""
+    mask = tab.shape[0] - 1
+    for r in range(old.shape[0]):
+        L = old[r, 1]
+        if L != 0:
+            p = _slot(old[r, 0], L, mask)
+            while tab[p, 1] != 0:
+                p = (p + 1) & mask
+            for q in range(4):
+                tab[p, q] = old[r, q]
+
+
+@njit(cache=True)
+def _merge(parts, p0, m, ranks, ta, tb, tv):
+    """Apply the merges to the ids ``parts[p0:p0+m]`` in place (lowest id first, leftmost on ties); the new
+    length."""
     big = np.int32(0x7FFFFFFF)
-    pos = 0
-    out_off[0] = 0
-    for w in range(n):
-        s = offsets[w]
-        m = offsets[w + 1] - s
-        for i in range(m):
-            parts[i] = byte_ids[data[s + i]]
+    for i in range(m - 1):
+        ranks[i] = _plookup(ta, tb, tv, parts[p0 + i], parts[p0 + i + 1])
+    while m > 1:
+        best = big
+        bi = -1
         for i in range(m - 1):
-            ranks[i] = _plookup(ta, tb, tv, parts[i], parts[i + 1])
-        while m > 1:
-            best = big
-            bi = -1
-            for i in range(m - 1):
-                if ranks[i] < best:
-                    best = ranks[i]
-                    bi = i
-            if bi < 0:
-                break
-            parts[bi] = best
-            for i in range(bi + 1, m - 1):
-                parts[i] = parts[i + 1]
-            for i in range(bi + 1, m - 2):
-                ranks[i] = ranks[i + 1]
-            m -= 1
-            if bi < m - 1:
-                ranks[bi] = _plookup(ta, tb, tv, parts[bi], parts[bi + 1])
-            if bi > 0:
-                ranks[bi - 1] = _plookup(ta, tb, tv, parts[bi - 1], parts[bi])
-        for i in range(m):
-            out[pos + i] = parts[i]
-        pos += m
-        out_off[w + 1] = pos
-    return out[:pos].copy(), out_off
+            if ranks[i] < best:
+                best = ranks[i]
+                bi = i
+        if bi < 0:
+            break
+        parts[p0 + bi] = best
+        for i in range(bi + 1, m - 1):
+            parts[p0 + i] = parts[p0 + i + 1]
+        for i in range(bi + 1, m - 2):
+            ranks[i] = ranks[i + 1]
+        m -= 1
+        if bi < m - 1:
+            ranks[bi] = _plookup(ta, tb, tv, parts[p0 + bi], parts[p0 + bi + 1])
+        if bi > 0:
+            ranks[bi - 1] = _plookup(ta, tb, tv, parts[p0 + bi - 1], parts[p0 + bi])
+    return m
+
+
+@njit(cache=True)
+def _encode_new(buf, s, L, key, p, out, n_out, byte_ids, ta, tb, tv, tab, kbuf, vbuf, cst, ranks):
+    """A pre-token ``buf[s:s+L]`` that is not in the cache: merge its bytes at ``out[n_out:]`` (which has room
+    for ``L`` ids) and enter it at the free slot ``p``. The new ``n_out``, or -1 when the cache has no room for
+    it (then nothing is written and ``cst[CACHE_NEED] = L``)."""
+    if not _cache_has_room(L, tab, kbuf, vbuf, cst):
+        cst[CACHE_NEED] = L
+        return -1
+    for q in range(L):
+        out[n_out + q] = byte_ids[buf[s + q]]
+    m = _merge(out, n_out, L, ranks, ta, tb, tv)
+    _cache_add(buf, s, L, key, p, out, n_out, m, tab, kbuf, vbuf, cst)
+    return n_out + m
+
+
+@njit(cache=True, inline="always")
+def _copy_value(f, out, n_out, tab, vbuf):
+    """Write the ids of the cache entry in slot ``f`` at ``out[n_out:]``; the new ``n_out``."""
+    val = tab[f, 2]
+    if val >= 0:
+        out[n_out] = val
+        return n_out + 1
+    v = -val - 1
+    m = vbuf[v]
+    for q in range(m):
+        out[n_out + q] = vbuf[v + 1 + q]
+    return n_out + m
+
+
+# --------------------------------------------------------------------------------------------------
+# pre-tokenizing ASCII text (equal to the GPT-2 / GPT-4 split patterns on ASCII; tested against `regex`)
+C_OTHER, C_LETTER, C_DIGIT, C_SPACE = 0, 1, 2, 3
+
+
+def _ascii_classes():
+    c = np.full(128, C_OTHER, np.uint8)
+    c[ord("A"):ord("Z") + 1] = C_LETTER
+    c[ord("a"):ord("z") + 1] = C_LETTER
+    c[ord("0"):ord("9") + 1] = C_DIGIT
+    for b in b"\t\n\x0b\x0c\r ":  # Unicode White_Space within ASCII (not \x1c-\x1f)
+        c[b] = C_SPACE
+    return c
+
+
+_CLS = _ascii_classes()
+KIND_GPT2, KIND_GPT4 = 0, 1
+
+
+@njit(cache=True, inline="always")
+def _run(buf, i, n, k):
+    while i < n and _CLS[buf[i]] == k:
+        i += 1
+    return i
+
+
+@njit(cache=True, inline="always")
+def _space_end(buf, i, n):
+    r"""End of the pre-token at ``i`` that a whitespace run starting there forms when no earlier alternative
+    matched: ``\s+(?!\S)`` (the run, less its last character when a non-space follows), else ``\s``."""
+    e = _run(buf, i + 1, n, C_SPACE)
+    if e == n or e - i == 1:
+        return e
+    return e - 1
+
+
+@njit(cache=True)
+def next_gpt2(buf, i, n):
+    r"""End of the GPT-2 pre-token starting at ``i``:
+    ``'s|'t|'re|'ve|'m|'ll|'d| ?L+| ?N+| ?[^\sLN]+|\s+(?!\S)|\s+`` on ASCII."""
+    c = buf[i]
+    if c == 39 and i + 1 < n:  # '
+        d = buf[i + 1]
+        if d == 115 or d == 116 or d == 109 or d == 100:  # s t m d
+            return i + 2
+        if i + 2 < n:
+            e = buf[i + 2]
+            if (d == 114 and e == 101) or (d == 118 and e == 101) or (d == 108 and e == 108):  # re ve ll
+                return i + 3
+    k = _CLS[c]
+    if k != C_SPACE:
+        return _run(buf, i + 1, n, k)
+    if c == 32 and i + 1 < n:
+        k = _CLS[buf[i + 1]]
+        if k != C_SPACE:
+            return _run(buf, i + 2, n, k)
+    return _space_end(buf, i, n)
+
+
+@njit(cache=True)
+def next_gpt4(buf, i, n):
+    r"""End of the GPT-4 (cl100k) pre-token starting at ``i``: ``'(?i:[sdmt]|ll|ve|re)|[^\r\nLN]?L+|N{1,3}|
+    ?[^\sLN]+[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+`` on ASCII."""
+    c = buf[i]
+    if c == 39 and i + 1 < n:  # '
+        d = buf[i + 1] | 32  # lower case
+        if d == 115 or d == 116 or d == 109 or d == 100:
+            return i + 2
+        if i + 2 < n:
+            e = buf[i + 2] | 32
+            if (d == 114 and e == 101) or (d == 118 and e == 101) or (d == 108 and e == 108):
+                return i + 3
+    k = _CLS[c]
+    if k == C_LETTER:
+        return _run(buf, i + 1, n, C_LETTER)
+    if k != C_DIGIT and c != 10 and c != 13 and i + 1 < n and _CLS[buf[i + 1]] == C_LETTER:
+        return _run(buf, i + 2, n, C_LETTER)
+    if k == C_DIGIT:
+        return min(_run(buf, i + 1, n, C_DIGIT), i + 3)
+    if k == C_OTHER or (c == 32 and i + 1 < n and _CLS[buf[i + 1]] == C_OTHER):
+        e = _run(buf, i + 1, n, C_OTHER)
+        while e < n and (buf[e] == 10 or buf[e] == 13):
+            e += 1
+        return e
+    e = _run(buf, i + 1, n, C_SPACE)
+    for p in range(e - 1, i - 1, -1):  # \s*[\r\n]: up to the run's last newline
+        if buf[p] == 10 or buf[p] == 13:
+            return p + 1
+    return _space_end(buf, i, n)
+
+
+@njit(cache=True)
+def pretoken_ends(buf, kind):
+    """End offsets of the pre-tokens of the ASCII bytes ``buf`` (``kind``: KIND_GPT2 or KIND_GPT4)."""
+    n = buf.size
+    out = np.empty(n, np.int64)
+    k = 0
+    i = 0
+    while i < n:
+        i = next_gpt2(buf, i, n) if kind == KIND_GPT2 else next_gpt4(buf, i, n)
+        out[k] = i
+        k += 1
+    return out[:k].copy()
+
+
+@njit(cache=True)
+def encode_bytes(data, pos, kind, rlo, rhi, cuts, out, n_out, byte_ids, ta, tb, tv, tab, kbuf, vbuf, cst):
+    """Encode the UTF-8 text ``data[pos:]`` through the cache, writing the ids at ``out[n_out:]`` (``out``
+    holds at least ``data.size`` ids).
+
+    Its pre-tokens: inside the regions ``[rlo[r], rhi[r])`` (sorted, each starting and ending where the
+    pattern has a boundary) they end at the given offsets ``cuts`` (sorted; the split of the ``regex``
+    package); elsewhere the text is ASCII and the kernel splits it with ``kind`` (KIND_GPT2 or KIND_GPT4).
+    ``pos`` must be a pre-token boundary.
+
+    Returns ``(pos, n_out)``: ``pos < data.size`` when the cache needs more room for the pre-token at ``pos``.
+    """
+    n = data.size
+    ranks = np.empty(max(n, 1), np.int32)
+    r = np.searchsorted(rhi, pos, side="right")  # the first region that ends after pos
+    c = np.searchsorted(cuts, pos, side="right")  # the first cut after pos
+    i = pos
+    while i < n:
+        if r < rlo.size and i >= rlo[r]:
+            j = cuts[c]
+            c += 1
+            if j == rhi[r]:
+                r += 1
+        else:
+            stop = rlo[r] if r < rlo.size else n
+            j = next_gpt2(data, i, stop) if kind == KIND_GPT2 else next_gpt4(data, i, stop)
+        # the pre-token data[i:j]: its ids from the cache, else merged and entered (the hit path stays inline)
+        key = _key(data, i, j - i)
+        f = _cache_find(data, i, j - i, key, tab, kbuf)
+        if f >= 0:
+            n_out = _copy_value(f, out, n_out, tab, vbuf)
+        else:
+            m = _encode_new(data, i, j - i, key, -f - 1, out, n_out, byte_ids, ta, tb, tv, tab, kbuf, vbuf, cst,
+                            ranks)
+            if m < 0:
+                return i, n_out
+            n_out = m
+        i = j
+    return n, n_out
 
 
 def encode_word_python(word: bytes, byte_ids, pair_to_id: dict) -> list[int]:
-    """The plain-Python twin of :func:`encode_words` for one word (reference for the tests)."""
+    """The plain-Python twin of the merge loop (:func:`_merge`) for one word that is not a token as a whole."""
     parts = [int(byte_ids[b]) for b in word]
     while len(parts) > 1:
         best, bi = None, -1
@@ -452,83 +727,3 @@ def train_merges(sym, start, wlen, wcount, ht, sa, sb, scount, shead, sstamp, no
             if scount[s] > 0:
                 n = _heap_push(hc, ha, hb, hs, n, scount[s], sa[s], sb[s], s)
         st[ST_HEAP] = n
-
-
-# --------------------------------------------------------------------------------------------------
-# expanding cached pre-token codes into token ids
-@njit(cache=True)
-def expand_codes(codes, mflat, moff):
-    """``codes[i] >= 0`` is a token id; ``codes[i] = -(k + 1)`` stands for the ids ``mflat[moff[k]:moff[k+1]]``.
-
-    Returns the int64 array of all ids in order.
-    """
-    n = codes.size
-    total = 0
-    for i in range(n):
-        c = codes[i]
-        if c >= 0:
-            total += 1
-        else:
-            k = -c - 1
-            total += moff[k + 1] - moff[k]
-    out = np.empty(total, np.int64)
-    j = 0
-    for i in range(n):
-        c = codes[i]
-        if c >= 0:
-            out[j] = c
-            j += 1
-        else:
-            k = -c - 1
-            for q in range(moff[k], moff[k + 1]):
-                out[j] = mflat[q]
-                j += 1
-    return out
-
-
-PIECE_BASE = -(1 << 40)  # codes <= this stand for a run of word codes (see expand_piece_codes)
-
-
-@njit(cache=True)
-def expand_piece_codes(codes, mflat, moff, pflat, poff):
-    """Like :func:`expand_codes`, with a second level: ``codes[i] <= PIECE_BASE`` stands for the word codes
-    ``pflat[poff[k]:poff[k+1]]`` (``k = PIECE_BASE - codes[i]``), each a token id or a multi-token code."""
-    base = -(1 << 40)
-    total = 0
-    for i in range(codes.size):
-        c = codes[i]
-        if c >= 0:
-            total += 1
-        elif c > base:
-            total += moff[-c] - moff[-c - 1]
-        else:
-            k = base - c
-            for q in range(poff[k], poff[k + 1]):
-                w = pflat[q]
-                if w >= 0:
-                    total += 1
-                else:
-                    total += moff[-w] - moff[-w - 1]
-    out = np.empty(total, np.int64)
-    j = 0
-    for i in range(codes.size):
-        c = codes[i]
-        if c >= 0:
-            out[j] = c
-            j += 1
-        elif c > base:
-            for q in range(moff[-c - 1], moff[-c]):
-                out[j] = mflat[q]
-                j += 1
-        else:
-            k = base - c
-            for q in range(poff[k], poff[k + 1]):
-                w = pflat[q]
-                if w >= 0:
-                    out[j] = w
-                    j += 1
-                else:
-                    for r in range(moff[-w - 1], moff[-w]):
-                        out[j] = mflat[r]
-                        j += 1
-    return out

@@ -30,17 +30,9 @@ import numpy as np
 from ..errors import MiniGPTError
 from .patterns import _NON_ASCII, Splitter, resolve_pattern, safe_cut_after, safe_cut_before
 
-_BLOCK = 4096  # characters per block of encode's loop
-_PIECE_BASE = -(1 << 40)  # cache codes <= this stand for a run of word codes (a space piece)
-_WS_SPACE = re.compile(r"[\t\n\x0b\x0c\r ] ")  # a space after whitespace: not a safe cut
-
-
-def _has_ws_space(block: str) -> bool:
-    return "  " in block or "\n " in block or "\t " in block or "\r " in block or "\x0b " in block or "\x0c " in block
-
 FORMAT = "minigpt-bpe"
 FORMAT_VERSION = 1
-_CACHE_LIMIT = 1 << 19  # pre-tokens kept in the encode cache before it is cleared
+_CACHE_LIMIT = 1 << 19  # pre-tokens (besides the vocabulary) kept in the encode cache before it is cleared
 _READ_CHARS = 1 << 20  # characters read from a training file at a time
 
 
@@ -76,6 +68,68 @@ def gpt2_bytes_to_unicode() -> dict[int, str]:
         if b not in out:
             out[b] = chr(nxt)
             nxt += 1
+    return out
+
+
+def _utf8_words(words: list) -> list:
+    try:
+        return [w.encode("utf-8") for w in words]
+    except UnicodeEncodeError:
+        raise _surrogate_error("".join(words)) from None
+
+
+def _ends(bs: list) -> np.ndarray:
+    """The end offsets of the byte strings ``bs`` joined."""
+    return np.cumsum(np.fromiter(map(len, bs), np.int64, len(bs)))
+
+
+class _EncodeCache:
+    """The arrays of the Numba encode cache (layout in :mod:`minigpt.kernels.bpe`): pre-token bytes -> ids.
+
+    It starts out holding the regular tokens of the vocabulary; :meth:`clear` goes back to that state.
+    """
+
+    def __init__(self, kern, tokens: list[bytes]):
+        self._kern = kern
+        n = len(tokens)
+        tok_buf = np.frombuffer(b"".join(tokens), np.uint8)
+        tok_off = np.zeros(n + 1, np.int64)
+        np.cumsum(np.fromiter(map(len, tokens), np.int64, n), out=tok_off[1:])
+        self.tab = np.zeros((1 << (2 * n + 64).bit_length(), 4), np.int64)
+        self.kbuf = np.empty(tok_buf.size + 4096, np.uint8)
+        self.vbuf = np.empty(4096, np.int32)
+        self.cst = np.zeros(4, np.int64)
+        kern.cache_init(tok_buf, tok_off, self.tab, self.kbuf, self.vbuf, self.cst)
+        self._base = (self.tab.copy(), self.cst.copy())
+
+    def arrays(self):
+        return self.tab, self.kbuf, self.vbuf, self.cst
+
+    @property
+    def added(self) -> int:
+        """Pre-tokens entered since the cache was built or cleared."""
+        return int(self.cst[0] - self._base[1][0])
+
+    def clear(self) -> None:
+        self.tab = self._base[0].copy()
+        self.cst[:] = self._base[1]
+
+    def grow(self) -> None:
+        """Make room for the pre-token a kernel stopped at: double the arrays that are short of it."""
+        n, kbytes, vints, need = (int(x) for x in self.cst)
+        if 2 * (n + 1) > len(self.tab):
+            old = self.tab
+            self.tab = np.zeros((2 * len(old), 4), np.int64)
+            self._kern.cache_rehash(old, self.tab)
+        if kbytes + need > self.kbuf.size:
+            self.kbuf = _grown(self.kbuf, max(2 * self.kbuf.size, kbytes + need))
+        if vints + need + 1 > self.vbuf.size:
+            self.vbuf = _grown(self.vbuf, max(2 * self.vbuf.size, vints + need + 1))
+
+
+def _grown(a: np.ndarray, rows: int) -> np.ndarray:
+    out = np.empty((rows,) + a.shape[1:], a.dtype)
+    out[: len(a)] = a
     return out
 
 
@@ -129,10 +183,12 @@ class BPETokenizer:
         self._n_regular = n_regular
         self._byte_ids = byte_ids
         self._tokens: list[bytes] = tokens + [s.encode("utf-8") for s in self._special]
-        self.clear_cache()
-        self._pair_table = None
-        self._pair_dict = None
+        self._pair_lists = None  # (a, b, t): every pair of tokens whose joined bytes are token t
+        self._pair_table = None  # the same as a Numba hash table (kernels.bpe.build_pair_table)
+        self._pair_dict = None  # the same as a dict (the Python path)
+        self._kcache = None  # the Numba encode cache (_EncodeCache), built on first use
         self._special_re = {}
+        self.clear_cache()
 
     # --- properties ------------------------------------------------------------------------------------
     @property
@@ -199,242 +255,117 @@ class BPETokenizer:
         return i
 
     # --- encoding --------------------------------------------------------------------------------------
-    def _build_pair_table(self):
-        # every pair (x, y) whose joined bytes are a token t: x, y -> t (t is also the pair's rank)
-        enc = self._encoder
-        pa, pb, pv = [], [], []
-        for t in range(256, self._n_regular):
-            tok = self._tokens[t]
-            for k in range(1, len(tok)):
-                x = enc.get(tok[:k])
-                if x is not None:
-                    y = enc.get(tok[k:])
-                    if y is not None:
-                        pa.append(x)
-                        pb.append(y)
-                        pv.append(t)
-        self._pair_dict = None
-        self._pair_lists = (pa, pb, pv)
-        size = 1 << max(4, (2 * len(pa) + 1).bit_length())
-        kern = _kernels()
-        if kern is not None:
+    def _pairs(self):
+        """``(pa, pb, pv)``: every pair of tokens ``(pa[i], pb[i])`` whose joined bytes are token ``pv[i]`` (which
+        is also the pair's rank: lower ids merge first)."""
+        if self._pair_lists is None:
+            enc = self._encoder
+            pa, pb, pv = [], [], []
+            for t in range(256, self._n_regular):
+                tok = self._tokens[t]
+                for k in range(1, len(tok)):
+                    x = enc.get(tok[:k])
+                    if x is not None:
+                        y = enc.get(tok[k:])
+                        if y is not None:
+                            pa.append(x)
+                            pb.append(y)
+                            pv.append(t)
+            self._pair_lists = (pa, pb, pv)
+        return self._pair_lists
+
+    def _kernel_state(self, kern):
+        """The Numba encode cache, with the pair table and the byte ids as arrays (built on first use)."""
+        if self._kcache is None:
+            pa, pb, pv = self._pairs()
+            size = 1 << max(4, (2 * len(pa) + 1).bit_length())
             self._pair_table = kern.build_pair_table(np.array(pa, np.int32), np.array(pb, np.int32),
                                                      np.array(pv, np.int32), size)
             self._byte_ids_arr = np.array(self._byte_ids, np.int32)
-        else:
-            self._pair_table = False
+            self._kcache = _EncodeCache(kern, self._tokens[: self._n_regular])
+        return self._kcache
 
-    def _fill_cache(self, words):
-        """Encode the pre-tokens ``words`` (not cached yet) and enter them into the cache.
+    def _encode_kernel(self, kern, data: bytes, kind: int, regions=(), cuts=()) -> list[int]:
+        """Token ids of the UTF-8 text ``data`` (Numba path; arguments as for ``kernels.bpe.encode_bytes``:
+        ``regions`` are ``(lo, hi)`` byte ranges whose pre-tokens end at ``cuts``, the rest is ASCII)."""
+        cache = self._kcache
+        buf = np.frombuffer(data, np.uint8)
+        rg = np.array(regions, np.int64).reshape(-1, 2)
+        rlo, rhi = rg[:, 0].copy(), rg[:, 1].copy()
+        cuts = np.array(cuts, np.int64)
+        out = np.empty(buf.size, np.int32)
+        pos = n_out = 0
+        while True:
+            pos, n_out = kern.encode_bytes(buf, pos, kind, rlo, rhi, cuts, out, n_out, self._byte_ids_arr,
+                                           *self._pair_table, *cache.arrays())
+            if pos == buf.size:
+                return out[:n_out].tolist()
+            cache.grow()
 
-        The cache maps a pre-token to an int: its token id when it is one token, else ``-(k + 1)`` where
-        ``k`` indexes its ids in ``_mflat[_moff[k]:_moff[k + 1]]`` (so a warm encode is one dict lookup per
-        pre-token and one kernel call that expands the few multi-token ones).
-        """
-        code = self._code
-        enc = self._encoder
-        todo_w, todo_b = [], []
-        for w in words:
-            try:
-                b = w.encode("utf-8")
-            except UnicodeEncodeError:
-                raise _surrogate_error(w) from None
-            i = enc.get(b)
-            if i is not None:
-                code[w] = i
-            else:
-                todo_w.append(w)
-                todo_b.append(b)
-        if not todo_w:
-            return
-        if self._pair_table is None:
-            self._build_pair_table()
-        kern = _kernels() if self._pair_table is not False else None
-        if kern is None:
-            from ..kernels.bpe import encode_word_python
+    def _encode_python(self, text: str) -> list[int]:
+        """The plain-Python path (NumPy kernel backend): split, then a dict cache per pre-token."""
+        from ..kernels.bpe import encode_word_python
 
-            if self._pair_dict is None:
-                pa, pb, pv = self._pair_lists
-                self._pair_dict = dict(zip(zip(pa, pb), pv))
-            ids, off = [], [0]
-            for b in todo_b:
-                ids += encode_word_python(b, self._byte_ids, self._pair_dict)
-                off.append(len(ids))
-        else:
-            data = np.frombuffer(b"".join(todo_b), np.uint8)
-            offsets = np.zeros(len(todo_b) + 1, np.int64)
-            np.cumsum(np.fromiter(map(len, todo_b), np.int64, len(todo_b)), out=offsets[1:])
-            ta, tb, tv = self._pair_table
-            ids, off = kern.encode_words(data, offsets, self._byte_ids_arr, ta, tb, tv)
-            ids = ids.tolist()
-            off = off.tolist()
-        mflat, moff = self._mflat, self._moff
-        n_multi = len(moff) - 1
-        for k, w in enumerate(todo_w):
-            lo, hi = off[k], off[k + 1]
-            if hi - lo == 1:
-                code[w] = ids[lo]
-            else:
-                mflat += ids[lo:hi]
-                moff.append(len(mflat))
-                code[w] = -(n_multi + 1)
-                n_multi += 1
-        self._marrays = None
-
-    def _expand(self, codes: list) -> list[int]:
-        """Token ids from cache codes: ids as they are, multi-token words and pieces expanded."""
-        if len(self._moff) == 1 and len(self._poff) == 1:
-            return codes
-        arr = np.array(codes, np.int64)
-        if arr.size == 0 or arr.min() >= 0:
-            return codes
-        if self._marrays is None:
-            self._marrays = (np.array(self._mflat, np.int64), np.array(self._moff, np.int64),
-                             np.array(self._pflat, np.int64), np.array(self._poff, np.int64))
-        kern = _kernels()
-        if kern is not None:
-            return kern.expand_piece_codes(arr, *self._marrays).tolist()
-        mflat, moff, pflat, poff = self._mflat, self._moff, self._pflat, self._poff
+        if self._pair_dict is None:
+            pa, pb, pv = self._pairs()
+            self._pair_dict = dict(zip(zip(pa, pb), pv))
+        code, enc = self._code, self._encoder
+        if len(code) > _CACHE_LIMIT:
+            code.clear()
         out: list[int] = []
-
-        def word(c):
-            if c >= 0:
-                out.append(c)
-            else:
-                out.extend(mflat[moff[-c - 1]:moff[-c]])
-
-        for c in codes:
-            if c > _PIECE_BASE:
-                word(c)
-            else:
-                k = _PIECE_BASE - c
-                for w in pflat[poff[k]:poff[k + 1]]:
-                    word(w)
+        for w in self._splitter(text):
+            ids = code.get(w)
+            if ids is None:
+                try:
+                    b = w.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise _surrogate_error(w) from None
+                i = enc.get(b)
+                ids = [i] if i is not None else encode_word_python(b, self._byte_ids, self._pair_dict)
+                code[w] = ids
+            out += ids
         return out
-
-    def _word_codes_into(self, words, codes: list) -> None:
-        """Append the cache codes of the pre-tokens ``words`` to ``codes`` (encoding the new ones)."""
-        code = self._code
-        n = len(codes)
-        try:
-            codes += map(code.__getitem__, words)
-        except KeyError:
-            del codes[n:]
-            self._fill_cache(set(words).difference(code))
-            codes += map(code.__getitem__, words)
-
-    def _ascii_segments(self, text: str, segs: list) -> None:
-        """Append the segments of ASCII ``text`` (which starts at a safe cut or at the start of the input).
-
-        Where every space follows a character that is not whitespace, each space starts a piece whose
-        pre-tokens do not depend on its neighbours (a safe cut), so the parts of ``text.split(" ")`` are
-        looked up whole (kind 1: part ``p`` stands for the piece ``" " + p``). Around a space that follows
-        whitespace (``"  "``, ``"\n "``, ...) the text is split into pre-tokens (kind 0).
-        """
-        sp = self._splitter
-        prev = 0
-        if _has_ws_space(text):
-            for m in _WS_SPACE.finditer(text):
-                p = m.start()
-                if p < prev:
-                    continue
-                left = safe_cut_before(text, prev, p + 1)
-                right = safe_cut_after(text, m.end())
-                if left > prev:
-                    self._piece_segments(text[prev:left], segs)
-                segs.append((0, sp.fast(text, left, right)))
-                prev = right
-        if prev < len(text):
-            self._piece_segments(text[prev:] if prev else text, segs)
-
-    def _piece_segments(self, text: str, segs: list) -> None:
-        parts = text.split(" ")
-        if parts[0]:
-            segs.append((0, self._splitter(parts[0])))  # only at the start of the input
-        if len(parts) > 1:
-            if parts[-1] == "":  # the input ends with a space: that space on its own
-                parts.pop()
-                segs.append((1, parts[1:]))
-                segs.append((0, [" "]))
-            else:
-                segs.append((1, parts[1:]))
-
-    def _fill_pieces(self, missing: list) -> None:
-        """Cache the pieces ``" " + p`` for the parts ``missing`` (all at once: joined, they split the same)."""
-        words = self._splitter(" " + " ".join(missing))
-        wc: list = []
-        self._word_codes_into(words, wc)
-        wc = np.array(wc, np.int64)
-        wend = np.cumsum(np.fromiter(map(len, words), np.int64, len(words)))
-        pend = np.cumsum(np.fromiter(map(len, missing), np.int64, len(missing)) + 1)
-        last = np.searchsorted(wend, pend)  # the word that ends each piece
-        nw = np.diff(last, prepend=-1)
-        out = np.where(nw == 1, wc[last], 0)
-        multi = nw != 1
-        if multi.any():
-            k0 = len(self._poff) - 1
-            m = int(multi.sum())
-            out[multi] = _PIECE_BASE - (k0 + np.arange(m))
-            self._pflat += wc[np.repeat(multi, nw)].tolist()
-            self._poff += (self._poff[-1] + np.cumsum(nw[multi])).tolist()
-        self._pcode.update(zip(missing, out.tolist()))
-        self._marrays = None
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Encode ``text`` treating special-token text like any other text."""
         if not isinstance(text, str):
             raise MiniGPTError(f"encode expects a str, got {type(text).__name__}")
-        if len(self._code) + len(self._pcode) > _CACHE_LIMIT:
-            self.clear_cache()
+        kern = _kernels()
+        if kern is None:
+            return self._encode_python(text)
+        cache = self._kernel_state(kern)
+        if cache.added > _CACHE_LIMIT:
+            cache.clear()
         sp = self._splitter
-        segs: list = []  # (0, pre-tokens) or (1, parts of space pieces), in order
-        if sp.name == "custom":
-            segs.append((0, sp(text)))
-        else:
-            # blocks cut at safe places; non-ASCII runs (with their surroundings up to safe cuts) go to `regex`
-            n = len(text)
-            i = 0
-            while i < n:
-                j = safe_cut_after(text, i + _BLOCK) if i + _BLOCK < n else n
-                block = text[i:j] if (i or j < n) else text
-                i = j
-                if block.isascii():
-                    self._ascii_segments(block, segs)
-                    continue
-                prev = 0
-                for m in _NON_ASCII.finditer(block):
-                    a, b = m.span()
-                    if a < prev:
-                        continue
-                    left = safe_cut_before(block, prev, a)
-                    right = safe_cut_after(block, b + 1)
-                    if left > prev:
-                        self._ascii_segments(block[prev:left], segs)
-                    segs.append((0, sp.slow(block, left, right)))
-                    prev = right
-                if prev < len(block):
-                    self._ascii_segments(block[prev:], segs)
-        code, pcode = self._code, self._pcode
-        codes: list = []
+        if sp.name == "custom":  # any regular expression: `regex` splits, the kernel encodes the pre-tokens
+            bs = _utf8_words(sp(text))
+            return self._encode_kernel(kern, b"".join(bs), 0, [(0, sum(map(len, bs)))], _ends(bs))
+        kind = kern.KIND_GPT2 if sp.name == "gpt2" else kern.KIND_GPT4
+        if text.isascii():  # O(1) in CPython: the kernel splits the whole text
+            return self._encode_kernel(kern, text.encode("ascii"), kind)
+        # the kernel splits the ASCII stretches; `regex` splits the regions around non-ASCII runs, which start
+        # and end at safe cuts (where every pre-token of the pattern ends anyway)
         try:
-            for kind, items in segs:
-                codes += map(pcode.__getitem__ if kind else code.__getitem__, items)
-        except KeyError:
-            # a cold cache: encode every new pre-token and piece of the whole text at once
-            words: set = set()
-            parts: set = set()
-            for kind, items in segs:
-                (parts if kind else words).update(items)
-            words.difference_update(code)
-            parts.difference_update(pcode)
-            if words:
-                self._fill_cache(words)
-            if parts:
-                self._fill_pieces(list(parts))
-            codes = []
-            for kind, items in segs:
-                codes += map(pcode.__getitem__ if kind else code.__getitem__, items)
-        return self._expand(codes)
+            data = text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _surrogate_error(text) from None
+        regions, cuts = [], []
+        prev = 0  # in characters
+        at = 0  # the byte offset of text[prev]
+        for m in _NON_ASCII.finditer(text):
+            a, b = m.span()
+            if a < prev:
+                continue  # inside the region already given to `regex`
+            left = safe_cut_before(text, prev, a)
+            right = safe_cut_after(text, b + 1)
+            at += left - prev  # text[prev:left] is ASCII
+            lo = at
+            for w in sp.slow(text, left, right):
+                at += len(w.encode("utf-8"))
+                cuts.append(at)
+            regions.append((lo, at))
+            prev = right
+        return self._encode_kernel(kern, data, kind, regions, cuts)
 
     def _special_sets(self, allowed_special, disallowed_special):
         specials = self._special
@@ -499,13 +430,9 @@ class BPETokenizer:
 
     def clear_cache(self) -> None:
         """Forget the encodings of pre-tokens seen so far (they are recomputed on demand)."""
-        self._code = {}  # pre-token -> token id, or -(k + 1): ids _mflat[_moff[k]:_moff[k + 1]]
-        self._pcode = {}  # part p of a space piece " " + p -> as above, or _PIECE_BASE - k: word codes in _pflat
-        self._mflat = []
-        self._moff = [0]
-        self._pflat = []
-        self._poff = [0]
-        self._marrays = None
+        self._code: dict[str, list[int]] = {}  # the Python path's cache: pre-token -> ids
+        if self._kcache is not None:
+            self._kcache.clear()
 
     # --- decoding --------------------------------------------------------------------------------------
     def _check_ids(self, ids) -> list[int]:
