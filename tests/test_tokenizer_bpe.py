@@ -196,7 +196,8 @@ def test_kernel_matches_python_twin(trained):
     for w in sorted(set(Splitter("gpt2")(CORPUS))):
         b = w.encode("utf-8")
         whole = trained._encoder.get(b)
-        assert trained.encode_ordinary(w) == ([whole] if whole is not None else encode_word_python(b, range(256), table))
+        expected = [whole] if whole is not None else encode_word_python(b, range(256), table)
+        assert trained.encode_ordinary(w) == expected
 
 
 def _numpy_backend_encode(tok, text):

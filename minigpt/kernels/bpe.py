@@ -1,8 +1,14 @@
-"""Numba kernels of the byte-level BPE tokenizer: applying merges to words, and learning merges.
+"""Numba kernels of the byte-level BPE tokenizer: encoding text (splitting, a cache, merges) and learning merges.
 
 Pure array code: int32 token ids, uint8 bytes, int64 offsets and counts. The tokenizer module
-(``minigpt.tokenizer.bpe``) owns the Python side; each kernel here has a plain-Python twin
-(``*_python``) that the tests compare it against.
+(``minigpt.tokenizer.bpe``) owns the Python side, including a plain-Python encode path (used with the NumPy
+kernel backend) that the tests compare these kernels against.
+
+Encoding (:func:`encode_bytes`)
+    One pass over the UTF-8 text: ASCII stretches are split into pre-tokens here (:func:`next_gpt2`,
+    :func:`next_gpt4`: the GPT-2 / GPT-4 patterns on ASCII), the regions around non-ASCII characters come
+    pre-split by the ``regex`` package; each pre-token's ids come from the encode cache (below) or are merged
+    and entered into it. A warm cache costs one table row per pre-token of up to 8 bytes.
 
 Pair table (encoding)
     An open-addressing hash table (linear probing, power-of-two size) from a pair of token ids ``(a, b)`` to

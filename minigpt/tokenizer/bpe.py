@@ -10,6 +10,12 @@ the text is cut into pre-tokens by the split pattern; a pre-token that is a toke
 otherwise, starting from its bytes, the adjacent pair whose joined bytes form the token with the lowest id is
 merged, the leftmost such pair on ties, until no adjacent pair forms a token.
 
+How encode runs (Numba backend): one kernel call per text (``minigpt.kernels.bpe.encode_bytes``) splits the
+ASCII stretches itself and takes the pre-tokens of the regions around non-ASCII characters from the ``regex``
+package; every pre-token goes through a cache kept in arrays on the tokenizer (pre-token bytes -> ids,
+seeded with the vocabulary, grown on demand, cleared past ``_CACHE_LIMIT`` entries or by
+:meth:`BPETokenizer.clear_cache`). With the NumPy backend a plain-Python path gives the same ids.
+
 Training (:meth:`BPETokenizer.train`) counts the unique pre-tokens of the text with their frequencies and
 repeatedly merges the most frequent adjacent pair. **Tie-break rule**: among pairs with the same count, the
 pair ``(a, b)`` with the smallest ``a`` wins, then the smallest ``b`` (ids: byte values for the 256 base
@@ -22,7 +28,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from itertools import islice
 from pathlib import Path
 
 import numpy as np
