@@ -370,7 +370,18 @@ def _fwd_rows_pair(q, k, v, scale, one, dropout, thr, inv_keep, key, out, lse, b
         lim = off + i + 1
         for d in range(D):
             qr[d] = q[b, i, h, d] * scale
-        for j in range(lim):
+        j4 = lim - lim % 4
+        for j in range(0, j4, 4):                   # four keys at a time, sums in registers
+            k0, k1, k2, k3 = k[b, j, h], k[b, j + 1, h], k[b, j + 2, h], k[b, j + 3, h]
+            a0 = a1 = a2 = a3 = zero
+            for d in range(D):
+                x = qr[d]
+                a0 += x * k0[d]
+                a1 += x * k1[d]
+                a2 += x * k2[d]
+                a3 += x * k3[d]
+            s[j], s[j + 1], s[j + 2], s[j + 3] = a0, a1, a2, a3
+        for j in range(j4, lim):
             kr = k[b, j, h]
             acc = zero
             for d in range(D):
@@ -389,7 +400,12 @@ def _fwd_rows_pair(q, k, v, scale, one, dropout, thr, inv_keep, key, out, lse, b
                 s[j] *= _keep_scale(rowbase, j, thr, inv_keep, zero)
         for d in range(D):
             o[d] = zero
-        for j in range(lim):
+        for j in range(0, j4, 4):                   # o += p_j v_j, four keys per pass over o
+            p0, p1, p2, p3 = s[j], s[j + 1], s[j + 2], s[j + 3]
+            v0, v1, v2, v3 = v[b, j, h], v[b, j + 1, h], v[b, j + 2, h], v[b, j + 3, h]
+            for d in range(D):
+                o[d] += p0 * v0[d] + p1 * v1[d] + p2 * v2[d] + p3 * v3[d]
+        for j in range(j4, lim):
             pj = s[j]
             vr = v[b, j, h]
             for d in range(D):
