@@ -156,13 +156,15 @@ def wait_for_idle(max_wait, threshold=0.15, interval=1.0, quiet=False):
     other). Returns the last busy fraction seen (None when unknown)."""
     if not max_wait:
         return None
-    deadline = time.time() + max_wait
+    start = time.time()
     busy = cpu_busy_fraction(interval)
-    while busy is not None and busy > threshold and time.time() < deadline:
-        if not quiet:
-            print(f"  waiting for idle CPUs (busy {busy:.0%}) ...", flush=True)
-        time.sleep(max(0.0, min(5.0, deadline - time.time())))
+    if busy is not None and busy > threshold and not quiet:
+        print(f"  waiting up to {max_wait:.0f} s for idle CPUs (now {busy:.0%} busy) ...", flush=True)
+    while busy is not None and busy > threshold and time.time() - start < max_wait:
+        time.sleep(max(0.0, min(2.0, max_wait - (time.time() - start))))
         busy = cpu_busy_fraction(interval)
     if busy is not None and busy > threshold and not quiet:
-        print(f"  CPUs still {busy:.0%} busy after {max_wait} s: figures will be noisy", flush=True)
+        print(f"  CPUs still {busy:.0%} busy after {max_wait:.0f} s: figures will be noisy", flush=True)
+    elif time.time() - start > 2 * interval and not quiet:
+        print(f"  idle after {time.time() - start:.0f} s", flush=True)
     return busy
