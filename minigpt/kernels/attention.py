@@ -162,9 +162,10 @@ def _keep_scale(rowbase, j, thr, inv_keep, zero):
     return inv_keep if (z >> _S32) >= thr else zero
 
 
-# Query rows are processed in blocks of four: scores are computed two rows by four keys at a time and,
-# in the backward, the updates of dK and dV from four rows are summed before touching memory. A block needs the keys up to its last row's limit; earlier rows of
-# the block see zero weight beyond their own limit.
+# Query rows are processed in blocks of four: scores are computed two rows by four keys at a time,
+# outputs (and dQ) two rows at a time, and in the backward the updates of dK and dV from the four rows
+# are summed before touching memory. A block needs the keys up to its last row's limit; earlier rows of
+# the block get zero weight beyond their own limit.
 
 @numba.njit(fastmath=FASTMATH)
 def _scores2(x0, x1, rows, s0, s1, lb, zero):
@@ -235,13 +236,13 @@ def _matvec2(mt, x0, x1, lim, y0, y1, zero):
 
 
 @numba.njit(fastmath=FASTMATH)
-def _matvec(mt, x, lim, y):
+def _matvec(mt, x, lim, y, zero):
     """y[d] = sum_{j < lim} mt[d, j] * x[j]: four rows of mt at a time, sharing each load of x."""
     D = mt.shape[0]
     d4 = D - D % 4
     for d in range(0, d4, 4):
         m0, m1, m2, m3 = mt[d], mt[d + 1], mt[d + 2], mt[d + 3]
-        a0 = a1 = a2 = a3 = x[0] - x[0]
+        a0 = a1 = a2 = a3 = zero
         for j in range(lim):
             xj = x[j]
             a0 += m0[j] * xj
@@ -251,7 +252,7 @@ def _matvec(mt, x, lim, y):
         y[d], y[d + 1], y[d + 2], y[d + 3] = a0, a1, a2, a3
     for d in range(d4, D):
         md = mt[d]
-        acc = x[0] - x[0]
+        acc = zero
         for j in range(lim):
             acc += md[j] * x[j]
         y[d] = acc
@@ -334,7 +335,7 @@ def _fwd_pair(q, k, v, scale, one, dropout, thr, inv_keep, key, out, lse, bh):
             if r + 1 < nr:
                 _matvec2(vt, s[r], s[r + 1], off + i + 2, o, o2, zero)
             else:
-                _matvec(vt, s[r], off + i + 1, o)
+                _matvec(vt, s[r], off + i + 1, o, zero)
             inv = inv_total[r]
             for d in range(D):
                 out[b, i, h, d] = o[d] * inv
@@ -498,7 +499,7 @@ def _bwd_pair(dout, q, k, v, out, lse, scale, one, dropout, thr, inv_keep, key, 
                     dq[b, i, h, d] = dqr[d]
                     dq[b, i + 1, h, d] = dqr2[d]
             else:
-                _matvec(kt, s[r], off + i + 1, dqr)
+                _matvec(kt, s[r], off + i + 1, dqr, zero)
                 for d in range(D):
                     dq[b, i, h, d] = dqr[d]
         a0, a1, a2, a3 = a[0], a[1], a[2], a[3]
