@@ -24,17 +24,6 @@ def gpt2_small_shapes(vocab=50257, ctx=1024, d=768, layers=12):
     return shapes + [(d,), (d,)]
 
 
-def timed(step, repeats):
-    step()  # warm-up (compilation, first-touch allocation of the moments)
-    step()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
@@ -65,22 +54,25 @@ def main():
         return [{"params": [p for p in ps if p.data.ndim >= 2], "weight_decay": 0.1},
                 {"params": [p for p in ps if p.data.ndim < 2], "weight_decay": 0.0}]
 
-    rows = []
+    impls = []  # (label, step function, context manager factory)
     opt = AdamW(groups(params), lr=3e-4, betas=(0.9, 0.95))
-    t_ours = timed(opt.step, args.repeats)
-    rows.append(("minigpt AdamW (fused Numba kernel)", t_ours))
-    with use_backend("numpy"):
-        opt_np = AdamW(groups(params), lr=3e-4, betas=(0.9, 0.95))
-        rows.append(("minigpt AdamW, NumPy reference path", timed(opt_np.step, max(3, args.repeats // 3))))
-    del opt_np
+    impls.append(("minigpt AdamW (fused Numba kernel)", opt.step))
+    opt_np = AdamW(groups(params), lr=3e-4, betas=(0.9, 0.95))
 
-    t_torch = None
+    def numpy_step():
+        with use_backend("numpy"):
+            opt_np.step()
+
+    impls.append(("minigpt AdamW, NumPy reference path", numpy_step))
+
+    torch_version = None
     try:
         import torch
 
         from common import set_torch_threads
 
         set_torch_threads(args.threads)
+        torch_version = torch.__version__
         tparams = [torch.nn.Parameter(torch.from_numpy(p.data.copy())) for p in params]
         for tp, p in zip(tparams, params):
             tp.grad = torch.from_numpy(p.grad.copy())
@@ -92,18 +84,30 @@ def main():
             except (RuntimeError, ValueError, TypeError) as e:
                 print(f"{label}: not available ({e})")
                 continue
-            with torch.no_grad():
-                t = timed(topt.step, args.repeats)
-            rows.append((label, t))
-            if kw.get("foreach"):
-                t_torch = t
-            del topt
-        torch_version = torch.__version__
+
+            def torch_step(topt=topt):
+                with torch.no_grad():
+                    topt.step()
+
+            impls.append((label, torch_step))
     except ImportError:
-        torch_version = None
+        pass
+
+    # warm up everything, then interleave the repeats so that load drifts hit every implementation alike
+    for _, fn in impls:
+        fn()
+        fn()
+    times = {label: [] for label, _ in impls}
+    for _ in range(args.repeats):
+        for label, fn in impls:
+            t0 = time.perf_counter()
+            fn()
+            times[label].append(time.perf_counter() - t0)
+    rows = [(label, statistics.median(times[label])) for label, _ in impls]
+    t_torch = dict(rows).get("torch.optim.AdamW(foreach=True)")
 
     print(f"AdamW step, gpt2-small parameter set: {n:,} float32 values in {len(shapes)} tensors, "
-          f"{args.threads} threads, median of {args.repeats}")
+          f"{args.threads} threads, median of {args.repeats} interleaved repeats")
     if torch_version:
         print(f"torch {torch_version}, numpy {np.__version__}")
     print(f"{'implementation':40s} {'ms/step':>9s} {'GB/s':>7s} {'vs torch foreach':>17s}")
