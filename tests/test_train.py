@@ -48,6 +48,13 @@ def test_training_on_the_verdict_drives_loss_down(tmp_path, verdict):
                                                "optimizer.safetensors", "trainer_state.json"}
 
 
+def test_loss_curve_png(tmp_path, verdict):
+    pytest.importorskip("matplotlib", reason="the loss curve needs the optional 'plot' extra (matplotlib)")
+    small_run(tmp_path / "run", verdict, steps=6, eval_every=3)
+    png = (tmp_path / "run" / "loss.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
+
+
 def test_resume_equals_uninterrupted(tmp_path, verdict, monkeypatch):
     small_run(tmp_path / "a", verdict, steps=20, checkpoint_every=10)
     straight = [r["loss"] for r in read_log(tmp_path / "a")]
