@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import sys
 import tempfile
 import zipfile
@@ -194,7 +193,6 @@ def _copy_into(src, spec: dict, dest: Path, origin: str, no_verify: bool) -> dic
 
 
 def _download_to(url: str, sink_write, desc: str, quiet: bool) -> None:
-    import urllib.error
     import urllib.request
 
     req = urllib.request.Request(url, headers={"User-Agent": "minigpt-download/1"})
@@ -292,7 +290,7 @@ def fetch(name: str, size: str | None = None, *, cache_dir=None, from_dir=None, 
     no_verify: accept files without checking them (needed for files with no recorded sha256).
     """
     manifest = manifest or load_manifest()
-    entry, specs, archive, rel = _resolve(manifest, name, size)
+    _, specs, archive, rel = _resolve(manifest, name, size)
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     folder = root / rel
     stamp = _read_stamp(folder)
