@@ -13,8 +13,9 @@ Kernels: causal attention (vs ``F.scaled_dot_product_attention(is_causal=True)``
 of attention with a KV cache (``attn_decode``: 1 query over T cached positions, forward only), layer norm over
 (B*T, C), GELU over (B*T, 4C) (vs ``F.gelu(approximate="tanh")``) and softmax + cross-entropy over
 (B*T, V) (vs ``F.cross_entropy``). Figures are forward + backward, the best of ``--repeat`` runs after
-a warm-up call (which also compiles the kernels). PyTorch runs with ``torch.set_num_threads(2)`` and is
-skipped when it is not installed; ``--no-numpy`` skips the (slow) NumPy references.
+a warm-up call (which also compiles the kernels); the three implementations are timed in turns. PyTorch
+runs with ``torch.set_num_threads(2)`` and is skipped when it is not installed; ``--no-numpy`` skips the
+(slow) NumPy references.
 """
 import argparse
 import os
@@ -36,14 +37,22 @@ CONFIGS = {
 }
 
 
-def best_time(fn, repeat):
-    fn()  # warm-up (and Numba compilation on the first call)
-    best = float("inf")
+def best_times(fns, repeat):
+    """Best-of-``repeat`` seconds for each callable in ``fns`` (None entries give None).
+
+    The callables are timed in turns (a, b, c, a, b, c, ...) after one warm-up call each (which also
+    compiles the Numba kernels), so that on a shared machine each gets the same chance at quiet moments.
+    """
+    live = {k: f for k, f in fns.items() if f is not None}
+    for f in live.values():
+        f()
+    best = {k: float("inf") for k in live}
     for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+        for k, f in live.items():
+            t = time.perf_counter()
+            f()
+            best[k] = min(best[k], time.perf_counter() - t)
+    return {k: best.get(k) for k in fns}
 
 
 def make_cases(cfg, rng, torch):
@@ -208,9 +217,10 @@ def main(argv=None):
     for name in args.configs:
         cases = make_cases(CONFIGS[name], rng, torch)
         for kname, fns in cases.items():
-            t_nb = best_time(fns["numba"], args.repeat)
-            t_np = None if args.no_numpy else best_time(fns["numpy"], max(2, args.repeat // 4))
-            t_th = None if fns["torch"] is None else best_time(fns["torch"], args.repeat)
+            if args.no_numpy:
+                fns = dict(fns, numpy=None)
+            times = best_times(fns, args.repeat)
+            t_nb, t_np, t_th = times["numba"], times["numpy"], times["torch"]
             cell = lambda t: f"{t * 1e3:9.2f}" if t is not None else f"{'-':>9}"  # noqa: E731
             ratio = lambda t: f"{t / t_nb:11.2f}x" if t is not None else f"{'-':>12}"  # noqa: E731
             print(f"{name:<11} {kname:<14} {cell(t_nb)} {cell(t_np)} {cell(t_th)} {ratio(t_np)} {ratio(t_th)}",
