@@ -210,7 +210,8 @@ def main(argv=None):
           f"{os.environ.get('NUMBA_THREADING_LAYER')})"
           + (f", torch {torch.__version__} ({torch.get_num_threads()} threads)" if torch else ""))
     print("float32, forward + backward, best of", args.repeat, "runs, milliseconds\n")
-    header = f"{'config':<11} {'kernel':<14} {'numba':>9} {'numpy':>9} {'torch':>9} {'numpy/numba':>12} {'torch/numba':>12}"
+    header = (f"{'config':<11} {'kernel':<14} {'numba':>9} {'numpy':>9} {'torch':>9} {'numpy/numba':>12} "
+              f"{'torch/numba':>12}")
     print(header)
     print("-" * len(header))
     rng = np.random.default_rng(0)
