@@ -28,7 +28,15 @@ from .errors import MiniGPTError
 
 __all__ = ["fetch", "load_manifest", "known_names", "sha256_file", "default_cache_dir", "MANIFEST_PATH"]
 
-MANIFEST_PATH = Path(__file__).resolve().parents[1] / "data" / "manifest.json"
+def _find_manifest() -> Path:
+    """``data/manifest.json`` of the source checkout (editable installs), else the copy a regular install
+    puts in ``<prefix>/share/minigpt`` (setup.cfg's data_files)."""
+    here = Path(__file__).resolve().parents[1] / "data" / "manifest.json"
+    installed = Path(sys.prefix) / "share" / "minigpt" / "manifest.json"
+    return here if here.exists() or not installed.exists() else installed
+
+
+MANIFEST_PATH = _find_manifest()
 _STAMP = ".minigpt-verified.json"
 _CHUNK = 1 << 20
 
