@@ -92,3 +92,12 @@ def test_backend_from_environment():
     env["MINIGPT_KERNELS"] = "fortran"
     bad = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert bad.returncode != 0 and "MINIGPT_KERNELS" in bad.stderr
+
+
+def test_non_float_arrays_are_refused_clearly():
+    from minigpt.kernels import gelu, softmax
+
+    with pytest.raises(MiniGPTError, match="float32 and float64"):
+        gelu.gelu_forward_numba(np.arange(6).reshape(2, 3))
+    with pytest.raises(MiniGPTError, match="float32 and float64"):
+        softmax.softmax_forward_numba(np.ones((2, 3), np.float16))

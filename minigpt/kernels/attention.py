@@ -572,9 +572,9 @@ def attention_forward_numba(q, k, v, scale, dropout_p=0.0, seed=0):
 def _grad_buffer(g, like, name):
     if g is None:
         return np.empty(like.shape, dtype=like.dtype)
-    if g.shape != like.shape or g.dtype != like.dtype:
-        raise MiniGPTError(f"attention_backward: {name} must be a {like.dtype} array of shape {like.shape}, "
-                           f"got {g.dtype} {g.shape}")
+    if g.shape != like.shape or g.dtype != like.dtype or not g.flags.writeable:
+        raise MiniGPTError(f"attention_backward: {name} must be a writeable {like.dtype} array of shape "
+                           f"{like.shape}, got {g.dtype} {g.shape}")
     return g
 
 

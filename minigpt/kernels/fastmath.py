@@ -39,6 +39,8 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
+from ..errors import MiniGPTError
+
 # Fast-math flags for the kernels of this package: everything that helps vectorise except ``nnan`` and
 # ``ninf`` (masks, -inf logits and +-1e4 logits must keep IEEE behaviour).
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
@@ -289,6 +291,9 @@ class LazyKernel:
         dtype = np.dtype(dtype)
         fn = self._compiled.get(dtype)
         if fn is None:
+            if dtype not in (np.float32, np.float64):
+                raise MiniGPTError(f"{self.pyfunc.__name__.strip('_')}: the kernels work on float32 and float64 "
+                                   f"arrays, got {dtype}")
             ftype = numba.from_dtype(dtype)
             sig = tuple(self.argtypes(ftype))
             parallel = self.parallel == "all" or (self.parallel is True and dtype == np.float32)
