@@ -132,7 +132,9 @@ def bench_config(name, args, mg, torch_ref):
     busy = wait_for_idle(args.wait_idle)
     times = {k: [] for k in sides}
     per_round = [steps // rounds + (1 if r < steps % rounds else 0) for r in range(rounds)]
-    for n in per_round:
+    for r, n in enumerate(per_round):
+        if r:  # between blocks too: other work on a shared machine comes and goes
+            wait_for_idle(args.wait_idle, quiet=True)
         for label, step in sides.items():
             for _ in range(n):
                 t0 = time.perf_counter()
