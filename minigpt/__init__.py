@@ -4,6 +4,7 @@ Layers, bottom up: tensor (autograd core) -> ops (forward + backward of every op
 -> nn (layers) -> model (GPT, generation, checkpoints) -> tokenizer -> data -> optim -> train -> cli.
 """
 from . import _threads  # noqa: F401  (must run before Numba starts its thread pool)
+from . import _alloc  # noqa: F401  (keeps freed activations in the process for the next step)
 from .errors import MiniGPTError
 from .tensor import Tensor, tensor, no_grad, is_grad_enabled
 from .gradcheck import gradcheck, GradcheckError

@@ -209,6 +209,7 @@ class Tensor:
             if op is None:
                 _accumulate_leaf(node, g, id(node) in owned)
                 continue
+            op.grad_is_scratch = id(node) in owned  # backward may overwrite g (nobody else holds it)
             in_grads = op.backward(g)
             if not isinstance(in_grads, tuple):
                 in_grads = (in_grads,)
@@ -390,11 +391,14 @@ class Function:
     A subclass defines ``forward(self, *arrays, **params) -> ndarray`` and
     ``backward(self, grad) -> tuple`` (one gradient array, or None, per tensor input), side by side.
     ``forward`` may save what backward needs on ``self``; ``self.needs`` tells which inputs require a
-    gradient, so forward can skip saving what no one will ask for. Use ``Op.apply(*tensors, **params)``.
+    gradient, so forward can skip saving what no one will ask for. During backward,
+    ``self.grad_is_scratch`` says whether the incoming gradient array belongs to this op alone, so that it
+    may be overwritten (and returned) instead of allocating a new one. Use ``Op.apply(*tensors, **params)``.
     """
 
     inputs: tuple = ()
     needs: tuple = ()
+    grad_is_scratch: bool = False  # set by the engine: True when backward may reuse grad's memory
 
     def forward(self, *arrays, **params):  # pragma: no cover - abstract
         raise NotImplementedError

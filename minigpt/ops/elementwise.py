@@ -69,7 +69,7 @@ class GELU(Function):
     def backward(self, g):
         from ..kernels.gelu import gelu_backward
 
-        return (gelu_backward(g, self.x),)
+        return (gelu_backward(g, self.x, out=g if self.grad_is_scratch and g.flags.c_contiguous else None),)
 
 
 class Cast(Function):

@@ -79,6 +79,9 @@ class Dropout(Function):
         return x * self.scale
 
     def backward(self, g):
+        if self.grad_is_scratch:
+            g *= self.scale
+            return (g,)
         return (g * self.scale,)
 
 
