@@ -35,18 +35,18 @@ from ..tensor import no_grad
 
 @dataclass
 class TrainConfig:
-    steps: int = 1000
+    steps: int = 600                 # the defaults make the README's quick start: ~2 minutes on 2 cores
     batch_size: int = 8
-    lr: float = 4e-4
+    lr: float = 1e-3
     min_lr: float | None = None      # cosine floor; default lr / 10
-    warmup: int = 50
+    warmup: int = 30
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     eval_every: int = 100
     eval_batches: int = 10
     sample_every: int = 0            # 0: only at the end
     sample_prompt: str = "The"
-    sample_tokens: int = 60
+    sample_tokens: int = 80
     checkpoint_every: int = 0        # 0: at every evaluation and at the end
     keep_checkpoints: int = 2
     seed: int = 123
