@@ -162,100 +162,75 @@ def _keep_scale(rowbase, j, thr, inv_keep, zero):
     return inv_keep if (z >> _S32) >= thr else zero
 
 
-# Query rows are processed in blocks of four: scores are computed two rows by four keys at a time,
-# outputs (and dQ) two rows at a time, and in the backward the updates of dK and dV from the four rows
-# are summed before touching memory. A block needs the keys up to its last row's limit; earlier rows of
-# the block get zero weight beyond their own limit.
+# Every product in the training kernels -- S = Q K^T, O = P V, dA = dO V^T, dQ = dS K, dV = A^T dO,
+# dK = dS^T Q -- has the form C[i, :n] = sum_k X[i, k] B[k, :n] with B and C row-contiguous; one
+# register-tiled helper computes them all. Query rows go in blocks of _ROWS; within a block, each group of
+# four rows stops at its own causal limit, so of the masked triangle only a sliver along the diagonal is
+# computed.
+
+_ROWS = 16      # query rows per block: the score buffer (16 x Tk) stays in the L1 cache
+
 
 @numba.njit(fastmath=FASTMATH)
-def _scores2(x0, x1, rows, s0, s1, lb, zero):
-    """s0[j] = x0 . rows[j] and s1[j] = x1 . rows[j] for j < lb.
+def _mm(x, b, c, m, kd, n, k0, n0, accumulate, zero):
+    """c[i, :n_g] (+)= sum_{k < k_g} x[i, k] * b[k, :n_g] for rows i < m, in groups of four rows.
 
-    Two query rows against four keys at a time: eight dot products over d share their loads, and each
-    keeps its running sum in a register (measured 1.5-2.5x faster than accumulating score rows in memory).
+    For the group starting at row ``i`` (of ``g`` rows) ``k_g = min(kd, k0 + i + g)`` and
+    ``n_g = min(n, n0 + i + g)``: pass ``k0`` / ``n0`` as the causal offset to stop each group at its limit,
+    or a large number to use the whole ``kd`` / ``n``. The innermost loop runs along the rows of ``b`` and
+    ``c`` (contiguous, so it becomes SIMD code) and does sixteen multiply-adds -- four rows of ``c`` by four
+    rows of ``b`` -- per vector of ``b`` loaded; the sixteen ``x`` values stay in registers.
     """
-    D = rows.shape[1]
-    j4 = lb - lb % 4
-    for j in range(0, j4, 4):
-        k0, k1, k2, k3 = rows[j], rows[j + 1], rows[j + 2], rows[j + 3]
-        a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = zero
-        for d in range(D):
-            x = x0[d]
-            y = x1[d]
-            c0, c1, c2, c3 = k0[d], k1[d], k2[d], k3[d]
-            a0 += x * c0
-            a1 += x * c1
-            a2 += x * c2
-            a3 += x * c3
-            b0 += y * c0
-            b1 += y * c1
-            b2 += y * c2
-            b3 += y * c3
-        s0[j], s0[j + 1], s0[j + 2], s0[j + 3] = a0, a1, a2, a3
-        s1[j], s1[j + 1], s1[j + 2], s1[j + 3] = b0, b1, b2, b3
-    for j in range(j4, lb):
-        kj = rows[j]
-        a0 = b0 = zero
-        for d in range(D):
-            a0 += x0[d] * kj[d]
-            b0 += x1[d] * kj[d]
-        s0[j] = a0
-        s1[j] = b0
-
-
-@numba.njit(fastmath=FASTMATH)
-def _matvec2(mt, x0, x1, lim, y0, y1, zero):
-    """y0[d] = sum_{j < lim} mt[d, j] x0[j] and the same for x1 -> y1: two rows by four d at a time."""
-    D = mt.shape[0]
-    d4 = D - D % 4
-    for d in range(0, d4, 4):
-        m0, m1, m2, m3 = mt[d], mt[d + 1], mt[d + 2], mt[d + 3]
-        a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = zero
-        for j in range(lim):
-            x = x0[j]
-            y = x1[j]
-            c0, c1, c2, c3 = m0[j], m1[j], m2[j], m3[j]
-            a0 += c0 * x
-            a1 += c1 * x
-            a2 += c2 * x
-            a3 += c3 * x
-            b0 += c0 * y
-            b1 += c1 * y
-            b2 += c2 * y
-            b3 += c3 * y
-        y0[d], y0[d + 1], y0[d + 2], y0[d + 3] = a0, a1, a2, a3
-        y1[d], y1[d + 1], y1[d + 2], y1[d + 3] = b0, b1, b2, b3
-    for d in range(d4, D):
-        md = mt[d]
-        a0 = b0 = zero
-        for j in range(lim):
-            a0 += md[j] * x0[j]
-            b0 += md[j] * x1[j]
-        y0[d] = a0
-        y1[d] = b0
-
-
-@numba.njit(fastmath=FASTMATH)
-def _matvec(mt, x, lim, y, zero):
-    """y[d] = sum_{j < lim} mt[d, j] * x[j]: four rows of mt at a time, sharing each load of x."""
-    D = mt.shape[0]
-    d4 = D - D % 4
-    for d in range(0, d4, 4):
-        m0, m1, m2, m3 = mt[d], mt[d + 1], mt[d + 2], mt[d + 3]
-        a0 = a1 = a2 = a3 = zero
-        for j in range(lim):
-            xj = x[j]
-            a0 += m0[j] * xj
-            a1 += m1[j] * xj
-            a2 += m2[j] * xj
-            a3 += m3[j] * xj
-        y[d], y[d + 1], y[d + 2], y[d + 3] = a0, a1, a2, a3
-    for d in range(d4, D):
-        md = mt[d]
-        acc = zero
-        for j in range(lim):
-            acc += md[j] * x[j]
-        y[d] = acc
+    for i in range(0, m, 4):
+        g = min(4, m - i)
+        ke = min(kd, k0 + i + g)
+        ne = min(n, n0 + i + g)
+        k4 = ke - ke % 4
+        if g == 4:
+            c0, c1, c2, c3 = c[i], c[i + 1], c[i + 2], c[i + 3]
+            if not accumulate:
+                for j in range(ne):
+                    c0[j] = zero
+                    c1[j] = zero
+                    c2[j] = zero
+                    c3[j] = zero
+            for k in range(0, k4, 4):
+                b0, b1, b2, b3 = b[k], b[k + 1], b[k + 2], b[k + 3]
+                x00, x01, x02, x03 = x[i, k], x[i, k + 1], x[i, k + 2], x[i, k + 3]
+                x10, x11, x12, x13 = x[i + 1, k], x[i + 1, k + 1], x[i + 1, k + 2], x[i + 1, k + 3]
+                x20, x21, x22, x23 = x[i + 2, k], x[i + 2, k + 1], x[i + 2, k + 2], x[i + 2, k + 3]
+                x30, x31, x32, x33 = x[i + 3, k], x[i + 3, k + 1], x[i + 3, k + 2], x[i + 3, k + 3]
+                for j in range(ne):
+                    e0, e1, e2, e3 = b0[j], b1[j], b2[j], b3[j]
+                    c0[j] += x00 * e0 + x01 * e1 + x02 * e2 + x03 * e3
+                    c1[j] += x10 * e0 + x11 * e1 + x12 * e2 + x13 * e3
+                    c2[j] += x20 * e0 + x21 * e1 + x22 * e2 + x23 * e3
+                    c3[j] += x30 * e0 + x31 * e1 + x32 * e2 + x33 * e3
+            for k in range(k4, ke):
+                bk = b[k]
+                x0, x1, x2, x3 = x[i, k], x[i + 1, k], x[i + 2, k], x[i + 3, k]
+                for j in range(ne):
+                    e = bk[j]
+                    c0[j] += x0 * e
+                    c1[j] += x1 * e
+                    c2[j] += x2 * e
+                    c3[j] += x3 * e
+        else:
+            for r in range(i, i + g):
+                cr = c[r]
+                if not accumulate:
+                    for j in range(ne):
+                        cr[j] = zero
+                for k in range(0, k4, 4):
+                    b0, b1, b2, b3 = b[k], b[k + 1], b[k + 2], b[k + 3]
+                    x0, x1, x2, x3 = x[r, k], x[r, k + 1], x[r, k + 2], x[r, k + 3]
+                    for j in range(ne):
+                        cr[j] += x0 * b0[j] + x1 * b1[j] + x2 * b2[j] + x3 * b3[j]
+                for k in range(k4, ke):
+                    bk = b[k]
+                    x0 = x[r, k]
+                    for j in range(ne):
+                        cr[j] += x0 * bk[j]
 
 
 @numba.njit(fastmath=FASTMATH)
@@ -293,28 +268,26 @@ def _fwd_pair(q, k, v, scale, one, dropout, thr, inv_keep, key, out, lse, bh):
     zero = one - one
     b = bh // H
     h = bh - b * H
-    kk = np.empty((Tk, D), dtype=q.dtype)       # keys by row: scores are dot products over d
-    vt = np.empty((D, Tk), dtype=q.dtype)       # values transposed: outputs are dot products over j
-    _copy_head(k, b, h, kk)
-    _transpose_head(v, b, h, vt)
-    s = np.empty((4, Tk), dtype=q.dtype)
-    qb = np.zeros((4, D), dtype=q.dtype)
-    o = np.empty(D, dtype=q.dtype)
-    o2 = np.empty(D, dtype=q.dtype)
-    inv_total = np.empty(4, dtype=q.dtype)
+    R = _ROWS
+    kt = np.empty((D, Tk), dtype=q.dtype)       # keys transposed: S = Q K^T runs along the keys
+    vv = np.empty((Tk, D), dtype=q.dtype)       # values by row: O = P V runs along d
+    _transpose_head(k, b, h, kt)
+    _copy_head(v, b, h, vv)
+    s = np.empty((R, Tk), dtype=q.dtype)        # scores, then probabilities (after dropout)
+    qs = np.empty((R, D), dtype=q.dtype)
+    o = np.empty((R, D), dtype=q.dtype)
+    inv_total = np.empty(R, dtype=q.dtype)
     bh_base = np.uint64(bh) * np.uint64(Tk)
-    for i0 in range(0, Tq, 4):
-        nr = min(4, Tq - i0)
+    for i0 in range(0, Tq, R):
+        nr = min(R, Tq - i0)
+        lb = off + i0 + nr                          # keys any row of the block sees
         for r in range(nr):
             for d in range(D):
-                qb[r, d] = q[b, i0 + r, h, d] * scale
-        lb = off + i0 + nr                          # keys any row of the block sees
-        _scores2(qb[0], qb[1], kk, s[0], s[1], lb, zero)
-        if nr > 2:
-            _scores2(qb[2], qb[3], kk, s[2], s[3], lb, zero)
+                qs[r, d] = q[b, i0 + r, h, d] * scale
+        _mm(qs, kt, s, nr, D, lb, D, off + i0, False, zero)
         for r in range(nr):
             i = i0 + r
-            lim = off + i + 1                     # keys 0 .. lim-1 are visible to query i
+            lim = off + i + 1                       # keys 0 .. lim-1 are visible to query i
             sr = s[r]
             m = row_max(sr, lim)
             total = zero
@@ -328,21 +301,13 @@ def _fwd_pair(q, k, v, scale, one, dropout, thr, inv_keep, key, out, lse, bh):
                 rowbase = key + (bh_base + np.uint64(i + off)) * np.uint64(Tk) * _GOLD
                 for j in range(lim):
                     sr[j] *= _keep_scale(rowbase, j, thr, inv_keep, zero)
-            if lim < Tk:
-                sr[lim] = zero                      # the pair below runs to the next row's limit
-        for r in range(0, nr, 2):                   # o = sum_j p_j v_j, two rows at a time
-            i = i0 + r
-            if r + 1 < nr:
-                _matvec2(vt, s[r], s[r + 1], off + i + 2, o, o2, zero)
-            else:
-                _matvec(vt, s[r], off + i + 1, o, zero)
+            for j in range(lim, min(lb, lim + 3)):  # the row's group of four runs to its last row's limit
+                sr[j] = zero
+        _mm(s, vv, o, nr, lb, D, off + i0, D, False, zero)
+        for r in range(nr):
             inv = inv_total[r]
             for d in range(D):
-                out[b, i, h, d] = o[d] * inv
-            if r + 1 < nr:
-                inv = inv_total[r + 1]
-                for d in range(D):
-                    out[b, i + 1, h, d] = o2[d] * inv
+                out[b, i0 + r, h, d] = o[r, d] * inv
 
 
 def _fwd_rows(q, k, v, scale, one, dropout, thr, inv_keep, key, out, lse):
@@ -429,89 +394,67 @@ def _bwd_pair(dout, q, k, v, out, lse, scale, one, dropout, thr, inv_keep, key, 
     zero = one - one
     b = bh // H
     h = bh - b * H
-    kk = np.empty((Tk, D), dtype=q.dtype)      # keys by row (scores)
-    kt = np.empty((D, Tk), dtype=q.dtype)      # keys transposed (dQ = dS K)
-    vv = np.empty((Tk, D), dtype=q.dtype)      # values by row (dA = dO V^T)
-    _copy_head(k, b, h, kk)
+    R = _ROWS
+    kt = np.empty((D, Tk), dtype=q.dtype)      # keys transposed (S = Q K^T)
+    vt = np.empty((D, Tk), dtype=q.dtype)      # values transposed (dA = dO V^T)
+    kk = np.empty((Tk, D), dtype=q.dtype)      # keys by row (dQ = dS K)
     _transpose_head(k, b, h, kt)
-    _copy_head(v, b, h, vv)
+    _transpose_head(v, b, h, vt)
+    _copy_head(k, b, h, kk)
     dkl = np.zeros((Tk, D), dtype=q.dtype)
     dvl = np.zeros((Tk, D), dtype=q.dtype)
-    s = np.empty((4, Tk), dtype=q.dtype)       # scores, then P, then dS (scale folded in)
-    dp = np.empty((4, Tk), dtype=q.dtype)      # dA = dO V^T
-    a = np.empty((4, Tk), dtype=q.dtype)       # P after dropout: what multiplied V
-    qs = np.zeros((4, D), dtype=q.dtype)       # q * scale
-    qb = np.zeros((4, D), dtype=q.dtype)       # q
-    db = np.zeros((4, D), dtype=q.dtype)       # dO
-    delta = np.zeros(4, dtype=q.dtype)
-    dqr = np.empty(D, dtype=q.dtype)
-    dqr2 = np.empty(D, dtype=q.dtype)
+    s = np.empty((R, Tk), dtype=q.dtype)       # scores, then P, then dS (scale folded in)
+    dp = np.empty((R, Tk), dtype=q.dtype)      # dA = dO V^T
+    a = np.empty((R, Tk), dtype=q.dtype)       # P after dropout: what multiplied V
+    qs = np.empty((R, D), dtype=q.dtype)       # q * scale
+    qb = np.empty((R, D), dtype=q.dtype)       # q
+    db = np.empty((R, D), dtype=q.dtype)       # dO
+    dqb = np.empty((R, D), dtype=q.dtype)
+    delta = np.empty(R, dtype=q.dtype)
     bh_base = np.uint64(bh) * np.uint64(Tk)
-    for i0 in range(0, Tq, 4):
-        nr = min(4, Tq - i0)
+    big = Tk + D + R
+    for i0 in range(0, Tq, R):
+        nr = min(R, Tq - i0)
         lb = off + i0 + nr                      # keys any row of the block sees
-        for r in range(4):
+        for r in range(nr):
             acc = zero
             for d in range(D):
-                if r < nr:
-                    qv = q[b, i0 + r, h, d]
-                    ov = dout[b, i0 + r, h, d]
-                    acc += ov * out[b, i0 + r, h, d]
-                else:
-                    qv = zero
-                    ov = zero
+                qv = q[b, i0 + r, h, d]
+                ov = dout[b, i0 + r, h, d]
+                acc += ov * out[b, i0 + r, h, d]
                 qb[r, d] = qv
                 qs[r, d] = qv * scale
                 db[r, d] = ov
             delta[r] = acc                      # sum_d dO * O = sum_j P dP
-        _scores2(qs[0], qs[1], kk, s[0], s[1], lb, zero)
-        _scores2(db[0], db[1], vv, dp[0], dp[1], lb, zero)
-        if nr > 2:
-            _scores2(qs[2], qs[3], kk, s[2], s[3], lb, zero)
-            _scores2(db[2], db[3], vv, dp[2], dp[3], lb, zero)
-        for r in range(4):
+        _mm(qs, kt, s, nr, D, lb, D, off + i0, False, zero)
+        _mm(db, vt, dp, nr, D, lb, D, off + i0, False, zero)
+        for r in range(nr):
             i = i0 + r
-            lim = off + i + 1 if r < nr else 0
+            lim = off + i + 1
             sr, dpr, ar = s[r], dp[r], a[r]
-            if r < nr:
-                l_ = lse[b, h, i]
-                dl = delta[r]
-                if dropout:
-                    rowbase = key + (bh_base + np.uint64(i + off)) * np.uint64(Tk) * _GOLD
-                    for j in range(lim):
-                        pj = fast_exp(sr[j] - l_)
-                        mk = _keep_scale(rowbase, j, thr, inv_keep, zero)
-                        ar[j] = pj * mk
-                        sr[j] = pj * (dpr[j] * mk - dl) * scale
-                else:
-                    for j in range(lim):
-                        pj = fast_exp(sr[j] - l_)
-                        ar[j] = pj
-                        sr[j] = pj * (dpr[j] - dl) * scale
-            for j in range(lim, lb):                # beyond this row's limit (or a padding row)
+            l_ = lse[b, h, i]
+            dl = delta[r]
+            if dropout:
+                rowbase = key + (bh_base + np.uint64(i + off)) * np.uint64(Tk) * _GOLD
+                for j in range(lim):
+                    pj = fast_exp(sr[j] - l_)
+                    mk = _keep_scale(rowbase, j, thr, inv_keep, zero)
+                    ar[j] = pj * mk
+                    sr[j] = pj * (dpr[j] * mk - dl) * scale
+            else:
+                for j in range(lim):
+                    pj = fast_exp(sr[j] - l_)
+                    ar[j] = pj
+                    sr[j] = pj * (dpr[j] - dl) * scale
+            for j in range(lim, lb):                # beyond this row's limit
                 ar[j] = zero
                 sr[j] = zero
-        for r in range(0, nr, 2):                   # dQ_i = sum_j dS_ij k_j, two rows at a time
-            i = i0 + r
-            if r + 1 < nr:
-                _matvec2(kt, s[r], s[r + 1], off + i + 2, dqr, dqr2, zero)
-                for d in range(D):
-                    dq[b, i, h, d] = dqr[d]
-                    dq[b, i + 1, h, d] = dqr2[d]
-            else:
-                _matvec(kt, s[r], off + i + 1, dqr, zero)
-                for d in range(D):
-                    dq[b, i, h, d] = dqr[d]
-        a0, a1, a2, a3 = a[0], a[1], a[2], a[3]
-        g0, g1, g2, g3 = s[0], s[1], s[2], s[3]
-        for j in range(lb):                         # dV_j += sum_r A_rj dO_r ; dK_j += sum_r dS_rj q_r
-            x0, x1, x2, x3 = a0[j], a1[j], a2[j], a3[j]
-            y0, y1, y2, y3 = g0[j], g1[j], g2[j], g3[j]
-            dvj = dvl[j]
-            dkj = dkl[j]
+        _mm(s, kk, dqb, nr, lb, D, off + i0, D, False, zero)       # dQ = dS K
+        for r in range(nr):
             for d in range(D):
-                dvj[d] += x0 * db[0, d] + x1 * db[1, d] + x2 * db[2, d] + x3 * db[3, d]
-                dkj[d] += y0 * qb[0, d] + y1 * qb[1, d] + y2 * qb[2, d] + y3 * qb[3, d]
+                dq[b, i0 + r, h, d] = dqb[r, d]
+        _mm(a.T, db, dvl, lb, nr, D, big, big, True, zero)         # dV += A^T dO
+        _mm(s.T, qb, dkl, lb, nr, D, big, big, True, zero)         # dK += dS^T Q
     for j in range(Tk):
         for d in range(D):
             dk[b, j, h, d] = dkl[j, d]
