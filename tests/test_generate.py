@@ -82,3 +82,13 @@ def test_generate_errors(model):
         generate(model, [99], 2)
     with pytest.raises(ValueError, match="non-empty"):
         generate(model, np.zeros((1, 0), dtype=np.int64), 2)
+
+
+def test_last_only_logits_equal_the_last_row(model):
+    ids = np.array([[4, 8, 15, 16, 23, 4]])
+    model.eval()
+    full = model(ids).data
+    last = model(ids, last_only=True).data
+    model.train()
+    assert last.shape == (1, 1, 29)
+    np.testing.assert_allclose(last[:, 0], full[:, -1], rtol=1e-6, atol=1e-6)

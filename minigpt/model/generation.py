@@ -92,11 +92,11 @@ def generate_stream(model, idx, max_new_tokens: int, temperature: float = 1.0, t
                 if use_cache:
                     if caches is None or caches[0].length + 1 > ctx:
                         caches = model.new_caches(B)
-                        logits = model(window, caches=caches).data[:, -1]
+                        logits = model(window, caches=caches, last_only=True).data[:, -1]
                     else:
-                        logits = model(window[:, -1:], caches=caches).data[:, -1]
+                        logits = model(window[:, -1:], caches=caches, last_only=True).data[:, -1]
                 else:
-                    logits = model(window).data[:, -1]
+                    logits = model(window, last_only=True).data[:, -1]
                 nxt = sample_next(logits, temperature, top_k, top_p, rng)
                 if eos_id is not None:
                     nxt = np.where(done, eos_id, nxt)

@@ -134,9 +134,13 @@ class GPT(Module):
             x = blk(x, cache=caches[i] if caches else None)
         return self.final_norm(x)
 
-    def forward(self, idx, caches: list | None = None):
-        """Logits (B, T, vocab) for ids (B, T). ``caches`` (from ``new_caches``) is for generation."""
-        return F.linear_t(self.hidden(idx, caches), self.head_weight)
+    def forward(self, idx, caches: list | None = None, last_only: bool = False):
+        """Logits (B, T, vocab) for ids (B, T). ``caches`` (from ``new_caches``) is for generation;
+        ``last_only`` computes the logits of the last position only, (B, 1, vocab)."""
+        h = self.hidden(idx, caches)
+        if last_only:
+            h = h[:, -1:]
+        return F.linear_t(h, self.head_weight)
 
     def loss(self, idx, targets, ignore_index: int = -100):
         """Mean cross-entropy of next-token predictions: ``targets`` (B, T) holds the ids to predict.
