@@ -236,21 +236,23 @@ def _mm(x, b, c, m, kd, n, k0, n0, accumulate, zero):
 @numba.njit(fastmath=FASTMATH)
 def _transpose_head(x, b, h, xt):
     """xt[d, j] = x[b, j, h, d], in tiles of 16 keys so reads and writes both stay in cache."""
-    T = x.shape[1]
-    D = x.shape[3]
+    xh = x[b, :, h, :]
+    T, D = xh.shape
     for j0 in range(0, T, 16):
         j1 = min(j0 + 16, T)
         for d in range(D):
             for j in range(j0, j1):
-                xt[d, j] = x[b, j, h, d]
+                xt[d, j] = xh[j, d]
 
 
 @numba.njit(fastmath=FASTMATH)
 def _copy_head(x, b, h, xr):
     """xr[j, d] = x[b, j, h, d]: one head's rows, contiguous."""
-    for j in range(x.shape[1]):
-        for d in range(x.shape[3]):
-            xr[j, d] = x[b, j, h, d]
+    xh = x[b, :, h, :]
+    T, D = xh.shape
+    for j in range(T):
+        for d in range(D):
+            xr[j, d] = xh[j, d]
 
 
 def _fwd(q, k, v, scale, one, dropout, thr, inv_keep, key, out, lse):
@@ -401,14 +403,15 @@ def _bwd_pair(dout, q, k, v, out, lse, scale, one, dropout, thr, inv_keep, key, 
     _transpose_head(k, b, h, kt)
     _transpose_head(v, b, h, vt)
     _copy_head(k, b, h, kk)
-    dkl = np.zeros((Tk, D), dtype=q.dtype)
-    dvl = np.zeros((Tk, D), dtype=q.dtype)
+    dkt = np.zeros((D, Tk), dtype=q.dtype)     # dK and dV accumulate transposed: the products
+    dvt = np.zeros((D, Tk), dtype=q.dtype)     # then run along the keys (long rows) instead of d
     s = np.empty((R, Tk), dtype=q.dtype)       # scores, then P, then dS (scale folded in)
     dp = np.empty((R, Tk), dtype=q.dtype)      # dA = dO V^T
     a = np.empty((R, Tk), dtype=q.dtype)       # P after dropout: what multiplied V
     qs = np.empty((R, D), dtype=q.dtype)       # q * scale
-    qb = np.empty((R, D), dtype=q.dtype)       # q
+    qbt = np.empty((D, R), dtype=q.dtype)      # q, transposed
     db = np.empty((R, D), dtype=q.dtype)       # dO
+    dbt = np.empty((D, R), dtype=q.dtype)      # dO, transposed
     dqb = np.empty((R, D), dtype=q.dtype)
     delta = np.empty(R, dtype=q.dtype)
     bh_base = np.uint64(bh) * np.uint64(Tk)
@@ -422,9 +425,10 @@ def _bwd_pair(dout, q, k, v, out, lse, scale, one, dropout, thr, inv_keep, key, 
                 qv = q[b, i0 + r, h, d]
                 ov = dout[b, i0 + r, h, d]
                 acc += ov * out[b, i0 + r, h, d]
-                qb[r, d] = qv
+                qbt[d, r] = qv
                 qs[r, d] = qv * scale
                 db[r, d] = ov
+                dbt[d, r] = ov
             delta[r] = acc                      # sum_d dO * O = sum_j P dP
         _mm(qs, kt, s, nr, D, lb, D, off + i0, False, zero)
         _mm(db, vt, dp, nr, D, lb, D, off + i0, False, zero)
@@ -453,12 +457,13 @@ def _bwd_pair(dout, q, k, v, out, lse, scale, one, dropout, thr, inv_keep, key, 
         for r in range(nr):
             for d in range(D):
                 dq[b, i0 + r, h, d] = dqb[r, d]
-        _mm(a.T, db, dvl, lb, nr, D, big, big, True, zero)         # dV += A^T dO
-        _mm(s.T, qb, dkl, lb, nr, D, big, big, True, zero)         # dK += dS^T Q
-    for j in range(Tk):
-        for d in range(D):
-            dk[b, j, h, d] = dkl[j, d]
-            dv[b, j, h, d] = dvl[j, d]
+        _mm(dbt, a, dvt, D, nr, lb, big, big, True, zero)          # dV^T += dO^T A
+        _mm(qbt, s, dkt, D, nr, lb, big, big, True, zero)          # dK^T += Q^T dS
+    for j0 in range(0, Tk, 16):                                    # transpose back, 16 keys at a time
+        for j in range(j0, min(j0 + 16, Tk)):
+            for d in range(D):
+                dk[b, j, h, d] = dkt[d, j]
+                dv[b, j, h, d] = dvt[d, j]
 
 
 _u64 = numba.types.uint64
