@@ -232,3 +232,29 @@ def test_several_row_blocks_match_numpy(B, T, H, D, tq, dropout_p):
             res[backend] = (out, lse) + A.attention_backward(dout, q, k, v, out, lse, 0.4, dropout_p, 11)
     for a, b in zip(res["numba"], res["numpy"]):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-10)
+
+
+def test_any_memory_layout_and_gradient_buffers():
+    """Inputs whose head rows are not contiguous (or reversed), gradient buffers of any layout, no queries."""
+    rng = np.random.default_rng(21)
+    B, T, H, D = 2, 20, 2, 6
+    base = rng.standard_normal((3, D, H, T, B))
+    q, k, v = (x.transpose(3, 2, 1, 0) for x in base)          # last axis strided
+    k = k[:, :, :, ::-1]                                         # negative strides
+    dout = rng.standard_normal((B, T, H, D))
+    res = {}
+    for backend in BACKENDS:
+        with kernels.use_backend(backend):
+            out, lse = A.attention_forward(q, k, v, 0.5)
+            buf = np.full((D, H, T, B, 3), np.nan)                # gradient views with a strided last axis
+            dq, dk, dv = (buf[..., i].transpose(3, 2, 1, 0) for i in range(3))
+            A.attention_backward(dout, q, k, v, out, lse, 0.5, dq=dq, dk=dk, dv=dv)
+            assert not np.isnan(buf).any()
+            res[backend] = (out, lse, dq, dk, dv)
+    for a, b in zip(res["numba"], res["numpy"]):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-10)
+    # no queries at all: empty output, zero gradients for the keys and values
+    out, lse = A.attention_forward(q[:, :0], k, v, 0.5)
+    assert out.shape == (B, 0, H, D) and lse.shape == (B, H, 0)
+    dq, dk, dv = A.attention_backward(out, q[:, :0], k, v, out, lse, 0.5)
+    assert dq.shape == (B, 0, H, D) and not dk.any() and not dv.any()

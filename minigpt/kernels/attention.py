@@ -24,9 +24,13 @@ projection's output, with no concatenation. With ``P = softmax`` and ``A = dropo
 ``dK = scale dS^T Q``.
 
 The Numba kernels run in parallel over the (batch, head) pairs. Each pair copies its keys (transposed)
-and values into small contiguous tiles, then works row by row: scores for keys ``0..limit`` only (the
-masked upper triangle is never computed, no (T, T) mask exists), the row's max and ``exp`` (vectorised),
-and the weighted sum of values. Nothing of size (T, T) is ever allocated.
+and values into small contiguous tiles, then works through its queries in blocks of 16 rows: the
+block's scores (16 x keys, in the L1 cache) for keys up to each group of four rows' causal limit only
+(of the masked upper triangle only a sliver along the diagonal is computed; no (T, T) mask exists), each
+row's max and ``exp`` (vectorised), and the weighted sum of values. All six matrix products of forward
+and backward go through one register-tiled helper (:func:`_mm`: four rows by four terms per vector of
+the long operand) and reach 60-80 GFLOP/s on one core. Nothing of size (T, T) is ever allocated.
+Generation (fewer than four queries) uses a row-by-row kernel that reads the cache in place.
 """
 import minigpt._threads  # noqa: F401  (before numba: selects the workqueue threading layer)
 import numba
@@ -233,59 +237,72 @@ def _mm(x, b, c, m, kd, n, k0, n0, accumulate, zero):
                         cr[j] += x0 * bk[j]
 
 
+# The training kernels read q, k, v, dO, O and write dQ, dK, dV through flat views: ``xf`` is a
+# contiguous 1-D view that starts at the array's first element and ``xs`` its (B, T, H) strides in
+# elements, so element (b, j, h, d) is ``xf[b*xs[0] + j*xs[1] + h*xs[2] + d]`` -- the head rows of the
+# strided (B, T, 3, H, D) buffers are contiguous, and this way the compiler knows it (vector loads and
+# stores instead of one strided access per element).
+
+_U = np.uint64      # flat indices are unsigned: no negative-index wraparound test per element
+
+
 @numba.njit(fastmath=FASTMATH)
-def _transpose_head(x, b, h, xt):
-    """xt[d, j] = x[b, j, h, d], in tiles of 16 keys so reads and writes both stay in cache."""
-    xh = x[b, :, h, :]
-    T, D = xh.shape
+def _gather_t(xf, base, rs, T, D, xt):
+    """xt[d, j] = xf[base + j*rs + d] for j < T, d < D: one head, transposed (16 keys at a time, so the
+    lines of ``xt`` being written stay in the L1 cache)."""
     for j0 in range(0, T, 16):
         j1 = min(j0 + 16, T)
         for d in range(D):
+            o = _U(base + d)
             for j in range(j0, j1):
-                xt[d, j] = xh[j, d]
+                xt[d, j] = xf[o + _U(j * rs)]
 
 
 @numba.njit(fastmath=FASTMATH)
-def _copy_head(x, b, h, xr):
-    """xr[j, d] = x[b, j, h, d]: one head's rows, contiguous."""
-    xh = x[b, :, h, :]
-    T, D = xh.shape
+def _gather(xf, base, rs, T, D, xr):
+    """xr[j, d] = xf[base + j*rs + d]: one head's rows, contiguous."""
     for j in range(T):
+        o = _U(base + j * rs)
+        dst = xr[j]
         for d in range(D):
-            xr[j, d] = xh[j, d]
+            dst[d] = xf[o + _U(d)]
 
 
-def _fwd(q, k, v, scale, one, dropout, thr, inv_keep, key, out, lse):
-    for bh in numba.prange(q.shape[0] * q.shape[2]):
-        _fwd_pair(q, k, v, scale, one, dropout, thr, inv_keep, key, out, lse, bh)
+def _fwd(qf, qs_, kf, ks_, vf, vs_, dims, scale, one, dropout, thr, inv_keep, key, out, lse):
+    for bh in numba.prange(dims[0] * dims[3]):
+        _fwd_pair(qf, qs_, kf, ks_, vf, vs_, dims, scale, one, dropout, thr, inv_keep, key, out, lse, bh)
 
 
 # The parallel kernels only distribute (batch, head) pairs; each pair's work is a plain (serial) Numba
 # function, readable on its own.
 @numba.njit(fastmath=FASTMATH)
-def _fwd_pair(q, k, v, scale, one, dropout, thr, inv_keep, key, out, lse, bh):
-    B, Tq, H, D = q.shape
-    Tk = k.shape[1]
+def _fwd_pair(qf, qs_, kf, ks_, vf, vs_, dims, scale, one, dropout, thr, inv_keep, key, out, lse, bh):
+    B, Tq, Tk, H, D = dims
     off = Tk - Tq
     zero = one - one
     b = bh // H
     h = bh - b * H
     R = _ROWS
-    kt = np.empty((D, Tk), dtype=q.dtype)       # keys transposed: S = Q K^T runs along the keys
-    vv = np.empty((Tk, D), dtype=q.dtype)       # values by row: O = P V runs along d
-    _transpose_head(k, b, h, kt)
-    _copy_head(v, b, h, vv)
-    s = np.empty((R, Tk), dtype=q.dtype)        # scores, then probabilities (after dropout)
-    qs = np.empty((R, D), dtype=q.dtype)
-    o = np.empty((R, D), dtype=q.dtype)
-    inv_total = np.empty(R, dtype=q.dtype)
+    dt = out.dtype
+    kt = np.empty((D, Tk), dtype=dt)            # keys transposed: S = Q K^T runs along the keys
+    vv = np.empty((Tk, D), dtype=dt)            # values by row: O = P V runs along d
+    _gather_t(kf, b * ks_[0] + h * ks_[2], ks_[1], Tk, D, kt)
+    _gather(vf, b * vs_[0] + h * vs_[2], vs_[1], Tk, D, vv)
+    qbase = b * qs_[0] + h * qs_[2]
+    s = np.empty((R, Tk), dtype=dt)        # scores, then probabilities (after dropout)
+    qs = np.empty((R, D), dtype=dt)
+    o = np.empty((R, D), dtype=dt)
+    inv_total = np.empty(R, dtype=dt)
     bh_base = np.uint64(bh) * np.uint64(Tk)
     for i0 in range(0, Tq, R):
         nr = min(R, Tq - i0)
         lb = off + i0 + nr                          # keys any row of the block sees
         for r in range(nr):
+            o_ = qbase + (i0 + r) * qs_[1]
+            qsr = qs[r]
+            o_ = _U(o_)
             for d in range(D):
-                qs[r, d] = q[b, i0 + r, h, d] * scale
+                qsr[d] = qf[o_ + _U(d)] * scale
         _mm(qs, kt, s, nr, D, lb, D, off + i0, False, zero)
         for r in range(nr):
             i = i0 + r
@@ -383,37 +400,45 @@ def _fwd_rows_pair(q, k, v, scale, one, dropout, thr, inv_keep, key, out, lse, b
             out[b, i, h, d] = o[d] * inv
 
 
-def _bwd(dout, q, k, v, out, lse, scale, one, dropout, thr, inv_keep, key, dq, dk, dv):
-    for bh in numba.prange(q.shape[0] * q.shape[2]):
-        _bwd_pair(dout, q, k, v, out, lse, scale, one, dropout, thr, inv_keep, key, dq, dk, dv, bh)
+def _bwd(gf, gs, qf, qs_, kf, ks_, vf, vs_, of, os_, lse, dims, scale, one, dropout, thr, inv_keep, key,
+         dqf, dqs, dkf, dks, dvf, dvs):
+    for bh in numba.prange(dims[0] * dims[3]):
+        _bwd_pair(gf, gs, qf, qs_, kf, ks_, vf, vs_, of, os_, lse, dims, scale, one, dropout, thr, inv_keep, key,
+                  dqf, dqs, dkf, dks, dvf, dvs, bh)
 
 
 @numba.njit(fastmath=FASTMATH)
-def _bwd_pair(dout, q, k, v, out, lse, scale, one, dropout, thr, inv_keep, key, dq, dk, dv, bh):
-    B, Tq, H, D = q.shape
-    Tk = k.shape[1]
+def _bwd_pair(gf, gs, qf, qs_, kf, ks_, vf, vs_, of, os_, lse, dims, scale, one, dropout, thr, inv_keep, key,
+              dqf, dqs, dkf, dks, dvf, dvs, bh):
+    B, Tq, Tk, H, D = dims
     off = Tk - Tq
     zero = one - one
     b = bh // H
     h = bh - b * H
     R = _ROWS
-    kt = np.empty((D, Tk), dtype=q.dtype)      # keys transposed (S = Q K^T)
-    vt = np.empty((D, Tk), dtype=q.dtype)      # values transposed (dA = dO V^T)
-    kk = np.empty((Tk, D), dtype=q.dtype)      # keys by row (dQ = dS K)
-    _transpose_head(k, b, h, kt)
-    _transpose_head(v, b, h, vt)
-    _copy_head(k, b, h, kk)
-    dkt = np.zeros((D, Tk), dtype=q.dtype)     # dK and dV accumulate transposed: the products
-    dvt = np.zeros((D, Tk), dtype=q.dtype)     # then run along the keys (long rows) instead of d
-    s = np.empty((R, Tk), dtype=q.dtype)       # scores, then P, then dS (scale folded in)
-    dp = np.empty((R, Tk), dtype=q.dtype)      # dA = dO V^T
-    a = np.empty((R, Tk), dtype=q.dtype)       # P after dropout: what multiplied V
-    qs = np.empty((R, D), dtype=q.dtype)       # q * scale
-    qbt = np.empty((D, R), dtype=q.dtype)      # q, transposed
-    db = np.empty((R, D), dtype=q.dtype)       # dO
-    dbt = np.empty((D, R), dtype=q.dtype)      # dO, transposed
-    dqb = np.empty((R, D), dtype=q.dtype)
-    delta = np.empty(R, dtype=q.dtype)
+    dt = lse.dtype
+    kt = np.empty((D, Tk), dtype=dt)      # keys transposed (S = Q K^T)
+    vt = np.empty((D, Tk), dtype=dt)      # values transposed (dA = dO V^T)
+    kk = np.empty((Tk, D), dtype=dt)      # keys by row (dQ = dS K)
+    kbase = b * ks_[0] + h * ks_[2]
+    _gather_t(kf, kbase, ks_[1], Tk, D, kt)
+    _gather_t(vf, b * vs_[0] + h * vs_[2], vs_[1], Tk, D, vt)
+    _gather(kf, kbase, ks_[1], Tk, D, kk)
+    qbase = b * qs_[0] + h * qs_[2]
+    gbase = b * gs[0] + h * gs[2]
+    obase = b * os_[0] + h * os_[2]
+    dqbase = b * dqs[0] + h * dqs[2]
+    dkt = np.zeros((D, Tk), dtype=dt)     # dK and dV accumulate transposed: the products
+    dvt = np.zeros((D, Tk), dtype=dt)     # then run along the keys (long rows) instead of d
+    s = np.empty((R, Tk), dtype=dt)       # scores, then P, then dS (scale folded in)
+    dp = np.empty((R, Tk), dtype=dt)      # dA = dO V^T
+    a = np.empty((R, Tk), dtype=dt)       # P after dropout: what multiplied V
+    qs = np.empty((R, D), dtype=dt)       # q * scale
+    qbt = np.empty((D, R), dtype=dt)      # q, transposed
+    db = np.empty((R, D), dtype=dt)       # dO
+    dbt = np.empty((D, R), dtype=dt)      # dO, transposed
+    dqb = np.empty((R, D), dtype=dt)
+    delta = np.empty(R, dtype=dt)
     bh_base = np.uint64(bh) * np.uint64(Tk)
     big = Tk + D + R
     for i0 in range(0, Tq, R):
@@ -421,10 +446,15 @@ def _bwd_pair(dout, q, k, v, out, lse, scale, one, dropout, thr, inv_keep, key, 
         lb = off + i0 + nr                      # keys any row of the block sees
         for r in range(nr):
             acc = zero
+            iq = qbase + (i0 + r) * qs_[1]
+            ig = gbase + (i0 + r) * gs[1]
+            io = obase + (i0 + r) * os_[1]
+            iq, ig, io = _U(iq), _U(ig), _U(io)
             for d in range(D):
-                qv = q[b, i0 + r, h, d]
-                ov = dout[b, i0 + r, h, d]
-                acc += ov * out[b, i0 + r, h, d]
+                ud = _U(d)
+                qv = qf[iq + ud]
+                ov = gf[ig + ud]
+                acc += ov * of[io + ud]
                 qbt[d, r] = qv
                 qs[r, d] = qv * scale
                 db[r, d] = ov
@@ -455,15 +485,23 @@ def _bwd_pair(dout, q, k, v, out, lse, scale, one, dropout, thr, inv_keep, key, 
                 sr[j] = zero
         _mm(s, kk, dqb, nr, lb, D, off + i0, D, False, zero)       # dQ = dS K
         for r in range(nr):
+            io = dqbase + (i0 + r) * dqs[1]
+            dqr = dqb[r]
+            io = _U(io)
             for d in range(D):
-                dq[b, i0 + r, h, d] = dqb[r, d]
+                dqf[io + _U(d)] = dqr[d]
         _mm(dbt, a, dvt, D, nr, lb, big, big, True, zero)          # dV^T += dO^T A
         _mm(qbt, s, dkt, D, nr, lb, big, big, True, zero)          # dK^T += Q^T dS
-    for j0 in range(0, Tk, 16):                                    # transpose back, 16 keys at a time
-        for j in range(j0, min(j0 + 16, Tk)):
-            for d in range(D):
-                dk[b, j, h, d] = dkt[d, j]
-                dv[b, j, h, d] = dvt[d, j]
+    kbase = b * dks[0] + h * dks[2]                                # transpose back
+    vbase = b * dvs[0] + h * dvs[2]
+    for j0 in range(0, Tk, 16):
+        j1 = min(j0 + 16, Tk)
+        for d in range(D):
+            dkd, dvd = dkt[d], dvt[d]
+            ik, iv = _U(kbase + d), _U(vbase + d)
+            for j in range(j0, j1):
+                dkf[ik + _U(j * dks[1])] = dkd[j]
+                dvf[iv + _U(j * dvs[1])] = dvd[j]
 
 
 _u64 = numba.types.uint64
@@ -476,15 +514,31 @@ def _fwd_types(f, layout="A"):
             _u64, array_type(f, 4), array_type(f, 3))
 
 
+_i64x3 = numba.types.UniTuple(numba.types.int64, 3)
+_dims = numba.types.UniTuple(numba.types.int64, 5)
+
+
+def _flat_in(f):
+    """A read-only flat view and its (B, T, H) strides (see ``_flat``)."""
+    return (array_type(f, 1, readonly=True), _i64x3)
+
+
+def _flat_out(f):
+    return (array_type(f, 1), _i64x3)
+
+
+def _train_fwd_types(f):
+    return (*_flat_in(f), *_flat_in(f), *_flat_in(f), _dims, f, f, _bool, _u64, f, _u64, array_type(f, 4),
+            array_type(f, 3))
+
+
 def _bwd_types(f):
-    ro = dict(readonly=True, layout="A")
-    wa = dict(layout="A")
-    return (array_type(f, 4, **ro), array_type(f, 4, **ro), array_type(f, 4, **ro), array_type(f, 4, **ro),
-            array_type(f, 4, **ro), array_type(f, 3, **ro), f, f, _bool, _u64, f, _u64,
-            array_type(f, 4, **wa), array_type(f, 4, **wa), array_type(f, 4, **wa))
+    return (*_flat_in(f), *_flat_in(f), *_flat_in(f), *_flat_in(f), *_flat_in(f),
+            array_type(f, 3, readonly=True, layout="A"), _dims, f, f, _bool, _u64, f, _u64,
+            *_flat_out(f), *_flat_out(f), *_flat_out(f))
 
 
-_fwd_k = LazyKernel(_fwd, _fwd_types)
+_fwd_k = LazyKernel(_fwd, _train_fwd_types)
 # few queries: one version for C-contiguous q/k/v (a batch-1 KV cache; inner loops vectorise), one for views
 _fwd_rows_c = LazyKernel(_fwd_rows, lambda f: _fwd_types(f, "C"))
 _fwd_rows_a = LazyKernel(_fwd_rows, _fwd_types)
@@ -495,6 +549,23 @@ _bwd_k = LazyKernel(_bwd, _bwd_types)
 def _as(a, dt):
     a = np.asarray(a)
     return a if a.dtype == dt else a.astype(dt)
+
+
+def _flat(a, copy_ok=True):
+    """(flat, (sB, sT, sH)) for a (B, T, H, D) array: ``flat`` is a contiguous 1-D view from the array's
+    first element to its last, strides are in elements; ``None`` if the layout does not allow it (the last
+    axis not contiguous, negative or unaligned strides) and ``copy_ok`` is False, else such arrays are
+    copied first."""
+    it = a.itemsize
+    st = a.strides
+    if a.size == 0 or (a.shape[3] > 1 and st[3] != it) or any(s < 0 or s % it for s in st):
+        if not copy_ok:
+            return None
+        a = np.ascontiguousarray(a)
+        st = a.strides
+    span = 1 + sum((n - 1) * s for n, s in zip(a.shape, st)) // it if a.size else 0
+    flat = np.lib.stride_tricks.as_strided(a, shape=(span,), strides=(it,), writeable=a.flags.writeable)
+    return flat, (st[0] // it, st[1] // it, st[2] // it)
 
 
 def attention_forward_numba(q, k, v, scale, dropout_p=0.0, seed=0):
@@ -511,9 +582,10 @@ def attention_forward_numba(q, k, v, scale, dropout_p=0.0, seed=0):
             q = np.ascontiguousarray(q)                      # (B, Tq, H, D) with Tq < 4: tiny
             contiguous = k.flags.c_contiguous and v.flags.c_contiguous
             kernel = (_fwd_rows_c if contiguous else _fwd_rows_a)[dt]
+            kernel(q, k, v, dt.type(scale), dt.type(1.0), use, thr, dt.type(inv_keep), key, out, lse)
         else:
-            kernel = _fwd_k[dt]
-        kernel(q, k, v, dt.type(scale), dt.type(1.0), use, thr, dt.type(inv_keep), key, out, lse)
+            _fwd_k[dt](*_flat(q), *_flat(k), *_flat(v), (B, Tq, k.shape[1], H, D), dt.type(scale), dt.type(1.0),
+                       use, thr, dt.type(inv_keep), key, out, lse)
     return out, lse
 
 
@@ -535,9 +607,25 @@ def attention_backward_numba(dout, q, k, v, out, lse, scale, dropout_p=0.0, seed
     dq = _grad_buffer(dq, q, "dq")
     dk = _grad_buffer(dk, k, "dk")
     dv = _grad_buffer(dv, v, "dv")
-    if q.size or k.size:
-        _bwd_k[dt](_as(dout, dt), q, k, v, _as(out, dt), _as(lse, dt), dt.type(scale), dt.type(1.0), use, thr,
-                   dt.type(inv_keep), key, dq, dk, dv)
+    if q.size and k.size:
+        B, Tq, H, D = q.shape
+        grads = []
+        for g in (dq, dk, dv):          # written through flat views; other layouts via a temporary
+            fl = _flat(g, copy_ok=False)
+            tmp = None
+            if fl is None:
+                tmp = np.empty(g.shape, dtype=dt)
+                fl = _flat(tmp)
+            grads.append((fl, tmp))
+        _bwd_k[dt](*_flat(_as(dout, dt)), *_flat(q), *_flat(k), *_flat(v), *_flat(_as(out, dt)), _as(lse, dt),
+                   (B, Tq, k.shape[1], H, D), dt.type(scale), dt.type(1.0), use, thr, dt.type(inv_keep), key,
+                   *grads[0][0], *grads[1][0], *grads[2][0])
+        for g, (_, tmp) in zip((dq, dk, dv), grads):
+            if tmp is not None:
+                g[...] = tmp
+    elif k.size:                        # no queries: no gradient reaches k or v
+        dk[...] = 0
+        dv[...] = 0
     return dq, dk, dv
 
 
