@@ -181,14 +181,18 @@ def _mm(x, b, c, m, kd, n, k0, n0, accumulate, zero):
 
     For the group starting at row ``i`` (of ``g`` rows) ``k_g = min(kd, k0 + i + g)`` and
     ``n_g = min(n, n0 + i + g)``: pass ``k0`` / ``n0`` as the causal offset to stop each group at its limit,
-    or a large number to use the whole ``kd`` / ``n``. The innermost loop runs along the rows of ``b`` and
+    or a large number to use the whole ``kd`` / ``n``. ``n_g`` is then rounded up to a multiple of 8 as
+    far as the widths of ``b`` and ``c`` allow (the kernels allocate them so, with zeros in ``b``'s extra
+    columns): the columns past ``n_g`` get values that are never used, or zero. The innermost loop runs along the rows of ``b`` and
     ``c`` (contiguous, so it becomes SIMD code) and does sixteen multiply-adds -- four rows of ``c`` by four
     rows of ``b`` -- per vector of ``b`` loaded; the sixteen ``x`` values stay in registers.
     """
+    nmax = min(b.shape[1], c.shape[1])
     for i in range(0, m, 4):
         g = min(4, m - i)
         ke = min(kd, k0 + i + g)
         ne = min(n, n0 + i + g)
+        ne = min((ne + 7) & -8, nmax)   # whole vectors when the buffers are wide enough: no scalar tail
         k4 = ke - ke % 4
         if g == 4:
             c0, c1, c2, c3 = c[i], c[i + 1], c[i + 2], c[i + 3]
@@ -243,6 +247,19 @@ def _mm(x, b, c, m, kd, n, k0, n0, accumulate, zero):
 # strided (B, T, 3, H, D) buffers are contiguous, and this way the compiler knows it (vector loads and
 # stores instead of one strided access per element).
 
+@numba.njit(inline="always")
+def _pad8(n):
+    return (n + 7) & -8
+
+
+@numba.njit(inline="always")
+def _zero_cols(x, c0, zero):
+    """x[:, c0:] = 0 (the padding columns of a work buffer)."""
+    for r in range(x.shape[0]):
+        for j in range(c0, x.shape[1]):
+            x[r, j] = zero
+
+
 _U = np.uint64      # flat indices are unsigned: no negative-index wraparound test per element
 
 
@@ -284,14 +301,17 @@ def _fwd_pair(qf, qs_, kf, ks_, vf, vs_, dims, scale, one, dropout, thr, inv_kee
     h = bh - b * H
     R = _ROWS
     dt = out.dtype
-    kt = np.empty((D, Tk), dtype=dt)            # keys transposed: S = Q K^T runs along the keys
-    vv = np.empty((Tk, D), dtype=dt)            # values by row: O = P V runs along d
+    W, Dp = _pad8(Tk), _pad8(D)                 # buffer widths: whole vectors of 8
+    kt = np.empty((D, W), dtype=dt)             # keys transposed: S = Q K^T runs along the keys
+    vv = np.empty((Tk, Dp), dtype=dt)           # values by row: O = P V runs along d
+    _zero_cols(kt, Tk, zero)
+    _zero_cols(vv, D, zero)
     _gather_t(kf, b * ks_[0] + h * ks_[2], ks_[1], Tk, D, kt)
     _gather(vf, b * vs_[0] + h * vs_[2], vs_[1], Tk, D, vv)
     qbase = b * qs_[0] + h * qs_[2]
-    s = np.empty((R, Tk), dtype=dt)        # scores, then probabilities (after dropout)
+    s = np.empty((R, W), dtype=dt)              # scores, then probabilities (after dropout)
     qs = np.empty((R, D), dtype=dt)
-    o = np.empty((R, D), dtype=dt)
+    o = np.empty((R, Dp), dtype=dt)
     inv_total = np.empty(R, dtype=dt)
     bh_base = np.uint64(bh) * np.uint64(Tk)
     for i0 in range(0, Tq, R):
@@ -417,9 +437,13 @@ def _bwd_pair(gf, gs, qf, qs_, kf, ks_, vf, vs_, of, os_, lse, dims, scale, one,
     h = bh - b * H
     R = _ROWS
     dt = lse.dtype
-    kt = np.empty((D, Tk), dtype=dt)      # keys transposed (S = Q K^T)
-    vt = np.empty((D, Tk), dtype=dt)      # values transposed (dA = dO V^T)
-    kk = np.empty((Tk, D), dtype=dt)      # keys by row (dQ = dS K)
+    W, Dp = _pad8(Tk), _pad8(D)           # buffer widths: whole vectors of 8
+    kt = np.empty((D, W), dtype=dt)       # keys transposed (S = Q K^T)
+    vt = np.empty((D, W), dtype=dt)       # values transposed (dA = dO V^T)
+    kk = np.empty((Tk, Dp), dtype=dt)     # keys by row (dQ = dS K)
+    _zero_cols(kt, Tk, zero)
+    _zero_cols(vt, Tk, zero)
+    _zero_cols(kk, D, zero)
     kbase = b * ks_[0] + h * ks_[2]
     _gather_t(kf, kbase, ks_[1], Tk, D, kt)
     _gather_t(vf, b * vs_[0] + h * vs_[2], vs_[1], Tk, D, vt)
@@ -428,16 +452,16 @@ def _bwd_pair(gf, gs, qf, qs_, kf, ks_, vf, vs_, of, os_, lse, dims, scale, one,
     gbase = b * gs[0] + h * gs[2]
     obase = b * os_[0] + h * os_[2]
     dqbase = b * dqs[0] + h * dqs[2]
-    dkt = np.zeros((D, Tk), dtype=dt)     # dK and dV accumulate transposed: the products
-    dvt = np.zeros((D, Tk), dtype=dt)     # then run along the keys (long rows) instead of d
-    s = np.empty((R, Tk), dtype=dt)       # scores, then P, then dS (scale folded in)
-    dp = np.empty((R, Tk), dtype=dt)      # dA = dO V^T
-    a = np.empty((R, Tk), dtype=dt)       # P after dropout: what multiplied V
+    dkt = np.zeros((D, W), dtype=dt)      # dK and dV accumulate transposed: the products
+    dvt = np.zeros((D, W), dtype=dt)      # then run along the keys (long rows) instead of d
+    s = np.empty((R, W), dtype=dt)        # scores, then P, then dS (scale folded in)
+    dp = np.empty((R, W), dtype=dt)       # dA = dO V^T
+    a = np.empty((R, W), dtype=dt)        # P after dropout: what multiplied V
     qs = np.empty((R, D), dtype=dt)       # q * scale
     qbt = np.empty((D, R), dtype=dt)      # q, transposed
     db = np.empty((R, D), dtype=dt)       # dO
     dbt = np.empty((D, R), dtype=dt)      # dO, transposed
-    dqb = np.empty((R, D), dtype=dt)
+    dqb = np.empty((R, Dp), dtype=dt)
     delta = np.empty(R, dtype=dt)
     bh_base = np.uint64(bh) * np.uint64(Tk)
     big = Tk + D + R
@@ -480,7 +504,7 @@ def _bwd_pair(gf, gs, qf, qs_, kf, ks_, vf, vs_, of, os_, lse, dims, scale, one,
                     pj = fast_exp(sr[j] - l_)
                     ar[j] = pj
                     sr[j] = pj * (dpr[j] - dl) * scale
-            for j in range(lim, lb):                # beyond this row's limit
+            for j in range(lim, min(_pad8(lb), W)):  # beyond this row's limit (dK, dV read to a multiple of 8)
                 ar[j] = zero
                 sr[j] = zero
         _mm(s, kk, dqb, nr, lb, D, off + i0, D, False, zero)       # dQ = dS K
