@@ -329,8 +329,13 @@ def _fwd_pair(qf, qs_, kf, ks_, vf, vs_, dims, scale, one, dropout, thr, inv_kee
             lim = off + i + 1                       # keys 0 .. lim-1 are visible to query i
             sr = s[r]
             m = row_max(sr, lim)
+            # the exp loop runs to a multiple of 8 (no scalar tail): past lim it sees m - 80, whose exp
+            # (1.8e-35, a normal number) vanishes in the total (>= 1) and is then set to zero
+            lp = _pad8(lim)
+            for j in range(lim, lp):
+                sr[j] = m - 80
             total = zero
-            for j in range(lim):
+            for j in range(lp):
                 e = fast_exp(sr[j] - m)
                 sr[j] = e
                 total += e
@@ -340,7 +345,7 @@ def _fwd_pair(qf, qs_, kf, ks_, vf, vs_, dims, scale, one, dropout, thr, inv_kee
                 rowbase = key + (bh_base + np.uint64(i + off)) * np.uint64(Tk) * _GOLD
                 for j in range(lim):
                     sr[j] *= _keep_scale(rowbase, j, thr, inv_keep, zero)
-            for j in range(lim, min(lb, lim + 3)):  # the row's group of four runs to its last row's limit
+            for j in range(lim, max(lp, min(lb, lim + 3))):  # the row's group runs to its last row's limit
                 sr[j] = zero
         _mm(s, vv, o, nr, lb, D, off + i0, D, False, zero)
         for r in range(nr):
@@ -500,7 +505,11 @@ def _bwd_pair(gf, gs, qf, qs_, kf, ks_, vf, vs_, of, os_, lse, dims, scale, one,
                     ar[j] = pj * mk
                     sr[j] = pj * (dpr[j] * mk - dl) * scale
             else:
-                for j in range(lim):
+                lp = _pad8(lim)                     # to a multiple of 8, as in the forward (zeroed below)
+                for j in range(lim, lp):
+                    sr[j] = l_ - 80
+                    dpr[j] = zero
+                for j in range(lp):
                     pj = fast_exp(sr[j] - l_)
                     ar[j] = pj
                     sr[j] = pj * (dpr[j] - dl) * scale
