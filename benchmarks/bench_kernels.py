@@ -2,6 +2,7 @@
 
     python benchmarks/bench_kernels.py                      # all three model shapes
     python benchmarks/bench_kernels.py --configs tiny --repeat 20
+    python benchmarks/bench_kernels.py --kernels attention attn_decode --repeat 30   # attention only
 
 Shapes are those of the models in issue 4 (float32):
 
@@ -12,8 +13,9 @@ Shapes are those of the models in issue 4 (float32):
 Kernels: causal attention (vs ``F.scaled_dot_product_attention(is_causal=True)``), one decoding step
 of attention with a KV cache (``attn_decode``: 1 query over T cached positions, forward only), layer norm over
 (B*T, C), GELU over (B*T, 4C) (vs ``F.gelu(approximate="tanh")``) and softmax + cross-entropy over
-(B*T, V) (vs ``F.cross_entropy``). Figures are forward + backward, the best of ``--repeat`` runs after
-a warm-up call (which also compiles the kernels); the three implementations are timed in turns. PyTorch
+(B*T, V) (vs ``F.cross_entropy``). Figures are forward + backward, the best of at least ``--repeat``
+runs after a warm-up call (which also compiles the kernels); each implementation runs in blocks of
+back-to-back calls and the blocks take turns (see ``best_times``). PyTorch
 runs with ``torch.set_num_threads(2)`` and is skipped when it is not installed; ``--no-numpy`` skips the
 (slow) NumPy references.
 """
@@ -30,6 +32,7 @@ import numpy as np  # noqa: E402
 from minigpt import kernels  # noqa: E402
 from minigpt.kernels import attention as KA, gelu as KG, layernorm as KL, softmax as KS  # noqa: E402
 
+KERNELS = ["attention", "attn_decode", "layer_norm", "gelu", "cross_entropy"]
 CONFIGS = {
     "tiny": dict(B=16, T=128, H=4, D=32, V=512),
     "small": dict(B=8, T=256, H=6, D=64, V=50257),
@@ -37,21 +40,30 @@ CONFIGS = {
 }
 
 
-def best_times(fns, repeat):
-    """Best-of-``repeat`` seconds for each callable in ``fns`` (None entries give None).
+def best_times(fns, repeat, rounds=2, min_block=0.3):
+    """Best-of seconds for each callable in ``fns`` (None entries give None).
 
-    The callables are timed in turns (a, b, c, a, b, c, ...) after one warm-up call each (which also
-    compiles the Numba kernels), so that on a shared machine each gets the same chance at quiet moments.
+    Each implementation runs in blocks of back-to-back calls -- at least ``repeat`` calls and at least
+    ``min_block`` seconds -- and the blocks of the implementations take turns, ``rounds`` times, so that
+    on a shared machine each gets the same chance at quiet moments. Blocks rather than single calls in
+    turns: after a call, OpenBLAS's and PyTorch's worker threads keep spinning for up to ~0.1 s and slow
+    down whatever runs next on a 2-core machine (a Numba kernel right after a NumPy GEMM measured up to 2x
+    slower), so a call timed straight after another library's call measures that library's spinning.
+    The first call of each implementation (which also compiles the Numba kernels) is not timed.
     """
     live = {k: f for k, f in fns.items() if f is not None}
     for f in live.values():
         f()
     best = {k: float("inf") for k in live}
-    for _ in range(repeat):
+    for _ in range(rounds):
         for k, f in live.items():
-            t = time.perf_counter()
-            f()
-            best[k] = min(best[k], time.perf_counter() - t)
+            start = time.perf_counter()
+            n = 0
+            while n < repeat or time.perf_counter() - start < min_block:
+                t = time.perf_counter()
+                f()
+                best[k] = min(best[k], time.perf_counter() - t)
+                n += 1
     return {k: best.get(k) for k in fns}
 
 
@@ -193,6 +205,8 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=10, help="timed runs per figure (best is kept)")
     ap.add_argument("--no-numpy", action="store_true", help="skip the NumPy reference timings")
     ap.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
+    ap.add_argument("--kernels", nargs="+", default=None, choices=KERNELS,
+                    help="time only these kernels (default: all)")
     args = ap.parse_args(argv)
 
     torch = None
@@ -209,7 +223,7 @@ def main(argv=None):
     print(f"numpy {np.__version__}, numba {numba.__version__} ({numba.get_num_threads()} threads, layer "
           f"{os.environ.get('NUMBA_THREADING_LAYER')})"
           + (f", torch {torch.__version__} ({torch.get_num_threads()} threads)" if torch else ""))
-    print("float32, forward + backward, best of", args.repeat, "runs, milliseconds\n")
+    print("float32, forward + backward, best of at least", args.repeat, "runs, milliseconds\n")
     header = (f"{'config':<11} {'kernel':<14} {'numba':>9} {'numpy':>9} {'torch':>9} {'numpy/numba':>12} "
               f"{'torch/numba':>12}")
     print(header)
@@ -218,6 +232,8 @@ def main(argv=None):
     for name in args.configs:
         cases = make_cases(CONFIGS[name], rng, torch)
         for kname, fns in cases.items():
+            if args.kernels and kname not in args.kernels:
+                continue
             if args.no_numpy:
                 fns = dict(fns, numpy=None)
             times = best_times(fns, args.repeat)
