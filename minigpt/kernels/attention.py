@@ -183,9 +183,11 @@ def _mm(x, b, c, m, kd, n, k0, n0, accumulate, zero):
     ``n_g = min(n, n0 + i + g)``: pass ``k0`` / ``n0`` as the causal offset to stop each group at its limit,
     or a large number to use the whole ``kd`` / ``n``. ``n_g`` is then rounded up to a multiple of 8 as
     far as the widths of ``b`` and ``c`` allow (the kernels allocate them so, with zeros in ``b``'s extra
-    columns): the columns past ``n_g`` get values that are never used, or zero. The innermost loop runs along the rows of ``b`` and
-    ``c`` (contiguous, so it becomes SIMD code) and does sixteen multiply-adds -- four rows of ``c`` by four
-    rows of ``b`` -- per vector of ``b`` loaded; the sixteen ``x`` values stay in registers.
+    columns): the columns past ``n_g`` get values that are never used, or zero.
+
+    The innermost loop runs along the rows of ``b`` and ``c`` (contiguous, so it becomes SIMD code) and
+    does sixteen multiply-adds -- four rows of ``c`` by four rows of ``b`` -- per vector of ``b`` loaded;
+    the sixteen ``x`` values stay in registers.
     """
     nmax = min(b.shape[1], c.shape[1])
     for i in range(0, m, 4):
