@@ -70,25 +70,58 @@ class CrossEntropy(Function):
         return (K.cross_entropy_backward(self.logits, self.targets, self.lse, scale, self.ignore_index),)
 
 
+class _ScratchPool:
+    """Reusable (N, vocab) logits buffers. A buffer this large (hundreds of MB) is mapped fresh by the
+    operating system at every allocation, and faulting its pages in costs as much as a pass over it;
+    reusing the previous step's buffer avoids that. A buffer is handed out to one op at a time and
+    comes back when that op is done with it (at most ``keep`` buffers per shape are kept)."""
+
+    def __init__(self, keep: int = 1):
+        self.keep = keep
+        self.free = {}
+
+    def take(self, shape, dtype) -> np.ndarray:
+        bufs = self.free.get((shape, np.dtype(dtype)))
+        return bufs.pop() if bufs else np.empty(shape, dtype=dtype)
+
+    def give(self, arr: np.ndarray) -> None:
+        bufs = self.free.setdefault((arr.shape, arr.dtype), [])
+        if len(bufs) < self.keep:
+            bufs.append(arr)
+
+    def clear(self) -> None:
+        self.free.clear()
+
+
+LOGITS_POOL = _ScratchPool()
+
+
 class LinearCrossEntropy(Function):
     """Cross-entropy of the logits ``x @ W.T`` (an LM head over a (vocab, dim) table), fused.
 
-    The (N, vocab) logits are the largest buffer of a training step. This op keeps only that one buffer:
-    backward overwrites it in place with the gradient of the logits before the two GEMMs that give dx
-    and dW. So the graph through it can be back-propagated once (a second backward is an error).
+    The (N, vocab) logits are the largest buffer of a training step. This op keeps only that one buffer
+    (taken from, and returned to, ``LOGITS_POOL``): backward overwrites it in place with the gradient of
+    the logits before the two GEMMs that give dx and dW. So the graph through it can be back-propagated
+    once (a second backward is an error).
     """
+
+    saved = None
 
     def forward(self, x, w, targets, ignore_index):
         n_out, n_in = w.shape
         x2 = x.reshape(-1, n_in)
-        logits = x2 @ w.T
+        logits = LOGITS_POOL.take((x2.shape[0], n_out), x.dtype)
+        np.matmul(x2, w.T, out=logits)
         loss_sum, n_valid, lse = K.cross_entropy_forward(logits, targets, ignore_index)
         if n_valid == 0:
+            LOGITS_POOL.give(logits)
             raise MiniGPTError(
                 f"cross_entropy: every target is ignore_index ({ignore_index}); the mean loss is undefined"
             )
         if any(self.needs):
             self.saved = (x2, w, logits, targets, lse, ignore_index, n_valid, x.shape)
+        else:
+            LOGITS_POOL.give(logits)
         return np.asarray(loss_sum / n_valid, dtype=x.dtype)
 
     def backward(self, g):
@@ -100,6 +133,7 @@ class LinearCrossEntropy(Function):
         dlogits = K.cross_entropy_backward(logits, targets, lse, float(g) / n_valid, ignore_index, out=logits)
         dx = (dlogits @ w).reshape(xshape) if self.needs[0] else None
         dw = dlogits.T @ x2 if self.needs[1] else None
+        LOGITS_POOL.give(logits)
         return dx, dw
 
 
