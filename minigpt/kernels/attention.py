@@ -461,13 +461,11 @@ def _bwd_pair(gf, gs, qf, qs_, kf, ks_, vf, vs_, of, os_, lse, dims, scale, one,
     dqbase = b * dqs[0] + h * dqs[2]
     dkt = np.zeros((D, W), dtype=dt)      # dK and dV accumulate transposed: the products
     dvt = np.zeros((D, W), dtype=dt)      # then run along the keys (long rows) instead of d
-    s = np.empty((R, W), dtype=dt)        # scores, then P, then dS (scale folded in)
+    s = np.empty((R, W), dtype=dt)        # scores (unscaled), then P, then dS (scale folded in)
     dp = np.empty((R, W), dtype=dt)       # dA = dO V^T
     a = np.empty((R, W), dtype=dt)        # P after dropout: what multiplied V
-    qs = np.empty((R, D), dtype=dt)       # q * scale
-    qbt = np.empty((D, R), dtype=dt)      # q, transposed
+    qb = np.empty((R, D), dtype=dt)       # q
     db = np.empty((R, D), dtype=dt)       # dO
-    dbt = np.empty((D, R), dtype=dt)      # dO, transposed
     dqb = np.empty((R, Dp), dtype=dt)
     delta = np.empty(R, dtype=dt)
     bh_base = np.uint64(bh) * np.uint64(Tk)
@@ -481,17 +479,15 @@ def _bwd_pair(gf, gs, qf, qs_, kf, ks_, vf, vs_, of, os_, lse, dims, scale, one,
             ig = gbase + (i0 + r) * gs[1]
             io = obase + (i0 + r) * os_[1]
             iq, ig, io = _U(iq), _U(ig), _U(io)
+            qbr, dbr = qb[r], db[r]
             for d in range(D):
                 ud = _U(d)
-                qv = qf[iq + ud]
                 ov = gf[ig + ud]
                 acc += ov * of[io + ud]
-                qbt[d, r] = qv
-                qs[r, d] = qv * scale
-                db[r, d] = ov
-                dbt[d, r] = ov
+                qbr[d] = qf[iq + ud]
+                dbr[d] = ov
             delta[r] = acc                      # sum_d dO * O = sum_j P dP
-        _mm(qs, kt, s, nr, D, lb, D, off + i0, False, zero)
+        _mm(qb, kt, s, nr, D, lb, D, off + i0, False, zero)
         _mm(db, vt, dp, nr, D, lb, D, off + i0, False, zero)
         for r in range(nr):
             i = i0 + r
@@ -502,17 +498,18 @@ def _bwd_pair(gf, gs, qf, qs_, kf, ks_, vf, vs_, of, os_, lse, dims, scale, one,
             if dropout:
                 rowbase = key + (bh_base + np.uint64(i + off)) * np.uint64(Tk) * _GOLD
                 for j in range(lim):
-                    pj = fast_exp(sr[j] - l_)
+                    pj = fast_exp(sr[j] * scale - l_)
                     mk = _keep_scale(rowbase, j, thr, inv_keep, zero)
                     ar[j] = pj * mk
                     sr[j] = pj * (dpr[j] * mk - dl) * scale
             else:
                 lp = _pad8(lim)                     # to a multiple of 8, as in the forward (zeroed below)
+                pad = (l_ - 80) / scale if scale != zero else zero     # exp(pad * scale - l_) = 1.8e-35
                 for j in range(lim, lp):
-                    sr[j] = l_ - 80
+                    sr[j] = pad
                     dpr[j] = zero
                 for j in range(lp):
-                    pj = fast_exp(sr[j] - l_)
+                    pj = fast_exp(sr[j] * scale - l_)
                     ar[j] = pj
                     sr[j] = pj * (dpr[j] - dl) * scale
             for j in range(lim, min(_pad8(lb), W)):  # beyond this row's limit (dK, dV read to a multiple of 8)
@@ -525,8 +522,8 @@ def _bwd_pair(gf, gs, qf, qs_, kf, ks_, vf, vs_, of, os_, lse, dims, scale, one,
             io = _U(io)
             for d in range(D):
                 dqf[io + _U(d)] = dqr[d]
-        _mm(dbt, a, dvt, D, nr, lb, big, big, True, zero)          # dV^T += dO^T A
-        _mm(qbt, s, dkt, D, nr, lb, big, big, True, zero)          # dK^T += Q^T dS
+        _mm(db.T, a, dvt, D, nr, lb, big, big, True, zero)         # dV^T += dO^T A
+        _mm(qb.T, s, dkt, D, nr, lb, big, big, True, zero)         # dK^T += Q^T dS
     kbase = b * dks[0] + h * dks[2]                                # transpose back
     vbase = b * dvs[0] + h * dvs[2]
     for j0 in range(0, Tk, 16):
