@@ -171,6 +171,23 @@ def _ce_bwd(x, t, ignore, lse, scale, out):
         o[ti] -= scale
 
 
+def _ce_bwd_inplace(x, t, ignore, lse, scale):
+    # The same math as _ce_bwd, reading and writing one array: with two arguments that may alias, LLVM
+    # cannot vectorise the loop (measured 5x slower for the in-place call on (2048, 50257)).
+    n, v = x.shape
+    for i in numba.prange(n):
+        ti = t[i]
+        o = x[i]
+        if ti == ignore:
+            for j in range(v):
+                o[j] = scale - scale
+            continue
+        l_ = lse[i]
+        for j in range(v):
+            o[j] = scale * fast_exp(o[j] - l_)
+        o[ti] -= scale
+
+
 def _two_arrays(f):
     return (array_type(f, 2, readonly=True), array_type(f, 2), f)
 
@@ -187,10 +204,11 @@ _log_softmax_bwd_k = LazyKernel(_log_softmax_bwd, _three_arrays)
 _ce_fwd_k = LazyKernel(_ce_fwd, lambda f: (
     array_type(f, 2, readonly=True), array_type(_i64, 1, readonly=True), _i64, array_type(f, 1),
     array_type(numba.types.float64, 1), f))
-# ``x`` is not declared read-only here: ``out`` may be the same buffer.
 _ce_bwd_k = LazyKernel(_ce_bwd, lambda f: (
-    array_type(f, 2), array_type(_i64, 1, readonly=True), _i64, array_type(f, 1, readonly=True), f,
+    array_type(f, 2, readonly=True), array_type(_i64, 1, readonly=True), _i64, array_type(f, 1, readonly=True), f,
     array_type(f, 2)))
+_ce_bwd_inplace_k = LazyKernel(_ce_bwd_inplace, lambda f: (
+    array_type(f, 2), array_type(_i64, 1, readonly=True), _i64, array_type(f, 1, readonly=True), f))
 
 
 def _c(a, dtype):
@@ -263,7 +281,12 @@ def cross_entropy_backward_numba(logits, targets, lse, scale, ignore_index=-100,
                            f"{out.shape}")
     if x.size:
         t = np.ascontiguousarray(targets, dtype=np.int64)
-        _ce_bwd_k[dt](_c(x, dt), t, int(ignore_index), _c(lse, dt), dt.type(scale), out)
+        if out is x:
+            _ce_bwd_inplace_k[dt](out, t, int(ignore_index), _c(lse, dt), dt.type(scale))
+        elif np.shares_memory(out, x):
+            raise MiniGPTError("cross_entropy_backward: out overlaps logits without being the same array")
+        else:
+            _ce_bwd_k[dt](_c(x, dt), t, int(ignore_index), _c(lse, dt), dt.type(scale), out)
     return out
 
 
