@@ -207,8 +207,14 @@ class Tensor:
                 continue
             op = node._op
             if op is None:
-                _accumulate_leaf(node, g, id(node) in owned)
+                if isinstance(g, RowGrad):
+                    g.add_to_leaf(node)
+                else:
+                    _accumulate_leaf(node, g, id(node) in owned)
                 continue
+            if isinstance(g, RowGrad):
+                g = g.dense()
+                owned.add(id(node))
             op.grad_is_scratch = id(node) in owned  # backward may overwrite g (nobody else holds it)
             in_grads = op.backward(g)
             if not isinstance(in_grads, tuple):
@@ -223,6 +229,11 @@ class Tensor:
                     )
                 key = id(inp)
                 prev = grads.get(key)
+                if isinstance(ig, RowGrad) or isinstance(prev, RowGrad):
+                    grads[key] = _add_row_grad(prev, ig, key in owned)
+                    if not isinstance(grads[key], RowGrad):
+                        owned.add(key)
+                    continue
                 if prev is None:
                     grads[key] = ig
                     # A fresh array (not a view, not the incoming gradient, not handed to another input
@@ -363,6 +374,47 @@ class Tensor:
 
 def _raw(x):
     return x.data if isinstance(x, Tensor) else x
+
+
+class RowGrad:
+    """A gradient that is zero but for some rows: ``dense[index] += rows`` (repeated indices add up).
+
+    An embedding lookup's backward returns one, so that a (vocab, dim) table's gradient is never built
+    as a dense array of zeros just to be added to another: the rows are added straight into the other
+    contribution (e.g. a tied LM head's gradient) or into the leaf's ``.grad``.
+    """
+
+    __slots__ = ("index", "rows", "shape", "dtype")
+
+    def __init__(self, index: np.ndarray, rows: np.ndarray, shape: tuple):
+        self.index, self.rows, self.shape, self.dtype = index, rows, tuple(shape), rows.dtype
+
+    def add_into(self, arr: np.ndarray) -> np.ndarray:
+        np.add.at(arr, self.index, self.rows.astype(arr.dtype, copy=False))
+        return arr
+
+    def dense(self) -> np.ndarray:
+        return self.add_into(np.zeros(self.shape, dtype=self.dtype))
+
+    def add_to_leaf(self, node: "Tensor") -> None:
+        if node.grad is None:
+            node.grad = self.dense().astype(node.data.dtype, copy=False)
+        else:
+            self.add_into(node.grad)
+
+
+def _add_row_grad(prev, ig, prev_owned: bool):
+    """Sum of two gradient contributions of which at least one is a RowGrad."""
+    if prev is None:
+        return ig
+    if isinstance(prev, RowGrad):
+        prev, ig = ig, prev
+        prev_owned = False
+    if isinstance(prev, RowGrad):  # both sparse
+        prev = prev.dense()
+    elif not prev_owned:
+        prev = prev.copy()
+    return ig.add_into(prev)
 
 
 def _accumulate_leaf(node: Tensor, g: np.ndarray, owned: bool) -> None:

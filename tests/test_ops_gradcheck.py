@@ -436,3 +436,17 @@ def test_linear_cross_entropy_second_backward_is_an_error():
     loss.backward()
     with pytest.raises(ValueError, match="already back-propagated"):
         loss.backward()
+
+
+def test_embedding_sparse_gradient_mixes_with_dense_ones():
+    """The embedding's row gradient (RowGrad) adds into dense contributions, leaf or not, tied or not."""
+    ids = np.array([[0, 2, 2], [1, 0, 3]])
+    w = make((4, 3), 0)
+    check(lambda t: F.embedding(ids, t).sum() + (t * t).sum(), w)            # dense + sparse into a leaf
+    check(lambda t: F.embedding(ids, t * 2.0).sum(), w)                     # sparse into a non-leaf
+    check(lambda t: F.embedding(ids, t).sum() + F.embedding(ids[:, :1], t).sum(), w)  # sparse + sparse
+    check(lambda t: F.linear_t(F.embedding(ids, t), t).sum(), w)            # tied table, as in GPT
+    w.grad = np.ones_like(w.data)
+    F.embedding(ids, w).sum().backward()                                    # accumulates into .grad
+    expect = 1 + np.bincount(ids.ravel(), minlength=4)[:, None]
+    np.testing.assert_array_equal(w.grad, np.broadcast_to(expect, (4, 3)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import MiniGPTError
-from ..tensor import Function, Tensor
+from ..tensor import Function, RowGrad, Tensor
 from ._util import as_tensor, binary_operands, unbroadcast
 
 
@@ -64,9 +64,8 @@ class Embedding(Function):
         return weight[ids]
 
     def backward(self, g):
-        dw = np.zeros(self.vshape, dtype=g.dtype)
-        np.add.at(dw, self.ids.reshape(-1), g.reshape(-1, self.vshape[1]))
-        return (dw,)
+        # Sparse: the rows to add, not a (V, C) array of zeros (see ``RowGrad``).
+        return (RowGrad(self.ids.reshape(-1), g.reshape(-1, self.vshape[1]), self.vshape),)
 
 
 def where(cond, a, b) -> Tensor:
