@@ -40,6 +40,10 @@ def setup_threads(threads=2):
               file=sys.stderr)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ[var] = str(threads)
+    try:  # minigpt's own thread settings (Numba layer, OpenBLAS spin) must also precede NumPy's import
+        import minigpt._threads  # noqa: F401
+    except ImportError:
+        pass
     if "torch" in sys.modules:
         set_torch_threads(threads)
     return _THREADS
