@@ -30,6 +30,7 @@ tests and handy for checking); inside ``@njit`` code call :func:`fast_exp`, :fun
 :func:`fast_tanh` on scalars.
 """
 import math
+import types as pytypes
 from decimal import Decimal, getcontext
 
 import minigpt._threads  # noqa: F401  (before numba: selects the workqueue threading layer)
@@ -265,6 +266,9 @@ def array_type(ftype, ndim, readonly=False, layout="C"):
     return types.Array(ftype, ndim, layout, readonly=readonly)
 
 
+SMALL_WORK = 16384  # below this many elements a kernel runs on one thread (see LazyKernel.pick)
+
+
 class LazyKernel:
     """A Numba kernel compiled on first use, exactly once per float dtype.
 
@@ -286,6 +290,31 @@ class LazyKernel:
         self.parallel = parallel
         self.fastmath = FASTMATH if fastmath is None else fastmath
         self._compiled = {}
+        self._serial = {}
+
+    def pick(self, dtype, work: int):
+        """The kernel for ``dtype``, serial when ``work`` (elements to process) is below
+        ``SMALL_WORK``: starting the thread pool costs ~0.1 ms, far more than one row of a layer norm
+        or the GELU of one generated token."""
+        return self.serial(dtype) if work < SMALL_WORK else self[dtype]
+
+    def serial(self, dtype):
+        """A single-threaded build of the kernel for ``dtype`` (compiled on first use)."""
+        dtype = np.dtype(dtype)
+        fn = self._serial.get(dtype)
+        if fn is None:
+            if not (self.parallel == "all" or (self.parallel is True and dtype == np.float32)):
+                fn = self[dtype]  # that build is serial already
+            else:
+                f = self.pyfunc
+                # A renamed clone, so that Numba's on-disk cache keeps the two builds apart.
+                clone = pytypes.FunctionType(f.__code__, f.__globals__, f.__name__ + "_serial", f.__defaults__,
+                                             f.__closure__)
+                clone.__qualname__ = f.__qualname__ + "_serial"
+                sig = tuple(self.argtypes(numba.from_dtype(dtype)))
+                fn = numba.njit(sig, parallel=False, fastmath=self.fastmath, cache=True)(clone)
+            self._serial[dtype] = fn
+        return fn
 
     def __getitem__(self, dtype):
         dtype = np.dtype(dtype)

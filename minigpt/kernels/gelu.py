@@ -100,7 +100,7 @@ def gelu_forward_numba(x, out=None):
     x = np.asarray(x)
     dt = x.dtype.type
     y = _out(out, x)
-    _fwd_k[x.dtype](_flat(x, x.dtype), y.reshape(-1), dt(_C), dt(_A), dt(2.0), dt(1.0), dt(_ZMAX))
+    _fwd_k.pick(x.dtype, x.size)(_flat(x, x.dtype), y.reshape(-1), dt(_C), dt(_A), dt(2.0), dt(1.0), dt(_ZMAX))
     return y
 
 
@@ -108,7 +108,7 @@ def gelu_backward_numba(dy, x, out=None):
     x = np.asarray(x)
     dt = x.dtype.type
     dx = _out(out, x)
-    _bwd_k[x.dtype](_flat(dy, x.dtype), _flat(x, x.dtype), dx.reshape(-1),
+    _bwd_k.pick(x.dtype, x.size)(_flat(dy, x.dtype), _flat(x, x.dtype), dx.reshape(-1),
                     dt(_C), dt(_A), dt(2.0), dt(1.0), dt(3.0), dt(_ZMAX))
     return dx
 

@@ -130,7 +130,7 @@ def layer_norm_forward_numba(x, gamma, beta, eps=1e-5):
     y = np.empty((n, c), dtype=dt)
     mean = np.empty(n, dtype=dt)
     rstd = np.empty(n, dtype=dt)
-    _fwd_k[dt](_c(x, dt), _c(gamma, dt), _c(beta, dt), dt.type(eps), dt.type(1.0), dt.type(1.0 / max(c, 1)),
+    _fwd_k.pick(dt, x.size)(_c(x, dt), _c(gamma, dt), _c(beta, dt), dt.type(eps), dt.type(1.0), dt.type(1.0 / max(c, 1)),
                y, mean, rstd)
     return y, mean, rstd
 
@@ -143,7 +143,7 @@ def layer_norm_backward_numba(dy, x, gamma, mean, rstd):
     if n == 0:
         return dx, np.zeros(c, dtype=dt), np.zeros(c, dtype=dt)
     partial = np.empty((min(n, _BLOCKS), 2, c), dtype=dt)
-    _bwd_k[dt](_c(dy, dt), _c(x, dt), _c(gamma, dt), _c(mean, dt), _c(rstd, dt), dt.type(1.0 / max(c, 1)),
+    _bwd_k.pick(dt, x.size)(_c(dy, dt), _c(x, dt), _c(gamma, dt), _c(mean, dt), _c(rstd, dt), dt.type(1.0 / max(c, 1)),
                dx, partial)
     sums = partial.sum(axis=0)
     return dx, sums[0], sums[1]
