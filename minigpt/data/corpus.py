@@ -24,9 +24,9 @@ import inspect
 import os
 import platform
 import sysconfig
-import tempfile
 from pathlib import Path
 
+from ..io import atomic_write_bytes
 from .datasets import ENDOFTEXT
 
 __all__ = ["default_corpus", "build_default_corpus", "cache_dir", "corpus_cache_path"]
@@ -107,21 +107,7 @@ def _read_cache(path: Path) -> str | None:
 def _write_cache(path: Path, text: str) -> None:
     body = text.encode("utf-8")
     data = _HEADER.format(v=FORMAT_VERSION, h=hashlib.sha256(body).hexdigest()).encode() + body
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write_bytes(path, data)
 
 
 def default_corpus(separator: str = ENDOFTEXT, cache: bool = True) -> str:
