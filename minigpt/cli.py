@@ -237,7 +237,8 @@ def _add_train(sub):
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
                    help="save every N steps (default: at every evaluation and at the end)")
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint, "
+                   "with its saved settings (a larger --steps extends it)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 
@@ -250,13 +251,16 @@ def _cmd_train(args):
         overrides["context_length"] = args.context_length
     if args.dropout is not None:
         overrides["drop_rate"] = args.dropout
-    cfg = TrainConfig(steps=args.steps or TrainConfig.steps, batch_size=args.batch_size, lr=args.lr,
+    if args.steps is not None and args.steps < 1:
+        raise MiniGPTError(f"--steps must be >= 1, got {args.steps}")
+    cfg = TrainConfig(steps=args.steps if args.steps is not None else TrainConfig.steps,
+                      batch_size=args.batch_size, lr=args.lr,
                       min_lr=args.min_lr, warmup=args.warmup, weight_decay=args.weight_decay,
                       grad_clip=args.grad_clip, eval_every=args.eval_every, eval_batches=args.eval_batches,
                       sample_every=args.sample_every, sample_prompt=args.prompt, sample_tokens=args.sample_tokens,
                       checkpoint_every=args.checkpoint_every, seed=args.seed)
-    if args.resume and args.steps is None:
-        cfg.steps = 0  # keep the run's own step count
+    if args.resume:  # a resumed run keeps its saved settings; only a larger --steps extends it
+        cfg = TrainConfig(steps=args.steps) if args.steps is not None else None
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     summary = pretrain(args.out, text_files=args.text, config=args.config, config_overrides=overrides,
                        tokenizer=args.tokenizer, vocab_size=args.vocab_size, train_cfg=cfg, epochs=args.epochs,

@@ -167,3 +167,16 @@ def test_evaluate_and_perplexity():
     assert a == evaluate(model, loader, 3)  # eval mode: dropout off, deterministic
     assert abs(a - np.log(16)) < 0.5
     assert perplexity(np.log(16)) == pytest.approx(16)
+
+
+def test_cli_rejects_zero_steps(tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path / "z"), "--steps", "0", "--quiet"]) == 2
+    assert "--steps must be >= 1" in capsys.readouterr().err
+
+
+def test_resume_can_extend_a_finished_run(tmp_path, verdict):
+    small_run(tmp_path / "r", verdict, steps=6, eval_every=3)
+    rc = main(["train", "--out", str(tmp_path / "r"), "--text", str(verdict), "--resume", "--steps", "9", "--quiet"])
+    assert rc == 0
+    assert json.loads((tmp_path / "r" / "latest.json").read_text())["step"] == 9
+    assert [r["step"] for r in read_log(tmp_path / "r")] == list(range(1, 10))
