@@ -613,7 +613,9 @@ def attention_forward_numba(q, k, v, scale, dropout_p=0.0, seed=0):
         if Tq < _FEW_QUERIES:
             q = np.ascontiguousarray(q)                      # (B, Tq, H, D) with Tq < 4: tiny
             contiguous = k.flags.c_contiguous and v.flags.c_contiguous
-            kernel = (_fwd_rows_c if contiguous else _fwd_rows_a)[dt]
+            # One generated token's attention is small work: below ~1M multiply-adds a single thread
+            # beats starting the pool (0.1-0.3 ms per call next to OpenBLAS's spinning worker).
+            kernel = (_fwd_rows_c if contiguous else _fwd_rows_a).pick(dt, (B * H * k.shape[1] * D) >> 6)
             kernel(q, k, v, dt.type(scale), dt.type(1.0), use, thr, dt.type(inv_keep), key, out, lse)
         else:
             _fwd_k[dt](*_flat(q), *_flat(k), *_flat(v), (B, Tq, k.shape[1], H, D), dt.type(scale), dt.type(1.0),
