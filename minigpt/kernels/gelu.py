@@ -40,9 +40,10 @@ def gelu_forward_numpy(x, out=None):
 
 def gelu_backward_numpy(dy, x, out=None):
     x = np.asarray(x)
-    t = np.tanh(_C * (x + _A * x**3))
-    dgelu = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _C * (1.0 + 3.0 * _A * x * x)
-    return _store(np.asarray(dy) * dgelu, out, x)
+    with np.errstate(over="ignore", invalid="ignore"):  # huge or infinite x: the formula gives NaN (inf * 0)
+        t = np.tanh(_C * (x + _A * x**3))
+        dgelu = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _C * (1.0 + 3.0 * _A * x * x)
+        return _store(np.asarray(dy) * dgelu, out, x)
 
 
 def _store(value, out, x):
