@@ -1,11 +1,9 @@
 """The book's teaching attention versions against the fused MultiHeadAttention, and the KV cache."""
-import math
 
 import numpy as np
 import pytest
 
 import minigpt
-import minigpt.functional as F
 from minigpt import Tensor, nn
 
 

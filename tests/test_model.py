@@ -1,14 +1,10 @@
 """nn layers, the GPT model, its configs, teaching attention versions and checkpoint loading errors."""
-import json
 
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 import minigpt
-import minigpt.functional as F
-from minigpt import Tensor, gradcheck, nn
+from minigpt import Tensor, gradcheck
 from minigpt.model import GPT, GPTConfig, count_gpt2_parameters
 
 

@@ -5,11 +5,10 @@ non-contiguous (strided) inputs.
 """
 import numpy as np
 import pytest
-from hypothesis import assume, given
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, mutually_broadcastable_shapes
 
-import minigpt
 import minigpt.functional as F
 from minigpt import Tensor, gradcheck
 

@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 
 import minigpt
-import minigpt.functional as F
 from minigpt import Tensor, no_grad, tensor
 
 

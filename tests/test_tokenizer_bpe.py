@@ -1,7 +1,6 @@
 """Byte-level BPE: training (against a naive reference), encode/decode properties, specials, files, splitter."""
 import json
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest

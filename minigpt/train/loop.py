@@ -29,7 +29,7 @@ import numpy as np
 
 from .. import random as mrandom
 from ..errors import MiniGPTError
-from ..io import atomic_write_bytes, atomic_write_json, _fsync_dir
+from ..io import _fsync_dir, atomic_write_bytes, atomic_write_json, atomic_write_text
 from ..tensor import no_grad
 
 
@@ -233,7 +233,7 @@ class Trainer:
                     keep.append(line)
             except json.JSONDecodeError:
                 continue  # a torn last line from a crash
-        atomic_write_text_lines(path, keep)
+        atomic_write_text(path, "".join(line + "\n" for line in keep))
 
     def save(self) -> Path:
         return save_checkpoint(self.out_dir, self.step, self.model, self.optimizer, self.tokenizer,
@@ -278,7 +278,6 @@ class Trainer:
             bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
                        file=sys.stderr, mininterval=0.5)
         batches = self.train_loader.batches()
-        t_last, tok_last = time.perf_counter(), 0
         last_val = None
         self.model.train()
         try:
@@ -361,8 +360,3 @@ class Trainer:
         os.replace(tmp, path)
         return path
 
-
-def atomic_write_text_lines(path, lines) -> None:
-    from ..io import atomic_write_text
-
-    atomic_write_text(path, "".join(line + "\n" for line in lines))
