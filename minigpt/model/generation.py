@@ -75,9 +75,14 @@ def generate_stream(model, idx, max_new_tokens: int, temperature: float = 1.0, t
     """Yield the new token ids one step at a time, each as an int64 array of shape (B,).
 
     Stops after ``max_new_tokens`` steps, or when every sequence has produced ``eos_id`` (a sequence
-    that has finished keeps producing ``eos_id``).
+    that has finished keeps producing ``eos_id``). Bad arguments raise here, before the first step.
     """
     ids = _validate(model, idx, max_new_tokens, temperature, top_k, top_p)
+    return _steps(model, ids, max_new_tokens, temperature, top_k, top_p, eos_id, seed, use_cache)
+
+
+def _steps(model, ids, max_new_tokens, temperature, top_k, top_p, eos_id, seed, use_cache):
+    """The generation loop over validated (B, T) int64 ids."""
     rng = np.random.default_rng(seed)
     ctx = model.config.context_length
     B = ids.shape[0]
@@ -117,9 +122,8 @@ def generate(model, idx, max_new_tokens: int, temperature: float = 1.0, top_k: i
     ``temperature=0`` is greedy; otherwise logits are divided by ``temperature`` and filtered by
     ``top_k`` / ``top_p`` before sampling with a generator seeded by ``seed``.
     """
-    ids = np.asarray(idx)
-    squeeze = ids.ndim == 1
+    squeeze = np.ndim(idx) == 1
     ids = _validate(model, idx, max_new_tokens, temperature, top_k, top_p)
-    new = list(generate_stream(model, ids, max_new_tokens, temperature, top_k, top_p, eos_id, seed, use_cache))
+    new = list(_steps(model, ids, max_new_tokens, temperature, top_k, top_p, eos_id, seed, use_cache))
     out = np.concatenate([ids, np.stack(new, axis=1)], axis=1) if new else ids
     return out[0] if squeeze else out

@@ -125,8 +125,10 @@ class GPT(Module):
 
     def hidden(self, idx, caches: list | None = None):
         """The final-LayerNorm hidden states (B, T, emb_dim)."""
+        return self._hidden(self._check_ids(idx, caches[0].length if caches else 0), caches)
+
+    def _hidden(self, ids: np.ndarray, caches: list | None = None):
         start = caches[0].length if caches else 0
-        ids = self._check_ids(idx, start)
         T = ids.shape[1]
         x = self.tok_emb(ids) + self.pos_emb(np.arange(start, start + T))
         x = self.drop_emb(x)
@@ -152,7 +154,7 @@ class GPT(Module):
         ids = self._check_ids(idx)
         if t.shape != ids.shape:
             raise MiniGPTError(f"targets of shape {t.shape} do not match inputs of shape {ids.shape}")
-        return F.linear_cross_entropy(self.hidden(ids), self.head_weight, t, ignore_index=ignore_index)
+        return F.linear_cross_entropy(self._hidden(ids), self.head_weight, t, ignore_index=ignore_index)
 
     def new_caches(self, batch_size: int, max_len: int | None = None) -> list:
         """One empty key/value cache per block, for ``batch_size`` sequences of up to ``max_len`` positions."""
