@@ -7,6 +7,7 @@ data) print one line ``minigpt: error: ...`` and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import codecs
 import sys
 
 from .errors import MiniGPTError
@@ -178,26 +179,17 @@ def _cmd_generate(args):
     else:
         sys.stdout.write(args.prompt)
     out = sys.stdout
-    pending = b""
+    # Print whole characters only: a multi-byte UTF-8 character may span tokens.
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     for step in generate_stream(model, np.array([ids]), args.max_new_tokens, temperature=args.temperature,
                                 top_k=args.top_k, top_p=args.top_p, seed=args.seed, use_cache=not args.no_cache,
                                 eos_id=eos if args.stop_at_eos else None):
         tid = int(step[0])
         if args.stop_at_eos and tid == eos:
             break
-        pending += tok.decode_bytes([tid])
-        try:  # print whole UTF-8 characters only; a multi-byte character may span tokens
-            text = pending.decode("utf-8")
-            pending = b""
-        except UnicodeDecodeError as e:
-            if len(pending) - e.start > 3:
-                text, pending = pending.decode("utf-8", errors="replace"), b""
-            else:
-                text, pending = pending[:e.start].decode("utf-8"), pending[e.start:]
-        out.write(text)
+        out.write(decoder.decode(tok.decode_bytes([tid])))
         out.flush()
-    if pending:
-        out.write(pending.decode("utf-8", errors="replace"))
+    out.write(decoder.decode(b"", final=True))
     out.write("\n")
     return 0
 
