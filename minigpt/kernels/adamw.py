@@ -28,6 +28,7 @@ from numba import njit, prange
 
 from ..errors import MiniGPTError
 from . import backend as _backend
+from .fastmath import renamed_copy
 
 # Below this many elements a parallel launch costs more than it saves: a workqueue launch costs ~20 us, and
 # at 0.6M float32 values the serial loop (~0.35 ms, memory-bound) was still as fast as the parallel one.
@@ -36,22 +37,7 @@ PARALLEL_THRESHOLD = 1 << 20
 
 # error_model="numpy": no zero-division check inside the loop, so LLVM vectorises it (the Python error
 # model's branch per division kept this loop scalar: 2.5x slower). No fastmath: results stay bit-faithful.
-@njit(cache=True, error_model="numpy")
-def _adamw_serial(p, g, m, v, decay, beta1c, beta2, beta2c, neg_step, bc2_sqrt, eps):
-    for i in range(p.size):
-        gi = g[i]
-        mi = m[i]
-        mi = mi + beta1c * (gi - mi)
-        vi = v[i] * beta2
-        vi = vi + beta2c * gi * gi
-        m[i] = mi
-        v[i] = vi
-        pi = p[i] * decay
-        p[i] = pi + neg_step * mi / (np.sqrt(vi) / bc2_sqrt + eps)
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def _adamw_parallel(p, g, m, v, decay, beta1c, beta2, beta2c, neg_step, bc2_sqrt, eps):
+def _adamw(p, g, m, v, decay, beta1c, beta2, beta2c, neg_step, bc2_sqrt, eps):
     for i in prange(p.size):
         gi = g[i]
         mi = m[i]
@@ -62,6 +48,11 @@ def _adamw_parallel(p, g, m, v, decay, beta1c, beta2, beta2c, neg_step, bc2_sqrt
         v[i] = vi
         pi = p[i] * decay
         p[i] = pi + neg_step * mi / (np.sqrt(vi) / bc2_sqrt + eps)
+
+
+# One loop, two builds: serial (prange runs as range) for small tensors, parallel for large ones.
+_adamw_serial = njit(cache=True, error_model="numpy")(_adamw)
+_adamw_parallel = njit(cache=True, parallel=True, error_model="numpy")(renamed_copy(_adamw, "_parallel"))
 
 
 # reassoc lets LLVM vectorise the float64 sum (a different summation order, same float64 accuracy class)

@@ -266,6 +266,14 @@ def array_type(ftype, ndim, readonly=False, layout="C"):
     return types.Array(ftype, ndim, layout, readonly=readonly)
 
 
+def renamed_copy(f, suffix: str):
+    """The Python function ``f`` under the name ``f.__name__ + suffix``. Numba names its on-disk cache files
+    after the function, so two builds of one function (serial and parallel) need two names."""
+    clone = pytypes.FunctionType(f.__code__, f.__globals__, f.__name__ + suffix, f.__defaults__, f.__closure__)
+    clone.__qualname__ = f.__qualname__ + suffix
+    return clone
+
+
 SMALL_WORK = 16384  # below this many elements a kernel runs on one thread (see LazyKernel.pick)
 
 
@@ -306,13 +314,9 @@ class LazyKernel:
             if not (self.parallel == "all" or (self.parallel is True and dtype == np.float32)):
                 fn = self[dtype]  # that build is serial already
             else:
-                f = self.pyfunc
-                # A renamed clone, so that Numba's on-disk cache keeps the two builds apart.
-                clone = pytypes.FunctionType(f.__code__, f.__globals__, f.__name__ + "_serial", f.__defaults__,
-                                             f.__closure__)
-                clone.__qualname__ = f.__qualname__ + "_serial"
                 sig = tuple(self.argtypes(numba.from_dtype(dtype)))
-                fn = numba.njit(sig, parallel=False, fastmath=self.fastmath, cache=True)(clone)
+                fn = numba.njit(sig, parallel=False, fastmath=self.fastmath, cache=True)(
+                    renamed_copy(self.pyfunc, "_serial"))
             self._serial[dtype] = fn
         return fn
 
