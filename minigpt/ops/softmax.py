@@ -47,6 +47,24 @@ class LogSoftmax(Function):
         return (_unrows(K.log_softmax_backward(self.y2, _rows(g, self.axis)), self.shape, self.axis),)
 
 
+def _check_counted(n_valid: int, ignore_index: int) -> None:
+    if n_valid == 0:
+        raise MiniGPTError(
+            f"cross_entropy: every target is ignore_index ({ignore_index}); the mean loss is undefined"
+        )
+
+
+def _flat_targets(targets, input_shape: tuple, opname: str) -> np.ndarray:
+    """Integer targets of shape ``input_shape[:-1]`` (one per row of scores), flattened to int64."""
+    t = targets.data if isinstance(targets, Tensor) else np.asarray(targets)
+    if t.dtype.kind not in "iu":
+        raise MiniGPTError(f"{opname}: targets must be integers, got {t.dtype}")
+    if len(input_shape) < 1 or input_shape[:-1] != t.shape:
+        raise MiniGPTError(f"{opname}: input of shape {input_shape} needs targets of shape {input_shape[:-1]}, "
+                           f"got {t.shape}")
+    return np.ascontiguousarray(t.reshape(-1), dtype=np.int64)
+
+
 class CrossEntropy(Function):
     """Mean (or sum) of -log softmax(logits)[target] over rows whose target is not ``ignore_index``.
 
@@ -56,10 +74,7 @@ class CrossEntropy(Function):
 
     def forward(self, logits, targets, ignore_index, reduction):
         loss_sum, n_valid, lse = K.cross_entropy_forward(logits, targets, ignore_index)
-        if n_valid == 0:
-            raise MiniGPTError(
-                f"cross_entropy: every target is ignore_index ({ignore_index}); the mean loss is undefined"
-            )
+        _check_counted(n_valid, ignore_index)
         self.logits, self.targets, self.lse = logits, targets, lse
         self.ignore_index = ignore_index
         self.div = n_valid if reduction == "mean" else 1
@@ -116,9 +131,7 @@ class LinearCrossEntropy(Function):
         loss_sum, n_valid, lse = K.cross_entropy_forward(logits, targets, ignore_index)
         if n_valid == 0:
             LOGITS_POOL.give(logits)
-            raise MiniGPTError(
-                f"cross_entropy: every target is ignore_index ({ignore_index}); the mean loss is undefined"
-            )
+        _check_counted(n_valid, ignore_index)
         if any(self.needs):
             self.saved = (x2, w, logits, targets, lse, ignore_index, n_valid, x.shape)
         else:
@@ -168,19 +181,11 @@ def cross_entropy(logits, targets, ignore_index: int = -100, reduction: str = "m
     """
     logits = as_tensor(logits)
     check_float(logits, "cross_entropy")
-    t = targets.data if isinstance(targets, Tensor) else np.asarray(targets)
-    if t.dtype.kind not in "iu":
-        raise MiniGPTError(f"cross_entropy: targets must be integers, got {t.dtype}")
-    if logits.ndim < 1 or logits.shape[:-1] != t.shape:
-        raise MiniGPTError(
-            f"cross_entropy: logits of shape {logits.shape} need targets of shape {logits.shape[:-1]}, "
-            f"got {t.shape}"
-        )
+    t = _flat_targets(targets, logits.shape, "cross_entropy")
     if reduction not in ("mean", "sum"):
         raise MiniGPTError(f"cross_entropy: reduction must be 'mean' or 'sum', got {reduction!r}")
     if logits.ndim != 2:
         logits = logits.reshape(-1, logits.shape[-1])
-    t = np.ascontiguousarray(t.reshape(-1), dtype=np.int64)
     return CrossEntropy.apply(logits, targets=t, ignore_index=int(ignore_index), reduction=reduction)
 
 
@@ -194,11 +199,5 @@ def linear_cross_entropy(x, weight, targets, ignore_index: int = -100) -> Tensor
         raise MiniGPTError(f"linear_cross_entropy: input {x.shape} does not match weight {weight.shape}")
     if x.dtype != weight.dtype:
         raise MiniGPTError(f"linear_cross_entropy: input is {x.dtype} but weight is {weight.dtype}")
-    t = targets.data if isinstance(targets, Tensor) else np.asarray(targets)
-    if t.dtype.kind not in "iu":
-        raise MiniGPTError(f"cross_entropy: targets must be integers, got {t.dtype}")
-    if t.shape != x.shape[:-1]:
-        raise MiniGPTError(f"linear_cross_entropy: input of shape {x.shape} needs targets of shape {x.shape[:-1]}, "
-                           f"got {t.shape}")
-    t = np.ascontiguousarray(t.reshape(-1), dtype=np.int64)
+    t = _flat_targets(targets, x.shape, "linear_cross_entropy")
     return LinearCrossEntropy.apply(x, weight, targets=t, ignore_index=int(ignore_index))
