@@ -31,7 +31,7 @@ def setup_threads(threads=2):
     """Set every thread pool to ``threads`` threads (environment first; torch/numba when present).
 
     Must run before NumPy is imported for the BLAS part to take effect; a warning is printed otherwise.
-    NUMBA_THREADING_LAYER is left to minigpt (it selects ``workqueue`` on import).
+    NUMBA_THREADING_LAYER is left to minigpt (it selects its layer on import, see minigpt/_threads.py).
     """
     global _THREADS
     _THREADS = int(threads)
