@@ -70,7 +70,7 @@ class use_backend:
         return False
 
 
-_SUBMODULES = ("fastmath", "attention", "layernorm", "gelu", "softmax")
+_SUBMODULES = ("fastmath", "attention", "layernorm", "gelu", "softmax", "bias")
 _FUNCTIONS = {
     "attention_forward": "attention",
     "attention_backward": "attention",
@@ -84,6 +84,8 @@ _FUNCTIONS = {
     "log_softmax_backward": "softmax",
     "cross_entropy_forward": "softmax",
     "cross_entropy_backward": "softmax",
+    "add_bias": "bias",
+    "bias_grad": "bias",
 }
 
 

@@ -12,6 +12,7 @@ from ..tensor import FLOAT_DTYPES, Function, Tensor
 from ._util import LazyModule, as_tensor, check_float
 
 KLN = LazyModule("minigpt.kernels.layernorm")  # loaded on first use
+KB = LazyModule("minigpt.kernels.bias")
 
 
 class Linear(Function):
@@ -20,7 +21,7 @@ class Linear(Function):
         x2 = x.reshape(-1, n_in)
         y = x2 @ w
         if b is not None:
-            y += b
+            KB.add_bias(y, b)
         self.x2, self.w, self.xshape = x2, w, x.shape
         return y.reshape(*x.shape[:-1], n_out)
 
@@ -29,7 +30,7 @@ class Linear(Function):
         g2 = g.reshape(-1, w.shape[1])
         dx = (g2 @ w.T).reshape(self.xshape) if self.needs[0] else None
         dw = self.x2.T @ g2 if self.needs[1] else None
-        db = g2.sum(axis=0) if len(self.needs) > 2 and self.needs[2] else None
+        db = KB.bias_grad(g2) if len(self.needs) > 2 and self.needs[2] else None
         return (dx, dw, db)
 
 
