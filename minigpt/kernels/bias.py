@@ -10,6 +10,7 @@ through a temporary); the Numba kernels run in parallel over blocks of rows: ~2.
 training step's (2048, 384) arrays. As in the layer norm's backward, each block of rows sums into a private
 row of a partial-sum buffer and the partial sums are added in a fixed order, so the result does not depend
 on the number of threads (and, summing in 32 short runs, it is more accurate than one long running sum).
+Below ``SMALL_WORK`` elements (the one row of a generated token) NumPy does it: calling a kernel costs more.
 """
 import minigpt._threads  # noqa: F401  (before numba: selects the threading layer)
 import numba
@@ -17,7 +18,7 @@ import numpy as np
 
 from ..errors import MiniGPTError
 from . import backend
-from .fastmath import LazyKernel, array_type
+from .fastmath import SMALL_WORK, LazyKernel, array_type
 
 _BLOCKS = 32  # row blocks of the column sums (fixed: results are thread-count independent)
 
@@ -71,15 +72,20 @@ def add_bias_numba(y, b):
     _check(y, b.shape[-1], "add_bias")
     if not y.flags.c_contiguous or not y.flags.writeable:
         raise MiniGPTError("add_bias: y must be a writeable C-contiguous array")
-    _add_k.pick(y.dtype, y.size)(y, np.ascontiguousarray(b, dtype=y.dtype).reshape(-1))
+    if y.size < SMALL_WORK:  # one generated token's row: NumPy's add costs less than a kernel call
+        y += b
+    else:
+        _add_k[y.dtype](y, np.ascontiguousarray(b, dtype=y.dtype).reshape(-1))
     return y
 
 
 def bias_grad_numba(g):
     g = np.asarray(g)
     _check(g, g.shape[-1] if g.ndim else -1, "bias_grad")
+    if g.size < SMALL_WORK:
+        return g.sum(axis=0)
     partial = np.empty((_BLOCKS, g.shape[1]), dtype=g.dtype)
-    _colsum_k.pick(g.dtype, g.size)(np.ascontiguousarray(g), partial)
+    _colsum_k[g.dtype](np.ascontiguousarray(g), partial)
     return partial.sum(axis=0)
 
 
