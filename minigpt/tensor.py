@@ -390,8 +390,9 @@ class RowGrad:
         self.index, self.rows, self.shape, self.dtype = index, rows, tuple(shape), rows.dtype
 
     def add_into(self, arr: np.ndarray) -> np.ndarray:
-        np.add.at(arr, self.index, self.rows.astype(arr.dtype, copy=False))
-        return arr
+        from .kernels import scatter  # a Numba scatter-add (np.add.at is its NumPy reference)
+
+        return scatter.add_rows(arr, self.index, self.rows)
 
     def dense(self) -> np.ndarray:
         return self.add_into(np.zeros(self.shape, dtype=self.dtype))

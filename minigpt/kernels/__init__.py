@@ -70,7 +70,7 @@ class use_backend:
         return False
 
 
-_SUBMODULES = ("fastmath", "attention", "layernorm", "gelu", "softmax", "bias")
+_SUBMODULES = ("fastmath", "attention", "layernorm", "gelu", "softmax", "bias", "scatter")
 _FUNCTIONS = {
     "attention_forward": "attention",
     "attention_backward": "attention",
@@ -86,6 +86,7 @@ _FUNCTIONS = {
     "cross_entropy_backward": "softmax",
     "add_bias": "bias",
     "bias_grad": "bias",
+    "add_rows": "scatter",
 }
 
 

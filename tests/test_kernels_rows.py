@@ -1,4 +1,4 @@
-"""Bias kernels (add to every row, column sums) vs NumPy, and through the linear op."""
+"""Row kernels: bias add and column sums (linear layers), scatter-add of rows (embedding backward)."""
 import numba
 import numpy as np
 import pytest
@@ -54,3 +54,40 @@ def test_bad_arrays_are_refused():
         KB.add_bias_numba(np.zeros((4, 6))[:, ::2], np.zeros(3))
     with pytest.raises(MiniGPTError, match="float32/float64"):
         KB.bias_grad_numba(np.zeros((2, 3), dtype=np.int64))
+
+
+# ---- scatter-add of rows (embedding backward) -------------------------------------------------------
+from minigpt.kernels import scatter as KS  # noqa: E402
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@given(v=st.integers(1, 20), n=st.integers(0, 300), c=st.integers(1, 150), seed=st.integers(0, 2**31))
+def test_add_rows_matches_add_at_with_repeats(backend, v, n, c, seed):
+    rng = np.random.default_rng(seed)
+    dense = rng.standard_normal((v, c))
+    index = rng.integers(0, v, n)
+    rows = rng.standard_normal((n, c))
+    ref = dense.copy()
+    np.add.at(ref, index, rows)
+    with kernels.use_backend(backend):
+        out = KS.add_rows(dense, index, rows)
+    assert out is dense
+    np.testing.assert_allclose(dense, ref, rtol=1e-13, atol=1e-13)
+
+
+def test_add_rows_float32_order_and_errors():
+    rng = np.random.default_rng(1)
+    index = rng.integers(0, 50, 5000)
+    rows = rng.standard_normal((5000, 200)).astype(np.float32)
+    serial = np.zeros((50, 200), np.float32)
+    for i, r in zip(index, rows):  # the same order of additions, element by element
+        serial[i] += r
+    out = KS.add_rows_numba(np.zeros((50, 200), np.float32), index, rows)
+    np.testing.assert_array_equal(out, serial)
+    strided = np.zeros((50, 400))[:, ::2]
+    KS.add_rows_numba(strided, index, rows)  # falls back to np.add.at
+    np.testing.assert_allclose(strided, serial, rtol=1e-6, atol=1e-4)
+    with pytest.raises(MiniGPTError, match="out of range"):
+        KS.add_rows_numba(np.zeros((3, 2)), np.array([0, 3]), np.zeros((2, 2)))
+    with pytest.raises(MiniGPTError, match="do not match"):
+        KS.add_rows_numba(np.zeros((3, 2)), np.array([0, 1]), np.zeros((2, 3)))
