@@ -87,7 +87,7 @@ def time_minigpt(mg, model, prompt, new_tokens, use_cache, repeats):
 
 def main(argv=None):
     args = parse_args(argv)
-    setup_threads(args.threads)
+    setup_threads(args.threads, torch_first=not args.no_torch)
     import numpy as np
 
     cfg = dict(CONFIGS[args.config], name=args.config)

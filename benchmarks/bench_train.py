@@ -188,7 +188,7 @@ def print_results(results):
 
 def main(argv=None):
     args = parse_args(argv)
-    setup_threads(args.threads)
+    setup_threads(args.threads, torch_first=not args.no_torch)
     import numpy  # noqa: F401  (after the thread setup)
 
     mg = None if args.no_minigpt else import_minigpt()

@@ -8,6 +8,7 @@ nothing heavy at import time, so a script can do::
     setup_threads(args.threads)
     import numpy as np  # now with 2 BLAS threads
 """
+import importlib.util
 import os
 import platform
 import statistics
@@ -27,11 +28,16 @@ CONFIGS = {
 }
 
 
-def setup_threads(threads=2):
+def setup_threads(threads=2, torch_first=True):
     """Set every thread pool to ``threads`` threads (environment first; torch/numba when present).
 
     Must run before NumPy is imported for the BLAS part to take effect; a warning is printed otherwise.
     NUMBA_THREADING_LAYER is left to minigpt (it selects its layer on import, see minigpt/_threads.py).
+
+    With ``torch_first`` (and torch installed) torch is imported *before* minigpt: torch then loads its own
+    GNU OpenMP runtime with its own defaults. Imported after minigpt, torch would reuse the system's
+    libgomp that minigpt loaded with a short spin for Numba's pool (same soname) and run slower than it
+    does on its own -- an unfair reference.
     """
     global _THREADS
     _THREADS = int(threads)
@@ -40,6 +46,10 @@ def setup_threads(threads=2):
               file=sys.stderr)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ[var] = str(threads)
+    if torch_first and importlib.util.find_spec("torch") is not None:
+        # torch imports NumPy: set minigpt's OpenBLAS default (minigpt/_threads.py) before it does
+        os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+        import torch  # noqa: F401
     try:  # minigpt's own thread settings (Numba layer, OpenBLAS spin) must also precede NumPy's import
         import minigpt._threads  # noqa: F401
     except ImportError:

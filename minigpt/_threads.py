@@ -15,8 +15,10 @@ step. What was measured on the 2-core machines of this project:
 
 So minigpt selects Numba's ``omp`` layer with that short spin. GNU OpenMP reads ``GOMP_SPINCOUNT`` once,
 when it is loaded: the value is set only while Numba's OpenMP pool (and with it the system's libgomp) is
-loaded here, then the environment is restored, so libraries loaded later (PyTorch brings its own OpenMP)
-keep their own defaults. ``workqueue`` is the fallback when the OpenMP pool cannot be loaded, when the
+loaded here, then the environment is restored. A library loaded later that links the same system libgomp
+shares that runtime and its short spin; PyTorch brings its own libgomp but, imported after minigpt, reuses
+the one already loaded (same soname) and measured ~25% slower steps: import torch *before* minigpt to
+keep its defaults (the benchmarks do): each library then runs on its own OpenMP runtime. ``workqueue`` is the fallback when the OpenMP pool cannot be loaded, when the
 system's libgomp was already loaded by someone else (its spin could no longer be set), and off Linux.
 
 ``OPENBLAS_THREAD_TIMEOUT=4`` (the shortest spin of OpenBLAS's workers after a GEMM) measured 1-12%
@@ -67,7 +69,10 @@ def _load_omp_pool():
     if not user_spin:
         os.environ["GOMP_SPINCOUNT"] = SPINCOUNT
     try:
-        ctypes.CDLL(path)  # pulls in libgomp, which reads GOMP_SPINCOUNT in its constructor, now
+        # Pulls in the system's libgomp, which reads GOMP_SPINCOUNT in its constructor, now. RTLD_DEEPBIND:
+        # the pool's OpenMP calls go to that libgomp even when another one is already loaded globally
+        # (PyTorch's, imported before minigpt), not to a runtime with someone else's settings.
+        ctypes.CDLL(path, mode=ctypes.RTLD_LOCAL | getattr(os, "RTLD_DEEPBIND", 0))
         return True
     except OSError:
         return False
