@@ -8,6 +8,7 @@ from hypothesis.extra import numpy as hnp
 
 import minigpt  # noqa: F401
 from minigpt import kernels
+from minigpt.errors import MiniGPTError
 from minigpt.kernels import gelu as G
 
 BACKENDS = ["numba", "numpy"]
@@ -65,3 +66,42 @@ def test_out_argument_and_in_place():
     np.testing.assert_allclose(xi, expect, atol=1e-12)
     with pytest.raises(minigpt.MiniGPTError, match="out must be"):
         G.gelu_forward(x, out=np.empty((5, 9)))
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@given(n=st.integers(0, 80), c=st.integers(1, 40), seed=st.integers(0, 2**31))
+def test_bias_gelu_equals_bias_then_gelu_float64(backend, n, c, seed):
+    rng = np.random.default_rng(seed)
+    h = rng.standard_normal((n, c)) * 3
+    b = rng.standard_normal(c)
+    dy = rng.standard_normal((n, c))
+    pre = h + b
+    with kernels.use_backend(backend):
+        y = G.bias_gelu_forward(h, b)
+        np.testing.assert_allclose(h, pre, rtol=1e-15, atol=0)        # h now holds the pre-activation
+        np.testing.assert_allclose(y, G.gelu_forward_numpy(pre), rtol=1e-10, atol=1e-12)
+        dh, db = G.bias_gelu_backward(dy, h)
+    np.testing.assert_allclose(dh, G.gelu_backward_numpy(dy, pre), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(db, dh.sum(axis=0), rtol=1e-12, atol=1e-12)
+
+
+def test_bias_gelu_float32_large_in_place_and_errors():
+    rng = np.random.default_rng(0)
+    h = rng.standard_normal((2048, 300)).astype(np.float32)
+    b = rng.standard_normal(300).astype(np.float32)
+    dy = rng.standard_normal(h.shape).astype(np.float32)
+    ref_y = G.gelu_forward_numba(h + b)
+    ref_dh = G.gelu_backward_numba(dy, h + b)
+    y = G.bias_gelu_forward_numba(h, b)
+    np.testing.assert_array_equal(y, ref_y)                   # same kernel math, fused: bit-identical
+    dy_copy = dy.copy()
+    dh, db = G.bias_gelu_backward_numba(dy_copy, h, out=dy_copy)
+    assert dh is dy_copy
+    np.testing.assert_array_equal(dh, ref_dh)
+    np.testing.assert_allclose(db, ref_dh.astype(np.float64).sum(axis=0), rtol=1e-4, atol=1e-3)
+    with pytest.raises(MiniGPTError, match="C-contiguous"):
+        G.bias_gelu_forward_numba(np.zeros((4, 6), np.float32)[:, ::2], np.zeros(3, np.float32))
+    with pytest.raises(MiniGPTError, match=r"\(C,\) bias"):
+        G.bias_gelu_forward_numba(np.zeros((4, 6), np.float32), np.zeros(5, np.float32))
+    with pytest.raises(MiniGPTError, match="does not match"):
+        G.bias_gelu_backward_numba(np.zeros((4, 5)), np.zeros((4, 6)))

@@ -449,3 +449,30 @@ def test_embedding_sparse_gradient_mixes_with_dense_ones():
     F.embedding(ids, w).sum().backward()                                    # accumulates into .grad
     expect = 1 + np.bincount(ids.ravel(), minlength=4)[:, None]
     np.testing.assert_array_equal(w.grad, np.broadcast_to(expect, (4, 3)))
+
+
+@given(array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=4), st.integers(1, 6), seeds, st.booleans(),
+       st.sampled_from(["numba", "numpy"]))
+def test_linear_gelu_fused(xshape, n_out, seed, noncontig, backend):
+    from minigpt import kernels
+
+    x = make(xshape, seed, noncontig)
+    w = make((xshape[-1], n_out), seed + 1)
+    b = make((n_out,), seed + 2)
+    with kernels.use_backend(backend):
+        check(lambda *a: F.linear_gelu(*a), x, w, b)
+        fused = F.linear_gelu(x, w, b)
+        composed = F.gelu(F.linear(x, w, b))
+    np.testing.assert_allclose(fused.data, composed.data, rtol=1e-13, atol=1e-15)
+
+
+def test_linear_gelu_errors_and_no_bias():
+    x = Tensor(np.ones((2, 3)), requires_grad=True)
+    w = Tensor(np.ones((3, 4)) * 0.1, requires_grad=True)
+    np.testing.assert_array_equal(F.linear_gelu(x, w, None).data, F.gelu(F.linear(x, w)).data)
+    with pytest.raises(ValueError, match="linear_gelu: input of shape"):
+        F.linear_gelu(x, Tensor(np.ones((4, 4))), np.zeros(4))
+    with pytest.raises(ValueError, match=r"linear_gelu: bias must have shape \(4,\)"):
+        F.linear_gelu(x, w, np.zeros(3))
+    with pytest.raises(ValueError, match="linear_gelu: input is float32"):
+        F.linear_gelu(x.astype(np.float32), w, np.zeros(4))

@@ -23,7 +23,7 @@ import numpy as np
 
 from . import backend
 from ..errors import MiniGPTError
-from .fastmath import LazyKernel, array_type, fast_exp
+from .fastmath import SMALL_WORK, LazyKernel, array_type, fast_exp
 
 _C = math.sqrt(2.0 / math.pi)
 _A = 0.044715
@@ -46,6 +46,16 @@ def gelu_backward_numpy(dy, x, out=None):
         return _store(np.asarray(dy) * dgelu, out, x)
 
 
+def bias_gelu_forward_numpy(h, b):
+    h += b
+    return gelu_forward_numpy(h)
+
+
+def bias_gelu_backward_numpy(dy, h, out=None):
+    dh = gelu_backward_numpy(dy, h, out)
+    return dh, dh.sum(axis=0)
+
+
 def _store(value, out, x):
     out = _out(out, x)
     out[...] = value
@@ -54,23 +64,63 @@ def _store(value, out, x):
 
 # ---- Numba ------------------------------------------------------------------------------------------
 
+@numba.njit(inline="always")
+def _gelu(xi, c, a, two, one, zmax):
+    z = -two * c * (xi + a * xi * xi * xi)              # -2u
+    z = z if z < zmax else zmax
+    return xi / (one + fast_exp(z))                      # x * sigmoid(2u)
+
+
+@numba.njit(inline="always")
+def _dgelu(xi, c, a, two, one, three, zmax):
+    z = -two * c * (xi + a * xi * xi * xi)
+    z = z if z < zmax else zmax
+    e = fast_exp(z)
+    s = one / (one + e)                                   # 0.5 (1 + tanh u)
+    return s + two * xi * s * (e * s) * c * (one + three * a * xi * xi)
+
+
 def _fwd(x, y, c, a, two, one, zmax):
     for i in numba.prange(x.size):
-        xi = x[i]
-        z = -two * c * (xi + a * xi * xi * xi)          # -2u
-        z = z if z < zmax else zmax
-        y[i] = xi / (one + fast_exp(z))                  # x * sigmoid(2u)
+        y[i] = _gelu(x[i], c, a, two, one, zmax)
 
 
 def _bwd(dy, x, dx, c, a, two, one, three, zmax):
     for i in numba.prange(x.size):
-        xi = x[i]
-        z = -two * c * (xi + a * xi * xi * xi)
-        z = z if z < zmax else zmax
-        e = fast_exp(z)
-        s = one / (one + e)                               # 0.5 (1 + tanh u)
-        g = s + two * xi * s * (e * s) * c * (one + three * a * xi * xi)
-        dx[i] = dy[i] * g
+        dx[i] = dy[i] * _dgelu(x[i], c, a, two, one, three, zmax)
+
+
+# The feed-forward layer's first linear + its bias + GELU, fused (``minigpt.ops.nn.LinearGELU``): the
+# forward adds the bias to the GEMM's output ``h`` in place (h becomes the pre-activation, kept for the
+# backward) while computing ``y = gelu(h)``; the backward computes ``dh = dy * gelu'(h)`` and the bias
+# gradient (column sums of ``dh``, per block of rows into a private partial-sum row, added in a fixed
+# order) in the same pass. One pass over the (N, 4C) activations each way instead of two.
+def _bias_fwd(h, b, y, c, a, two, one, zmax):
+    n, m = h.shape
+    for i in numba.prange(n):
+        hr = h[i]
+        yr = y[i]
+        for j in range(m):
+            v = hr[j] + b[j]
+            hr[j] = v
+            yr[j] = _gelu(v, c, a, two, one, zmax)
+
+
+def _bias_bwd(dy, h, dh, partial, c, a, two, one, three, zmax):
+    n, m = h.shape
+    nblocks = partial.shape[0]
+    for blk in numba.prange(nblocks):
+        p = partial[blk]
+        for j in range(m):
+            p[j] = one - one
+        for i in range(blk * n // nblocks, (blk + 1) * n // nblocks):
+            hr = h[i]
+            dyr = dy[i]
+            dhr = dh[i]
+            for j in range(m):
+                v = dyr[j] * _dgelu(hr[j], c, a, two, one, three, zmax)
+                dhr[j] = v
+                p[j] += v
 
 
 # Inputs are typed read-only (so read-only arrays are accepted); ``out`` may still be the same memory.
@@ -81,6 +131,14 @@ _fwd_k = LazyKernel(_fwd, lambda f: (array_type(f, 1, readonly=True), array_type
                     fastmath=_FLAGS)
 _bwd_k = LazyKernel(_bwd, lambda f: (array_type(f, 1, readonly=True), array_type(f, 1, readonly=True),
                                      array_type(f, 1), f, f, f, f, f, f), fastmath=_FLAGS)
+
+
+_bias_fwd_k = LazyKernel(_bias_fwd, lambda f: (array_type(f, 2), array_type(f, 1, readonly=True), array_type(f, 2),
+                                               f, f, f, f, f), fastmath=_FLAGS)
+_bias_bwd_k = LazyKernel(_bias_bwd, lambda f: (array_type(f, 2, readonly=True), array_type(f, 2, readonly=True),
+                                               array_type(f, 2), array_type(f, 2), f, f, f, f, f, f),
+                         fastmath=_FLAGS)
+_BLOCKS = 32  # row blocks of the bias gradient's partial sums (fixed: results are thread-count independent)
 
 
 def _flat(a, dtype):
@@ -114,6 +172,37 @@ def gelu_backward_numba(dy, x, out=None):
     return dx
 
 
+def _check_bias(h, b, name):
+    if h.ndim != 2 or b.shape != (h.shape[1],) or h.dtype not in (np.float32, np.float64):
+        raise MiniGPTError(f"{name}: expected a float32/float64 (N, C) array and a (C,) bias, got "
+                           f"{h.dtype} {h.shape} and {b.shape}")
+
+
+def bias_gelu_forward_numba(h, b):
+    b = np.asarray(b)
+    _check_bias(h, b, "bias_gelu_forward")
+    if not h.flags.c_contiguous or not h.flags.writeable:
+        raise MiniGPTError("bias_gelu_forward: h must be a writeable C-contiguous array (it is updated in place)")
+    dt = h.dtype.type
+    y = np.empty_like(h)
+    _bias_fwd_k.pick(h.dtype, h.size)(h, np.ascontiguousarray(b, dtype=h.dtype), y, dt(_C), dt(_A), dt(2.0),
+                                      dt(1.0), dt(_ZMAX))
+    return y
+
+
+def bias_gelu_backward_numba(dy, h, out=None):
+    h = np.asarray(h)
+    dy = np.ascontiguousarray(dy, dtype=h.dtype)
+    if h.ndim != 2 or dy.shape != h.shape:
+        raise MiniGPTError(f"bias_gelu_backward: dy of shape {dy.shape} does not match h of shape {h.shape}")
+    dt = h.dtype.type
+    dh = _out(out, h)
+    partial = np.empty((_BLOCKS, h.shape[1]), dtype=h.dtype)
+    kernel = _bias_bwd_k.serial(h.dtype) if h.size < SMALL_WORK else _bias_bwd_k[h.dtype]
+    kernel(dy, np.ascontiguousarray(h), dh, partial, dt(_C), dt(_A), dt(2.0), dt(1.0), dt(3.0), dt(_ZMAX))
+    return dh, partial.sum(axis=0)
+
+
 # ---- public, dispatching on the backend -------------------------------------------------------------
 
 def gelu_forward(x, out=None):
@@ -133,3 +222,19 @@ def gelu_backward(dy, x, out=None):
     if backend() == "numpy":
         return gelu_backward_numpy(dy, x, out)
     return gelu_backward_numba(dy, x, out)
+
+
+def bias_gelu_forward(h, b):
+    """``h += b`` in place (``h`` (N, C) C-contiguous: a linear layer's GEMM output), then return
+    ``gelu(h)`` (a new array). ``h`` is left holding the pre-activation the backward needs."""
+    if backend() == "numpy":
+        return bias_gelu_forward_numpy(h, b)
+    return bias_gelu_forward_numba(h, b)
+
+
+def bias_gelu_backward(dy, h, out=None):
+    """``(dh, db)``: ``dh = dy * gelu'(h)`` (written into ``out`` if given; may be ``dy``) and the bias
+    gradient ``db = dh.sum(axis=0)``."""
+    if backend() == "numpy":
+        return bias_gelu_backward_numpy(dy, h, out)
+    return bias_gelu_backward_numba(dy, h, out)

@@ -6,7 +6,7 @@
 - ``shape``: reshape, transpose/permute, getitem (indexing), concatenate, stack, split
 - ``select``: where, masked_fill, embedding
 - ``softmax``: softmax, log_softmax, cross_entropy, linear_cross_entropy (LM head + loss, fused)
-- ``nn``: linear, layer_norm, dropout
+- ``nn``: linear, linear_gelu (linear + GELU, fused), layer_norm, dropout
 - ``attention``: causal_attention (fused multi-head causal self-attention)
 
 Each op is a ``Function`` subclass (e.g. ``LayerNorm`` in ``nn.py``) followed by its public function
@@ -15,7 +15,7 @@ Each op is a ``Function`` subclass (e.g. ``LayerNorm`` in ``nn.py``) followed by
 from .arithmetic import add, div, matmul, mul, neg, pow, sub
 from .attention import causal_attention
 from .elementwise import cast, exp, gelu, log, relu, sqrt, tanh
-from .nn import dropout, layer_norm, linear, linear_t
+from .nn import dropout, layer_norm, linear, linear_gelu, linear_t
 from .reduce import max, mean, sum
 from .select import embedding, masked_fill, where
 from .shape import cat, concatenate, getitem, permute, reshape, split, stack, transpose
@@ -28,6 +28,6 @@ __all__ = [
     "reshape", "transpose", "permute", "getitem", "concatenate", "cat", "stack", "split",
     "where", "masked_fill", "embedding",
     "softmax", "log_softmax", "cross_entropy", "linear_cross_entropy",
-    "linear", "linear_t", "layer_norm", "dropout",
+    "linear", "linear_t", "linear_gelu", "layer_norm", "dropout",
     "causal_attention",
 ]

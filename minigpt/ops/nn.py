@@ -13,6 +13,7 @@ from ._util import LazyModule, as_tensor, check_float
 
 KLN = LazyModule("minigpt.kernels.layernorm")  # loaded on first use
 KB = LazyModule("minigpt.kernels.bias")
+KG = LazyModule("minigpt.kernels.gelu")
 
 
 class Linear(Function):
@@ -32,6 +33,33 @@ class Linear(Function):
         dw = self.x2.T @ g2 if self.needs[1] else None
         db = KB.bias_grad(g2) if len(self.needs) > 2 and self.needs[2] else None
         return (dx, dw, db)
+
+
+class LinearGELU(Function):
+    """gelu(x @ W + b): the feed-forward layer's first half, fused.
+
+    The bias is added to the GEMM's output in the same pass that applies GELU, and in the backward the
+    bias gradient is summed in the pass that applies GELU's derivative (``minigpt.kernels.gelu``
+    ``bias_gelu_forward/backward``): one pass over the (N, 4C) activations each way instead of two. The
+    math is exactly ``gelu(linear(x, W, b))``.
+    """
+
+    def forward(self, x, w, b):
+        n_in, n_out = w.shape
+        x2 = x.reshape(-1, n_in)
+        h = x2 @ w
+        y = KG.bias_gelu_forward(h, b)           # h += b in place: the pre-activation, kept for backward
+        self.x2, self.w, self.h, self.xshape = x2, w, h, x.shape
+        return y.reshape(*x.shape[:-1], n_out)
+
+    def backward(self, g):
+        w = self.w
+        g2 = g.reshape(-1, w.shape[1])
+        scratch = self.grad_is_scratch and g2.flags.c_contiguous and g2.dtype == self.h.dtype
+        dh, db = KG.bias_gelu_backward(g2, self.h, out=g2 if scratch else None)
+        dx = (dh @ w.T).reshape(self.xshape) if self.needs[0] else None
+        dw = self.x2.T @ dh if self.needs[1] else None
+        return (dx, dw, db if self.needs[2] else None)
 
 
 class LinearT(Function):
@@ -86,27 +114,44 @@ class Dropout(Function):
         return (g * self.scale,)
 
 
-def linear(x, weight, bias=None) -> Tensor:
-    """``x @ weight + bias`` with ``weight`` of shape (in, out) and ``bias`` of shape (out,)."""
-    x, weight = as_tensor(x), as_tensor(weight)
-    check_float(x, "linear")
+def _check_linear(x, weight, bias, name):
+    check_float(x, name)
     if weight.ndim != 2:
-        raise MiniGPTError(f"linear: weight must be 2-D (in, out), got shape {weight.shape}")
+        raise MiniGPTError(f"{name}: weight must be 2-D (in, out), got shape {weight.shape}")
     if x.ndim == 0 or x.shape[-1] != weight.shape[0]:
         raise MiniGPTError(
-            f"linear: input of shape {x.shape} does not match weight of shape {weight.shape} "
+            f"{name}: input of shape {x.shape} does not match weight of shape {weight.shape} "
             f"(the input's last axis must equal the weight's first, {weight.shape[0]})"
         )
     if x.dtype != weight.dtype:
-        raise MiniGPTError(f"linear: input is {x.dtype} but weight is {weight.dtype}")
+        raise MiniGPTError(f"{name}: input is {x.dtype} but weight is {weight.dtype}")
+    if bias is not None:
+        bias = as_tensor(bias, like=weight)
+        if bias.shape != (weight.shape[1],):
+            raise MiniGPTError(f"{name}: bias must have shape ({weight.shape[1]},), got {bias.shape}")
+        if bias.dtype != weight.dtype:
+            raise MiniGPTError(f"{name}: bias is {bias.dtype} but weight is {weight.dtype}")
+
+
+def linear(x, weight, bias=None) -> Tensor:
+    """``x @ weight + bias`` with ``weight`` of shape (in, out) and ``bias`` of shape (out,)."""
+    x, weight = as_tensor(x), as_tensor(weight)
+    _check_linear(x, weight, bias, "linear")
     if bias is None:
         return Linear.apply(x, weight)
-    bias = as_tensor(bias, like=weight)
-    if bias.shape != (weight.shape[1],):
-        raise MiniGPTError(f"linear: bias must have shape ({weight.shape[1]},), got {bias.shape}")
-    if bias.dtype != weight.dtype:
-        raise MiniGPTError(f"linear: bias is {bias.dtype} but weight is {weight.dtype}")
-    return Linear.apply(x, weight, bias)
+    return Linear.apply(x, weight, as_tensor(bias, like=weight))
+
+
+def linear_gelu(x, weight, bias) -> Tensor:
+    """``gelu(x @ weight + bias)`` in one fused op (the feed-forward layer's first linear and its GELU);
+    same arguments, checks and result as ``gelu(linear(x, weight, bias))``."""
+    if bias is None:
+        from .elementwise import gelu
+
+        return gelu(linear(x, weight))
+    x, weight = as_tensor(x), as_tensor(weight)
+    _check_linear(x, weight, bias, "linear_gelu")
+    return LinearGELU.apply(x, weight, as_tensor(bias, like=weight))
 
 
 def linear_t(x, weight) -> Tensor:
