@@ -78,6 +78,8 @@ _FUNCTIONS = {
     "layer_norm_backward": "layernorm",
     "gelu_forward": "gelu",
     "gelu_backward": "gelu",
+    "bias_gelu_forward": "gelu",
+    "bias_gelu_backward": "gelu",
     "softmax_forward": "softmax",
     "softmax_backward": "softmax",
     "log_softmax_forward": "softmax",
