@@ -25,6 +25,12 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from common import setup_threads  # noqa: E402
+
+# torch (when used) is imported before minigpt, so that each keeps its own OpenMP runtime (common.py)
+setup_threads(2, torch_first="--no-torch" not in sys.argv[1:])
 
 import minigpt  # noqa: E402,F401  (sets Numba's threading layer before numba starts)
 import numpy as np  # noqa: E402
