@@ -18,8 +18,9 @@ when it is loaded: the value is set only while Numba's OpenMP pool (and with it 
 loaded here, then the environment is restored. A library loaded later that links the same system libgomp
 shares that runtime and its short spin; PyTorch brings its own libgomp but, imported after minigpt, reuses
 the one already loaded (same soname) and measured ~25% slower steps: import torch *before* minigpt to
-keep its defaults (the benchmarks do): each library then runs on its own OpenMP runtime. ``workqueue`` is the fallback when the OpenMP pool cannot be loaded, when the
-system's libgomp was already loaded by someone else (its spin could no longer be set), and off Linux.
+keep its defaults (the benchmarks do): each library then runs on its own OpenMP runtime. ``workqueue`` is
+the fallback when the OpenMP pool cannot be loaded, when the system's libgomp was already loaded by
+someone else (its spin could no longer be set), and off Linux.
 
 ``OPENBLAS_THREAD_TIMEOUT=4`` (the shortest spin of OpenBLAS's workers after a GEMM) measured 1-12%
 faster training steps. Both pools keep their default size (the number of cores); they take turns, never

@@ -18,9 +18,7 @@ import numpy as np
 
 from ..errors import MiniGPTError
 from . import backend
-from .fastmath import SMALL_WORK, LazyKernel, array_type
-
-_BLOCKS = 32  # row blocks of the column sums (fixed: results are thread-count independent)
+from .fastmath import SMALL_WORK, SUM_BLOCKS, LazyKernel, array_type
 
 
 # ---- NumPy reference ----------------------------------------------------------------------------
@@ -84,7 +82,7 @@ def bias_grad_numba(g):
     _check(g, g.shape[-1] if g.ndim else -1, "bias_grad")
     if g.size < SMALL_WORK:
         return g.sum(axis=0)
-    partial = np.empty((_BLOCKS, g.shape[1]), dtype=g.dtype)
+    partial = np.empty((SUM_BLOCKS, g.shape[1]), dtype=g.dtype)
     _colsum_k[g.dtype](np.ascontiguousarray(g), partial)
     return partial.sum(axis=0)
 

@@ -275,6 +275,9 @@ def renamed_copy(f, suffix: str):
 
 
 SMALL_WORK = 16384  # below this many elements a kernel runs on one thread (see LazyKernel.pick)
+# Row blocks of the kernels' column sums (layer norm's dgamma/dbeta, bias gradients): each block sums into
+# a private row of partial sums, added in a fixed order -- fixed, so results do not depend on the thread count.
+SUM_BLOCKS = 32
 
 
 class LazyKernel:

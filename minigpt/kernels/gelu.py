@@ -23,7 +23,7 @@ import numpy as np
 
 from . import backend
 from ..errors import MiniGPTError
-from .fastmath import SMALL_WORK, LazyKernel, array_type, fast_exp
+from .fastmath import SUM_BLOCKS, LazyKernel, array_type, fast_exp
 
 _C = math.sqrt(2.0 / math.pi)
 _A = 0.044715
@@ -138,7 +138,6 @@ _bias_fwd_k = LazyKernel(_bias_fwd, lambda f: (array_type(f, 2), array_type(f, 1
 _bias_bwd_k = LazyKernel(_bias_bwd, lambda f: (array_type(f, 2, readonly=True), array_type(f, 2, readonly=True),
                                                array_type(f, 2), array_type(f, 2), f, f, f, f, f, f),
                          fastmath=_FLAGS)
-_BLOCKS = 32  # row blocks of the bias gradient's partial sums (fixed: results are thread-count independent)
 
 
 def _flat(a, dtype):
@@ -197,9 +196,9 @@ def bias_gelu_backward_numba(dy, h, out=None):
         raise MiniGPTError(f"bias_gelu_backward: dy of shape {dy.shape} does not match h of shape {h.shape}")
     dt = h.dtype.type
     dh = _out(out, h)
-    partial = np.empty((_BLOCKS, h.shape[1]), dtype=h.dtype)
-    kernel = _bias_bwd_k.serial(h.dtype) if h.size < SMALL_WORK else _bias_bwd_k[h.dtype]
-    kernel(dy, np.ascontiguousarray(h), dh, partial, dt(_C), dt(_A), dt(2.0), dt(1.0), dt(3.0), dt(_ZMAX))
+    partial = np.empty((SUM_BLOCKS, h.shape[1]), dtype=h.dtype)
+    _bias_bwd_k.pick(h.dtype, h.size)(dy, np.ascontiguousarray(h), dh, partial, dt(_C), dt(_A), dt(2.0), dt(1.0),
+                                      dt(3.0), dt(_ZMAX))
     return dh, partial.sum(axis=0)
 
 

@@ -19,10 +19,8 @@ import numba
 import numpy as np
 
 from . import backend
-from .fastmath import LazyKernel, array_type
+from .fastmath import SUM_BLOCKS, LazyKernel, array_type
 
-# Number of row blocks for the dgamma/dbeta partial sums (fixed, so results are thread-count independent).
-_BLOCKS = 32
 
 
 # ---- NumPy reference ----------------------------------------------------------------------------
@@ -142,7 +140,7 @@ def layer_norm_backward_numba(dy, x, gamma, mean, rstd):
     dx = np.empty((n, c), dtype=dt)
     if n == 0:
         return dx, np.zeros(c, dtype=dt), np.zeros(c, dtype=dt)
-    partial = np.empty((min(n, _BLOCKS), 2, c), dtype=dt)
+    partial = np.empty((min(n, SUM_BLOCKS), 2, c), dtype=dt)
     _bwd_k.pick(dt, x.size)(_c(dy, dt), _c(x, dt), _c(gamma, dt), _c(mean, dt), _c(rstd, dt), dt.type(1.0 / max(c, 1)),
                dx, partial)
     sums = partial.sum(axis=0)
