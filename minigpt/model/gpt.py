@@ -9,8 +9,15 @@ import numpy as np
 
 from .. import functional as F
 from ..errors import MiniGPTError
-from ..nn import Dropout, Embedding, KVCache, LayerNorm, Module, ModuleList, Parameter, TransformerBlock
+from ..nn import (Dropout, Embedding, Int8Embedding, Int8Linear, KVCache, LayerNorm, Module, ModuleList, Parameter,
+                  TransformerBlock)
+from ..nn.layers import skip_init
 from ..random import get_rng
+from ..tensor import is_grad_enabled
+
+QUANT_SCHEMES = ("int8",)
+# The linear layers of a block that quantize() converts (attribute paths inside TransformerBlock).
+_BLOCK_LINEARS = ("attn.qkv", "attn.proj", "ff.fc", "ff.proj")
 
 
 @dataclass
@@ -94,14 +101,86 @@ class GPT(Module):
         if c.tie_weights:
             self.out_head = None  # logits = h @ tok_emb.weight.T
         else:
-            w = get_rng().normal(0.0, 0.02, (c.vocab_size, c.emb_dim)).astype(dtype)
+            if skip_init():
+                w = np.empty((c.vocab_size, c.emb_dim), dtype=dtype)
+            else:
+                w = get_rng().normal(0.0, 0.02, (c.vocab_size, c.emb_dim)).astype(dtype)
             self.out_head = Parameter(w)  # (vocab, dim), the layout of the embedding table
         for blk in self.blocks:
             blk.norm1.eps = blk.norm2.eps = c.layer_norm_eps
+        self.quantization = None  # {"scheme": "int8", "group_size": n} after quantize()
+        self.head_int8 = None
 
     @property
     def head_weight(self) -> Parameter:
+        if self.quantization:
+            raise MiniGPTError(self._quantized_msg("has no float32 LM head"))
         return self.tok_emb.weight if self.out_head is None else self.out_head
+
+    def _quantized_msg(self, what: str) -> str:
+        return (f"this model is quantized to {self.quantization['scheme']} and {what}: int8 weights are for "
+                "inference only; train or finetune the float32 model, then quantize it")
+
+    # --- int8 weight-only quantization -------------------------------------------------------------
+    def quantize(self, scheme: str = "int8", group_size: int = 0, source=None) -> "GPT":
+        """Convert every linear layer and the LM head to int8 weights (symmetric; one scale per output
+        row, or per ``group_size`` consecutive inputs of a row), in place; returns ``self``.
+
+        Activations and the KV cache stay float32; layer norms, biases and the position embedding stay
+        float32 too. A tied token embedding shares the LM head's int8 table. The model is then for
+        inference only (``loss`` with gradients, ``backward`` and training refuse it).
+
+        ``source`` (used by checkpoint loading) is a function ``name -> (q, scales)`` giving the int8
+        arrays of the layer ``name`` (e.g. ``"blocks.0.attn.qkv"``, ``"tok_emb"``, ``"out_head"``) instead
+        of quantizing the layer's own weights.
+        """
+        from ..kernels.int8 import quantize_int8
+
+        if scheme not in QUANT_SCHEMES:
+            raise MiniGPTError(f"unknown quantization scheme {scheme!r}; known: {', '.join(QUANT_SCHEMES)}")
+        if self.quantization:
+            raise MiniGPTError(f"the model is already quantized ({self.quantization['scheme']})")
+        if not isinstance(group_size, (int, np.integer)) or isinstance(group_size, bool) or group_size < 0:
+            raise MiniGPTError(f"quantize: group_size must be an integer >= 0 (0: per output channel), "
+                               f"got {group_size!r}")
+        group_size = int(group_size)
+        c = self.config
+        for width in {c.emb_dim, 4 * c.emb_dim}:
+            if group_size and group_size < width and width % group_size:
+                raise MiniGPTError(f"quantize: group_size {group_size} does not divide the layer width {width}")
+
+        def get(name, w_out_in):
+            return source(name) if source is not None else quantize_int8(w_out_in, group_size)
+
+        for i, blk in enumerate(self.blocks):
+            for path in _BLOCK_LINEARS:
+                parent_name, attr = path.split(".")
+                parent = getattr(blk, parent_name)
+                lin = getattr(parent, attr)
+                q, s = get(f"blocks.{i}.{path}", None if source else lin.weight.data.T)
+                bias = None if lin.bias is None else lin.bias.data
+                setattr(parent, attr, Int8Linear(q, s, bias, group_size))
+        if self.out_head is None:  # tied: one int8 table for the lookup and the head
+            q, s = get("tok_emb", None if source else self.tok_emb.weight.data)
+            self.tok_emb = Int8Embedding(q, s, group_size)
+        else:
+            q, s = get("out_head", None if source else self.out_head.data)
+            self.out_head = None
+        self.head_int8 = Int8Linear(q, s, None, group_size)
+        self.quantization = {"scheme": scheme, "group_size": group_size}
+        self.requires_grad_(False)
+        self.eval()
+        return self
+
+    def weight_bytes(self) -> int:
+        """Bytes held by the model's weights (float parameters plus int8 tables and their scales)."""
+        total = sum(p.data.nbytes for p in self.parameters())
+        seen = set()
+        for m in self.modules():
+            if isinstance(m, (Int8Linear, Int8Embedding)) and id(m.q) not in seen:
+                seen.add(id(m.q))
+                total += m.q.nbytes + m.scales.nbytes
+        return total
 
     def _check_ids(self, idx, start: int = 0) -> np.ndarray:
         ids = idx.data if hasattr(idx, "data") and not isinstance(idx, np.ndarray) else np.asarray(idx)
@@ -142,6 +221,8 @@ class GPT(Module):
         h = self.hidden(idx, caches)
         if last_only:
             h = h[:, -1:]
+        if self.quantization:
+            return self.head_int8(h)
         return F.linear_t(h, self.head_weight)
 
     def loss(self, idx, targets, ignore_index: int = -100):
@@ -154,6 +235,11 @@ class GPT(Module):
         ids = self._check_ids(idx)
         if t.shape != ids.shape:
             raise MiniGPTError(f"targets of shape {t.shape} do not match inputs of shape {ids.shape}")
+        if self.quantization:
+            if is_grad_enabled():
+                raise MiniGPTError(self._quantized_msg("cannot be trained (evaluate it under no_grad())"))
+            logits = self.head_int8(self._hidden(ids))
+            return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), t.reshape(-1), ignore_index=ignore_index)
         return F.linear_cross_entropy(self._hidden(ids), self.head_weight, t, ignore_index=ignore_index)
 
     def new_caches(self, batch_size: int, max_len: int | None = None) -> list:

@@ -2,9 +2,11 @@
 TransformerBlock, MultiHeadAttention (and the book's teaching attention classes)."""
 from .attention import (CausalAttention, KVCache, MultiHeadAttention, MultiHeadAttentionWrapper, SelfAttention,
                         simplified_self_attention)
-from .layers import GELU, Dropout, Embedding, FeedForward, LayerNorm, Linear, TransformerBlock
+from .layers import GELU, Dropout, Embedding, FeedForward, LayerNorm, Linear, TransformerBlock, uninitialized
 from .module import Module, ModuleList, Parameter
+from .quantized import Int8Embedding, Int8Linear
 
 __all__ = ["Module", "ModuleList", "Parameter", "Linear", "Embedding", "LayerNorm", "Dropout", "GELU",
            "FeedForward", "TransformerBlock", "MultiHeadAttention", "KVCache", "SelfAttention", "CausalAttention",
-           "MultiHeadAttentionWrapper", "simplified_self_attention"]
+           "MultiHeadAttentionWrapper", "simplified_self_attention", "Int8Linear", "Int8Embedding",
+           "uninitialized"]

@@ -14,6 +14,27 @@ from ..errors import MiniGPTError
 from ..random import get_rng
 from .module import Module, Parameter
 
+_SKIP_INIT = [False]
+
+
+class uninitialized:
+    """``with uninitialized(): model = GPT(cfg)`` builds layers whose weights are allocated but not
+    initialised (``np.empty``: no random draws, and the pages of a large array are not touched until
+    written). For models whose weights are about to be loaded from a file."""
+
+    def __enter__(self):
+        self.old, _SKIP_INIT[0] = _SKIP_INIT[0], True
+        return self
+
+    def __exit__(self, *exc):
+        _SKIP_INIT[0] = self.old
+        return False
+
+
+def skip_init() -> bool:
+    """True inside ``uninitialized()``."""
+    return _SKIP_INIT[0]
+
 
 class Linear(Module):
     """y = x @ weight + bias, with ``weight`` stored (in_features, out_features) as GPT-2's Conv1D.
@@ -29,6 +50,10 @@ class Linear(Module):
             raise MiniGPTError(f"Linear needs positive sizes, got ({in_features}, {out_features})")
         rng = get_rng()
         self.in_features, self.out_features = in_features, out_features
+        if skip_init():
+            self.weight = Parameter(np.empty((in_features, out_features), dtype=dtype))
+            self.bias = Parameter(np.empty(out_features, dtype=dtype)) if bias else None
+            return
         if init_std is None:
             bound = 1.0 / math.sqrt(in_features)
             w = rng.uniform(-bound, bound, (in_features, out_features))
@@ -54,6 +79,9 @@ class Embedding(Module):
         if num_embeddings <= 0 or dim <= 0:
             raise MiniGPTError(f"Embedding needs positive sizes, got ({num_embeddings}, {dim})")
         self.num_embeddings, self.dim = num_embeddings, dim
+        if skip_init():
+            self.weight = Parameter(np.empty((num_embeddings, dim), dtype=dtype))
+            return
         self.weight = Parameter(get_rng().normal(0.0, init_std, (num_embeddings, dim)).astype(dtype))
 
     def forward(self, ids):
@@ -111,6 +139,8 @@ class FeedForward(Module):
         self.proj = Linear(hidden_dim, emb_dim, init_std=proj_std or init_std, dtype=dtype)
 
     def forward(self, x):
+        if type(self.fc) is not Linear:  # a quantized layer (model.quantize): its own product, then GELU
+            return self.proj(F.gelu(self.fc(x)))
         # gelu(fc(x)) as one fused op: bias and GELU in one pass over the (N, 4d) activations
         return self.proj(F.linear_gelu(x, self.fc.weight, self.fc.bias))
 

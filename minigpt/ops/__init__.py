@@ -8,6 +8,7 @@
 - ``softmax``: softmax, log_softmax, cross_entropy, linear_cross_entropy (LM head + loss, fused)
 - ``nn``: linear, linear_gelu (linear + GELU, fused), layer_norm, dropout
 - ``attention``: causal_attention (fused multi-head causal self-attention)
+- ``quantized``: int8_linear, int8_embedding (int8 weights, inference only: no backward)
 
 Each op is a ``Function`` subclass (e.g. ``LayerNorm`` in ``nn.py``) followed by its public function
 (``layer_norm``). The fused ops call the Numba kernels in ``minigpt.kernels``.
@@ -16,6 +17,7 @@ from .arithmetic import add, div, matmul, mul, neg, pow, sub
 from .attention import causal_attention
 from .elementwise import cast, exp, gelu, log, relu, sqrt, tanh
 from .nn import dropout, layer_norm, linear, linear_gelu, linear_t
+from .quantized import int8_embedding, int8_linear
 from .reduce import max, mean, sum
 from .select import embedding, masked_fill, where
 from .shape import cat, concatenate, getitem, permute, reshape, split, stack, transpose
@@ -30,4 +32,5 @@ __all__ = [
     "softmax", "log_softmax", "cross_entropy", "linear_cross_entropy",
     "linear", "linear_t", "linear_gelu", "layer_norm", "dropout",
     "causal_attention",
+    "int8_linear", "int8_embedding",
 ]

@@ -185,6 +185,8 @@ class Trainer:
                  log=print, progress: bool = True, extra_state: dict | None = None):
         from ..optim import AdamW, CosineWithWarmup, split_decay_groups
 
+        if getattr(model, "quantization", None):
+            raise MiniGPTError(model._quantized_msg("cannot be trained"))
         self.model, self.tokenizer, self.cfg = model, tokenizer, cfg
         self.train_loader, self.val_loader = train_loader, val_loader
         self.out_dir = Path(out_dir)

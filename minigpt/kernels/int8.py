@@ -1,0 +1,194 @@
+"""int8 weight-only matrix products: float32 activations times a weight stored as int8 plus float32 scales.
+
+A weight matrix ``W`` of shape (out, in) is stored as ``q`` (out, in) int8 and ``scales`` (out, G) float32,
+with ``G`` groups of ``in // G`` consecutive input features per output row (``G = 1``: one scale per
+output channel). Dequantised, ``W[j, i] = q[j, i] * scales[j, i // (in // G)]``; the quantisation is
+symmetric: ``scale = max|w| / 127`` over the group and ``q = round(w / scale)`` in [-127, 127].
+
+- ``quantize_int8(w, group_size) -> (q, scales)``: ``w`` (out, in) float; ``group_size`` 0 means one group.
+- ``dequantize_int8(q, scales) -> w`` (float32): the reference's dequantisation (tests, small lookups).
+- ``dequantize_rows(q, scales, ids) -> rows``: rows ``ids`` of the dequantised matrix (embedding lookups).
+- ``int8_matmul(x, q, scales) -> y``: ``y = x @ dequantize_int8(q, scales).T`` for ``x`` (M, in) float32.
+
+The Numba kernel never makes a float32 copy of the matrix. For one row of ``x`` (a generated token) it is
+a matrix-vector product parallel over output rows: each output is a dot product of ``x`` with the int8 row,
+converted to float32 in registers, one sum per group multiplied by that group's scale. Generation is bound
+by reading the weights, and int8 rows are a quarter of the bytes of float32 ones. For several rows of
+``x`` (a prompt) it works through blocks of eight output rows: the block is dequantised (scales applied)
+into a small float32 buffer that stays in the core's cache, and every row of ``x`` is multiplied with it.
+"""
+import minigpt._threads  # noqa: F401  (before numba: selects the threading layer)
+import numba
+import numpy as np
+from numba import types
+
+from ..errors import MiniGPTError
+from . import backend
+from .fastmath import FASTMATH, SMALL_WORK
+
+QMAX = 127
+ROW_BLOCK = 8  # output rows dequantised together by the multi-row kernel
+
+
+# ---- quantisation (NumPy: runs once per matrix) --------------------------------------------------
+
+def _groups(n_in, group_size):
+    if group_size in (None, 0) or group_size >= n_in:
+        return 1
+    if group_size < 0 or n_in % group_size:
+        raise MiniGPTError(f"int8 group size {group_size} must divide the input width {n_in}")
+    return n_in // group_size
+
+
+def quantize_int8(w, group_size=0):
+    """Symmetric int8 quantisation of ``w`` (out, in): ``(q int8 (out, in), scales float32 (out, G))``."""
+    w = np.asarray(w)
+    if w.ndim != 2 or w.dtype.kind != "f":
+        raise MiniGPTError(f"quantize_int8: expected a 2-D float matrix, got {w.dtype} {w.shape}")
+    if not np.isfinite(w).all():
+        raise MiniGPTError("quantize_int8: the matrix holds NaN or infinite values")
+    n_out, n_in = w.shape
+    g = _groups(n_in, group_size)
+    q = np.empty((n_out, n_in), dtype=np.int8)
+    scales = np.empty((n_out, g), dtype=np.float32)
+    step = 4096  # rows at a time: the float64 temporaries stay small
+    for r0 in range(0, n_out, step):
+        blk = w[r0:r0 + step].astype(np.float64).reshape(-1, g, n_in // g)
+        amax = np.abs(blk).max(axis=2)
+        s = (amax / QMAX).astype(np.float32)
+        safe = np.where(s > 0, s, 1.0).astype(np.float64)
+        q[r0:r0 + step] = np.clip(np.rint(blk / safe[:, :, None]), -QMAX, QMAX).reshape(-1, n_in)
+        scales[r0:r0 + step] = s
+    return q, scales
+
+
+def _check_q(q, scales, what):
+    if q.ndim != 2 or q.dtype != np.int8:
+        raise MiniGPTError(f"{what}: quantized weight must be a 2-D int8 array, got {q.dtype} {q.shape}")
+    if (scales.ndim != 2 or scales.dtype != np.float32 or scales.shape[0] != q.shape[0]
+            or scales.shape[1] == 0 or q.shape[1] % scales.shape[1]):
+        raise MiniGPTError(f"{what}: scales of shape {scales.shape} ({scales.dtype}) do not fit a quantized "
+                           f"weight of shape {q.shape} (need float32 (out, G) with G dividing in)")
+
+
+def dequantize_int8(q, scales):
+    """The float32 matrix that ``(q, scales)`` stand for (out, in)."""
+    _check_q(q, scales, "dequantize_int8")
+    n_out, n_in = q.shape
+    g = scales.shape[1]
+    return (q.reshape(n_out, g, n_in // g).astype(np.float32) * scales[:, :, None]).reshape(n_out, n_in)
+
+
+def dequantize_rows(q, scales, ids):
+    """Rows ``ids`` (any integer shape) of the dequantised matrix: shape ``ids.shape + (in,)``."""
+    ids = np.asarray(ids)
+    flat = ids.reshape(-1)
+    rows = dequantize_int8(q[flat], scales[flat])
+    return rows.reshape(*ids.shape, q.shape[1])
+
+
+# ---- NumPy reference --------------------------------------------------------------------------------
+
+def int8_matmul_numpy(x, q, scales):
+    """``x @ dequantize_int8(q, scales).T``, computed as written."""
+    return np.asarray(x) @ dequantize_int8(q, scales).T
+
+
+# ---- Numba --------------------------------------------------------------------------------------------
+
+def _gemv(x, q, scales, y):
+    """y[0, j] = sum over groups g of scales[j, g] * (x[0, group g] . q[j, group g]): one row of x."""
+    n_out, n_in = q.shape
+    g = scales.shape[1]
+    gs = n_in // g
+    xr = x[0]
+    for j in numba.prange(n_out):
+        row = q[j]
+        total = np.float32(0.0)
+        for k in range(g):
+            # slices, so that the loop index starts at 0: Numba then knows it is never negative and
+            # emits no wraparound check, and the loop vectorises
+            xg = xr[k * gs:(k + 1) * gs]
+            rg = row[k * gs:(k + 1) * gs]
+            acc = np.float32(0.0)
+            for i in range(gs):
+                acc += xg[i] * np.float32(rg[i])
+            total += acc * scales[j, k]
+        y[0, j] = total
+
+
+def _gemm(x, q, scales, y):
+    """y = x @ W.T for several rows of x: blocks of ROW_BLOCK output rows dequantised into a cached
+    buffer, then each row of x dotted with each row of the buffer."""
+    m = x.shape[0]
+    n_out, n_in = q.shape
+    g = scales.shape[1]
+    gs = n_in // g
+    nblk = (n_out + ROW_BLOCK - 1) // ROW_BLOCK
+    for b in numba.prange(nblk):
+        j0 = b * ROW_BLOCK
+        j1 = min(j0 + ROW_BLOCK, n_out)
+        buf = np.empty((ROW_BLOCK, n_in), dtype=np.float32)
+        for jj in range(j1 - j0):
+            row = q[j0 + jj]
+            dst = buf[jj]
+            for k in range(g):
+                s = scales[j0 + jj, k]
+                rg = row[k * gs:(k + 1) * gs]
+                dg = dst[k * gs:(k + 1) * gs]
+                for i in range(gs):
+                    dg[i] = np.float32(rg[i]) * s
+        for r in range(m):
+            xr = x[r]
+            for jj in range(j1 - j0):
+                src = buf[jj]
+                acc = np.float32(0.0)
+                for i in range(n_in):
+                    acc += xr[i] * src[i]
+                y[r, j0 + jj] = acc
+
+
+_SIG = (types.Array(types.float32, 2, "C", readonly=True), types.Array(types.int8, 2, "C", readonly=True),
+        types.Array(types.float32, 2, "C", readonly=True), types.Array(types.float32, 2, "C"))
+_kernels = {}
+
+
+def _kernel(name, parallel):
+    key = (name, parallel)
+    fn = _kernels.get(key)
+    if fn is None:
+        from .fastmath import renamed_copy
+
+        py = {"gemv": _gemv, "gemm": _gemm}[name]
+        if not parallel:
+            py = renamed_copy(py, "_serial")
+        fn = numba.njit(_SIG, parallel=parallel, fastmath=FASTMATH, cache=True)(py)
+        _kernels[key] = fn
+    return fn
+
+
+def int8_matmul_numba(x, q, scales):
+    x = np.asarray(x)
+    _check_q(q, scales, "int8_matmul")
+    if x.ndim != 2 or x.shape[1] != q.shape[1]:
+        raise MiniGPTError(f"int8_matmul: input of shape {x.shape} does not match a weight of shape {q.shape}")
+    if x.dtype != np.float32:  # float64 (gradient checks, references): the exact NumPy path
+        return int8_matmul_numpy(x, q, scales)
+    x = np.ascontiguousarray(x)
+    y = np.empty((x.shape[0], q.shape[0]), dtype=np.float32)
+    parallel = q.size * max(1, x.shape[0] // 8) >= SMALL_WORK * 16
+    if x.shape[0] == 1:
+        _kernel("gemv", parallel)(x, np.ascontiguousarray(q), np.ascontiguousarray(scales), y)
+    elif x.shape[0] > 0:
+        _kernel("gemm", parallel)(x, np.ascontiguousarray(q), np.ascontiguousarray(scales), y)
+    return y
+
+
+# ---- public, dispatching on the backend -------------------------------------------------------------
+
+def int8_matmul(x, q, scales):
+    """``x @ W.T`` for ``x`` (M, in) and the int8 weight ``W`` (out, in) given as ``(q, scales)``."""
+    if backend() == "numpy":
+        _check_q(q, scales, "int8_matmul")
+        return int8_matmul_numpy(x, q, scales)
+    return int8_matmul_numba(x, q, scales)
