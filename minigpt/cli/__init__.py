@@ -17,6 +17,7 @@ from ..errors import MiniGPTError
 COMMANDS = (
     "train",
     "generate",
+    "quantize",
     "tokenizer",
     "download",
 )
