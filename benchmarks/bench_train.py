@@ -45,6 +45,13 @@ def parse_args(argv=None):
     ap.add_argument("--wait-idle", type=float, default=0, metavar="SECONDS",
                     help="before each config, wait up to this long for the CPUs to be idle (shared machines)")
     ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    ap.add_argument("--loss-path", default="fused", choices=["fused", "book", "both"],
+                    help="minigpt's loss: model.loss(x, y) (fused), the book's F.cross_entropy(model(x).reshape("
+                         "-1, V), y.reshape(-1)), or both side by side")
+    ap.add_argument("--memory", action="store_true",
+                    help="peak resident memory of training steps instead of speed: minigpt and eager PyTorch, "
+                         "each config and side in a fresh child process")
+    ap.add_argument("--memory-child", nargs=2, metavar=("CONFIG", "SIDE"), help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
 
@@ -70,8 +77,9 @@ def _loss_value(loss):
         return float(np.asarray(getattr(loss, "data", loss)))
 
 
-def make_minigpt_trainer(mg, cfg, batch, seed=0):
-    """``(step, model)`` for minigpt; ``step.loss`` holds the last loss, ``step.path`` how the loss is made."""
+def make_minigpt_trainer(mg, cfg, batch, seed=0, book=False):
+    """``(step, model)`` for minigpt; ``step.loss`` holds the last loss, ``step.path`` how the loss is made.
+    ``book``: the loss as the book computes it, ``F.cross_entropy`` over ``model(x)``'s logits."""
     import numpy as np
 
     B, T, V = batch, cfg["seq_len"], cfg["vocab_size"]
@@ -82,7 +90,7 @@ def make_minigpt_trainer(mg, cfg, batch, seed=0):
         model.train()
     opt = mg["AdamW"](model.parameters(), lr=1e-4, weight_decay=0.1)
     rng = np.random.default_rng(seed)
-    fused = callable(getattr(model, "loss", None))
+    fused = callable(getattr(model, "loss", None)) and not book
     cross_entropy = mg["F"].cross_entropy
 
     def step():
@@ -115,11 +123,13 @@ def bench_config(name, args, mg, torch_ref):
     if mg is not None:
         try:
             t0 = time.perf_counter()
-            step, _ = make_minigpt_trainer(mg, cfg, B)
-            step()  # first step: includes Numba compilation / cache loading
-            notes.append(f"minigpt first step {time.perf_counter() - t0:.1f} s (incl. build + compile), "
-                         f"loss via {step.path}")
-            sides["minigpt"] = step
+            for book in {"fused": [False], "book": [True], "both": [False, True]}[args.loss_path]:
+                step, _ = make_minigpt_trainer(mg, cfg, B, book=book)
+                step()  # first step: includes Numba compilation / cache loading
+                label = "minigpt" if not book or args.loss_path == "book" else "minigpt-book"
+                notes.append(f"{label} first step {time.perf_counter() - t0:.1f} s (incl. build + compile), "
+                             f"loss via {step.path}")
+                sides[label] = step
         except Exception as e:  # noqa: BLE001
             print(f"[{name}] minigpt failed: {type(e).__name__}: {e}")
     if torch_ref is not None:
@@ -182,12 +192,94 @@ def print_results(results):
     print("tok/s and ratios use the median step; 'fastest steps' uses each side's fastest step, which is less "
           "sensitive to other work on the machine.")
     for res in results:
+        s = res["sides"]
+        if "minigpt-book" in s and "minigpt" in s:
+            print(f"  [{res['config']}] book loss path / model.loss: median step "
+                  f"{s['minigpt-book']['step_s'] / s['minigpt']['step_s']:.3f}x, fastest step "
+                  f"{s['minigpt-book']['step_min_s'] / s['minigpt']['step_min_s']:.3f}x (target <= 1.10x); "
+                  f"last losses {s['minigpt']['loss']:.6f} / {s['minigpt-book']['loss']:.6f}")
         for n in res["notes"]:
             print(f"  [{res['config']}] {n}")
 
 
+def _status_kb(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return None
+
+
+def memory_child(name, side, args):
+    """(in a fresh process) peak resident memory of training steps of one side, as JSON on stdout."""
+    cfg = dict(CONFIGS[name], name=name)
+    B = args.batch or cfg["batch"]
+    setup_threads(args.threads, torch_first=side.startswith("torch"))
+    if side.startswith("torch"):
+        import torch_reference as torch_ref
+
+        step, model = torch_ref.make_torch_trainer(cfg, B, side.split("-", 1)[1])
+        est = None
+    else:
+        mg = import_minigpt()
+        step, model = make_minigpt_trainer(mg, cfg, B, book=side == "minigpt-book")
+        est = model.memory_estimate(B, cfg["seq_len"]) if hasattr(model, "memory_estimate") else None
+    base = _status_kb("VmRSS")  # the process with its libraries and the model, before any step
+    try:  # reset the peak (VmHWM) to the current RSS (Linux >= 4.0)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+    for _ in range(3):
+        step()
+    peak = _status_kb("VmHWM")
+    print(json.dumps({"base_mb": base / 1024, "peak_mb": peak / 1024, "estimate": est}))
+
+
+def memory_main(args):
+    import subprocess
+
+    names = ["small", "gpt2-small"] if args.config == "all" else [args.config]
+    sides = []
+    if not args.no_minigpt:
+        sides += {"fused": ["minigpt"], "book": ["minigpt-book"], "both": ["minigpt", "minigpt-book"]}[args.loss_path]
+    if not args.no_torch:
+        sides += ["torch-sdpa"] if args.attn in ("sdpa", "both") else ["torch-manual"]
+    rows = []
+    for name in names:
+        res = {}
+        for side in sides:
+            wait_for_idle(args.wait_idle)
+            cmd = [sys.executable, os.path.abspath(__file__), "--memory-child", name, side, "--threads",
+                   str(args.threads)] + (["--batch", str(args.batch)] if args.batch else [])
+            out = subprocess.run(cmd, capture_output=True, text=True)
+            if out.returncode:
+                print(f"[{name}] {side} failed: {out.stderr.strip().splitlines()[-1:]}")
+                continue
+            res[side] = json.loads(out.stdout.strip().splitlines()[-1])
+        ref = next((res[k]["peak_mb"] for k in res if k.startswith("torch")), None)
+        for side, r in res.items():
+            est = r.get("estimate")
+            est_total = est["total"] / 2**20 if est else None
+            growth = r["peak_mb"] - r["base_mb"]
+            rows.append([name, side, f"{r['base_mb']:,.0f}", f"{r['peak_mb']:,.0f}",
+                         fmt_ratio(r["peak_mb"], ref) if not side.startswith("torch") else "",
+                         f"{est_total:,.0f}" if est_total else "", f"{growth:,.0f}"])
+    print()
+    print(format_table(rows, ["config", "side", "RSS before steps MB", "peak RSS MB", "vs torch (target <= 0.80x)",
+                              "memory_estimate MB", "peak - before MB"]))
+    print("peak = VmHWM over 3 training steps (forward, loss, backward, AdamW), each side in a fresh process;")
+    print("'before' = resident memory after building the model and optimizer (libraries included).")
+    print(machine_summary())
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.memory_child:
+        return memory_child(*args.memory_child, args)
+    if args.memory:
+        setup_threads(args.threads, torch_first=False)
+        return memory_main(args)
     setup_threads(args.threads, torch_first=not args.no_torch)
     import numpy  # noqa: F401  (after the thread setup)
 

@@ -1,6 +1,9 @@
 """Small helpers shared by the ops: input conversion, dtype rules, un-broadcasting of gradients."""
 from __future__ import annotations
 
+import sys
+from collections import OrderedDict
+
 import numpy as np
 
 from ..errors import MiniGPTError
@@ -89,3 +92,51 @@ class LazyModule:
 
             self._mod = importlib.import_module(self._name)
         return getattr(self._mod, attr)
+
+
+class BufferPool:
+    """Large scratch arrays reused from step to step: the (N, vocab) logits of the LM head and their
+    gradient. A buffer of hundreds of MB is mapped fresh by the operating system at each allocation,
+    and faulting its pages in costs about as much as a pass over it; handing out last step's buffer
+    avoids that.
+
+    A buffer is handed out again only once nothing but the pool refers to it: its reference count
+    (which counts every view of it too, through their ``base``) shows whether the caller, a graph or a
+    user still holds it. So a result taken from here can be kept, returned or stored as long as anyone
+    likes: the pool then simply allocates another. At most ``keep`` buffers per shape and ``shapes``
+    shapes are remembered; arrays below ``min_size`` elements are not worth it and are never pooled.
+    """
+
+    _IDLE = 3  # references to a free buffer seen in take(): the pool's list, the loop variable, the call
+
+    def __init__(self, keep: int = 2, shapes: int = 2, min_size: int = 1 << 20):
+        self.keep, self.shapes, self.min_size = keep, shapes, min_size
+        self.bufs = OrderedDict()
+
+    def take(self, shape, dtype) -> np.ndarray:
+        """An uninitialised array of ``shape`` and ``dtype`` that nobody else holds."""
+        shape, dtype = tuple(int(n) for n in shape), np.dtype(dtype)
+        if int(np.prod(shape)) < self.min_size:
+            return np.empty(shape, dtype=dtype)
+        key = (shape, dtype)
+        bufs = self.bufs.get(key)
+        if bufs is None:
+            bufs = self.bufs[key] = []
+            while len(self.bufs) > self.shapes:
+                self.bufs.popitem(last=False)
+        else:
+            self.bufs.move_to_end(key)
+        for b in bufs:
+            if sys.getrefcount(b) <= self._IDLE:
+                return b
+        b = np.empty(shape, dtype=dtype)
+        if len(bufs) < self.keep:
+            bufs.append(b)
+        return b
+
+    def clear(self) -> None:
+        self.bufs.clear()
+
+
+# The pool of the LM head's logits and their gradients (ops/nn.py LinearT, ops/softmax.py).
+LOGITS_POOL = BufferPool(keep=2)

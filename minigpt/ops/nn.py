@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import MiniGPTError
 from ..tensor import FLOAT_DTYPES, Function, Tensor
-from ._util import LazyModule, as_tensor, check_float
+from ._util import LOGITS_POOL, LazyModule, as_tensor, check_float
 
 KLN = LazyModule("minigpt.kernels.layernorm")  # loaded on first use
 KB = LazyModule("minigpt.kernels.bias")
@@ -69,7 +69,11 @@ class LinearT(Function):
         n_out, n_in = w.shape
         x2 = x.reshape(-1, n_in)
         self.x2, self.w, self.xshape = x2, w, x.shape
-        return (x2 @ w.T).reshape(*x.shape[:-1], n_out)
+        # the logits of a training batch are the step's largest array: last step's buffer is reused
+        # when nobody holds it any more (see BufferPool); small outputs are allocated as usual
+        y = LOGITS_POOL.take((x2.shape[0], n_out), np.result_type(x2, w))
+        np.matmul(x2, w.T, out=y)
+        return y.reshape(*x.shape[:-1], n_out)
 
     def backward(self, g):
         w = self.w

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import MiniGPTError
 from ..tensor import Function, Tensor
-from ._util import LazyModule, as_tensor, check_float
+from ._util import LOGITS_POOL, LazyModule, as_tensor, check_float
 
 K = LazyModule("minigpt.kernels.softmax")  # loaded on first use
 
@@ -82,33 +82,13 @@ class CrossEntropy(Function):
 
     def backward(self, g):
         scale = float(g) / self.div
-        return (K.cross_entropy_backward(self.logits, self.targets, self.lse, scale, self.ignore_index),)
-
-
-class _ScratchPool:
-    """Reusable (N, vocab) logits buffers. A buffer this large (hundreds of MB) is mapped fresh by the
-    operating system at every allocation, and faulting its pages in costs as much as a pass over it;
-    reusing the previous step's buffer avoids that. A buffer is handed out to one op at a time and
-    comes back when that op is done with it (at most ``keep`` buffers per shape are kept)."""
-
-    def __init__(self, keep: int = 1):
-        self.keep = keep
-        self.free = {}
-
-    def take(self, shape, dtype) -> np.ndarray:
-        bufs = self.free.get((shape, np.dtype(dtype)))
-        return bufs.pop() if bufs else np.empty(shape, dtype=dtype)
-
-    def give(self, arr: np.ndarray) -> None:
-        bufs = self.free.setdefault((arr.shape, arr.dtype), [])
-        if len(bufs) < self.keep:
-            bufs.append(arr)
-
-    def clear(self) -> None:
-        self.free.clear()
-
-
-LOGITS_POOL = _ScratchPool(keep=2)
+        logits = self.logits
+        out = None
+        if logits.flags.c_contiguous and logits.ndim == 2:
+            # the gradient is as large as the logits (e.g. (B*T, vocab) from the LM head): a pooled buffer,
+            # so that the book's loss path (cross_entropy(model(x)...)) faults no new pages in each step
+            out = LOGITS_POOL.take(logits.shape, logits.dtype)
+        return (K.cross_entropy_backward(logits, self.targets, self.lse, scale, self.ignore_index, out=out),)
 
 
 class LinearCrossEntropy(Function):
@@ -117,7 +97,7 @@ class LinearCrossEntropy(Function):
     The (N, vocab) logits are the largest buffer of a training step. This op never keeps the
     log-probabilities: forward computes each row's log-sum-exp and the loss in one pass; backward writes
     ``softmax - onehot`` from it into a second buffer and hands the logits buffer back. Both buffers
-    come from, and return to, ``LOGITS_POOL``, so steps reuse them. The graph through this op can be
+    come from ``LOGITS_POOL`` (ops/_util.py), so steps reuse them. The graph through this op can be
     back-propagated once (a second backward is an error).
     """
 
@@ -129,13 +109,9 @@ class LinearCrossEntropy(Function):
         logits = LOGITS_POOL.take((x2.shape[0], n_out), x.dtype)
         np.matmul(x2, w.T, out=logits)
         loss_sum, n_valid, lse = K.cross_entropy_forward(logits, targets, ignore_index)
-        if n_valid == 0:
-            LOGITS_POOL.give(logits)
         _check_counted(n_valid, ignore_index)
         if any(self.needs):
             self.saved = (x2, w, logits, targets, lse, ignore_index, n_valid, x.shape)
-        else:
-            LOGITS_POOL.give(logits)
         return np.asarray(loss_sum / n_valid, dtype=x.dtype)
 
     def backward(self, g):
@@ -148,10 +124,9 @@ class LinearCrossEntropy(Function):
         # measured ~3x slower for this pass (100 vs 36 ms at (2048, 50257)).
         dlogits = LOGITS_POOL.take(logits.shape, logits.dtype)
         K.cross_entropy_backward(logits, targets, lse, float(g) / n_valid, ignore_index, out=dlogits)
-        LOGITS_POOL.give(logits)
+        del logits  # back to the pool
         dx = (dlogits @ w).reshape(xshape) if self.needs[0] else None
         dw = dlogits.T @ x2 if self.needs[1] else None
-        LOGITS_POOL.give(dlogits)
         return dx, dw
 
 
