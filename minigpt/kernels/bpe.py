@@ -178,6 +178,36 @@ def cache_init(tok_buf, tok_off, tab, kbuf, vbuf, cst):
 
 
 @njit(cache=True)
+def vocab_pairs(tok_buf, tok_off, first, tab, kbuf):
+    """Every pair of tokens ``(a, b)`` whose joined bytes are a token ``t >= first``, as ``(pa, pb, pv)`` in the
+    order of ``t``, then of the split point: the pair table's entries. The lookups go through the encode cache
+    right after ``cache_init`` (every regular token entered with its own id), so this costs one hash probe per
+    split point instead of two Python dictionary lookups."""
+    total = 0
+    for t in range(first, tok_off.size - 1):
+        total += max(0, tok_off[t + 1] - tok_off[t] - 1)
+    pa = np.empty(total, np.int32)
+    pb = np.empty(total, np.int32)
+    pv = np.empty(total, np.int32)
+    n = 0
+    for t in range(first, tok_off.size - 1):
+        s = tok_off[t]
+        L = tok_off[t + 1] - s
+        for k in range(1, L):
+            f = _cache_find(tok_buf, s, k, _key(tok_buf, s, k), tab, kbuf)
+            if f < 0 or tab[f, 2] < 0:
+                continue
+            g = _cache_find(tok_buf, s + k, L - k, _key(tok_buf, s + k, L - k), tab, kbuf)
+            if g < 0 or tab[g, 2] < 0:
+                continue
+            pa[n] = tab[f, 2]
+            pb[n] = tab[g, 2]
+            pv[n] = t
+            n += 1
+    return pa[:n], pb[:n], pv[:n]
+
+
+@njit(cache=True)
 def cache_rehash(old, tab):
     """Move the rows of the slot table ``old`` into the larger, empty table ``tab``."""
     mask = tab.shape[0] - 1

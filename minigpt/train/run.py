@@ -85,6 +85,31 @@ def build_loaders(ids: np.ndarray, context_length: int, batch_size: int, val_fra
     return train_loader, val_loader
 
 
+def available_memory() -> int | None:
+    """Bytes of memory available to new work (Linux ``MemAvailable``); None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def warn_if_too_big(model, batch_size: int, context_length: int, log=print, available: int | None = None) -> bool:
+    """Warn (through ``log``) when the model's estimated training memory exceeds the available memory;
+    returns whether it did."""
+    est = model.memory_estimate(batch_size, context_length)["total"]
+    avail = available_memory() if available is None else available
+    if avail is None or est <= avail:
+        return False
+    log(f"warning: this run needs about {est / 2**30:.1f} GiB of memory (GPT.memory_estimate for batch "
+        f"{batch_size} x {context_length}) but only {avail / 2**30:.1f} GiB is available: it may be killed "
+        "or swap; lower --batch-size or --context-length, or pick a smaller --config")
+    return True
+
+
 def pretrain(out_dir, text_files=None, config: str = "mini", config_overrides: dict | None = None,
              tokenizer: str = "bpe", vocab_size: int = 2048, train_cfg: TrainConfig | None = None,
              epochs: float | None = None, val_fraction: float = 0.1, resume: bool = False,
@@ -133,6 +158,7 @@ def pretrain(out_dir, text_files=None, config: str = "mini", config_overrides: d
         model = GPT(mcfg)
         log(f"tokens: {ids.size:,} ({len(train_loader.dataset)} training windows of {ctx}); vocab {tok.vocab_size}; "
             f"model {config}: {model.num_parameters():,} parameters; {cfg.steps} steps of batch {train_loader.batch_size}")
+    warn_if_too_big(model, train_loader.batch_size, ctx, log)
     trainer = Trainer(model, tok, train_loader, val_loader, cfg, out_dir, log=log, progress=progress,
                       extra_state={"data_fingerprint": fingerprint(ids), "val_fraction": val_fraction})
     if resume:
