@@ -53,7 +53,7 @@ class MaskedFill(Function):
         return (np.where(self.mask, g.dtype.type(0), g),)
 
 
-class Embedding(Function):
+class EmbeddingOp(Function):
     """Rows of ``weight`` (V, C) picked by integer ids of any shape -> (*ids.shape, C).
 
     Backward scatter-adds each output row's gradient into the row it came from; repeated ids sum.
@@ -61,9 +61,10 @@ class Embedding(Function):
 
     def forward(self, weight, ids):
         self.ids, self.vshape = ids, weight.shape
-        return weight[ids]
+        return weight[ids]                       # (V, C)[ids] -> (*ids.shape, C)
 
     def backward(self, g):
+        # dW[ids[i]] += g[i] for every position i (repeated ids add up): g (*ids.shape, C) -> (V, C).
         # Sparse: the rows to add, not a (V, C) array of zeros (see ``RowGrad``).
         return (RowGrad(self.ids.reshape(-1), g.reshape(-1, self.vshape[1]), self.vshape),)
 
@@ -90,4 +91,4 @@ def embedding(ids, weight) -> Tensor:
         if lo < 0 or hi >= weight.shape[0]:
             bad = lo if lo < 0 else hi
             raise MiniGPTError(f"embedding: id {bad} is out of range for a table of {weight.shape[0]} rows")
-    return Embedding.apply(weight, ids=ids_arr)
+    return EmbeddingOp.apply(weight, ids=ids_arr)
