@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import MiniGPTError
-from ..tensor import Function, RowGrad, Tensor
+from ..grad_buffers import row_grad
+from ..tensor import Function, Tensor
 from ._util import as_tensor, binary_operands, unbroadcast
 
 
@@ -65,8 +66,8 @@ class EmbeddingOp(Function):
 
     def backward(self, g):
         # dW[ids[i]] += g[i] for every position i (repeated ids add up): g (*ids.shape, C) -> (V, C).
-        # Sparse: the rows to add, not a (V, C) array of zeros (see ``RowGrad``).
-        return (RowGrad(self.ids.reshape(-1), g.reshape(-1, self.vshape[1]), self.vshape),)
+        # Sparse: the rows to add, not a (V, C) array of zeros (see ``minigpt.grad_buffers.row_grad``).
+        return (row_grad(self.ids.reshape(-1), g.reshape(-1, self.vshape[1]), self.vshape),)
 
 
 def where(cond, a, b) -> Tensor:
