@@ -22,7 +22,6 @@ from .fastmath import SUM_BLOCKS, LazyKernel, array_type
 from .registry import kernel
 
 
-
 # ---- NumPy reference ----------------------------------------------------------------------------
 
 def layer_norm_forward_numpy(x, gamma, beta, eps=1e-5):

@@ -207,7 +207,6 @@ def cross_entropy(logits, targets, ignore_index: int = -100, reduction: str = "m
     return CrossEntropyOp.apply(logits, targets=t, ignore_index=int(ignore_index), reduction=reduction)
 
 
-
 def linear_cross_entropy(x, weight, targets, ignore_index: int = -100) -> Tensor:
     """``cross_entropy(linear_t(x, weight), targets)`` (mean over counted targets) as one fused op that
     never keeps a second (N, vocab) buffer. ``x`` (..., C), ``weight`` (V, C), ``targets`` (...)."""
