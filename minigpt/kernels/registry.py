@@ -17,10 +17,11 @@ reference or the fast version according to the backend chosen here, and only her
     ...     kernels.backend()
     'numpy'
 
-``KERNELS`` maps each declared kernel's name to its declaration; the tests walk it to check that every fast
+``KERNELS`` maps each declared kernel's name (``"layernorm.layer_norm_forward"``) to its declaration; the tests walk it to check that every fast
 version equals its reference. Within a fast version, the choice between a kernel's serial and parallel
 Numba builds is made by ``fastmath.LazyKernel.pick`` (serial below ``fastmath.SMALL_WORK`` elements).
 """
+import functools
 import os
 
 from ..errors import MiniGPTError
@@ -87,6 +88,10 @@ class Kernel:
     def __call__(self, *args, **kwargs):
         return (self.fast if _backend == "numba" else self.reference)(*args, **kwargs)
 
+    def __get__(self, obj, objtype=None):
+        """Declared in a class body, a kernel is a method: ``obj.name(...)`` runs ``version(obj, ...)``."""
+        return self if obj is None else functools.partial(self, obj)
+
     def __repr__(self):
         return f"<kernel {self.__module__}.{self.name}: {self.reference.__name__} | {self.fast.__name__}>"
 
@@ -102,5 +107,6 @@ def kernel(reference, fast, doc=None):
         raise ValueError(f"kernel reference {name!r} should be named <kernel>_numpy")
     name = name[: -len("_numpy")]
     k = Kernel(name, reference, fast, doc if doc is not None else reference.__doc__)
-    KERNELS[f"{reference.__module__.rsplit('.', 1)[-1]}.{name}"] = k
+    module = reference.__module__.removeprefix("minigpt.kernels.").removeprefix("minigpt.")
+    KERNELS[f"{module}.{reference.__qualname__[: -len('_numpy')]}"] = k
     return k
