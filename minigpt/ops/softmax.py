@@ -161,8 +161,8 @@ class LinearCrossEntropyOp(Function):
                                "holds the gradient now); run the forward pass again")
         x2, w, logits, targets, lse, ignore_index, n_valid, xshape = self.saved
         self.saved = None
-        # A second pooled buffer for the gradient: writing it over the logits in place saves memory but
-        # measured ~3x slower for this pass (100 vs 36 ms at (2048, 50257)).
+        # The gradient goes to a second pooled buffer, not over the logits (why: benchmarks/README.md,
+        # "Gradient buffers").
         dlogits = LOGITS_POOL.take(logits.shape, logits.dtype)
         # dlogits = g / n_valid * (softmax(logits) - onehot(targets)): (N, V)
         softmax_kernels.cross_entropy_backward(logits, targets, lse, float(g) / n_valid, ignore_index, out=dlogits)
