@@ -377,7 +377,7 @@ class Function:
 
     inputs: tuple = ()
     needs: tuple = ()
-    grad_is_scratch: bool = False  # set by the engine: True when backward may reuse grad's memory
+    grad_is_scratch: bool = False  # set by backward (grad_buffers.GradSums.is_scratch): may reuse grad's memory
 
     def forward(self, *arrays, **params):  # pragma: no cover - abstract
         raise NotImplementedError

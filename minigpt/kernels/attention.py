@@ -37,8 +37,8 @@ import numba
 import numpy as np
 
 from ..errors import MiniGPTError
-from .registry import kernel
 from .fastmath import FASTMATH, LazyKernel, array_type, fast_exp, row_max
+from .registry import kernel
 
 # ---- the dropout mask: a counter-based hash (splitmix64's finaliser) --------------------------------
 _GOLD = np.uint64(0x9E3779B97F4A7C15)   # 2**64 / golden ratio: the stride between counters

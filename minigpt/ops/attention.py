@@ -14,8 +14,8 @@ import math
 import numpy as np
 
 from ..errors import MiniGPTError
-from ..tensor import Function, Tensor
 from ..kernels import attention
+from ..tensor import Function, Tensor
 from ._util import as_tensor, check_float
 
 

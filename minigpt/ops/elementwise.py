@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import MiniGPTError
-from ..tensor import FLOAT_DTYPES, Function, Tensor
 from ..kernels import gelu as gelu_kernels
+from ..tensor import FLOAT_DTYPES, Function, Tensor
 from ._util import as_tensor, check_float
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import MiniGPTError
-from ..tensor import FLOAT_DTYPES, Function, Tensor
 from ..kernels import bias, gelu, layernorm
+from ..tensor import FLOAT_DTYPES, Function, Tensor
 from . import elementwise
 from ._util import as_tensor, check_float
 

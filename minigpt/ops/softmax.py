@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import MiniGPTError
-from ..tensor import Function, Tensor
 from ..kernels import softmax as softmax_kernels
+from ..tensor import Function, Tensor
 from ._util import as_tensor, check_float
 
 
