@@ -37,11 +37,13 @@ def layer_norm_forward_numpy(x, gamma, beta, eps=1e-5):
 def layer_norm_backward_numpy(dy, x, gamma, mean, rstd):
     x = np.asarray(x)
     dy = np.asarray(dy)
-    xhat = (x - mean[:, None]) * rstd[:, None]
-    g = dy * gamma
+    xhat = (x - mean[:, None]) * rstd[:, None]                                   # (N, C)
+    g = dy * gamma                                                               # d loss / d xhat: (N, C)
+    # dx = rstd * (term 1 - term 2 - term 3), per row: term 1 = g, the direct path through xhat;
+    # term 2 = mean(g), through the mean; term 3 = xhat * mean(g * xhat), through the variance
     dx = rstd[:, None] * (g - g.mean(axis=1, keepdims=True) - xhat * (g * xhat).mean(axis=1, keepdims=True))
-    dgamma = (dy * xhat).sum(axis=0)
-    dbeta = dy.sum(axis=0)
+    dgamma = (dy * xhat).sum(axis=0)                                             # (N, C) -> (C,)
+    dbeta = dy.sum(axis=0)                                                       # (N, C) -> (C,)
     return dx.astype(x.dtype, copy=False), dgamma.astype(x.dtype, copy=False), dbeta.astype(x.dtype, copy=False)
 
 
