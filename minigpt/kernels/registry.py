@@ -20,6 +20,12 @@ reference or the fast version according to the backend chosen here, and only her
 ``KERNELS`` maps each declared kernel's name (``"layernorm.layer_norm_forward"``) to its declaration; the tests walk it to check that every fast
 version equals its reference. Within a fast version, the choice between a kernel's serial and parallel
 Numba builds is made by ``fastmath.LazyKernel.pick`` (serial below ``fastmath.SMALL_WORK`` elements).
+
+Adding a kernel ``foo``: write ``foo_numpy`` (the math in plain NumPy) and ``foo_numba`` (checks and output
+arrays around a ``LazyKernel`` built from an ``@njit``-able loop) in a module of this package; declare
+``foo = kernel(foo_numpy, foo_numba, """docstring""")`` below them; add one line with example arguments to
+``EXAMPLES`` in ``tests/test_kernels_registry.py`` (which checks ``foo_numba`` against ``foo_numpy``). An op
+calls ``module.foo(...)`` and names ``kernels/module.py::foo_numpy`` in its docstring.
 """
 import functools
 import os
