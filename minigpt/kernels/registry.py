@@ -23,7 +23,7 @@ Numba builds is made by ``fastmath.LazyKernel.pick`` (serial below ``fastmath.SM
 
 Adding a kernel ``foo``: write ``foo_numpy`` (the math in plain NumPy) and ``foo_numba`` (checks and output
 arrays around a ``LazyKernel`` built from an ``@njit``-able loop) in a module of this package; declare
-``foo = kernel(foo_numpy, foo_numba, """docstring""")`` below them; add one line with example arguments to
+``foo = kernel(foo_numpy, foo_numba, "docstring")`` below them; add one line with example arguments to
 ``EXAMPLES`` in ``tests/test_kernels_registry.py`` (which checks ``foo_numba`` against ``foo_numpy``). An op
 calls ``module.foo(...)`` and names ``kernels/module.py::foo_numpy`` in its docstring.
 """
