@@ -23,8 +23,8 @@ import numpy as np
 from numba import types
 
 from ..errors import MiniGPTError
-from . import backend
 from .fastmath import FASTMATH, SMALL_WORK
+from .registry import kernel
 
 QMAX = 127
 ROW_BLOCK = 8  # output rows dequantised together by the multi-row kernel
@@ -91,6 +91,7 @@ def dequantize_rows(q, scales, ids):
 
 def int8_matmul_numpy(x, q, scales):
     """``x @ dequantize_int8(q, scales).T``, computed as written."""
+    _check_q(q, scales, "int8_matmul")
     return np.asarray(x) @ dequantize_int8(q, scales).T
 
 
@@ -184,11 +185,8 @@ def int8_matmul_numba(x, q, scales):
     return y
 
 
-# ---- public, dispatching on the backend -------------------------------------------------------------
+# ---- the kernel, declared once: NumPy reference, Numba version (registry.py picks one) ----------
 
-def int8_matmul(x, q, scales):
-    """``x @ W.T`` for ``x`` (M, in) and the int8 weight ``W`` (out, in) given as ``(q, scales)``."""
-    if backend() == "numpy":
-        _check_q(q, scales, "int8_matmul")
-        return int8_matmul_numpy(x, q, scales)
-    return int8_matmul_numba(x, q, scales)
+int8_matmul = kernel(
+    int8_matmul_numpy, int8_matmul_numba,
+    """``x @ W.T`` for ``x`` (M, in) and the int8 weight ``W`` (out, in) given as ``(q, scales)``.""")

@@ -79,21 +79,6 @@ def normalize_axis(axis, ndim: int, opname: str):
     return tuple(sorted(out))
 
 
-class LazyModule:
-    """A module imported on first attribute access (the Numba kernels load only when an op needs them)."""
-
-    def __init__(self, name: str):
-        self._name = name
-        self._mod = None
-
-    def __getattr__(self, attr):
-        if self._mod is None:
-            import importlib
-
-            self._mod = importlib.import_module(self._name)
-        return getattr(self._mod, attr)
-
-
 class BufferPool:
     """Large scratch arrays reused from step to step: the (N, vocab) logits of the LM head and their
     gradient. A buffer of hundreds of MB is mapped fresh by the operating system at each allocation,
@@ -138,5 +123,5 @@ class BufferPool:
         self.bufs.clear()
 
 
-# The pool of the LM head's logits and their gradients (ops/nn.py LinearT, ops/softmax.py).
+# The pool of the LM head's logits and their gradients (ops/nn.py LinearTOp, ops/softmax.py).
 LOGITS_POOL = BufferPool(keep=2)

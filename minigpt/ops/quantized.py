@@ -9,25 +9,25 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import MiniGPTError
+from ..kernels import bias, int8
 from ..tensor import Function, Tensor
-from ._util import LazyModule, as_tensor, check_float
-
-KQ = LazyModule("minigpt.kernels.int8")  # loaded on first use
-KB = LazyModule("minigpt.kernels.bias")
+from ._util import as_tensor, check_float
 
 INFERENCE_ONLY = ("int8-quantized weights are for inference only (no gradients): train or finetune the "
                   "float32 model, then quantize it")
 
 
-class Int8Linear(Function):
-    """x @ W.T (+ b) for an int8 weight W (out, in) stored as ``(q, scales)``; forward only."""
+class Int8LinearOp(Function):
+    """y = x @ W.T (+ b) for an int8 weight W (C_out, C_in) stored as ``(q, scales)``; forward only.
+    math: kernels/int8.py::int8_matmul_numpy (dequantize, then matmul), kernels/bias.py::add_bias_numpy
+    """
 
     def forward(self, x, b=None, *, q, scales):
         n_out, n_in = q.shape
-        x2 = x.reshape(-1, n_in)
-        y = KQ.int8_matmul(x2, q, scales)
+        x2 = x.reshape(-1, n_in)                      # (..., C_in) -> (N, C_in)
+        y = int8.int8_matmul(x2, q, scales)           # (N, C_in) @ W.T -> (N, C_out), W never materialised
         if b is not None:
-            KB.add_bias(y, b.astype(y.dtype, copy=False))
+            bias.add_bias(y, b.astype(y.dtype, copy=False))   # (N, C_out) += (C_out,)
         return y.astype(x.dtype, copy=False).reshape(*x.shape[:-1], n_out)
 
     def backward(self, g):
@@ -46,11 +46,11 @@ def int8_linear(x, q, scales, bias=None) -> Tensor:
         raise MiniGPTError(f"int8_linear: input of shape {x.shape} does not match a weight of shape {q.shape} "
                            f"(out, in): the input's last axis must be {q.shape[1]}")
     if bias is None:
-        return Int8Linear.apply(x, q=q, scales=scales)
+        return Int8LinearOp.apply(x, q=q, scales=scales)
     bias = as_tensor(bias, like=x)
     if bias.shape != (q.shape[0],):
         raise MiniGPTError(f"int8_linear: bias must have shape ({q.shape[0]},), got {bias.shape}")
-    return Int8Linear.apply(x, bias, q=q, scales=scales)
+    return Int8LinearOp.apply(x, bias, q=q, scales=scales)
 
 
 def int8_embedding(ids, q, scales) -> Tensor:
@@ -61,4 +61,4 @@ def int8_embedding(ids, q, scales) -> Tensor:
         raise MiniGPTError(f"int8_embedding: ids must be integers, got {ids.dtype}")
     if ids.size and (ids.min() < 0 or ids.max() >= q.shape[0]):
         raise MiniGPTError(f"int8_embedding: id out of range for a table of {q.shape[0]} rows")
-    return Tensor._wrap(KQ.dequantize_rows(q, scales, ids))
+    return Tensor._wrap(int8.dequantize_rows(q, scales, ids))
