@@ -21,7 +21,6 @@ start Numba; Numba compiles a kernel the first time it is called (``cache=True``
 import importlib
 import os
 
-from .. import _threads  # noqa: F401  (before numba: selects the threading layer)
 from ..errors import MiniGPTError
 
 BACKENDS = ("numba", "numpy")

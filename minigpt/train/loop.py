@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import random as mrandom
+from .. import runtime
 from ..errors import MiniGPTError
 from ..io import _fsync_dir, atomic_write_bytes, atomic_write_json, atomic_write_text
 from ..tensor import no_grad
@@ -185,6 +186,7 @@ class Trainer:
                  log=print, progress: bool = True, extra_state: dict | None = None):
         from ..optim import AdamW, CosineWithWarmup, split_decay_groups
 
+        runtime.configure(warn=False)  # tuned thread pools and allocator (results are the same without)
         self.model, self.tokenizer, self.cfg = model, tokenizer, cfg
         self.train_loader, self.val_loader = train_loader, val_loader
         self.out_dir = Path(out_dir)
