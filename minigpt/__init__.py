@@ -9,6 +9,8 @@ generation) -> model.checkpoint -> tokenizer, data, optim -> train -> cli.
 setting. The tuned runtime is one explicit call, :func:`minigpt.runtime.configure`. The names below load on
 first use, so ``import minigpt`` is quick and does not even import NumPy.
 """
+import importlib
+
 from .errors import MiniGPTError
 
 __version__ = "0.1.0"
@@ -31,8 +33,6 @@ _LAZY = {
 
 def __getattr__(name):
     if name in _LAZY:
-        import importlib  # noqa: PLC0415  (PEP 562 lazy attribute: loads the part on first use)
-
         module, attr = _LAZY[name]
         mod = importlib.import_module(module)
         return mod if attr is None else getattr(mod, attr)

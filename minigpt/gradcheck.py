@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import MiniGPTError
+from .ops import mul, sum as tsum
 from .tensor import Tensor, no_grad
 
 
@@ -53,8 +54,6 @@ def gradcheck(fn, *inputs, eps: float = 1e-6, atol: float = 1e-8, rtol: float = 
         with no_grad():
             o = fn(*args)
         return float(np.sum(o.data * w))
-
-    from .ops import mul, sum as tsum
 
     tsum(mul(out, Tensor(w))).backward()
 

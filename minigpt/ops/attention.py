@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from ..errors import MiniGPTError
+from ..random import as_generator
 from ..tensor import Function, Tensor
 from ._util import LazyModule, as_tensor, check_float
 
@@ -59,8 +60,6 @@ def causal_attention(qkv, n_heads: int, dropout_p: float = 0.0, training: bool =
     p = float(dropout_p) if training else 0.0
     seed = 0
     if p > 0:
-        from ..random import as_generator
-
         seed = int(as_generator(rng).integers(0, 2**62))
     return CausalAttention.apply(qkv, n_heads=int(n_heads), dropout_p=p, seed=seed)
 

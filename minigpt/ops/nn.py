@@ -8,8 +8,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import MiniGPTError
+from ..random import as_generator
 from ..tensor import FLOAT_DTYPES, Function, Tensor
 from ._util import LazyModule, as_tensor, check_float
+from .elementwise import gelu
 
 KLN = LazyModule("minigpt.kernels.layernorm")  # loaded on first use
 KB = LazyModule("minigpt.kernels.bias")
@@ -146,8 +148,6 @@ def linear_gelu(x, weight, bias) -> Tensor:
     """``gelu(x @ weight + bias)`` in one fused op (the feed-forward layer's first linear and its GELU);
     same arguments, checks and result as ``gelu(linear(x, weight, bias))``."""
     if bias is None:
-        from .elementwise import gelu
-
         return gelu(linear(x, weight))
     x, weight = as_tensor(x), as_tensor(weight)
     _check_linear(x, weight, bias, "linear_gelu")
@@ -198,7 +198,5 @@ def dropout(x, p: float = 0.5, training: bool = True, rng=None) -> Tensor:
         return x
     if x.dtype not in FLOAT_DTYPES:
         raise MiniGPTError(f"dropout needs a float tensor, got {x.dtype}")
-    from ..random import as_generator
-
     return Dropout.apply(x, p=float(p), rng=as_generator(rng))
 

@@ -32,8 +32,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import kernels
 from ..errors import MiniGPTError
-from .patterns import _NON_ASCII, Splitter, resolve_pattern, safe_cut_after, safe_cut_before
+from ..kernels import bpe as bpe_kernels
+from .patterns import NON_ASCII, Splitter, resolve_pattern, safe_cut_after, safe_cut_before, surrogate_error
+from .special import ENDOFTEXT
+from .training import train_bpe
 
 FORMAT = "minigpt-bpe"
 FORMAT_VERSION = 1
@@ -43,21 +47,9 @@ _READ_CHARS = 1 << 20  # characters read from a training file at a time
 
 def _kernels():
     """The Numba kernels, or None when the NumPy backend is selected (then the Python twins run)."""
-    from .. import kernels
-
     if kernels.backend() != "numba":
         return None
-    from ..kernels import bpe
-
-    return bpe
-
-
-def _surrogate_error(word: str) -> MiniGPTError:
-    bad = next(c for c in word if 0xD800 <= ord(c) <= 0xDFFF)
-    return MiniGPTError(
-        f"the text contains a lone surrogate {bad!r} (U+{ord(bad):04X}), which has no UTF-8 encoding; "
-        "clean the text first (e.g. s.encode('utf-8', 'replace').decode('utf-8'))"
-    )
+    return bpe_kernels
 
 
 def gpt2_bytes_to_unicode() -> dict[int, str]:
@@ -80,7 +72,7 @@ def _utf8_words(words: list) -> list:
     try:
         return [w.encode("utf-8") for w in words]
     except UnicodeEncodeError:
-        raise _surrogate_error("".join(words)) from None
+        raise surrogate_error("".join(words)) from None
 
 
 def _ends(bs: list) -> np.ndarray:
@@ -309,8 +301,6 @@ class BPETokenizer:
 
     def _encode_python(self, text: str) -> list[int]:
         """The plain-Python path (NumPy kernel backend): split, then a dict cache per pre-token."""
-        from ..kernels.bpe import encode_word_python
-
         if self._pair_dict is None:
             pa, pb, pv = self._pairs()
             self._pair_dict = dict(zip(zip(pa, pb), pv))
@@ -324,9 +314,9 @@ class BPETokenizer:
                 try:
                     b = w.encode("utf-8")
                 except UnicodeEncodeError:
-                    raise _surrogate_error(w) from None
+                    raise surrogate_error(w) from None
                 i = enc.get(b)
-                ids = [i] if i is not None else encode_word_python(b, self._byte_ids, self._pair_dict)
+                ids = [i] if i is not None else bpe_kernels.encode_word_python(b, self._byte_ids, self._pair_dict)
                 code[w] = ids
             out += ids
         return out
@@ -353,11 +343,11 @@ class BPETokenizer:
         try:
             data = text.encode("utf-8")
         except UnicodeEncodeError:
-            raise _surrogate_error(text) from None
+            raise surrogate_error(text) from None
         regions, cuts = [], []
         prev = 0  # in characters
         at = 0  # the byte offset of text[prev]
-        for m in _NON_ASCII.finditer(text):
+        for m in NON_ASCII.finditer(text):
             a, b = m.span()
             if a < prev:
                 continue  # inside the region already given to `regex`
@@ -478,7 +468,7 @@ class BPETokenizer:
 
     # --- training --------------------------------------------------------------------------------------
     @classmethod
-    def train(cls, texts, vocab_size: int, special_tokens=("<|endoftext|>",), pattern="gpt2",
+    def train(cls, texts, vocab_size: int, special_tokens=(ENDOFTEXT,), pattern="gpt2",
               progress: bool = False) -> "BPETokenizer":
         """Learn a vocabulary of exactly ``vocab_size`` tokens (256 bytes + merges + special tokens).
 
@@ -488,8 +478,6 @@ class BPETokenizer:
         not learnt from. ``pattern``: ``"gpt2"``, ``"gpt4"`` or a regular expression. ``progress``: show
         progress bars (tqdm). Raises MiniGPTError when the text is too small to yield ``vocab_size`` tokens.
         """
-        from .training import train_bpe
-
         return train_bpe(cls, texts, vocab_size, special_tokens, pattern, progress)
 
     # --- the project's own format ----------------------------------------------------------------------

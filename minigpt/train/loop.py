@@ -26,12 +26,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from safetensors.numpy import load_file, save
+from tqdm import tqdm
 
 from .. import random as mrandom
 from .. import runtime
 from ..errors import MiniGPTError
 from ..io import _fsync_dir, atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..model import GPT, generate
+from ..optim import AdamW, CosineWithWarmup, clip_grad_norm, split_decay_groups
 from ..tensor import no_grad
+from ..tokenizer import BPETokenizer
 
 
 @dataclass
@@ -116,8 +121,6 @@ def resolve_model_dir(path) -> Path:
 
 def save_checkpoint(out_dir, step: int, model, optimizer, tokenizer, state: dict, keep: int = 2) -> Path:
     """Write a complete checkpoint for ``step`` and point ``latest.json`` at it (see module docstring)."""
-    from safetensors.numpy import save
-
     out_dir = Path(out_dir)
     ckroot = out_dir / "checkpoints"
     ckroot.mkdir(parents=True, exist_ok=True)
@@ -155,10 +158,6 @@ def save_checkpoint(out_dir, step: int, model, optimizer, tokenizer, state: dict
 
 def load_checkpoint(out_dir):
     """(model, optimizer state dict, tokenizer or None, trainer state) of the latest checkpoint."""
-    from safetensors.numpy import load_file
-
-    from ..model import GPT
-
     ck = resolve_model_dir(out_dir)
     if not (ck / "trainer_state.json").exists():
         raise MiniGPTError(f"{ck} is a model, not a training checkpoint (no trainer_state.json)")
@@ -167,8 +166,6 @@ def load_checkpoint(out_dir):
     opt_arrays = load_file(str(ck / "optimizer.safetensors"))
     tok = None
     if (ck / "tokenizer.json").exists():
-        from ..tokenizer import BPETokenizer
-
         tok = BPETokenizer.load(ck / "tokenizer.json")
     return model, {"arrays": opt_arrays, "meta": state.pop("optimizer_meta")}, tok, state
 
@@ -184,8 +181,6 @@ class Trainer:
 
     def __init__(self, model, tokenizer, train_loader, val_loader, cfg: TrainConfig, out_dir,
                  log=print, progress: bool = True, extra_state: dict | None = None):
-        from ..optim import AdamW, CosineWithWarmup, split_decay_groups
-
         runtime.configure(warn=False)  # tuned thread pools and allocator (results are the same without)
         self.model, self.tokenizer, self.cfg = model, tokenizer, cfg
         self.train_loader, self.val_loader = train_loader, val_loader
@@ -242,8 +237,6 @@ class Trainer:
                                self.trainer_state(), keep=self.cfg.keep_checkpoints)
 
     def sample(self, prompt: str | None = None, max_new_tokens: int | None = None) -> str:
-        from ..model import generate
-
         if self.tokenizer is None:
             return ""
         prompt = self.cfg.sample_prompt if prompt is None else prompt
@@ -256,8 +249,6 @@ class Trainer:
         loss = self.model.loss(x, y)
         self.optimizer.zero_grad()
         loss.backward()
-        from ..optim import clip_grad_norm
-
         norm = clip_grad_norm(self.params, self.cfg.grad_clip) if self.cfg.grad_clip > 0 else float("nan")
         lv = float(loss.item())
         if not math.isfinite(lv) or (self.cfg.grad_clip > 0 and not math.isfinite(norm)):
@@ -275,8 +266,6 @@ class Trainer:
         log_path = self.out_dir / "log.jsonl"
         bar = None
         if self.progress:
-            from tqdm import tqdm
-
             bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
                        file=sys.stderr, mininterval=0.5)
         batches = self.train_loader.batches()
