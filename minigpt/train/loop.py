@@ -22,7 +22,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,24 +39,31 @@ from ..tensor import no_grad
 from ..tokenizer import BPETokenizer
 
 
+def _setting(default, help: str):
+    """A dataclass field with its help text: the one place a setting is declared (``minigpt train``'s
+    options are generated from these fields, see minigpt/cli/options.py)."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class TrainConfig:
-    steps: int = 600                 # the defaults make the README's quick start: ~2 minutes on 2 cores
-    batch_size: int = 8
-    lr: float = 1e-3
-    min_lr: float | None = None      # cosine floor; default lr / 10
-    warmup: int = 30
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    eval_every: int = 100
-    eval_batches: int = 10
-    sample_every: int = 0            # 0: only at the end
-    sample_prompt: str = "The"
-    sample_tokens: int = 80
-    checkpoint_every: int = 0        # 0: at every evaluation and at the end
-    keep_checkpoints: int = 2
-    seed: int = 123
-    log_every: int = 1
+    # the defaults make the README's quick start: ~2 minutes on 2 cores
+    steps: int = _setting(600, "optimizer steps")
+    batch_size: int = _setting(8, "sequences per step")
+    lr: float = _setting(1e-3, "peak learning rate")
+    min_lr: float | None = _setting(None, "floor of the cosine decay (default: lr/10)")
+    warmup: int = _setting(30, "linear warmup steps")
+    weight_decay: float = _setting(0.1, "AdamW weight decay (matrices only; not biases, norms)")
+    grad_clip: float = _setting(1.0, "clip the global gradient norm (0: off)")
+    eval_every: int = _setting(100, "evaluate on the validation windows and save every N steps")
+    eval_batches: int = _setting(10, "validation batches per evaluation")
+    sample_every: int = _setting(0, "print a sample every N steps (0: only at the end)")
+    sample_prompt: str = _setting("The", "prompt of the printed samples")
+    sample_tokens: int = _setting(80, "tokens per printed sample")
+    checkpoint_every: int = _setting(0, "save every N steps (0: at every evaluation and at the end)")
+    keep_checkpoints: int = _setting(2, "checkpoints kept in the output folder (older ones are deleted)")
+    seed: int = _setting(123, "random seed (initialisation, batch order, dropout, samples)")
+    log_every: int = _setting(1, "write a line to log.jsonl every N steps (and at every evaluation)")
 
     def __post_init__(self):
         for name in ("steps", "batch_size"):
