@@ -10,6 +10,8 @@ setting. The tuned runtime is one explicit call, :func:`minigpt.runtime.configur
 first use, so ``import minigpt`` is quick and does not even import NumPy.
 """
 import importlib
+import sys
+import types
 
 from .errors import MiniGPTError
 
@@ -31,12 +33,28 @@ _LAZY = {
 }
 
 
+def _load(name):
+    module, attr = _LAZY[name]
+    mod = importlib.import_module(module)
+    return mod if attr is None else getattr(mod, attr)
+
+
 def __getattr__(name):
     if name in _LAZY:
-        module, attr = _LAZY[name]
-        mod = importlib.import_module(module)
-        return mod if attr is None else getattr(mod, attr)
+        return _load(name)
     raise AttributeError(f"module 'minigpt' has no attribute {name!r}")
+
+
+class _Package(types.ModuleType):
+    """``minigpt.tensor`` and ``minigpt.gradcheck`` are functions named like the modules that define them.
+    Importing such a module binds the module to the package's attribute of that name; these properties
+    keep the name on the function, as ``from .tensor import tensor`` in this file would."""
+
+    tensor = property(lambda self: _load("tensor"), lambda self, value: None)
+    gradcheck = property(lambda self: _load("gradcheck"), lambda self, value: None)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 __all__ = ["MiniGPTError", *_LAZY]

@@ -161,3 +161,9 @@ def test_torch_imported_after_minigpt_keeps_its_own_openmp_settings():
     assert all(v is None for v in r["env"].values())
     alone = run("import json, torch; print(json.dumps({'threads': torch.get_num_threads()}))")
     assert r["threads"] == alone["threads"]
+
+
+def test_lazy_names_stay_the_functions_after_their_modules_load():
+    r = run("import json, minigpt.gradcheck, minigpt.tensor\nfrom minigpt import gradcheck, tensor\n"
+            "print(json.dumps([callable(gradcheck) and gradcheck.__name__, tensor.__name__]))")
+    assert r == ["gradcheck", "tensor"]
