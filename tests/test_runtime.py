@@ -31,7 +31,7 @@ def maps():
     except OSError:
         return ""
 env0, maps0 = dict(os.environ), maps()
-import numpy, numba  # what any program using minigpt loads anyway
+import numpy, numba, urllib.request, tqdm, regex, safetensors  # dependencies (and their libraries)
 env1, libs1 = dict(os.environ), set(l.split()[-1] for l in maps().splitlines() if ".so" in l)
 import minigpt
 from minigpt import Tensor, GPT
