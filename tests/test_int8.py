@@ -126,7 +126,13 @@ def test_quantize_save_load_round_trip_is_exact(tmp_path, tied, gs):
 
 def test_loading_a_quantized_folder_never_builds_float32_weights(tmp_path, model, monkeypatch):
     model.quantize("int8").save_pretrained(tmp_path)
-    monkeypatch.setattr(K, "quantize_int8", lambda *a, **k: pytest.fail("loading must not re-quantize"))
+    import minigpt.model.gpt as gpt_module
+
+    def refuse(*a, **k):
+        pytest.fail("loading must not re-quantize")
+
+    monkeypatch.setattr(K, "quantize_int8", refuse)
+    monkeypatch.setattr(gpt_module, "quantize_int8", refuse)
     back = GPT.from_pretrained(tmp_path)
     # the only float matrix left is the position embedding; the rest is int8 plus small vectors
     big = [n for n, p in back.named_parameters() if p.data.ndim == 2]

@@ -17,13 +17,12 @@ by reading the weights, and int8 rows are a quarter of the bytes of float32 ones
 ``x`` (a prompt) it works through blocks of eight output rows: the block is dequantised (scales applied)
 into a small float32 buffer that stays in the core's cache, and every row of ``x`` is multiplied with it.
 """
-import minigpt._threads  # noqa: F401  (before numba: selects the threading layer)
 import numba
 import numpy as np
 from numba import types
 
 from ..errors import MiniGPTError
-from .fastmath import FASTMATH, SMALL_WORK
+from .fastmath import FASTMATH, SMALL_WORK, renamed_copy
 from .registry import kernel
 
 QMAX = 127
@@ -158,8 +157,6 @@ def _kernel(name, parallel):
     key = (name, parallel)
     fn = _kernels.get(key)
     if fn is None:
-        from .fastmath import renamed_copy
-
         py = {"gemv": _gemv, "gemm": _gemm}[name]
         if not parallel:
             py = renamed_copy(py, "_serial")

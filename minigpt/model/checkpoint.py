@@ -6,6 +6,9 @@ GPT-2's (``h.0.attn.c_attn.weight``; with or without a ``transformer.`` prefix),
 ``wte.weight`` unless a separate ``lm_head.weight`` is stored. Only safetensors is read: nothing is
 ever unpickled.
 
+This module is the file format only: GPT-2's layout <-> a ``GPTConfig`` and a state dict in minigpt's
+names. It knows nothing of the ``GPT`` class; ``GPT.from_pretrained`` / ``GPT.save_pretrained`` build on it.
+
 minigpt name                      GPT-2 name
 tok_emb.weight                    wte.weight
 pos_emb.weight                    wpe.weight
@@ -25,13 +28,15 @@ import re
 from pathlib import Path
 
 import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import save
 
 from ..errors import MiniGPTError
 from ..io import atomic_write_bytes, atomic_write_json
-from ..nn import Int8Embedding, Int8Linear, uninitialized
-from .gpt import GPT, QUANT_SCHEMES, GPTConfig
+from .config import GPTConfig
 
 SCALE_SUFFIX = "_scale"  # an int8 weight's float32 scales are stored as "<weight name>_scale"
+QUANT_SCHEMES = ("int8",)
 
 # (minigpt prefix, GPT-2 prefix); "{i}" stands for a block number. Names are renamed by prefix.
 _NAME_MAP = [
@@ -137,16 +142,13 @@ def config_from_hf(d: dict) -> GPTConfig:
 
 class _SafetensorsFile:
     """A safetensors file opened with ``safe_open``: the file is memory-mapped and each tensor is read
-    when asked for, so loading a model never holds the whole file in memory (only one tensor at a time
-    beside the model)."""
+    when asked for, so loading a model never holds the whole file in memory (one tensor at a time beside
+    the model)."""
 
     def __init__(self, path: Path):
-        from safetensors import safe_open
-
         self.path = path
         try:
-            self._ctx = safe_open(str(path), framework="numpy")
-            self._f = self._ctx.__enter__()
+            self._f = safe_open(str(path), framework="numpy")
             self.keys = list(self._f.keys())
         except Exception as e:  # noqa: BLE001 - safetensors raises its own error types (and OSError)
             raise MiniGPTError(f"cannot read {path}: {e}") from None
@@ -160,8 +162,26 @@ class _SafetensorsFile:
     def shape(self, key: str) -> tuple:
         return tuple(self._f.get_slice(key).get_shape())
 
-    def close(self):
-        self._ctx.__exit__(None, None, None)
+
+class _LazyTensor:
+    """One tensor of the file, read when converted to an array (``np.asarray``); its shape is known
+    without reading it."""
+
+    def __init__(self, f: _SafetensorsFile, key: str):
+        self.f, self.key = f, key
+        self.shape = f.shape(key)
+
+    def __array__(self, dtype=None, copy=None):
+        a = self.f.get(self.key)
+        return a if dtype is None else a.astype(dtype, copy=False)
+
+
+class LazyState(dict):
+    """minigpt name -> ``_LazyTensor``: a state dict whose tensors are read from the mapped file one at
+    a time, as ``load_state_dict`` copies them into the model."""
+
+    def array(self, name: str) -> np.ndarray:
+        return np.asarray(self[name])
 
 
 def _read_config(path: Path):
@@ -182,11 +202,33 @@ def _read_config(path: Path):
     return hf_cfg, w_path
 
 
-def _names(f: _SafetensorsFile, w_path: Path, quantized: bool) -> dict:
-    """minigpt name -> tensor key of the file (int8 scales under the weight's name + "_scale")."""
-    names, unknown = {}, []
+def _quantization(hf_cfg: dict, cfg_path: Path):
+    quant = hf_cfg.get("quantization")
+    if quant is None:
+        return None
+    if not isinstance(quant, dict) or quant.get("scheme") not in QUANT_SCHEMES:
+        raise MiniGPTError(f"{cfg_path}: unknown quantization {quant!r} (known schemes: {', '.join(QUANT_SCHEMES)})")
+    gs = quant.get("group_size", 0)
+    if not isinstance(gs, int) or isinstance(gs, bool) or gs < 0:
+        raise MiniGPTError(f"{cfg_path}: quantization group_size must be an integer >= 0, got {gs!r}")
+    if quant.get("layout", "out_in") != "out_in":
+        raise MiniGPTError(f"{cfg_path}: unknown int8 layout {quant.get('layout')!r}")
+    return {"scheme": quant["scheme"], "group_size": gs}
+
+
+def read_checkpoint(path) -> tuple[GPTConfig, LazyState, dict | None]:
+    """Read a model folder: its config, a lazy state dict in minigpt's names (tensors are read from the
+    memory-mapped file when used) and its quantization (``{"scheme": "int8", "group_size": n}`` for a
+    folder written from an int8 model, else None). An int8 weight appears under its weight's name, its
+    scales under that name + ``_scale``."""
+    path = Path(path)
+    hf_cfg, w_path = _read_config(path)
+    cfg = config_from_hf(hf_cfg)
+    quant = _quantization(hf_cfg, path / "config.json")
+    f = _SafetensorsFile(w_path)
+    state, unknown = LazyState(), []
     for key in f.keys:
-        base = key[:-len(SCALE_SUFFIX)] if quantized and key.endswith(SCALE_SUFFIX) else key
+        base = key[:-len(SCALE_SUFFIX)] if quant and key.endswith(SCALE_SUFFIX) else key
         hf = base[len("transformer."):] if base.startswith("transformer.") else base
         if _IGNORED.match(hf):
             continue
@@ -194,140 +236,60 @@ def _names(f: _SafetensorsFile, w_path: Path, quantized: bool) -> dict:
         if ours is None:
             unknown.append(key)
             continue
-        names[ours + (SCALE_SUFFIX if base != key else "")] = key
+        state[ours + (SCALE_SUFFIX if base != key else "")] = _LazyTensor(f, key)
     if unknown:
         raise MiniGPTError(f"{w_path} has tensors that are not GPT-2 parameters: {', '.join(unknown[:8])}")
-    return names
+    if quant:
+        cfg.qkv_bias = any(k.endswith(".attn.qkv.bias") for k in state)
+        return cfg, state, quant
+    if "out_head" in state:  # an lm_head equal to wte is just the tied head stored twice
+        same = ("tok_emb.weight" in state and state["out_head"].shape == state["tok_emb.weight"].shape
+                and np.array_equal(state.array("out_head"), state.array("tok_emb.weight")))
+        if same:
+            del state["out_head"]
+        cfg.tie_weights = bool(same)
+    qkv_biases = [k for k in state if k.endswith(".attn.qkv.bias")]
+    if not qkv_biases:
+        cfg.qkv_bias = False
+    elif not cfg.qkv_bias:
+        if all(not np.any(state.array(k)) for k in qkv_biases):
+            for k in qkv_biases:  # the zeros save_pretrained writes for a model without q/k/v bias
+                del state[k]
+        else:
+            cfg.qkv_bias = True
+    return cfg, state, None
 
 
-def _copy_params(model: GPT, f: _SafetensorsFile, names: dict, w_path: Path) -> None:
-    """Read each float parameter's tensor and copy it into the model, one tensor at a time."""
-    own = dict(model.named_parameters())
-    missing = [n for n in own if n not in names]
-    if missing:
-        raise MiniGPTError(f"{w_path} lacks {len(missing)} parameter(s): {', '.join(missing[:8])}")
-    for n, p in own.items():
-        shape = f.shape(names[n])
-        if shape != p.shape:
-            raise MiniGPTError(f"{w_path}: tensor {names[n]!r} has shape {shape}, the model expects {p.shape}")
-        np.copyto(p.data, f.get(names[n]), casting="unsafe")
+def read_pretrained(path) -> tuple[GPTConfig, dict]:
+    """Read a Hugging Face GPT-2 directory (config.json + model.safetensors): the config and the
+    state dict in minigpt's parameter names (``GPT.from_pretrained`` builds the model from them). The
+    state's tensors are read from the memory-mapped file when used (``np.asarray``)."""
+    cfg, state, quant = read_checkpoint(path)
+    if quant:
+        raise MiniGPTError(f"{path} holds an int8-quantized model: load it with GPT.from_pretrained")
+    return cfg, state
 
 
-def load_pretrained(path, dtype=np.float32) -> GPT:
-    """Build a GPT from a Hugging Face GPT-2 directory (config.json + model.safetensors), or from a
-    folder written by ``save_pretrained`` of an int8-quantized model (its config.json says so)."""
-    path = Path(path)
-    hf_cfg, w_path = _read_config(path)
-    cfg = config_from_hf(hf_cfg)
-    if hf_cfg.get("quantization") is not None:
-        return _load_quantized(hf_cfg, cfg, w_path)
-    f = _SafetensorsFile(w_path)
-    try:
-        names = _names(f, w_path, quantized=False)
-        if "out_head" in names:  # an lm_head equal to wte is just the tied head stored twice
-            same = ("tok_emb.weight" in names and f.shape(names["out_head"]) == f.shape(names["tok_emb.weight"])
-                    and np.array_equal(f.get(names["out_head"]), f.get(names["tok_emb.weight"])))
-            if same:
-                del names["out_head"]
-            cfg.tie_weights = bool(same)
-        qkv_biases = [k for k in names if k.endswith(".attn.qkv.bias")]
-        if not qkv_biases:
-            cfg.qkv_bias = False
-        elif not cfg.qkv_bias:
-            if all(not np.any(f.get(names[k])) for k in qkv_biases):
-                for k in qkv_biases:  # the zeros save_pretrained writes for a model without q/k/v bias
-                    del names[k]
-            else:
-                cfg.qkv_bias = True
-        with uninitialized():  # every weight is about to be read from the file
-            model = GPT(cfg, dtype=dtype)
-        unexpected = [k for k in names if k not in dict(model.named_parameters())]
-        if unexpected:
-            raise MiniGPTError(f"{w_path} has tensors the model does not use: {', '.join(unexpected[:8])}")
-        _copy_params(model, f, names, w_path)
-    finally:
-        f.close()
-    return model
+def write_pretrained(path, cfg: GPTConfig, state: dict, quantization: dict | None = None) -> None:
+    """Write a config and a state dict (minigpt's names) as config.json + model.safetensors (GPT-2
+    names, ``transformer.`` prefix, as transformers' GPT2LMHeadModel saves them), each file atomically.
 
-
-def _load_quantized(hf_cfg: dict, cfg: GPTConfig, w_path: Path) -> GPT:
-    """An int8 model folder: int8 weights and float32 scales go straight into the quantized layers (no
-    float32 copy of a quantized matrix is ever made), the rest into the float32 parameters."""
-    quant = hf_cfg["quantization"]
-    if not isinstance(quant, dict) or quant.get("scheme") not in QUANT_SCHEMES:
-        raise MiniGPTError(f"{w_path.parent / 'config.json'}: unknown quantization {quant!r} "
-                           f"(known schemes: {', '.join(QUANT_SCHEMES)})")
-    group_size = quant.get("group_size", 0)
-    if not isinstance(group_size, int) or group_size < 0:
-        raise MiniGPTError(f"{w_path.parent / 'config.json'}: quantization group_size must be an integer >= 0, "
-                           f"got {group_size!r}")
-    if quant.get("layout", "out_in") != "out_in":
-        raise MiniGPTError(f"{w_path.parent / 'config.json'}: unknown int8 layout {quant.get('layout')!r}")
-    f = _SafetensorsFile(w_path)
-    try:
-        names = _names(f, w_path, quantized=True)
-        cfg.qkv_bias = any(k.endswith(".attn.qkv.bias") for k in names)
-        used = set()
-
-        def source(layer: str):
-            wname = layer if layer == "out_head" else layer + ".weight"
-            if wname not in names or wname + SCALE_SUFFIX not in names:
-                raise MiniGPTError(f"{w_path} lacks the int8 weight or its scales for {layer}")
-            q, s = f.get(names[wname]), f.get(names[wname + SCALE_SUFFIX])
-            if q.dtype != np.int8 or q.ndim != 2 or s.dtype != np.float32 or s.ndim != 2 or s.shape[0] != q.shape[0]:
-                raise MiniGPTError(f"{w_path}: {names[wname]} must be int8 (out, in) with float32 scales (out, G), "
-                                   f"got {q.dtype} {q.shape} and {s.dtype} {s.shape}")
-            if group_size and q.shape[1] > group_size and s.shape[1] * group_size != q.shape[1]:
-                raise MiniGPTError(f"{w_path}: scales {s.shape} of {names[wname]} do not match group_size {group_size}")
-            used.update((wname, wname + SCALE_SUFFIX))
-            return q, s
-
-        with uninitialized():  # allocated, never written: the float32 weights are not materialised
-            model = GPT(cfg)
-        model.quantize(quant["scheme"], group_size, source=source)
-        for n, k in names.items():
-            if n not in used and n not in dict(model.named_parameters()):
-                raise MiniGPTError(f"{w_path} has a tensor the quantized model does not use: {k}")
-        _copy_params(model, f, {n: k for n, k in names.items() if n not in used}, w_path)
-    finally:
-        f.close()
-    return model
-
-
-def save_pretrained(model: GPT, path) -> None:
-    """Write ``model`` as config.json + model.safetensors (GPT-2 names, ``transformer.`` prefix, as
-    transformers' GPT2LMHeadModel saves them). Each file is written atomically.
-
-    An int8-quantized model is written in minigpt's own variant of that layout: each quantized weight is
-    an int8 tensor of shape (out, in) under the weight's GPT-2 name plus its float32 scales (out, G)
-    under that name + ``_scale``, and config.json records ``"quantization": {"scheme": "int8",
-    "group_size": n, "layout": "out_in"}``. Only minigpt reads such a folder."""
-    from safetensors.numpy import save
-
+    With ``quantization`` (an int8 model), ``state`` also holds int8 weights (out, in) under the weights'
+    names and their float32 scales under the names + ``_scale``; config.json records the scheme, and no
+    zero q/k/v biases are added."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    cfg = model.config
     tensors = {}
-
-    def put(name, arr):
-        hf = to_hf_name(name)
+    for name, arr in state.items():
+        scale = name.endswith(SCALE_SUFFIX)
+        hf = to_hf_name(name[:-len(SCALE_SUFFIX)] if scale else name)
         key = hf if hf == "lm_head.weight" else "transformer." + hf
-        tensors[key] = np.ascontiguousarray(arr)
-        return key
-
-    for name, arr in model.state_dict().items():
-        put(name, arr)
-    if model.quantization:
-        for name, m in model.named_modules():
-            if isinstance(m, (Int8Linear, Int8Embedding)) and name != "head_int8":
-                tensors[put(name + ".weight", m.q) + SCALE_SUFFIX] = np.ascontiguousarray(m.scales)
-        if not cfg.tie_weights:
-            tensors[put("out_head", model.head_int8.q) + SCALE_SUFFIX] = np.ascontiguousarray(model.head_int8.scales)
-    elif not cfg.qkv_bias:  # GPT-2's layout always has a q/k/v bias: store zeros
+        tensors[key + (SCALE_SUFFIX if scale else "")] = np.ascontiguousarray(arr)
+    if not cfg.qkv_bias and not quantization:  # GPT-2's layout always has a q/k/v bias: store zeros
         for i in range(cfg.n_layers):
             tensors[f"transformer.h.{i}.attn.c_attn.bias"] = np.zeros(3 * cfg.emb_dim, dtype=np.float32)
     atomic_write_bytes(path / "model.safetensors", save(tensors, metadata={"format": "pt"}))
     hf_cfg = config_to_hf(cfg)
-    if model.quantization:
-        hf_cfg["quantization"] = {**model.quantization, "layout": "out_in"}
+    if quantization:
+        hf_cfg["quantization"] = {**quantization, "layout": "out_in"}
     atomic_write_json(path / "config.json", hf_cfg)

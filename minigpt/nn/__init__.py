@@ -2,7 +2,8 @@
 TransformerBlock, MultiHeadAttention (and the book's teaching attention classes)."""
 from .attention import (CausalAttention, KVCache, MultiHeadAttention, MultiHeadAttentionWrapper, SelfAttention,
                         simplified_self_attention)
-from .layers import GELU, Dropout, Embedding, FeedForward, LayerNorm, Linear, TransformerBlock, uninitialized
+from .block import TransformerBlock
+from .layers import GELU, Dropout, Embedding, FeedForward, LayerNorm, Linear, uninitialized
 from .module import Module, ModuleList, Parameter
 from .quantized import Int8Embedding, Int8Linear
 

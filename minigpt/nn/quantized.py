@@ -11,6 +11,7 @@ import numpy as np
 
 from .. import functional as F
 from ..errors import MiniGPTError
+from ..kernels.int8 import quantize_int8
 from .module import Module, Parameter
 
 
@@ -33,8 +34,6 @@ class Int8Linear(Module):
     @classmethod
     def from_weight(cls, w_out_in, bias=None, group_size: int = 0) -> "Int8Linear":
         """Quantize a float weight given as (out, in)."""
-        from ..kernels.int8 import quantize_int8
-
         q, s = quantize_int8(w_out_in, group_size)
         return cls(q, s, bias, group_size)
 
