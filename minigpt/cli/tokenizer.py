@@ -101,7 +101,13 @@ def _cmd_tokenizer_encode(args):
             raise MiniGPTError(f"{args.file} is not UTF-8 text ({e})") from None
     else:
         text = sys.stdin.read()
-    ids = tok.encode(text, allowed_special="all" if args.allow_special else ())
+    from ..errors import DisallowedSpecialTokenError
+
+    try:
+        ids = tok.encode(text, allowed_special="all" if args.allow_special else ())
+    except DisallowedSpecialTokenError as e:  # the library's advice names Python arguments; name the flag
+        raise MiniGPTError(f"the text contains the special token {e.token!r}: pass --allow-special to encode "
+                           "it as its special token") from None
     print(" ".join(map(str, ids)))
     return 0
 

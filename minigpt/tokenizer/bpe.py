@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import MiniGPTError
+from ..errors import DisallowedSpecialTokenError, MiniGPTError
 from .patterns import _NON_ASCII, Splitter, resolve_pattern, safe_cut_after, safe_cut_before
 
 FORMAT = "minigpt-bpe"
@@ -406,10 +406,10 @@ class BPETokenizer:
         allowed, disallowed = self._special_sets(allowed_special, disallowed_special)
         for s in disallowed:
             if s in text:
-                raise MiniGPTError(
+                raise DisallowedSpecialTokenError(
                     f"the text contains the special token {s!r}, which is not allowed here: pass "
                     f"allowed_special={{{s!r}}} (or 'all') to encode it as its special token, or "
-                    "disallowed_special=() to encode it as ordinary text")
+                    "disallowed_special=() to encode it as ordinary text", token=s)
         if not allowed or not any(s in text for s in allowed):
             return self.encode_ordinary(text)
         key = frozenset(allowed)
