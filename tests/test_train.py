@@ -180,3 +180,13 @@ def test_resume_can_extend_a_finished_run(tmp_path, verdict):
     assert rc == 0
     assert json.loads((tmp_path / "r" / "latest.json").read_text())["step"] == 9
     assert [r["step"] for r in read_log(tmp_path / "r")] == list(range(1, 10))
+
+
+def test_resume_with_nothing_left_reports_the_last_losses_not_nan(tmp_path, verdict, capsys):
+    done = small_run(tmp_path / "r", verdict, steps=6, eval_every=3)
+    rc = main(["train", "--out", str(tmp_path / "r"), "--text", str(verdict), "--resume", "--quiet"])
+    assert rc == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    assert "nan" not in line
+    assert line.startswith("no step ran (the run is at step 6)")
+    assert f"train loss {done['train_loss']:.3f}" in line and f"val loss {done['val_loss']:.3f}" in line

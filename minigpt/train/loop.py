@@ -322,8 +322,15 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
+        return self.summary()
+
+    def summary(self) -> dict:
+        """Step, tokens seen, and the last logged train and validation losses (None where none was
+        logged): after a resume with nothing left to run, these are the losses the run ended with."""
+        vals = [h[3] for h in self.history if h[3] is not None]
         return {"step": self.step, "tokens_seen": self.tokens_seen,
-                "train_loss": self.history[-1][2] if self.history else None, "val_loss": last_val}
+                "train_loss": self.history[-1][2] if self.history else None,
+                "val_loss": vals[-1] if vals else None}
 
     def _say(self, bar, msg: str) -> None:
         if bar is not None:

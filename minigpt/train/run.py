@@ -138,11 +138,13 @@ def pretrain(out_dir, text_files=None, config: str = "mini", config_overrides: d
     if resume:
         trainer.restore(opt_state, state)
         log(f"resuming {out_dir} at step {trainer.step} of {cfg.steps}")
+    first_step = trainer.step
     if trainer.step >= cfg.steps:
         log(f"{out_dir} has already run all {cfg.steps} steps; pass a larger --steps to continue")
-        summary = {"step": trainer.step}
+        summary = trainer.summary()
     else:
         summary = trainer.run()
+    summary["steps_run"] = trainer.step - first_step
     summary["sample"] = trainer.sample()
     summary["out_dir"] = str(out_dir)
     return summary
