@@ -208,10 +208,9 @@ def _download_to(url: str, sink_write, desc: str, quiet: bool) -> None:
         total = r.headers.get("Content-Length")
         bar = None
         if not quiet:
-            from tqdm import tqdm
+            from .progress import progress_bar
 
-            bar = tqdm(total=int(total) if total else None, unit="B", unit_scale=True, desc=desc,
-                       file=sys.stderr, leave=False)
+            bar = progress_bar(int(total) if total else None, unit="B", unit_scale=True, desc=desc, leave=False)
         try:
             while chunk := r.read(_CHUNK):
                 sink_write(chunk)

@@ -76,9 +76,9 @@ def count_pretokens(texts, splitter: Splitter, special_tokens=(), progress=False
     special_rx = None
     if special_tokens:
         special_rx = re.compile("|".join(re.escape(s) for s in sorted(special_tokens, key=lambda s: (-len(s), s))))
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
-    bar = tqdm(desc="counting pre-tokens", unit="char", unit_scale=True, disable=not progress, leave=False)
+    bar = progress_bar(desc="counting pre-tokens", unit="char", unit_scale=True, disable=not progress, leave=False)
     with bar:
         for text, n in _sources(texts):
             if text:
@@ -107,7 +107,7 @@ def learn_merges(words: list[bytes], counts: np.ndarray, n_new: int, progress=Fa
     Returns ``(merges, n_made)``: the list of ``(a, b)`` pairs that made new tokens ``256, 257, ...`` in order.
     """
     from ..kernels import bpe as K
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     keep = [i for i, w in enumerate(words) if len(w) >= 2]
     words = [words[i] for i in keep]
@@ -159,7 +159,7 @@ def learn_merges(words: list[bytes], counts: np.ndarray, n_new: int, progress=Fa
     out_b = np.empty(cap, np.int32)
     out_id = np.empty(cap, np.int32)
 
-    bar = tqdm(total=n_new, desc="learning merges", unit="token", disable=not progress, leave=False)
+    bar = progress_bar(n_new, desc="learning merges", unit="token", disable=not progress, leave=False)
     made = 0
     with bar:
         while True:

@@ -197,6 +197,8 @@ class Trainer:
         self.tokens_seen = 0
         self.history = []  # (step, tokens, train_loss, val_loss or None)
         self.extra_state = dict(extra_state or {})  # saved in every checkpoint as is (e.g. a data fingerprint)
+        self._bar = None  # the progress bar while run() is running (messages go above it)
+        self._plot_warned = False
 
     # state that makes a resumed run identical to an uninterrupted one
     def trainer_state(self) -> dict:
@@ -268,15 +270,17 @@ class Trainer:
         return lv, norm
 
     def run(self) -> dict:
+        """Train up to ``cfg.steps``. The progress report starts after the first step of this process, so
+        the kernels' compilation on a first run (announced beforehand) stays out of its rate."""
+        from ..progress import progress_bar
+        from . import kernel_cache
+
         cfg = self.cfg
         self.out_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.out_dir / "log.jsonl"
-        bar = None
-        if self.progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
-                       file=sys.stderr, mininterval=0.5)
+        cold = kernel_cache.numba_in_use() and not kernel_cache.is_warm()
+        if cold:
+            self._say(None, f"compiling kernels (first run only, ~{kernel_cache.expected_compile_seconds()} s)")
         batches = self.train_loader.batches()
         last_val = None
         self.model.train()
@@ -293,6 +297,14 @@ class Trainer:
                     tps = x.size / dt if dt > 0 else float("inf")
                     rec = {"step": self.step, "tokens": self.tokens_seen, "loss": round(loss, 6), "lr": lr,
                            "grad_norm": None if math.isnan(norm) else round(norm, 6), "tokens_per_s": round(tps, 1)}
+                    started = False
+                    if cold:
+                        kernel_cache.mark_warm(dt)
+                        cold = False
+                    if self.progress and self._bar is None:  # from here on the rate is the steady one
+                        self._bar = progress_bar(cfg.steps, desc="train", unit="step", initial=self.step)
+                        started = True
+                    bar = self._bar
                     val = None
                     evaluate_now = cfg.eval_every and (self.step % cfg.eval_every == 0 or self.step == cfg.steps)
                     if evaluate_now and self.val_loader is not None:
@@ -308,7 +320,8 @@ class Trainer:
                         if last_val is not None:
                             post["val"] = f"{last_val:.3f}"
                         bar.set_postfix(post, refresh=False)
-                        bar.update(1)
+                        if not started:  # the step that started the report is its `initial`
+                            bar.update(1)
                     if val is not None:
                         self._say(bar, f"step {self.step}: train loss {loss:.3f}, val loss {val:.3f} "
                                        f"(ppl {perplexity(val):.1f})")
@@ -320,8 +333,9 @@ class Trainer:
                     if cfg.sample_every and self.step % cfg.sample_every == 0 and self.step != cfg.steps:
                         self._say(bar, f"--- sample at step {self.step} ---\n{self.sample()}\n---")
         finally:
-            if bar is not None:
-                bar.close()
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None
         return self.summary()
 
     def summary(self) -> dict:
@@ -346,6 +360,10 @@ class Trainer:
             matplotlib.use("Agg")
             import matplotlib.pyplot as plt
         except ImportError:
+            if not self._plot_warned:  # once per run, with the command that enables it
+                self._plot_warned = True
+                self._say(self._bar, f"note: no {self.out_dir / 'loss.png'}: plotting needs matplotlib "
+                                     "(pip install matplotlib, or pip install -e \".[plot]\" in a checkout)")
             return None
         if not self.history:
             return None
