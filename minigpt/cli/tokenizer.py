@@ -7,7 +7,7 @@ from ..errors import MiniGPTError
 
 
 def add(sub):
-    p = sub.add_parser("tokenizer", help="train a byte-level BPE tokenizer; encode and decode text",
+    p = sub.add_parser("tokenizer", help="train a BPE tokenizer; encode and decode text",
                        description="Train a byte-level BPE tokenizer, or encode/decode text with one (a file "
                        "written by 'minigpt tokenizer train', or GPT-2's encoder.json + vocab.bpe).")
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])

@@ -10,7 +10,7 @@ def add(sub):
     from ..train import TrainConfig
 
     d = TrainConfig()
-    p = sub.add_parser("train", help="pretrain a GPT on text (default: the built-in corpus) and print a sample",
+    p = sub.add_parser("train", help="pretrain a GPT on text files or the built-in corpus",
                        description="Pretrain a GPT from scratch. Without --text it trains on the built-in corpus "
                        "(the docstrings of Python's standard library, extracted offline).")
     p.add_argument("--text", nargs="+", default=None, metavar="FILE", help="UTF-8 text files (joined with "

@@ -85,6 +85,30 @@ def build_loaders(ids: np.ndarray, context_length: int, batch_size: int, val_fra
     return train_loader, val_loader
 
 
+def check_settings(config: str, config_overrides: dict | None, tokenizer: str, vocab_size: int,
+                   epochs: float | None, val_fraction: float) -> None:
+    """Reject bad settings up front, each with a message naming it: the preset and its overrides, the
+    tokenizer (a trained BPE's size; GPT-2's files or the tokenizer file being there), epochs and the
+    validation fraction. ``pretrain`` calls it before reading the corpus."""
+    from ..model import GPTConfig
+
+    # the vocabulary size is known only once the tokenizer exists: any valid value checks the rest
+    GPTConfig.preset(config, **{**(config_overrides or {}), "vocab_size": max(int(vocab_size or 0), 1)})
+    if tokenizer == "bpe":
+        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 257:
+            raise MiniGPTError(f"--vocab-size must be an integer of at least 257 (256 byte tokens + "
+                               f"<|endoftext|>), got {vocab_size!r}")
+    elif tokenizer == "gpt2":
+        _gpt2_vocab_dir()
+    elif not Path(tokenizer).exists():
+        raise MiniGPTError(f"--tokenizer {tokenizer!r}: expected 'bpe', 'gpt2', a tokenizer .json file or a "
+                           "folder with GPT-2's encoder.json and vocab.bpe (no such file or folder)")
+    if epochs is not None and not (isinstance(epochs, (int, float)) and epochs > 0 and math.isfinite(epochs)):
+        raise MiniGPTError(f"--epochs must be a positive number, got {epochs}")
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 <= val_fraction < 1:
+        raise MiniGPTError(f"--val-fraction must be a number in [0, 1), got {val_fraction!r}")
+
+
 def pretrain(out_dir, text_files=None, config: str = "mini", config_overrides: dict | None = None,
              tokenizer: str = "bpe", vocab_size: int = 2048, train_cfg: TrainConfig | None = None,
              epochs: float | None = None, val_fraction: float = 0.1, resume: bool = False,
@@ -100,6 +124,8 @@ def pretrain(out_dir, text_files=None, config: str = "mini", config_overrides: d
     if resume and not latest.exists():
         raise MiniGPTError(f"--resume: {out_dir} holds no checkpoint to resume from")
 
+    if not resume:  # every setting checked before minutes go into the corpus and the tokenizer
+        check_settings(config, config_overrides, tokenizer, vocab_size, epochs, val_fraction)
     text, source = load_corpus(text_files)
     if resume:
         model, opt_state, tok, state = load_checkpoint(out_dir)
