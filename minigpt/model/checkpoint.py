@@ -142,9 +142,33 @@ def _read_safetensors(path: Path) -> dict:
         raise MiniGPTError(f"cannot read {path}: {e}") from None
 
 
-def load_pretrained(path, dtype=np.float32) -> GPT:
-    """Build a GPT from a Hugging Face GPT-2 directory (config.json + model.safetensors)."""
+def resolve_model_dir(path) -> Path:
+    """A training output directory (holding ``latest.json``) resolves to its latest checkpoint; a model
+    directory (holding ``model.safetensors``) to itself."""
     path = Path(path)
+    latest = path / "latest.json"
+    if latest.exists():
+        try:
+            rel = json.loads(latest.read_text())["checkpoint"]
+        except (json.JSONDecodeError, KeyError, UnicodeDecodeError) as e:
+            raise MiniGPTError(f"{latest} is damaged: {e}") from None
+        target = path / rel
+        if not (target / "model.safetensors").exists():
+            raise MiniGPTError(f"{latest} points at {target}, which has no model.safetensors")
+        return target
+    if (path / "model.safetensors").exists():
+        return path
+    if not path.exists():
+        raise MiniGPTError(f"model directory {path} does not exist")
+    raise MiniGPTError(f"{path} holds neither a checkpoint (latest.json) nor a model (model.safetensors)")
+
+
+def load_pretrained(path, dtype=np.float32) -> GPT:
+    """Build a GPT from a Hugging Face GPT-2 directory (config.json + model.safetensors), or from a
+    training output directory (its latest checkpoint, as ``minigpt generate --model`` takes it)."""
+    path = Path(path)
+    if (path / "latest.json").exists():
+        path = resolve_model_dir(path)
     if not path.is_dir():
         raise MiniGPTError(f"model directory {path} does not exist")
     cfg_path, w_path = path / "config.json", path / "model.safetensors"
