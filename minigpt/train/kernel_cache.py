@@ -78,9 +78,13 @@ def expected_compile_seconds(path: Path | None = None) -> int:
     return int(round(seconds)) if isinstance(seconds, (int, float)) and seconds > 0 else DEFAULT_COMPILE_SECONDS
 
 
+def compile_note(path: Path | None = None) -> str:
+    return f"compiling kernels (first run only, ~{expected_compile_seconds(path)} s)"
+
+
 def mark_warm(first_step_seconds: float | None, path: Path | None = None) -> None:
-    """Record that the kernels are compiled and cached (``first_step_seconds``: how long a cold first
-    step took, kept for the next estimate; None keeps the previous figure). Best effort: a read-only
+    """Record that the kernels are compiled and cached (``first_step_seconds``: how long a cold start
+    took up to the end of the first step, kept for the next estimate; None keeps the previous figure). Best effort: a read-only
     location only means the note will show again."""
     from ..io import atomic_write_json
 

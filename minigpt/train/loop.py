@@ -180,6 +180,9 @@ class Trainer:
         self.extra_state = dict(extra_state or {})  # saved in every checkpoint as is (e.g. a data fingerprint)
         self._bar = None  # the progress bar while run() is running (messages go above it)
         self._plot_warned = False
+        # set by pretrain() when it announced the compilation itself (before training the tokenizer, whose
+        # kernels compile too): when that started, so the first run's whole compile time is measured
+        self.compile_started = None
 
     # state that makes a resumed run identical to an uninterrupted one
     def trainer_state(self) -> dict:
@@ -260,8 +263,8 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.out_dir / "log.jsonl"
         cold = kernel_cache.numba_in_use() and not kernel_cache.is_warm()
-        if cold:
-            self._say(None, f"compiling kernels (first run only, ~{kernel_cache.expected_compile_seconds()} s)")
+        if cold and self.compile_started is None:
+            self._say(None, kernel_cache.compile_note())
         batches = self.train_loader.batches()
         last_val = None
         self.model.train()
@@ -278,13 +281,14 @@ class Trainer:
                     tps = x.size / dt if dt > 0 else float("inf")
                     rec = {"step": self.step, "tokens": self.tokens_seen, "loss": round(loss, 6), "lr": lr,
                            "grad_norm": None if math.isnan(norm) else round(norm, 6), "tokens_per_s": round(tps, 1)}
-                    started = False
+                    bar_started = False
                     if cold:
-                        kernel_cache.mark_warm(dt)
+                        started = t0 if self.compile_started is None else self.compile_started
+                        kernel_cache.mark_warm(time.perf_counter() - started)
                         cold = False
                     if self.progress and self._bar is None:  # from here on the rate is the steady one
                         self._bar = progress_bar(cfg.steps, desc="train", unit="step", initial=self.step)
-                        started = True
+                        bar_started = True
                     bar = self._bar
                     val = None
                     evaluate_now = cfg.eval_every and (self.step % cfg.eval_every == 0 or self.step == cfg.steps)
@@ -301,7 +305,7 @@ class Trainer:
                         if last_val is not None:
                             post["val"] = f"{last_val:.3f}"
                         bar.set_postfix(post, refresh=False)
-                        if not started:  # the step that started the report is its `initial`
+                        if not bar_started:  # the step that started the report is its `initial`
                             bar.update(1)
                     if val is not None:
                         self._say(bar, f"step {self.step}: train loss {loss:.3f}, val loss {val:.3f} "

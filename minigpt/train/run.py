@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +127,12 @@ def pretrain(out_dir, text_files=None, config: str = "mini", config_overrides: d
 
     if not resume:  # every setting checked before minutes go into the corpus and the tokenizer
         check_settings(config, config_overrides, tokenizer, vocab_size, epochs, val_fraction)
+    from . import kernel_cache
+
+    compile_started = None
+    if kernel_cache.numba_in_use() and not kernel_cache.is_warm():  # the BPE's kernels compile too
+        log(kernel_cache.compile_note())
+        compile_started = time.perf_counter()
     text, source = load_corpus(text_files)
     if resume:
         model, opt_state, tok, state = load_checkpoint(out_dir)
@@ -161,6 +168,7 @@ def pretrain(out_dir, text_files=None, config: str = "mini", config_overrides: d
             f"model {config}: {model.num_parameters():,} parameters; {cfg.steps} steps of batch {train_loader.batch_size}")
     trainer = Trainer(model, tok, train_loader, val_loader, cfg, out_dir, log=log, progress=progress,
                       extra_state={"data_fingerprint": fingerprint(ids), "val_fraction": val_fraction})
+    trainer.compile_started = compile_started
     if resume:
         trainer.restore(opt_state, state)
         log(f"resuming {out_dir} at step {trainer.step} of {cfg.steps}")
