@@ -16,15 +16,19 @@ The cache folder is ``cache_dir`` if given, else ``$MINIGPT_CACHE``, else ``~/.c
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import socket
 import sys
 import tempfile
+import urllib.parse
 import zipfile
 from pathlib import Path
 
 from .errors import MiniGPTError
+from .progress import progress_bar
 
 __all__ = ["fetch", "load_manifest", "known_names", "sha256_file", "default_cache_dir", "MANIFEST_PATH"]
 
@@ -208,8 +212,6 @@ def _download_to(url: str, sink_write, desc: str, quiet: bool) -> None:
         total = r.headers.get("Content-Length")
         bar = None
         if not quiet:
-            from .progress import progress_bar
-
             bar = progress_bar(int(total) if total else None, unit="B", unit_scale=True, desc=desc, leave=False)
         try:
             while chunk := r.read(_CHUNK):
@@ -228,9 +230,6 @@ class NetworkUnreachable(MiniGPTError):
 def _is_unreachable(e: BaseException) -> bool:
     """True when ``e`` (or the reason of a URLError) means the server could not be reached at all, as
     opposed to a server that answered with an error or a file that failed its checks."""
-    import errno
-    import socket
-
     reason = getattr(e, "reason", e)
     if isinstance(reason, (socket.gaierror, ConnectionError, TimeoutError, socket.timeout)):
         return True
@@ -240,7 +239,6 @@ def _is_unreachable(e: BaseException) -> bool:
 
 def _fetch_url(spec: dict, dest: Path, no_verify: bool, quiet: bool) -> dict:
     import urllib.error
-    import urllib.parse
 
     errors, unreachable = [], []
     for url in spec.get("urls", []):

@@ -14,6 +14,8 @@ from __future__ import annotations
 import sys
 import time
 
+from tqdm import tqdm
+
 LINE_FRACTION = 0.1    # a line every 10% of the total ...
 LINE_SECONDS = 30.0    # ... or every 30 s, whichever comes first
 
@@ -117,8 +119,6 @@ def progress_bar(total=None, *, desc: str = "", unit: str = "it", initial: int =
                  unit_scale: bool = False, leave: bool = True, disable: bool = False):
     """A tqdm bar when ``file`` (default: standard error) is a terminal, else a :class:`LineProgress`.
     ``disable=True`` gives a bar that prints nothing."""
-    from tqdm import tqdm
-
     file = file if file is not None else sys.stderr
     if disable:
         return tqdm(total=total, disable=True)

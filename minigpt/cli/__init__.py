@@ -12,6 +12,7 @@ import copy
 import importlib
 import sys
 
+from .. import __version__
 from ..errors import MiniGPTError
 
 # The command groups, in the order `minigpt --help` lists them.
@@ -64,12 +65,6 @@ class ArgumentParser(argparse.ArgumentParser):
         super().__init__(*args, formatter_class=formatter_class, **kwargs)
 
 
-def _version() -> str:
-    from .. import __version__
-
-    return __version__
-
-
 def _subcommands(parser):
     """(name, one-line help, sub-parser) of every sub-command of ``parser``, recursively."""
     for action in parser._actions:
@@ -82,7 +77,7 @@ def _subcommands(parser):
 
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="minigpt", description="A GPT built from scratch on NumPy, trained on a CPU.")
-    p.add_argument("--version", action="version", version=f"minigpt {_version()}")
+    p.add_argument("--version", action="version", version=f"minigpt {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"{__name__}.{name}").add(sub)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from ..errors import MiniGPTError
+from ..errors import DisallowedSpecialTokenError, MiniGPTError
 
 
 def add(sub):
@@ -101,8 +101,6 @@ def _cmd_tokenizer_encode(args):
             raise MiniGPTError(f"{args.file} is not UTF-8 text ({e})") from None
     else:
         text = sys.stdin.read()
-    from ..errors import DisallowedSpecialTokenError
-
     try:
         ids = tok.encode(text, allowed_special="all" if args.allow_special else ())
     except DisallowedSpecialTokenError as e:  # the library's advice names Python arguments; name the flag

@@ -11,7 +11,7 @@ from collections import OrderedDict
 import numpy as np
 
 from ..errors import MiniGPTError
-from ..tensor import FLOAT_DTYPES, Tensor
+from ..tensor import FLOAT_DTYPES, Tensor, no_grad
 
 
 class Parameter(Tensor):
@@ -222,8 +222,6 @@ class Module:
         on ``inputs`` (in eval mode, without a graph; omit ``inputs`` for the parameters alone), its
         number of parameters and whether they are trainable or frozen. ``max_depth`` limits how deep
         the tree is listed (1: direct children only)."""
-        from ..tensor import no_grad
-
         shapes, out = {}, None
         if inputs:
             def record(module, output):

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MiniGPTError
+from ..progress import progress_bar
 from .patterns import Splitter, safe_cut_before
 
 _READ_CHARS = 1 << 20
@@ -76,7 +77,6 @@ def count_pretokens(texts, splitter: Splitter, special_tokens=(), progress=False
     special_rx = None
     if special_tokens:
         special_rx = re.compile("|".join(re.escape(s) for s in sorted(special_tokens, key=lambda s: (-len(s), s))))
-    from ..progress import progress_bar
 
     bar = progress_bar(desc="counting pre-tokens", unit="char", unit_scale=True, disable=not progress, leave=False)
     with bar:
@@ -107,7 +107,6 @@ def learn_merges(words: list[bytes], counts: np.ndarray, n_new: int, progress=Fa
     Returns ``(merges, n_made)``: the list of ``(a, b)`` pairs that made new tokens ``256, 257, ...`` in order.
     """
     from ..kernels import bpe as K
-    from ..progress import progress_bar
 
     keep = [i for i, w in enumerate(words) if len(w) >= 2]
     words = [words[i] for i in keep]

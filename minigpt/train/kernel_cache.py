@@ -19,6 +19,12 @@ import platform
 import sys
 from pathlib import Path
 
+import numba
+
+from ..download import default_cache_dir
+from ..io import atomic_write_json
+from ..kernels import backend
+
 STAMP_NAME = ".minigpt-train-warm.json"
 DEFAULT_COMPILE_SECONDS = 60  # the quick start's first step on 2 busy cores; replaced by the last measurement
 
@@ -34,14 +40,10 @@ def stamp_path() -> Path:
     folder = Path(env) if env else _kernels_dir() / "__pycache__"
     if (folder.is_dir() and os.access(folder, os.W_OK)) or (not folder.exists() and os.access(folder.parent, os.W_OK)):
         return folder / STAMP_NAME
-    from ..download import default_cache_dir
-
     return default_cache_dir() / STAMP_NAME
 
 
 def _fingerprint() -> dict:
-    import numba
-
     sources = {}
     for f in sorted(_kernels_dir().glob("*.py")):
         st = f.stat()
@@ -58,8 +60,6 @@ def _read(path: Path) -> dict:
 
 
 def numba_in_use() -> bool:
-    from ..kernels import backend
-
     return backend() == "numba"
 
 
@@ -86,8 +86,6 @@ def mark_warm(first_step_seconds: float | None, path: Path | None = None) -> Non
     """Record that the kernels are compiled and cached (``first_step_seconds``: how long a cold start
     took up to the end of the first step, kept for the next estimate; None keeps the previous figure). Best effort: a read-only
     location only means the note will show again."""
-    from ..io import atomic_write_json
-
     path = path or stamp_path()
     previous = _read(path).get("first_step_seconds")
     try:

@@ -31,7 +31,9 @@ from .. import random as mrandom
 from ..errors import MiniGPTError
 from ..io import _fsync_dir, atomic_write_bytes, atomic_write_json, atomic_write_text
 from ..model.checkpoint import resolve_model_dir  # noqa: F401  (re-exported: minigpt.train.resolve_model_dir)
+from ..progress import progress_bar
 from ..tensor import no_grad
+from . import kernel_cache
 
 
 @dataclass
@@ -256,9 +258,6 @@ class Trainer:
     def run(self) -> dict:
         """Train up to ``cfg.steps``. The progress report starts after the first step of this process, so
         the kernels' compilation on a first run (announced beforehand) stays out of its rate."""
-        from ..progress import progress_bar
-        from . import kernel_cache
-
         cfg = self.cfg
         self.out_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.out_dir / "log.jsonl"

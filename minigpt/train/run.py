@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import random as mrandom
 from ..errors import MiniGPTError
+from . import kernel_cache
 from .loop import Trainer, TrainConfig, load_checkpoint
 
 ENDOFTEXT = "<|endoftext|>"
@@ -127,8 +128,6 @@ def pretrain(out_dir, text_files=None, config: str = "mini", config_overrides: d
 
     if not resume:  # every setting checked before minutes go into the corpus and the tokenizer
         check_settings(config, config_overrides, tokenizer, vocab_size, epochs, val_fraction)
-    from . import kernel_cache
-
     compile_started = None
     if kernel_cache.numba_in_use() and not kernel_cache.is_warm():  # the BPE's kernels compile too
         log(kernel_cache.compile_note())
