@@ -2,7 +2,8 @@
 
 On a terminal, ``progress_bar(...)`` is a tqdm bar redrawn in place. When the stream is not a terminal (a
 CI log, ``nohup``, a pipe) a redrawn bar would become one line per redraw, so ``LineProgress`` writes a
-plain line instead, at most every 10% of the total and at least every 30 seconds while work goes on::
+plain line instead, every 10% of the total (at most one a second) and at least every 30 seconds while work
+goes on, and a last one at the end::
 
     train: 60/600 (10%), 0:12 elapsed, ~1:48 left, 5.0 step/s; loss=5.123, tok/s=1,234
 
@@ -18,6 +19,7 @@ from tqdm import tqdm
 
 LINE_FRACTION = 0.1    # a line every 10% of the total ...
 LINE_SECONDS = 30.0    # ... or every 30 s, whichever comes first
+MIN_GAP_SECONDS = 1.0  # but not two 10% lines within a second (work done in bursts)
 
 
 def is_terminal(stream) -> bool:
@@ -79,7 +81,8 @@ class LineProgress:
     def update(self, n: float = 1) -> None:
         self.n += n
         now = self._clock()
-        due_n = self.every_n is not None and self.n // self.every_n > self._last_n // self.every_n
+        due_n = (self.every_n is not None and self.n // self.every_n > self._last_n // self.every_n
+                 and now - self._last_t >= MIN_GAP_SECONDS)  # several tenths in one burst: one line
         if due_n or now - self._last_t >= self.every_seconds or (self.total and self.n >= self.total):
             self._line(now)
 

@@ -145,6 +145,18 @@ def test_quiet_training_prints_nothing(tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_a_burst_of_progress_makes_one_line():
+    out, clock = io.StringIO(), FakeClock()
+    p = LineProgress(100, unit="token", file=out, clock=clock)
+    clock.t += 26.0
+    for _ in range(9):
+        p.update(10)  # 90% arrives at once, as BPE training reports it after compiling
+    clock.t += 2.0
+    p.update(10)
+    lines = out.getvalue().splitlines()
+    assert [ln.split(",")[0] for ln in lines] == ["10/100 (10%)", "100/100 (100%)"]
+
+
 @pytest.mark.parametrize("total", [1, 3])
 def test_tiny_totals_still_end_with_a_line(total):
     out, clock = io.StringIO(), FakeClock()
