@@ -104,6 +104,7 @@ def test_training_progress_in_a_log_file_and_the_compile_note(tmp_path, monkeypa
     stamp = tmp_path / "cache" / kernel_cache.STAMP_NAME
     monkeypatch.setattr(kernel_cache, "stamp_path", lambda: stamp)
     monkeypatch.setattr(kernel_cache, "numba_in_use", lambda: True)
+    monkeypatch.setattr("minigpt.progress.MIN_GAP_SECONDS", 0.0)  # these steps take milliseconds
     logs = []
     t0 = time.monotonic()
     _trainer(tmp_path / "a", 40, logs, monkeypatch, first_step_sleep=3.0).run()

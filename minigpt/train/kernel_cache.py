@@ -21,8 +21,7 @@ from pathlib import Path
 
 import numba
 
-from ..download import default_cache_dir
-from ..io import atomic_write_json
+from ..io import atomic_write_json, cache_dir
 from ..kernels import backend
 
 STAMP_NAME = ".minigpt-train-warm.json"
@@ -40,7 +39,7 @@ def stamp_path() -> Path:
     folder = Path(env) if env else _kernels_dir() / "__pycache__"
     if (folder.is_dir() and os.access(folder, os.W_OK)) or (not folder.exists() and os.access(folder.parent, os.W_OK)):
         return folder / STAMP_NAME
-    return default_cache_dir() / STAMP_NAME
+    return cache_dir() / STAMP_NAME
 
 
 def _fingerprint() -> dict:

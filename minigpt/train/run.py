@@ -13,17 +13,18 @@ from pathlib import Path
 import numpy as np
 
 from .. import random as mrandom
+from ..data import DataLoader, SlidingWindowDataset, default_corpus, load_texts, shared_file, train_val_split
 from ..errors import MiniGPTError
+from ..io import cache_dir
+from ..model import GPT, GPTConfig
+from ..tokenizer import BPETokenizer
+from ..tokenizer.special import ENDOFTEXT
 from . import kernel_cache
 from .loop import Trainer, TrainConfig, load_checkpoint
-
-ENDOFTEXT = "<|endoftext|>"
 
 
 def load_corpus(text_files=None) -> tuple[str, str]:
     """(text, description): the given files joined with <|endoftext|>, or the built-in default corpus."""
-    from ..data import default_corpus, load_texts
-
     if text_files:
         return load_texts(text_files), ", ".join(str(p) for p in text_files)
     return default_corpus(), "built-in corpus (Python standard library docstrings)"
@@ -33,8 +34,6 @@ def make_tokenizer(spec: str, text: str, vocab_size: int, progress: bool = False
     """``spec``: "bpe" (train a byte-level BPE of ``vocab_size`` on ``text``), "gpt2" (GPT-2's files from
     the download cache or the shared data folder), a saved tokenizer .json, or a folder with GPT-2's
     encoder.json + vocab.bpe."""
-    from ..tokenizer import BPETokenizer
-
     if spec == "bpe":
         return BPETokenizer.train(text, vocab_size, special_tokens=(ENDOFTEXT,), pattern="gpt2", progress=progress)
     if spec == "gpt2":
@@ -51,10 +50,7 @@ def make_tokenizer(spec: str, text: str, vocab_size: int, progress: bool = False
 
 
 def _gpt2_vocab_dir() -> Path:
-    from ..data.shared import shared_file
-    from ..download import default_cache_dir
-
-    for cand in (default_cache_dir() / "gpt2-vocab", default_cache_dir() / "gpt2" / "124M"):
+    for cand in (cache_dir() / "gpt2-vocab", cache_dir() / "gpt2" / "124M"):
         if (cand / "encoder.json").exists() and (cand / "vocab.bpe").exists():
             return cand
     f = shared_file("gpt2/encoder.json")
@@ -69,8 +65,6 @@ def fingerprint(ids: np.ndarray) -> str:
 
 
 def build_loaders(ids: np.ndarray, context_length: int, batch_size: int, val_fraction: float, seed: int):
-    from ..data import DataLoader, SlidingWindowDataset, train_val_split
-
     train_ids, val_ids = train_val_split(ids, val_fraction, min_val_tokens=context_length + 1)
     if train_ids.size < context_length + 1:
         raise MiniGPTError(
@@ -92,8 +86,6 @@ def check_settings(config: str, config_overrides: dict | None, tokenizer: str, v
     """Reject bad settings up front, each with a message naming it: the preset and its overrides, the
     tokenizer (a trained BPE's size; GPT-2's files or the tokenizer file being there), epochs and the
     validation fraction. ``pretrain`` calls it before reading the corpus."""
-    from ..model import GPTConfig
-
     # the vocabulary size is known only once the tokenizer exists: any valid value checks the rest
     GPTConfig.preset(config, **{**(config_overrides or {}), "vocab_size": max(int(vocab_size or 0), 1)})
     if tokenizer == "bpe":
@@ -116,8 +108,6 @@ def pretrain(out_dir, text_files=None, config: str = "mini", config_overrides: d
              epochs: float | None = None, val_fraction: float = 0.1, resume: bool = False,
              progress: bool = True, log=print) -> dict:
     """Train a GPT from scratch (or resume a run) and return a summary with a final text sample."""
-    from ..model import GPT, GPTConfig
-
     out_dir = Path(out_dir)
     latest = out_dir / "latest.json"
     if latest.exists() and not resume:
