@@ -25,7 +25,7 @@ from ..io import atomic_write_json, cache_dir
 from ..kernels import backend
 
 STAMP_NAME = ".minigpt-train-warm.json"
-DEFAULT_COMPILE_SECONDS = 60  # the quick start's first step on 2 busy cores; replaced by the last measurement
+DEFAULT_COMPILE_SECONDS = 60  # a guess for 2 idle cores, until this machine has measured its own (mark_warm)
 
 
 def _kernels_dir() -> Path:
