@@ -143,3 +143,309 @@ def test_tokenizer_train_huge_vocab_size(tmp_path, capsys):
     code, out, err = run_cli(capsys, "tokenizer", "train", "--text", str(f), "--vocab-size", "1000000000000000000",
                              "--out", str(tmp_path / "t.json"), "--quiet")
     one_line_error(code, err, "vocab_size", "too large")
+
+
+# --- 2, 3, 6, 8. run folders, checkpoints, divergence ------------------------------------------------------
+WORDS = ("the cat sat on a mat and the dog ran to the old red barn while birds sang in tall green trees near "
+         "water where fish swim slowly under bright summer light").split()
+
+
+def quiet(_msg):
+    pass
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    p = tmp_path_factory.mktemp("text") / "t.txt"
+    p.write_text(". ".join(" ".join(rng.choice(WORDS, 8)) for _ in range(120)) + ".\n", encoding="utf-8")
+    return p
+
+
+def run(out, text_file, steps=2, resume=False, **kw):
+    from minigpt.train import TrainConfig, pretrain
+
+    kw = {"batch_size": 2, "checkpoint_every": 1, "eval_every": 1, "eval_batches": 1, "sample_tokens": 2,
+          "warmup": 1, "seed": 3, **kw}
+    return pretrain(out, text_files=[text_file], config="nano", config_overrides={"context_length": 16},
+                    vocab_size=270, train_cfg=TrainConfig(steps=steps, **kw), resume=resume, progress=False,
+                    log=quiet)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, text_file):
+    """A run folder with complete checkpoints at steps 1 and 2."""
+    out = tmp_path_factory.mktemp("run") / "run"
+    run(out, text_file, steps=2)
+    return out
+
+
+@pytest.fixture
+def run_copy(trained, tmp_path):
+    import shutil
+
+    return Path(shutil.copytree(trained, tmp_path / "run"))
+
+
+def strict_json_lines(path):
+    def refuse(name):
+        raise AssertionError(f"non-standard JSON constant {name} in {path}")
+
+    return [json.loads(line, parse_constant=refuse) for line in path.read_text().splitlines()]
+
+
+def snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_fresh_run_never_overwrites_a_run_without_latest_json(run_copy, text_file):
+    (run_copy / "latest.json").unlink()
+    before = snapshot(run_copy)
+    with pytest.raises(MiniGPTError, match="already holds a training run .*checkpoints"):
+        run(run_copy, text_file, steps=2)
+    assert snapshot(run_copy) == before
+
+
+def test_resume_without_latest_json_finds_the_newest_complete_checkpoint(run_copy, text_file):
+    from minigpt.train import resolve_model_dir
+
+    (run_copy / "latest.json").unlink()
+    assert resolve_model_dir(run_copy).name == "step-000002"
+    # stale: latest.json still names step 1 (a kill after step 2 was renamed into place)
+    (run_copy / "latest.json").write_text('{"checkpoint": "checkpoints/step-000001", "step": 1}')
+    assert resolve_model_dir(run_copy).name == "step-000002"
+    # a half-written checkpoint (a kill mid-save) is not complete and does not count
+    half = run_copy / "checkpoints" / "step-000003"
+    half.mkdir()
+    (half / "config.json").write_text("{}")
+    assert resolve_model_dir(run_copy).name == "step-000002"
+    (run_copy / "latest.json").unlink()
+    summary = run(run_copy, text_file, steps=3, resume=True)
+    assert summary["step"] == 3
+    steps = [r["step"] for r in strict_json_lines(run_copy / "log.jsonl")]
+    assert steps == [1, 2, 3]
+
+
+def test_a_run_killed_before_its_first_checkpoint(tmp_path, text_file):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "log.jsonl").write_text('{"step": 1, "loss": 5.0}\n{"step": 2, "lo')  # torn by the kill
+    with pytest.raises(MiniGPTError, match="already holds a training run .*log.jsonl"):
+        run(out, text_file)
+    with pytest.raises(MiniGPTError, match="no complete checkpoint .*stopped before its first checkpoint"):
+        run(out, text_file, resume=True)
+
+
+def test_a_fresh_trainer_starts_its_log_afresh(tmp_path, text_file):
+    # the Trainer itself (used from Python without pretrain's guard) never appends to an old log
+    from minigpt.model import GPT, GPTConfig
+    from minigpt.train import TrainConfig, Trainer
+    from minigpt.train.run import build_loaders
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "log.jsonl").write_text('{"step": 7, "loss": 1.0}\n')
+    ids = np.arange(400) % 50
+    tl, vl = build_loaders(ids, 16, 2, 0.2, 0)
+    cfg = TrainConfig(steps=1, batch_size=2, eval_every=0, sample_tokens=1)
+    Trainer(GPT(GPTConfig.preset("nano", vocab_size=64, context_length=16)), None, tl, vl, cfg, out,
+            progress=False, log=quiet).run()
+    assert [r["step"] for r in strict_json_lines(out / "log.jsonl")] == [1]
+
+
+def test_divergence_with_no_checkpoint_says_so(tmp_path, text_file):
+    from minigpt.train import TrainingDiverged
+
+    out = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match="No checkpoint was written before it") as e:
+        run(out, text_file, steps=4, lr=1e10)
+    assert "last good checkpoint" not in str(e.value)
+    assert not (out / "latest.json").exists() and not list(out.glob("checkpoints/step-*"))
+    log = strict_json_lines(out / "log.jsonl")  # standard JSON: NaN written as null
+    assert log and log[-1]["val_loss"] is None
+
+
+def test_divergence_keeps_only_a_finite_checkpoint(run_copy, text_file, monkeypatch):
+    from minigpt.train import Trainer, TrainingDiverged, load_checkpoint
+
+    real_step = Trainer.train_step
+
+    def blow_up(self, x, y):  # the weights overflow after step 2; the loss of step 3 is still finite
+        out = real_step(self, x, y)
+        if self.step == 2:
+            self.model.blocks[0].ff.fc.weight.data[0, 0] = np.inf
+        return out
+
+    monkeypatch.setattr(Trainer, "train_step", blow_up)
+    with pytest.raises(TrainingDiverged, match=r"checkpoints/step-000002, is kept") as e:
+        run(run_copy, text_file, steps=4, resume=True)
+    assert "NaN or infinity" in str(e.value) or "became nan" in str(e.value)
+    monkeypatch.undo()
+    model, _, _, state = load_checkpoint(run_copy)
+    assert state["step"] == 2
+    assert all(np.isfinite(p.data).all() for p in model.parameters())
+    strict_json_lines(run_copy / "log.jsonl")
+
+
+@pytest.mark.parametrize("content, words", [
+    ('{"checkpoint": "../m"}', "not a checkpoint of this run"),
+    ('{"checkpoint": "/tmp/other/checkpoints/step-000001"}', "not a checkpoint of this run"),
+    ('{"checkpoint": "checkpoints/../../m"}', "not a checkpoint of this run"),
+    ('{"checkpoint": null}', "'checkpoint' must be a path"),
+    ("[1, 2]", "expected a JSON object"),
+    ('{"checkpoint": NaN}', "not a valid latest.json"),
+    ('{"checkp', "not a valid latest.json"),
+])
+def test_latest_json_cannot_point_outside_the_run(run_copy, capsys, content, words):
+    (run_copy / "latest.json").write_text(content)
+    code, out, err = run_cli(capsys, "generate", "--model", str(run_copy), "--max-new-tokens", "2")
+    one_line_error(code, err, "latest.json", words)
+    assert out == ""
+
+
+def resume_cli(capsys, out, text_file):
+    return run_cli(capsys, "train", "--resume", "--out", str(out), "--text", str(text_file), "--steps", "3",
+                   "--quiet")
+
+
+def test_resume_refuses_damaged_checkpoints(run_copy, text_file, capsys):
+    from safetensors.numpy import load_file, save_file
+
+    ck = run_copy / "checkpoints" / "step-000002"
+    opt = ck / "optimizer.safetensors"
+    good_opt = opt.read_bytes()
+    opt.write_bytes(good_opt[: len(good_opt) // 2])  # truncated
+    one_line_error(*resume_cli(capsys, run_copy, text_file)[::2], "optimizer.safetensors")
+    opt.write_bytes(good_opt)
+    arrays = load_file(str(opt))
+    save_file({k: v.astype(np.int32) for k, v in arrays.items()}, str(opt))  # int32 moments
+    one_line_error(*resume_cli(capsys, run_copy, text_file)[::2], "int32")
+    opt.write_bytes(good_opt)
+    state = ck / "trainer_state.json"
+    good_state = state.read_text()
+    for damaged, words in (('{"step": "two"}', "'step'"), ("[]", "expected a JSON object"),
+                           (good_state.replace('"loader": {', '"loader": {"epoch": "x", "x": {'), "damaged"),
+                           (good_state[:100], "trainer_state.json")):
+        state.write_text(damaged)
+        one_line_error(*resume_cli(capsys, run_copy, text_file)[::2], words)
+    state.write_text(good_state)
+    (ck / "tokenizer.json").unlink()
+    one_line_error(*resume_cli(capsys, run_copy, text_file)[::2], "tokenizer.json")
+
+
+def test_train_out_naming_a_file(tmp_path, text_file, capsys):
+    f = tmp_path / "f.txt"
+    f.write_text("x")
+    code, out, err = run_cli(capsys, "train", "--out", str(f), "--text", str(text_file), "--steps", "1", "--quiet")
+    one_line_error(code, err, "is a file")
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--grad-clip", "-1"], "grad-clip must be a finite number >= 0"),
+    (["--grad-clip", "nan"], "grad-clip"),
+    (["--eval-batches", "0"], "eval-batches must be an integer >= 1"),
+    (["--lr", "inf"], "lr must be"),
+    (["--weight-decay", "nan"], "weight-decay"),
+])
+def test_train_refuses_bad_values(tmp_path, text_file, capsys, args, words):
+    code, out, err = run_cli(capsys, "train", "--out", str(tmp_path / "r"), "--text", str(text_file), "--steps", "1",
+                             "--quiet", *args)
+    one_line_error(code, err, words)
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--temperature", "nan"], "temperature"),
+    (["--temperature", "-1"], "temperature"),
+    (["--top-p", "nan"], "top_p"),
+    (["--top-k", "0"], "top_k"),
+    (["--max-new-tokens", "-1"], "max_new_tokens"),
+])
+def test_generate_refuses_bad_values_before_printing(trained, capsys, args, words):
+    code, out, err = run_cli(capsys, "generate", "--model", str(trained), "--prompt", "the cat", *args)
+    one_line_error(code, err, words)
+    assert out == ""
+
+
+# --- 4. config.json and weights --------------------------------------------------------------------------
+@pytest.fixture
+def model_dir(trained, tmp_path):
+    import shutil
+
+    from minigpt.train import resolve_model_dir
+
+    return Path(shutil.copytree(resolve_model_dir(trained), tmp_path / "m"))
+
+
+def edit_config(model_dir, **fields):
+    p = model_dir / "config.json"
+    d = json.loads(p.read_text())
+    d.update(fields)
+    p.write_text(json.dumps(d))
+
+
+@pytest.mark.parametrize("fields, words", [
+    ({"n_positions": 10_000_000}, "does not match"),
+    ({"n_positions": 10 ** 12}, "does not match"),
+    ({"vocab_size": 10 ** 9}, "does not match"),
+    ({"n_layer": 10 ** 6}, "n_layer is 1000000, the file holds 2 blocks"),
+    ({"n_layer": 1}, "n_layer is 1, the file holds 2 blocks"),
+    ({"n_head": True}, "n_head must be a positive integer"),
+    ({"n_embd": 64.9}, "n_embd must be a positive integer"),
+    ({"layer_norm_epsilon": -1}, "layer_norm_epsilon must be in (0, 1)"),
+    ({"layer_norm_epsilon": "1e-5"}, "layer_norm_epsilon must be a finite number"),
+    ({"tie_word_embeddings": "yes"}, "tie_word_embeddings must be true or false"),
+])
+def test_config_is_checked_before_allocating(model_dir, capsys, fields, words):
+    edit_config(model_dir, **fields)
+    t0 = time.perf_counter()
+    code, out, err = run_cli(capsys, "generate", "--model", str(model_dir), "--max-new-tokens", "2")
+    assert time.perf_counter() - t0 < 5
+    one_line_error(code, err, "config.json", words)
+
+
+@pytest.mark.parametrize("content", ['"abc"', "Infinity", "[1, 2]", '{"n_embd": NaN}', "\xff\xfe", "{" * 100000])
+def test_config_json_not_an_object(model_dir, capsys, content):
+    (model_dir / "config.json").write_bytes(content.encode("latin-1"))
+    code, out, err = run_cli(capsys, "generate", "--model", str(model_dir), "--max-new-tokens", "2")
+    one_line_error(code, err, "config.json")
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda a: a.astype(np.int64), "dtype I64"),
+    (lambda a: a.astype(bool), "dtype BOOL"),
+    (lambda a: np.where(np.arange(a.size).reshape(a.shape) == 0, np.nan, a).astype(a.dtype), "NaN or infinity"),
+])
+def test_weights_must_be_finite_floats(model_dir, capsys, change, words):
+    from safetensors.numpy import load_file, save_file
+
+    w = model_dir / "model.safetensors"
+    t = load_file(str(w))
+    name = next(k for k in t if k.endswith("wte.weight"))
+    t[name] = change(t[name])
+    save_file(t, str(w))
+    code, out, err = run_cli(capsys, "generate", "--model", str(model_dir), "--max-new-tokens", "2")
+    one_line_error(code, err, "model.safetensors", words)
+    assert out == ""
+
+
+# --- 6. the CLI's catch-all ------------------------------------------------------------------------------
+def test_internal_error_says_so_and_debug_shows_the_traceback(capsys, monkeypatch, tmp_path):
+    import minigpt.cli.tokenizer as T
+
+    def broken(args):
+        raise KeyError("oops")
+
+    p = tok_file(tmp_path / "t.json", [])
+    monkeypatch.setattr(T, "_load_tokenizer_arg", broken)
+    code, out, err = run_cli(capsys, "tokenizer", "encode", "--tokenizer", str(p), "--text", "a")
+    assert code == 3 and len(err.strip().splitlines()) == 1
+    assert "internal error" in err and "please report" in err and "--debug" in err and "Traceback" not in err
+    code, out, err = run_cli(capsys, "tokenizer", "encode", "--tokenizer", str(p), "--text", "a", "--debug")
+    assert code == 3 and "Traceback (most recent call last)" in err and "KeyError: 'oops'" in err
+
+
+def test_unreadable_file_is_a_one_line_error(tmp_path, capsys):
+    p = tok_file(tmp_path / "t.json", [])
+    code, out, err = run_cli(capsys, "tokenizer", "encode", "--tokenizer", str(p), "--file", str(tmp_path))
+    one_line_error(code, err, str(tmp_path))

@@ -212,6 +212,10 @@ def _check_header(cfg: GPTConfig, header: dict, w_path: Path, cfg_path: Path) ->
         names[ours] = name
     if unknown:
         raise MiniGPTError(f"{w_path} has tensors that are not GPT-2 parameters: {', '.join(unknown[:8])}")
+    layers = {int(m.group(1)) for m in map(re.compile(r"blocks\.(\d+)\.").match, names) if m}
+    if layers != set(range(cfg.n_layers)):  # before listing the config's parameters: n_layer may be huge
+        raise MiniGPTError(f"{cfg_path} does not match {w_path.name}: n_layer is {cfg.n_layers}, the file holds "
+                           f"{len(layers)} blocks{'' if layers == set(range(len(layers))) else ' (not numbered 0..n-1)'}")
     want = expected_shapes(cfg)
     for ours, shape in want.items():
         if ours not in names:
