@@ -449,3 +449,37 @@ def test_unreadable_file_is_a_one_line_error(tmp_path, capsys):
     p = tok_file(tmp_path / "t.json", [])
     code, out, err = run_cli(capsys, "tokenizer", "encode", "--tokenizer", str(p), "--file", str(tmp_path))
     one_line_error(code, err, str(tmp_path))
+
+
+# --- 5. gradcheck ----------------------------------------------------------------------------------------
+def test_gradcheck_fails_on_a_nan_backward():
+    from minigpt import Tensor, gradcheck
+    from minigpt.gradcheck import GradcheckError
+    from minigpt.tensor import Function
+
+    class NanBack(Function):
+        def forward(self, x):
+            return x * 2.0
+
+        def backward(self, grad):
+            return (np.full_like(grad, np.nan),)
+
+    x = Tensor(np.arange(1.0, 4.0), requires_grad=True)
+    with pytest.raises(GradcheckError, match=r"index \(0,\): analytic nan vs numeric [-0-9.]+ "):
+        gradcheck(lambda t: NanBack.apply(t), x)
+    report = gradcheck(lambda t: NanBack.apply(t), x, raise_on_failure=False)
+    assert report["ok"] is False and report["worst"]["index"] == (0,)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_gradcheck_fails_where_the_function_is_not_differentiable():
+    from minigpt import Tensor, gradcheck
+    from minigpt.gradcheck import GradcheckError
+
+    with pytest.raises(GradcheckError, match=r"index \(1,\): analytic -?inf vs numeric nan"):  # sqrt at 0: inf vs nan
+        gradcheck(lambda t: t.sqrt(), Tensor(np.array([1.0, 0.0]), requires_grad=True))
+    with pytest.raises(GradcheckError, match=r"index \(0,\): analytic [-0-9.e]+ vs numeric nan"):  # log at -1
+        gradcheck(lambda t: t.log(), Tensor(np.array([-1.0, 2.0]), requires_grad=True))
+    # NaN on both sides is no match either
+    with pytest.raises(GradcheckError, match=r"index \(0,\): analytic nan vs numeric nan"):
+        gradcheck(lambda t: t.sqrt(), Tensor(np.array([-4.0, 4.0]), requires_grad=True))
