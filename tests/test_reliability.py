@@ -483,3 +483,56 @@ def test_gradcheck_fails_where_the_function_is_not_differentiable():
     # NaN on both sides is no match either
     with pytest.raises(GradcheckError, match=r"index \(0,\): analytic nan vs numeric nan"):
         gradcheck(lambda t: t.sqrt(), Tensor(np.array([-4.0, 4.0]), requires_grad=True))
+
+
+# --- 9. downloads ----------------------------------------------------------------------------------------
+def _zip_manifest(member_size):
+    return {"entries": {"x": {"archive": {"name": "x.zip", "sha256": None, "size": None},
+                              "files": [{"name": "data.bin", "member": "data.bin", "sha256": None,
+                                         "size": member_size}]}}}
+
+
+def test_no_verify_still_enforces_the_manifest_sizes(tmp_path):
+    import zipfile
+
+    from minigpt.download import fetch
+
+    src = tmp_path / "src"
+    src.mkdir()
+    with zipfile.ZipFile(src / "x.zip", "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("data.bin", b"\0" * (4 << 20))  # 4 MB of zeros: a 4 KB zip
+    assert (src / "x.zip").stat().st_size < 50_000
+    cache = tmp_path / "cache"
+    with pytest.raises(MiniGPTError, match="larger than the 1,000 bytes the manifest records"):
+        fetch("x", cache_dir=cache, from_dir=src, no_verify=True, quiet=True, manifest=_zip_manifest(1000))
+    assert [p.name for p in (cache / "x").iterdir() if p.name != ".minigpt-verified.json"] == []
+    with pytest.raises(MiniGPTError, match="size mismatch for data.bin"):  # too short: refused as well
+        fetch("x", cache_dir=cache, from_dir=src, no_verify=True, quiet=True, manifest=_zip_manifest(5 << 20))
+    folder = fetch("x", cache_dir=cache, from_dir=src, no_verify=True, quiet=True, manifest=_zip_manifest(4 << 20))
+    assert (folder / "data.bin").stat().st_size == 4 << 20
+
+
+def test_a_killed_download_leaves_no_part_file_behind(tmp_path):
+    from minigpt.download import fetch
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_bytes(b"x" * (3 << 20))
+    manifest = {"entries": {"y": {"files": [{"name": "a.txt", "sha256": None, "size": 3 << 20}]}}}
+    cache = tmp_path / "cache"
+    (cache / "y").mkdir(parents=True)
+    code = ("import os, sys\n"
+            "import minigpt.download as D\n"
+            "real = D._Sink.write\n"
+            "def write(self, b):\n"
+            "    real(self, b)\n"
+            "    os.kill(os.getpid(), 9)\n"  # SIGKILL mid-copy: no cleanup code can run
+            "D._Sink.write = write\n"
+            f"D.fetch('y', cache_dir={str(cache)!r}, from_dir={str(src)!r}, no_verify=True, quiet=True, "
+            f"manifest={manifest!r})\n")
+    r = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == -9
+    assert list((cache / "y").glob(".*.part"))  # what the kill left
+    folder = fetch("y", cache_dir=cache, from_dir=src, no_verify=True, quiet=True, manifest=manifest)
+    assert (folder / "a.txt").stat().st_size == 3 << 20
+    assert not list(folder.glob(".*.part"))
