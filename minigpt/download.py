@@ -95,9 +95,10 @@ def _resolve(manifest: dict, name: str, size: str | None):
 # --- verification stamps -----------------------------------------------------------------------------------
 def _read_stamp(folder: Path) -> dict:
     try:
-        return json.loads((folder / _STAMP).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        d = json.loads((folder / _STAMP).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
         return {}
+    return d if isinstance(d, dict) else {}  # a damaged stamp only costs a re-check of the files
 
 
 def _write_stamp(folder: Path, stamp: dict) -> None:
