@@ -232,7 +232,7 @@ def test_a_run_killed_before_its_first_checkpoint(tmp_path, text_file):
     (out / "log.jsonl").write_text('{"step": 1, "loss": 5.0}\n{"step": 2, "lo')  # torn by the kill
     with pytest.raises(MiniGPTError, match="already holds a training run .*log.jsonl"):
         run(out, text_file)
-    with pytest.raises(MiniGPTError, match="no complete checkpoint .*stopped before its first checkpoint"):
+    with pytest.raises(MiniGPTError, match="no checkpoint to resume from .*stopped before its first checkpoint"):
         run(out, text_file, resume=True)
 
 

@@ -181,9 +181,14 @@ class BPETokenizer:
         total = 256
         pairs: list[tuple[int, int]] = []
         for i, m in enumerate(merges):
-            if not (isinstance(m, (list, tuple)) and len(m) == 2 and _is_int(m[0]) and _is_int(m[1])):
-                raise MiniGPTError(f"merge {i} must be a pair of integer token ids [a, b], got {_short(m)}")
-            a, b = int(m[0]), int(m[1])
+            try:
+                a, b = m
+            except (TypeError, ValueError):
+                a = b = None
+            if type(a) is not int or type(b) is not int:  # the fast test; NumPy integers pass the slow one
+                if not (_is_int(a) and _is_int(b)):
+                    raise MiniGPTError(f"merge {i} must be a pair of integer token ids [a, b], got {_short(m)}")
+                a, b = int(a), int(b)
             n = 256 + i
             if not (0 <= a < n and 0 <= b < n):
                 raise MiniGPTError(f"merge {i} ({a}, {b}) refers to a token that does not exist yet (ids < {n})")
@@ -600,7 +605,7 @@ class BPETokenizer:
             if not p.is_file():
                 raise MiniGPTError(f"GPT-2 vocabulary file not found: {p}")
         encoder = read_json(encoder_json, "GPT-2 encoder.json", max_bytes=MAX_FILE_BYTES)
-        bad = next((k for k, v in encoder.items() if not _is_int(v)), None)
+        bad = next((k for k, v in encoder.items() if type(v) is not int), None)
         if bad is not None:
             raise MiniGPTError(f"{encoder_json}: the id of {bad!r} must be an integer, got {_short(encoder[bad])}")
         u2b = {c: b for b, c in gpt2_bytes_to_unicode().items()}

@@ -102,7 +102,7 @@ def pretrain(out_dir, text_files=None, config: str = "mini", config_overrides: d
     if resume and latest_checkpoint(out_dir) is None:
         what = (f"only {', '.join(found)} of a run that stopped before its first checkpoint; remove them to start "
                 "afresh" if found else "no training run")
-        raise MiniGPTError(f"--resume: {out_dir} holds no complete checkpoint to resume from ({what})")
+        raise MiniGPTError(f"--resume: {out_dir} holds no checkpoint to resume from ({what})")
 
     text, source = load_corpus(text_files)
     if resume:
