@@ -536,3 +536,28 @@ def test_a_killed_download_leaves_no_part_file_behind(tmp_path):
     folder = fetch("y", cache_dir=cache, from_dir=src, no_verify=True, quiet=True, manifest=manifest)
     assert (folder / "a.txt").stat().st_size == 3 << 20
     assert not list(folder.glob(".*.part"))
+
+
+# --- 1. encoding cost: a long pre-token ------------------------------------------------------------------
+def test_long_pretokens_merge_like_the_reference():
+    # pre-tokens over 64 bytes merge through a heap; the ids equal the plain-Python reference's
+    from minigpt.kernels.bpe import encode_word_python
+
+    rng = np.random.default_rng(1)
+    text = " ".join("".join(rng.choice(list("abcab"), rng.integers(1, 12))) for _ in range(800))
+    tok = BPETokenizer.train(text, 400, special_tokens=())
+    pa, pb, pv = tok._pairs()
+    pairs = dict(zip(zip(pa, pb), pv))
+    for n in (65, 66, 100, 257, 1000):
+        for alphabet in ("ab", "abc", "aaab", "a"):
+            word = "".join(rng.choice(list(alphabet), n))
+            assert tok.encode(word) == encode_word_python(word.encode(), tok.byte_ids, pairs), (n, alphabet)
+
+
+def test_encoding_a_long_run_is_not_quadratic():
+    tok = BPETokenizer([[97, 97], [256, 256], [257, 257], [256, 97]])
+    tok.encode("a" * 1000)  # compile / load the kernels
+    t0 = time.perf_counter()
+    ids = tok.encode("a" * 400_000)  # one pre-token: once minutes of rescanning
+    assert time.perf_counter() - t0 < 5.0
+    assert tok.decode(ids) == "a" * 400_000 and len(ids) == 50_000
