@@ -4,7 +4,8 @@ One module per command group (``cli/train.py``, ``cli/generate.py``, ...), each 
 function that registers its sub-commands; the handler of a command is the ``func`` default of its parser.
 Errors a user can cause (bad paths, bad options, bad data, a file that cannot be read or written, a size
 too large for memory) print one line ``minigpt: error: ...`` and exit with status 2; any other exception is
-an internal error: one line saying so, exit status 3 (``minigpt --debug ...`` prints the traceback too). To add a command group: write ``cli/<group>.py`` with ``add(sub)`` and list it below.
+an internal error: one line saying so, exit status 3 (``minigpt --debug ...`` prints the traceback too).
+To add a command group: write ``cli/<group>.py`` with ``add(sub)`` and list it below.
 """
 from __future__ import annotations
 
@@ -70,7 +71,8 @@ def main(argv=None) -> int:
             return 2
         where = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
         at = f" at {Path(where.filename).name}:{where.lineno}" if where else ""
-        print(f"minigpt: internal error ({type(e).__name__}: {e}{at}); please report it. `minigpt --debug ...` "
+        text = (str(e).splitlines() or [""])[0]
+        print(f"minigpt: internal error ({type(e).__name__}: {text}{at}); please report it. `minigpt --debug ...` "
               "shows the traceback", file=sys.stderr)
         return 3
 

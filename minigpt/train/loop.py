@@ -162,11 +162,6 @@ def latest_checkpoint(out_dir) -> Path | None:
     return found[-1][1] if found else None
 
 
-def is_run_dir(path) -> bool:
-    path = Path(path)
-    return path.is_dir() and any((path / m).exists() for m in RUN_MARKERS)
-
-
 def resolve_model_dir(path) -> Path:
     """A training output directory resolves to its latest complete checkpoint; a model directory to itself."""
     path = Path(path)
