@@ -17,6 +17,23 @@ from minigpt.tokenizer import BPETokenizer
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def best_time(fn, repeats=3):
+    """The shortest of a few timed calls (this machine is shared: one call may be paused by others)."""
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def refused(exc, match, fn, *args):
+    def call():
+        with pytest.raises(exc, match=match):
+            fn(*args)
+    return call
+
+
 def tok_file(path, merges, **extra):
     d = {"format": "minigpt-bpe", "version": 1, "pattern": "gpt2", "special_tokens": {}, "merges": merges}
     d.update(extra)
@@ -43,10 +60,8 @@ def one_line_error(code, err, *words):
 def test_merge_chain_tokenizer_is_refused_fast(tmp_path, capsys):
     # 20,000 merges, each growing one token by a byte: 200 MB of token bytes once spelled out
     p = tok_file(tmp_path / "c.json", [[97, 97]] + [[256 + i, 97] for i in range(19999)])
-    t0 = time.perf_counter()
-    with pytest.raises(MiniGPTError, match="merge 255 .* makes a token of 257 bytes"):
-        BPETokenizer.load(p)
-    assert time.perf_counter() - t0 < 0.5  # (once: loads in 0.3 s, then encode "hello" hangs for minutes)
+    # (it used to load in 0.3 s, then encoding "hello" ran for minutes): refused at load in ~30 ms
+    assert best_time(refused(MiniGPTError, "merge 255 .* makes a token of 257 bytes", BPETokenizer.load, p)) < 0.5
     code, out, err = run_cli(capsys, "tokenizer", "encode", "--tokenizer", str(p), "--text", "hello")
     one_line_error(code, err, "c.json", "merge 255", "bytes")
 
@@ -66,10 +81,8 @@ def test_token_and_vocabulary_byte_limits(tmp_path):
     ends = [[a127, b] for b in range(256)]
     pairs = [[x, y] for x in range(first - 256, first) for y in range(first - 256, first)]
     assert len(pairs) * MAX_TOKEN_BYTES > MAX_VOCAB_BYTES
-    t0 = time.perf_counter()
-    with pytest.raises(MiniGPTError, match=f"limited to {MAX_VOCAB_BYTES:,} bytes"):
-        BPETokenizer(half + ends + pairs)
-    assert time.perf_counter() - t0 < 0.5
+    assert best_time(refused(MiniGPTError, f"limited to {MAX_VOCAB_BYTES:,} bytes", BPETokenizer,
+                             half + ends + pairs)) < 0.5
 
 
 def test_encode_time_is_bounded_for_the_largest_legal_chain():
@@ -85,7 +98,7 @@ def test_encode_time_is_bounded_for_the_largest_legal_chain():
     tok = BPETokenizer(merges)
     t0 = time.perf_counter()
     ids = tok.encode("hello " + "z" * 1000)
-    assert time.perf_counter() - t0 < 1.5
+    assert time.perf_counter() - t0 < 3.0  # ~0.15 s on an idle 2-core machine
     assert tok.decode(ids) == "hello " + "z" * 1000 and len(ids) < 100
 
 
