@@ -576,3 +576,35 @@ def test_encoding_a_long_run_is_not_quadratic():
     ids = tok.encode("a" * 400_000)  # one pre-token: once minutes of rescanning
     assert time.perf_counter() - t0 < 5.0
     assert tok.decode(ids) == "a" * 400_000 and len(ids) == 50_000
+
+
+def test_sigkill_between_checkpoint_rename_and_latest_json(tmp_path, text_file):
+    # a real SIGKILL in the window the probe found: step 2's checkpoint renamed into place, latest.json still
+    # naming step 1. --resume must continue from step 2, and the log must hold each step once.
+    out = tmp_path / "run"
+    code = ("import os\n"
+            "import minigpt.train.loop as L\n"
+            "real = L.atomic_write_json\n"
+            "def write(path, obj):\n"
+            "    if path.name == 'latest.json' and obj['step'] == 2:\n"
+            "        os.kill(os.getpid(), 9)\n"
+            "    real(path, obj)\n"
+            "L.atomic_write_json = write\n"
+            "from minigpt.cli import main\n"
+            f"main(['train', '--out', {str(out)!r}, '--text', {str(text_file)!r}, '--config', 'nano',\n"
+            "      '--context-length', '16', '--vocab-size', '270', '--steps', '3', '--batch-size', '2',\n"
+            "      '--checkpoint-every', '1', '--eval-every', '1', '--eval-batches', '1', '--quiet'])\n")
+    r = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                       capture_output=True, text=True)
+    assert r.returncode == -9, r.stderr
+    assert json.loads((out / "latest.json").read_text())["step"] == 1
+    assert (out / "checkpoints" / "step-000002" / "trainer_state.json").is_file()
+    from minigpt.train import TrainConfig, pretrain
+
+    said = []
+    summary = pretrain(out, text_files=[text_file], resume=True, progress=False, log=said.append,
+                       train_cfg=TrainConfig(steps=3))
+    assert any("at step 2 of 3" in m for m in said), said  # from the newest complete checkpoint, not step 1
+    assert summary["step"] == 3
+    assert [r["step"] for r in strict_json_lines(out / "log.jsonl")] == [1, 2, 3]
+    assert json.loads((out / "latest.json").read_text())["step"] == 3
