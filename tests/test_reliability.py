@@ -608,3 +608,11 @@ def test_sigkill_between_checkpoint_rename_and_latest_json(tmp_path, text_file):
     assert summary["step"] == 3
     assert [r["step"] for r in strict_json_lines(out / "log.jsonl")] == [1, 2, 3]
     assert json.loads((out / "latest.json").read_text())["step"] == 3
+
+
+def test_a_model_folder_carrying_a_hostile_tokenizer(model_dir, capsys):
+    tok_file(model_dir / "tokenizer.json", [[97, 97]] + [[256 + i, 97] for i in range(19999)])
+    code, out, err = run_cli(capsys, "generate", "--model", str(model_dir), "--prompt", "hello",
+                             "--max-new-tokens", "2")
+    one_line_error(code, err, "tokenizer.json", "limited to 256 bytes")
+    assert out == ""
