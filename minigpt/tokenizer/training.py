@@ -18,11 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import MiniGPTError
-from .bpe import MAX_TOKEN_BYTES
-from .patterns import Splitter, safe_cut_before
+from tqdm.auto import tqdm
 
-MAX_VOCAB_SIZE = 1 << 20  # tokens a trained vocabulary may have (GPT-2: 50,257)
+from ..errors import MiniGPTError
+from ..kernels import bpe as K
+from .limits import MAX_TOKEN_BYTES, MAX_VOCAB_SIZE
+from .patterns import Splitter, safe_cut_before, surrogate_error
 
 _READ_CHARS = 1 << 20
 _BATCH = 256  # merges per kernel call (progress bar granularity)
@@ -79,8 +80,6 @@ def count_pretokens(texts, splitter: Splitter, special_tokens=(), progress=False
     special_rx = None
     if special_tokens:
         special_rx = re.compile("|".join(re.escape(s) for s in sorted(special_tokens, key=lambda s: (-len(s), s))))
-    from tqdm.auto import tqdm
-
     bar = tqdm(desc="counting pre-tokens", unit="char", unit_scale=True, disable=not progress, leave=False)
     with bar:
         for text, n in _sources(texts):
@@ -109,9 +108,6 @@ def learn_merges(words: list[bytes], counts: np.ndarray, n_new: int, progress=Fa
 
     Returns ``(merges, n_made)``: the list of ``(a, b)`` pairs that made new tokens ``256, 257, ...`` in order.
     """
-    from ..kernels import bpe as K
-    from tqdm.auto import tqdm
-
     keep = [i for i, w in enumerate(words) if len(w) >= 2]
     words = [words[i] for i in keep]
     wcount = np.ascontiguousarray(counts[keep], dtype=np.int64)
@@ -233,9 +229,7 @@ def train_bpe(cls, texts, vocab_size, special_tokens, pattern, progress):
         try:
             words.append(w.encode("utf-8"))
         except UnicodeEncodeError:
-            from .bpe import _surrogate_error
-
-            raise _surrogate_error(w) from None
+            raise surrogate_error(w) from None
     freq = np.fromiter(counts.values(), np.int64, len(counts))
     if any(len(w) > MAX_TOKEN_BYTES for w in words):  # learn from pieces: no token may exceed the limit
         cut_words, cut_freq = [], []
