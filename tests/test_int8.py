@@ -179,19 +179,22 @@ def test_bad_quantized_folder_is_a_clear_error(tmp_path, model):
         GPT.from_pretrained(tmp_path)
 
 
-def test_loading_maps_the_file_instead_of_reading_it(tmp_path, model, monkeypatch):
-    model.save_pretrained(tmp_path)
+def test_loading_an_int8_folder_maps_the_file_instead_of_reading_it(tmp_path, model, monkeypatch):
+    model.quantize("int8").save_pretrained(tmp_path)
     import safetensors.numpy as stnp
+
+    import minigpt.model.checkpoint as ck
 
     def refuse(*a, **k):
         raise AssertionError("the whole file was read into memory")
 
     monkeypatch.setattr(stnp, "load_file", refuse)
     monkeypatch.setattr(stnp, "load", refuse)
-    monkeypatch.setattr(type(tmp_path), "read_bytes", lambda self: refuse() if self.suffix == ".safetensors" else b"")
+    monkeypatch.setattr(ck, "load_file", refuse)
     back = GPT.from_pretrained(tmp_path)
     for (na, a), (nb, b) in zip(model.state_dict().items(), back.state_dict().items()):
         assert na == nb and np.array_equal(a, b)
+    assert np.array_equal(back.head_int8.q, model.head_int8.q)
 
 
 def test_cli_quantize_and_generate(tmp_path, model, capsys):

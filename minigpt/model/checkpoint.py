@@ -23,16 +23,16 @@ out_head (untied only)            lm_head.weight
 """
 from __future__ import annotations
 
-import json
+import math
 import re
 from pathlib import Path
 
 import numpy as np
-from safetensors import safe_open
-from safetensors.numpy import save
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import load_file, save
 
 from ..errors import MiniGPTError
-from ..io import atomic_write_bytes, atomic_write_json
+from ..io import atomic_write_bytes, atomic_write_json, read_json
 from .config import GPTConfig
 
 SCALE_SUFFIX = "_scale"  # an int8 weight's float32 scales are stored as "<weight name>_scale"
@@ -109,82 +109,234 @@ def config_to_hf(cfg: GPTConfig) -> dict:
     }
 
 
-def config_from_hf(d: dict) -> GPTConfig:
+_SIZE_FIELDS = ("vocab_size", "n_positions", "n_embd", "n_head", "n_layer")
+
+
+def _field(d: dict, key: str, kind: str, default=None, where: str = "config.json"):
+    """``d[key]`` checked for its kind: "int" (a positive integer, not a bool or a float), "bool", "float"."""
+    v = d.get(key, default)
+    if kind == "int":
+        ok = isinstance(v, int) and not isinstance(v, bool) and v > 0
+        want = "a positive integer"
+    elif kind == "bool":
+        ok = isinstance(v, bool)
+        want = "true or false"
+    else:
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        want = "a finite number"
+    if not ok:
+        raise MiniGPTError(f"{where}: {key} must be {want}, got {v!r}")
+    return v
+
+
+def config_from_hf(d: dict, where: str = "config.json") -> GPTConfig:
+    """The GPTConfig of a Hugging Face GPT-2 ``config.json`` (already parsed); every field checked for its type
+    and range (``where`` names the file in messages)."""
+    if not isinstance(d, dict):
+        raise MiniGPTError(f"{where} must hold a JSON object, got {type(d).__name__}")
     if d.get("model_type", "gpt2") != "gpt2":
-        raise MiniGPTError(f"config.json describes a {d.get('model_type')!r} model, not gpt2")
+        raise MiniGPTError(f"{where} describes a {d.get('model_type')!r} model, not gpt2")
     act = d.get("activation_function", "gelu_new")
     if act not in ("gelu_new", "gelu_pytorch_tanh"):
-        raise MiniGPTError(f"activation {act!r} is not supported (minigpt implements GPT-2's tanh GELU)")
+        raise MiniGPTError(f"{where}: activation {act!r} is not supported (minigpt implements GPT-2's tanh GELU)")
     for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"):
         if d.get(flag):
-            raise MiniGPTError(f"config.json sets {flag}, which minigpt does not implement")
+            raise MiniGPTError(f"{where} sets {flag}, which minigpt does not implement")
     if d.get("scale_attn_weights") is False:
-        raise MiniGPTError("config.json disables attention scaling, which minigpt does not implement")
+        raise MiniGPTError(f"{where} disables attention scaling, which minigpt does not implement")
+    for key in ("vocab_size", "n_embd", "n_head", "n_layer"):
+        if key not in d:
+            raise MiniGPTError(f"{where} lacks the GPT-2 field {key!r}")
+    if "n_positions" not in d and "n_ctx" not in d:
+        raise MiniGPTError(f"{where} lacks the GPT-2 field 'n_positions'")
+    n_embd = _field(d, "n_embd", "int", where=where)
+    if d.get("n_inner") not in (None, 4 * n_embd):
+        raise MiniGPTError(f"{where}: n_inner={d['n_inner']!r} is not supported (minigpt's MLP is 4 x n_embd)")
+    extra = d.get("minigpt", {})
+    if not isinstance(extra, dict):
+        raise MiniGPTError(f"{where}: 'minigpt' must be an object, got {extra!r}")
+    eps = _field(d, "layer_norm_epsilon", "float", 1e-5, where)
+    if not 0 < eps < 1:
+        raise MiniGPTError(f"{where}: layer_norm_epsilon must be in (0, 1), got {eps!r}")
+    drop = _field(extra, "drop_rate", "float", d.get("resid_pdrop", 0.1), where)
+    if not 0 <= drop < 1:
+        raise MiniGPTError(f"{where}: the drop rate must be in [0, 1), got {drop!r}")
+    return GPTConfig(
+        vocab_size=_field(d, "vocab_size", "int", where=where),
+        context_length=_field(d, "n_positions" if "n_positions" in d else "n_ctx", "int", where=where),
+        emb_dim=n_embd,
+        n_heads=_field(d, "n_head", "int", where=where),
+        n_layers=_field(d, "n_layer", "int", where=where),
+        drop_rate=float(drop),
+        qkv_bias=_field(extra, "qkv_bias", "bool", True, where),
+        tie_weights=_field(d, "tie_word_embeddings", "bool", True, where),
+        layer_norm_eps=float(eps),
+    )
+
+
+_FLOAT_DTYPES = {"F16", "F32", "F64"}
+
+
+def _read_header(path: Path) -> dict:
+    """``{name: (shape, dtype)}`` of a safetensors file, from its header alone (no tensor is read)."""
     try:
-        n_embd = int(d["n_embd"])
-        if d.get("n_inner") not in (None, 4 * n_embd):
-            raise MiniGPTError(f"n_inner={d['n_inner']} is not supported (minigpt's MLP is 4 x n_embd)")
-        extra = d.get("minigpt", {})
-        return GPTConfig(
-            vocab_size=int(d["vocab_size"]),
-            context_length=int(d.get("n_positions", d.get("n_ctx"))),
-            emb_dim=n_embd,
-            n_heads=int(d["n_head"]),
-            n_layers=int(d["n_layer"]),
-            drop_rate=float(extra.get("drop_rate", d.get("resid_pdrop", 0.1))),
-            qkv_bias=bool(extra.get("qkv_bias", True)),
-            tie_weights=bool(d.get("tie_word_embeddings", True)),
-            layer_norm_eps=float(d.get("layer_norm_epsilon", 1e-5)),
-        )
-    except (KeyError, TypeError) as e:
-        raise MiniGPTError(f"config.json lacks or mangles a GPT-2 field: {e}") from None
+        with safe_open(str(path), "np") as f:
+            return {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, TypeError, RuntimeError) as e:
+        raise MiniGPTError(f"cannot read {path}: {e}") from None
 
 
-class _SafetensorsFile:
-    """A safetensors file opened with ``safe_open``: the file is memory-mapped and each tensor is read
-    when asked for, so loading a model never holds the whole file in memory (one tensor at a time beside
-    the model)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        try:
-            self._f = safe_open(str(path), framework="numpy")
-            self.keys = list(self._f.keys())
-        except Exception as e:  # noqa: BLE001 - safetensors raises its own error types (and OSError)
-            raise MiniGPTError(f"cannot read {path}: {e}") from None
-
-    def get(self, key: str) -> np.ndarray:
-        try:
-            return self._f.get_tensor(key)
-        except Exception as e:  # noqa: BLE001
-            raise MiniGPTError(f"cannot read tensor {key!r} of {self.path}: {e}") from None
-
-    def shape(self, key: str) -> tuple:
-        return tuple(self._f.get_slice(key).get_shape())
+def expected_shapes(cfg: GPTConfig) -> dict:
+    """The shape of every parameter of a GPT with config ``cfg`` (minigpt names), without building one."""
+    V, C, E = cfg.vocab_size, cfg.context_length, cfg.emb_dim
+    out = {"tok_emb.weight": (V, E), "pos_emb.weight": (C, E)}
+    for i in range(cfg.n_layers):
+        b = f"blocks.{i}."
+        out.update({b + "norm1.weight": (E,), b + "norm1.bias": (E,), b + "attn.qkv.weight": (E, 3 * E),
+                    b + "attn.qkv.bias": (3 * E,), b + "attn.proj.weight": (E, E), b + "attn.proj.bias": (E,),
+                    b + "norm2.weight": (E,), b + "norm2.bias": (E,), b + "ff.fc.weight": (E, 4 * E),
+                    b + "ff.fc.bias": (4 * E,), b + "ff.proj.weight": (4 * E, E), b + "ff.proj.bias": (E,)})
+    out.update({"final_norm.weight": (E,), "final_norm.bias": (E,), "out_head": (V, E)})
+    return out
 
 
-class _LazyTensor:
-    """One tensor of the file, read when converted to an array (``np.asarray``); its shape is known
-    without reading it."""
+def _check_header(cfg: GPTConfig, header: dict, w_path: Path, cfg_path: Path) -> dict:
+    """Check the tensors a safetensors header announces against the config before anything is allocated:
+    float dtypes, every parameter present with the shape the config implies. ``{minigpt name: file name}``."""
+    names, unknown = {}, []
+    for name, (shape, dtype) in header.items():
+        hf = name[len("transformer."):] if name.startswith("transformer.") else name
+        if _IGNORED.match(hf):
+            continue
+        ours = _rename(hf, _FROM_HF)
+        if ours is None:
+            unknown.append(name)
+            continue
+        if dtype not in _FLOAT_DTYPES:
+            raise MiniGPTError(f"{w_path}: tensor {name} has dtype {dtype}; weights must be floating point "
+                               f"({', '.join(sorted(_FLOAT_DTYPES))})")
+        names[ours] = name
+    if unknown:
+        raise MiniGPTError(f"{w_path} has tensors that are not GPT-2 parameters: {', '.join(unknown[:8])}")
+    layers = {int(m.group(1)) for m in map(re.compile(r"blocks\.(\d+)\.").match, names) if m}
+    if layers != set(range(cfg.n_layers)):  # before listing the config's parameters: n_layer may be huge
+        raise MiniGPTError(f"{cfg_path} does not match {w_path.name}: n_layer is {cfg.n_layers}, the file holds "
+                           f"{len(layers)} blocks{'' if layers == set(range(len(layers))) else ' (not numbered 0..n-1)'}")
+    want = expected_shapes(cfg)
+    for ours, shape in want.items():
+        if ours not in names:
+            if ours == "out_head" or ours.endswith(".attn.qkv.bias"):
+                continue  # optional: a tied head, a model without q/k/v bias
+            raise MiniGPTError(f"{w_path} lacks the tensor {to_hf_name(ours)} that {cfg_path.name} implies "
+                               f"(n_layer={cfg.n_layers})")
+        got = header[names[ours]][0]
+        if got != shape:
+            raise MiniGPTError(f"{cfg_path} does not match {w_path.name}: {names[ours]} has shape {list(got)}, the "
+                               f"config implies {list(shape)} (vocab_size={cfg.vocab_size}, n_positions="
+                               f"{cfg.context_length}, n_embd={cfg.emb_dim})")
+    extra = [names[o] for o in names if o not in want]
+    if extra:
+        raise MiniGPTError(f"{w_path} has tensors beyond the n_layer={cfg.n_layers} of {cfg_path.name}: "
+                           f"{', '.join(extra[:8])}")
+    return names
 
-    def __init__(self, f: _SafetensorsFile, key: str):
-        self.f, self.key = f, key
-        self.shape = f.shape(key)
 
-    def __array__(self, dtype=None, copy=None):
-        a = self.f.get(self.key)
-        return a if dtype is None else a.astype(dtype, copy=False)
-
-
-class LazyState(dict):
-    """minigpt name -> ``_LazyTensor``: a state dict whose tensors are read from the mapped file one at
-    a time, as ``load_state_dict`` copies them into the model."""
-
-    def array(self, name: str) -> np.ndarray:
-        return np.asarray(self[name])
+def _read_safetensors(path: Path) -> dict:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, TypeError, RuntimeError) as e:
+        raise MiniGPTError(f"cannot read {path}: {e}") from None
 
 
-def _read_config(path: Path):
+# --- where a training run's checkpoints are (GPT.from_pretrained and the CLI take run folders) ----------
+CHECKPOINT_FILES = ("config.json", "model.safetensors", "optimizer.safetensors", "trainer_state.json")
+_STEP_DIR = re.compile(r"step-(\d{6,})")
+
+
+def complete_checkpoints(out_dir) -> list[tuple[int, Path]]:
+    """``(step, folder)`` of every complete checkpoint in ``out_dir/checkpoints`` (all its files present),
+    oldest first. A checkpoint is renamed into place only once complete, so one that is listed is whole even
+    when a kill came before ``latest.json`` was updated."""
+    root = Path(out_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = []
+    for p in root.iterdir():
+        m = _STEP_DIR.fullmatch(p.name)
+        if m and p.is_dir() and not p.is_symlink() and all((p / f).is_file() for f in CHECKPOINT_FILES):
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def _read_latest(out_dir: Path) -> Path | None:
+    """The checkpoint folder ``latest.json`` names, checked to be a ``checkpoints/step-N`` folder of this run
+    (never a path outside it); None when there is no latest.json."""
+    latest = out_dir / "latest.json"
+    if not latest.exists():
+        return None
+    d = read_json(latest, "latest.json", max_bytes=1 << 16)
+    rel = d.get("checkpoint")
+    if not isinstance(rel, str):
+        raise MiniGPTError(f"{latest} is damaged: 'checkpoint' must be a path such as \"checkpoints/step-000400\", "
+                           f"got {rel!r}")
+    parts = Path(rel).parts
+    if Path(rel).is_absolute() or len(parts) != 2 or parts[0] != "checkpoints" or not _STEP_DIR.fullmatch(parts[1]):
+        raise MiniGPTError(f"{latest} is damaged: it points at {rel!r}, which is not a checkpoint of this run "
+                           "(only checkpoints/step-N folders inside the run folder count)")
+    return out_dir / "checkpoints" / parts[1]
+
+
+def latest_checkpoint(out_dir) -> Path | None:
+    """The newest complete checkpoint of the run in ``out_dir``: the one ``latest.json`` names, or a newer complete
+    one (a kill between renaming a checkpoint into place and updating ``latest.json`` leaves it stale), or with
+    no ``latest.json`` the newest complete one. None when the run has no complete checkpoint."""
+    out_dir = Path(out_dir)
+    named = _read_latest(out_dir)
+    found = complete_checkpoints(out_dir)
+    if named is not None and not named.is_symlink() and all((named / f).is_file() for f in CHECKPOINT_FILES[:2]):
+        m = _STEP_DIR.fullmatch(named.name)
+        if not found or int(m.group(1)) >= found[-1][0]:
+            return named
+    return found[-1][1] if found else None
+
+
+def resolve_model_dir(path) -> Path:
+    """A training output directory resolves to its latest complete checkpoint; a model directory to itself."""
+    path = Path(path)
+    if (path / "latest.json").exists() or (path / "checkpoints").is_dir():
+        ck = latest_checkpoint(path)
+        if ck is None:
+            raise MiniGPTError(f"{path} is a training run folder without a complete checkpoint (the run stopped "
+                               "before its first one)")
+        return ck
+    if (path / "model.safetensors").exists():
+        return path
+    if not path.exists():
+        raise MiniGPTError(f"model directory {path} does not exist")
+    if not path.is_dir():
+        raise MiniGPTError(f"{path} is a file; --model expects a training output folder or a model folder")
+    raise MiniGPTError(f"{path} holds neither a checkpoint (latest.json) nor a model (model.safetensors)")
+
+
+def check_finite(arrays: dict, path) -> None:
+    """Refuse arrays holding NaN or infinity (a damaged or diverged file), naming the first such tensor."""
+    for name, arr in arrays.items():
+        if arr.dtype.kind == "f" and not np.isfinite(arr.sum(dtype=arr.dtype)):  # fast path: a finite sum
+            if not np.isfinite(arr).all():  # the sum may overflow for large finite values
+                raise MiniGPTError(f"{path}: tensor {name} holds NaN or infinity (a damaged or diverged file)")
+
+
+def read_pretrained(path) -> tuple[GPTConfig, dict]:
+    """Read a Hugging Face GPT-2 directory (config.json + model.safetensors), or a training output
+    directory (its latest complete checkpoint, as ``minigpt generate --model`` takes it): the config and
+    the state dict in minigpt's parameter names (``GPT.from_pretrained`` builds the model from them).
+
+    The config is checked field by field and against the shapes in the safetensors header before any array is
+    read; weights must be floating point and finite.
+    """
+    path = Path(path)
+    if (path / "latest.json").exists() or (path / "checkpoints").is_dir():  # a run folder: its checkpoint
+        path = resolve_model_dir(path)
     if not path.is_dir():
         raise MiniGPTError(f"model directory {path} does not exist")
     cfg_path, w_path = path / "config.json", path / "model.safetensors"
@@ -193,80 +345,27 @@ def _read_config(path: Path):
     if not w_path.exists():
         hint = " (only pytorch_model.bin: minigpt reads safetensors, never pickles)" if (path / "pytorch_model.bin").exists() else ""
         raise MiniGPTError(f"{path} has no model.safetensors{hint}")
-    try:
-        hf_cfg = json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise MiniGPTError(f"{cfg_path} is not valid JSON: {e}") from None
-    if not isinstance(hf_cfg, dict):
-        raise MiniGPTError(f"{cfg_path} must hold a JSON object")
-    return hf_cfg, w_path
-
-
-def _quantization(hf_cfg: dict, cfg_path: Path):
-    quant = hf_cfg.get("quantization")
-    if quant is None:
-        return None
-    if not isinstance(quant, dict) or quant.get("scheme") not in QUANT_SCHEMES:
-        raise MiniGPTError(f"{cfg_path}: unknown quantization {quant!r} (known schemes: {', '.join(QUANT_SCHEMES)})")
-    gs = quant.get("group_size", 0)
-    if not isinstance(gs, int) or isinstance(gs, bool) or gs < 0:
-        raise MiniGPTError(f"{cfg_path}: quantization group_size must be an integer >= 0, got {gs!r}")
-    if quant.get("layout", "out_in") != "out_in":
-        raise MiniGPTError(f"{cfg_path}: unknown int8 layout {quant.get('layout')!r}")
-    return {"scheme": quant["scheme"], "group_size": gs}
-
-
-def read_checkpoint(path) -> tuple[GPTConfig, LazyState, dict | None]:
-    """Read a model folder: its config, a lazy state dict in minigpt's names (tensors are read from the
-    memory-mapped file when used) and its quantization (``{"scheme": "int8", "group_size": n}`` for a
-    folder written from an int8 model, else None). An int8 weight appears under its weight's name, its
-    scales under that name + ``_scale``."""
-    path = Path(path)
-    hf_cfg, w_path = _read_config(path)
-    cfg = config_from_hf(hf_cfg)
-    quant = _quantization(hf_cfg, path / "config.json")
-    f = _SafetensorsFile(w_path)
-    state, unknown = LazyState(), []
-    for key in f.keys:
-        base = key[:-len(SCALE_SUFFIX)] if quant and key.endswith(SCALE_SUFFIX) else key
-        hf = base[len("transformer."):] if base.startswith("transformer.") else base
-        if _IGNORED.match(hf):
-            continue
-        ours = _rename(hf, _FROM_HF)
-        if ours is None:
-            unknown.append(key)
-            continue
-        state[ours + (SCALE_SUFFIX if base != key else "")] = _LazyTensor(f, key)
-    if unknown:
-        raise MiniGPTError(f"{w_path} has tensors that are not GPT-2 parameters: {', '.join(unknown[:8])}")
-    if quant:
-        cfg.qkv_bias = any(k.endswith(".attn.qkv.bias") for k in state)
-        return cfg, state, quant
+    hf_cfg = read_json(cfg_path, "config.json", max_bytes=1 << 20)
+    cfg = config_from_hf(hf_cfg, str(cfg_path))
+    names = _check_header(cfg, _read_header(w_path), w_path, cfg_path)
+    tensors = _read_safetensors(w_path)
+    check_finite(tensors, w_path)
+    state = {ours: tensors[name] for ours, name in names.items()}
     if "out_head" in state:  # an lm_head equal to wte is just the tied head stored twice
-        same = ("tok_emb.weight" in state and state["out_head"].shape == state["tok_emb.weight"].shape
-                and np.array_equal(state.array("out_head"), state.array("tok_emb.weight")))
-        if same:
+        if "tok_emb.weight" in state and np.array_equal(state["out_head"], state["tok_emb.weight"]):
             del state["out_head"]
-        cfg.tie_weights = bool(same)
+            cfg.tie_weights = True
+        else:
+            cfg.tie_weights = False
     qkv_biases = [k for k in state if k.endswith(".attn.qkv.bias")]
     if not qkv_biases:
         cfg.qkv_bias = False
     elif not cfg.qkv_bias:
-        if all(not np.any(state.array(k)) for k in qkv_biases):
+        if all(not np.any(state[k]) for k in qkv_biases):
             for k in qkv_biases:  # the zeros save_pretrained writes for a model without q/k/v bias
                 del state[k]
         else:
             cfg.qkv_bias = True
-    return cfg, state, None
-
-
-def read_pretrained(path) -> tuple[GPTConfig, dict]:
-    """Read a Hugging Face GPT-2 directory (config.json + model.safetensors): the config and the
-    state dict in minigpt's parameter names (``GPT.from_pretrained`` builds the model from them). The
-    state's tensors are read from the memory-mapped file when used (``np.asarray``)."""
-    cfg, state, quant = read_checkpoint(path)
-    if quant:
-        raise MiniGPTError(f"{path} holds an int8-quantized model: load it with GPT.from_pretrained")
     return cfg, state
 
 
@@ -293,3 +392,80 @@ def write_pretrained(path, cfg: GPTConfig, state: dict, quantization: dict | Non
     if quantization:
         hf_cfg["quantization"] = {**quantization, "layout": "out_in"}
     atomic_write_json(path / "config.json", hf_cfg)
+
+
+# --- int8-quantized folders ------------------------------------------------------------------------
+
+class _LazyTensor:
+    """One tensor of a memory-mapped safetensors file, read when converted to an array."""
+
+    def __init__(self, f, key: str, path: Path):
+        self.f, self.key, self.path = f, key, path
+        self.shape = tuple(f.get_slice(key).get_shape())
+
+    def __array__(self, dtype=None, copy=None):
+        try:
+            a = self.f.get_tensor(self.key)
+        except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+            raise MiniGPTError(f"cannot read tensor {self.key!r} of {self.path}: {e}") from None
+        return a if dtype is None else a.astype(dtype, copy=False)
+
+
+class LazyState(dict):
+    """minigpt name -> ``_LazyTensor``: tensors are read from the mapped file one at a time."""
+
+    def array(self, name: str) -> np.ndarray:
+        return np.asarray(self[name])
+
+
+def _quantization(hf_cfg: dict, cfg_path: Path):
+    quant = hf_cfg.get("quantization")
+    if quant is None:
+        return None
+    if not isinstance(quant, dict) or quant.get("scheme") not in QUANT_SCHEMES:
+        raise MiniGPTError(f"{cfg_path}: unknown quantization {quant!r} (known schemes: {', '.join(QUANT_SCHEMES)})")
+    gs = quant.get("group_size", 0)
+    if not isinstance(gs, int) or isinstance(gs, bool) or gs < 0:
+        raise MiniGPTError(f"{cfg_path}: quantization group_size must be an integer >= 0, got {gs!r}")
+    if quant.get("layout", "out_in") != "out_in":
+        raise MiniGPTError(f"{cfg_path}: unknown int8 layout {quant.get('layout')!r}")
+    return {"scheme": quant["scheme"], "group_size": gs}
+
+
+def read_checkpoint(path):
+    """``(config, state, quantization)`` of a model folder (or a run folder's latest checkpoint).
+    A float folder: ``read_pretrained``'s config and state, quantization None. A folder written from an
+    int8 model: the state is a ``LazyState`` over the memory-mapped file (int8 weights under the weights'
+    names, float32 scales under the names + ``_scale``) and quantization ``{"scheme", "group_size"}``."""
+    path = Path(path)
+    if (path / "latest.json").exists() or (path / "checkpoints").is_dir():
+        path = resolve_model_dir(path)
+    cfg_path, w_path = path / "config.json", path / "model.safetensors"
+    quant = None
+    if cfg_path.exists() and w_path.exists():
+        hf_cfg = read_json(cfg_path, "config.json", max_bytes=1 << 20)
+        quant = _quantization(hf_cfg, cfg_path)
+    if quant is None:
+        cfg, state = read_pretrained(path)
+        return cfg, state, None
+    cfg = config_from_hf(hf_cfg, str(cfg_path))
+    try:
+        f = safe_open(str(w_path), framework="numpy")
+        keys = list(f.keys())
+    except Exception as e:  # noqa: BLE001
+        raise MiniGPTError(f"cannot read {w_path}: {e}") from None
+    state, unknown = LazyState(), []
+    for key in keys:
+        base = key[:-len(SCALE_SUFFIX)] if key.endswith(SCALE_SUFFIX) else key
+        hf = base[len("transformer."):] if base.startswith("transformer.") else base
+        if _IGNORED.match(hf):
+            continue
+        ours = _rename(hf, _FROM_HF)
+        if ours is None:
+            unknown.append(key)
+            continue
+        state[ours + (SCALE_SUFFIX if base != key else "")] = _LazyTensor(f, key, w_path)
+    if unknown:
+        raise MiniGPTError(f"{w_path} has tensors that are not GPT-2 parameters: {', '.join(unknown[:8])}")
+    cfg.qkv_bias = any(k.endswith(".attn.qkv.bias") for k in state)
+    return cfg, state, quant

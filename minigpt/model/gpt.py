@@ -211,13 +211,21 @@ class GPT(Module):
         return (f"vocab={c.vocab_size}, ctx={c.context_length}, dim={c.emb_dim}, heads={c.n_heads}, "
                 f"layers={c.n_layers}, params={self.num_parameters():,}")
 
+    def summary(self, batch_size: int = 1, seq_len: int | None = None, max_depth: int | None = None):
+        """Per-layer table (name, output shape, parameters, trainable or frozen) for a batch of
+        ``batch_size`` sequences of ``seq_len`` tokens (default: the context length); ``print`` it.
+        Also ``Module.summary(*inputs)`` for any module and input."""
+        T = self.config.context_length if seq_len is None else int(seq_len)
+        ids = np.zeros((int(batch_size), T), dtype=np.int64)
+        return super().summary(ids, max_depth=max_depth)
+
     # checkpoints: the file format (GPT-2's layout <-> config + state dict) is model/checkpoint.py's
     @classmethod
     def from_pretrained(cls, path, dtype=np.float32) -> "GPT":
-        """Load a directory in the Hugging Face GPT-2 layout (config.json + model.safetensors), or one
-        written by ``save_pretrained`` from an int8-quantized model. The file is memory-mapped and read one
-        tensor at a time into layers allocated without initialisation; the int8 weights of a quantized
-        folder go straight into its int8 layers (no float32 copy of them is ever made)."""
+        """Load a directory in the Hugging Face GPT-2 layout (config.json + model.safetensors), a training
+        output directory (its latest checkpoint), or a folder written by ``save_pretrained`` from an
+        int8-quantized model: that file is memory-mapped and its int8 weights go straight into int8 layers
+        of a model allocated without initialisation (no float32 copy of them is ever made)."""
         config, state, quant = read_checkpoint(path)
         with uninitialized():  # every weight is about to be read from the file
             model = cls(config, dtype=dtype)

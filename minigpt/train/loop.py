@@ -27,16 +27,19 @@ from pathlib import Path
 
 import numpy as np
 from safetensors.numpy import load_file, save
-from tqdm import tqdm
 
 from .. import random as mrandom
 from .. import runtime
 from ..errors import MiniGPTError
-from ..io import _fsync_dir, atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..io import _fsync_dir, atomic_write_bytes, atomic_write_json, atomic_write_text, dumps, read_json
 from ..model import GPT, generate
+from ..model.checkpoint import (CHECKPOINT_FILES, _read_latest, _read_safetensors, check_finite,  # noqa: F401
+                                complete_checkpoints, latest_checkpoint, resolve_model_dir)  # (re-exported)
 from ..optim import AdamW, CosineWithWarmup, clip_grad_norm, split_decay_groups
+from ..progress import progress_bar
 from ..tensor import no_grad
 from ..tokenizer import BPETokenizer
+from . import kernel_cache
 
 
 def _setting(default, help: str):
@@ -66,22 +69,35 @@ class TrainConfig:
     log_every: int = _setting(1, "write a line to log.jsonl every N steps (and at every evaluation)")
 
     def __post_init__(self):
-        for name in ("steps", "batch_size"):
-            if getattr(self, name) < 1:
-                raise MiniGPTError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup", "eval_every", "eval_batches", "sample_every", "checkpoint_every", "sample_tokens"):
-            if getattr(self, name) < 0:
-                raise MiniGPTError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise MiniGPTError(f"lr must be a positive number, got {self.lr}")
+        def fail(name, want):
+            raise MiniGPTError(f"{name.replace('_', '-')} must be {want}, got {getattr(self, name)!r}")
+
+        for name, lo in (("steps", 1), ("batch_size", 1), ("warmup", 0), ("eval_every", 0), ("eval_batches", 1),
+                         ("sample_every", 0), ("sample_tokens", 0), ("checkpoint_every", 0),
+                         ("keep_checkpoints", 1), ("log_every", 0), ("seed", None)):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or (lo is not None and v < lo):
+                fail(name, "an integer" + (f" >= {lo}" if lo is not None else ""))
+        for name, positive in (("lr", True), ("min_lr", False), ("weight_decay", False), ("grad_clip", False)):
+            v = getattr(self, name)
+            if v is None and name == "min_lr":
+                continue
+            if not isinstance(v, (int, float, np.floating)) or isinstance(v, bool) or not math.isfinite(v) \
+                    or v < 0 or (positive and v == 0):
+                fail(name, "a finite number " + ("> 0" if positive else ">= 0" + (" (0: off)" if name == "grad_clip"
+                                                                                else "")))
+        if not isinstance(self.sample_prompt, str):
+            fail("sample_prompt", "a string")
         if self.warmup > self.steps:
             self.warmup = self.steps
-        if self.keep_checkpoints < 1:
-            raise MiniGPTError("keep_checkpoints must be >= 1")
 
 
 class TrainingDiverged(MiniGPTError):
     """The loss or the gradient norm became NaN or infinite."""
+
+
+def _all_finite(a: np.ndarray) -> bool:
+    return bool(np.isfinite(a.sum(dtype=a.dtype))) or bool(np.isfinite(a).all())  # the sum may overflow
 
 
 def evaluate(model, loader, max_batches: int | None = None) -> float:
@@ -105,25 +121,11 @@ def perplexity(loss: float) -> float:
     return float(math.exp(min(loss, 700.0)))
 
 
-# --- checkpoints ------------------------------------------------------------------------------------
-def resolve_model_dir(path) -> Path:
-    """A training output directory resolves to its latest checkpoint; a model directory to itself."""
-    path = Path(path)
-    latest = path / "latest.json"
-    if latest.exists():
-        try:
-            rel = json.loads(latest.read_text())["checkpoint"]
-        except (json.JSONDecodeError, KeyError, UnicodeDecodeError) as e:
-            raise MiniGPTError(f"{latest} is damaged: {e}") from None
-        target = path / rel
-        if not (target / "model.safetensors").exists():
-            raise MiniGPTError(f"{latest} points at {target}, which has no model.safetensors")
-        return target
-    if (path / "model.safetensors").exists():
-        return path
-    if not path.exists():
-        raise MiniGPTError(f"model directory {path} does not exist")
-    raise MiniGPTError(f"{path} holds neither a checkpoint (latest.json) nor a model (model.safetensors)")
+# --- checkpoints ---------------------------------------------------------------------------------------
+# Where a run's checkpoints are (complete_checkpoints, latest_checkpoint, resolve_model_dir) is in
+# model/checkpoint.py, so that GPT.from_pretrained takes a run folder as the command line does.
+# what marks a folder as holding (part of) a training run: a fresh run never writes into such a folder
+RUN_MARKERS = ("latest.json", "checkpoints", "log.jsonl", "trainer_state.json", "model.safetensors")
 
 
 def save_checkpoint(out_dir, step: int, model, optimizer, tokenizer, state: dict, keep: int = 2) -> Path:
@@ -164,17 +166,50 @@ def save_checkpoint(out_dir, step: int, model, optimizer, tokenizer, state: dict
 
 
 def load_checkpoint(out_dir):
-    """(model, optimizer state dict, tokenizer or None, trainer state) of the latest checkpoint."""
+    """(model, optimizer state dict, tokenizer or None, trainer state) of the latest complete checkpoint.
+
+    Every file is checked as it is read: a damaged, truncated or missing one is a ``MiniGPTError`` naming it.
+    """
     ck = resolve_model_dir(out_dir)
     if not (ck / "trainer_state.json").exists():
         raise MiniGPTError(f"{ck} is a model, not a training checkpoint (no trainer_state.json)")
     model = GPT.from_pretrained(ck)
-    state = json.loads((ck / "trainer_state.json").read_text())
-    opt_arrays = load_file(str(ck / "optimizer.safetensors"))
+    state_path = ck / "trainer_state.json"
+    state = read_json(state_path, "trainer_state.json")
+    check_trainer_state(state, state_path)
+    opt_path = ck / "optimizer.safetensors"
+    if not opt_path.is_file():
+        raise MiniGPTError(f"{ck} lacks optimizer.safetensors; the checkpoint is incomplete")
+    opt_arrays = _read_safetensors(opt_path)
+    for k, a in opt_arrays.items():
+        if a.dtype.kind != "f":
+            raise MiniGPTError(f"{opt_path}: {k} has dtype {a.dtype}; optimizer moments must be floating point")
+    check_finite(opt_arrays, opt_path)
     tok = None
     if (ck / "tokenizer.json").exists():
         tok = BPETokenizer.load(ck / "tokenizer.json")
     return model, {"arrays": opt_arrays, "meta": state.pop("optimizer_meta")}, tok, state
+
+
+def check_trainer_state(state: dict, path) -> None:
+    """Refuse a ``trainer_state.json`` whose fields are missing or of the wrong type, naming the field."""
+    kinds = {"step": int, "tokens_seen": int, "train_config": dict, "loader": dict, "schedule": dict,
+             "rng": dict, "history": list, "optimizer_meta": dict}
+    for key, kind in kinds.items():
+        v = state.get(key)
+        if not isinstance(v, kind) or isinstance(v, bool) or (kind is int and v < 0):
+            raise MiniGPTError(f"{path} is damaged: {key!r} must be {'a JSON object' if kind is dict else 'a list' if kind is list else 'an integer >= 0'}, got {str(v)[:60]!r}")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = set(state["train_config"]) - known
+    if unknown:
+        raise MiniGPTError(f"{path} is damaged: unknown train_config field(s) {sorted(unknown)}")
+    try:
+        TrainConfig(**state["train_config"])
+    except (TypeError, ValueError) as e:
+        raise MiniGPTError(f"{path} is damaged: train_config: {e}") from None
+    for h in state["history"]:
+        if not (isinstance(h, list) and len(h) == 4):
+            raise MiniGPTError(f"{path} is damaged: 'history' entries must be [step, tokens, loss, val_loss]")
 
 
 # --- the loop ----------------------------------------------------------------------------------------
@@ -203,6 +238,12 @@ class Trainer:
         self.tokens_seen = 0
         self.history = []  # (step, tokens, train_loss, val_loss or None)
         self.extra_state = dict(extra_state or {})  # saved in every checkpoint as is (e.g. a data fingerprint)
+        self._bar = None  # the progress bar while run() is running (messages go above it)
+        self._plot_warned = False
+        # set by pretrain() when it announced the compilation itself (before training the tokenizer, whose
+        # kernels compile too): when that started, so the first run's whole compile time is measured
+        self.compile_started = None
+        self.last_checkpoint: Path | None = None  # the newest checkpoint of this run written or resumed from
 
     # state that makes a resumed run identical to an uninterrupted one
     def trainer_state(self) -> dict:
@@ -225,6 +266,7 @@ class Trainer:
         self.step = int(state["step"])
         self.tokens_seen = int(state["tokens_seen"])
         self.history = [tuple(h) for h in state.get("history", [])]
+        self.last_checkpoint = latest_checkpoint(self.out_dir)
         self._truncate_log(self.step)
 
     def _truncate_log(self, step: int) -> None:
@@ -235,15 +277,36 @@ class Trainer:
         keep = []
         for line in path.read_text().splitlines():
             try:
-                if json.loads(line).get("step", 0) <= step:
-                    keep.append(line)
-            except json.JSONDecodeError:
+                rec = json.loads(line)
+            except (json.JSONDecodeError, RecursionError):
                 continue  # a torn last line from a crash
+            if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] <= step:
+                keep.append(line)
         atomic_write_text(path, "".join(line + "\n" for line in keep))
 
     def save(self) -> Path:
-        return save_checkpoint(self.out_dir, self.step, self.model, self.optimizer, self.tokenizer,
-                               self.trainer_state(), keep=self.cfg.keep_checkpoints)
+        """Write a checkpoint, only when the weights and the optimizer's moments are all finite (else the run has
+        diverged: ``TrainingDiverged``, and the previous checkpoint stays the latest)."""
+        bad = next((n for n, p in self.model.named_parameters() if not _all_finite(p.data)), None)
+        if bad is None:
+            opt = self.optimizer
+            bad = next((f"the optimizer's {key} of parameter {i}" for i, st in enumerate(opt.state)
+                        for key in opt._state_arrays if key in st and not _all_finite(st[key])), None)
+        if bad is not None:
+            raise TrainingDiverged(f"step {self.step}: {bad} holds NaN or infinity; stopping without saving it. "
+                                   + self._kept())
+        self.last_checkpoint = save_checkpoint(self.out_dir, self.step, self.model, self.optimizer, self.tokenizer,
+                                               self.trainer_state(), keep=self.cfg.keep_checkpoints)
+        return self.last_checkpoint
+
+    def _kept(self) -> str:
+        """What a diverged run leaves behind, truthfully."""
+        ck = self.last_checkpoint
+        if ck is None or not ck.is_dir():
+            return (f"No checkpoint was written before it: {self.out_dir} has nothing to resume from. Try a lower "
+                    "--lr or more --warmup")
+        return (f"The last good checkpoint, {ck.relative_to(self.out_dir)}, is kept (`--resume` continues from "
+                "it); try a lower --lr or more --warmup")
 
     def sample(self, prompt: str | None = None, max_new_tokens: int | None = None) -> str:
         if self.tokenizer is None:
@@ -261,27 +324,27 @@ class Trainer:
         norm = clip_grad_norm(self.params, self.cfg.grad_clip) if self.cfg.grad_clip > 0 else float("nan")
         lv = float(loss.item())
         if not math.isfinite(lv) or (self.cfg.grad_clip > 0 and not math.isfinite(norm)):
-            raise TrainingDiverged(
-                f"step {self.step + 1}: the loss became {lv} (gradient norm {norm}); stopping. The last good "
-                f"checkpoint in {self.out_dir} is kept; try a lower --lr or more --warmup"
-            )
+            raise TrainingDiverged(f"step {self.step + 1}: the loss became {lv} (gradient norm {norm}); stopping. "
+                                   + self._kept())
         self.optimizer.step()
         self.schedule.step()
         return lv, norm
 
     def run(self) -> dict:
+        """Train up to ``cfg.steps``. The progress report starts after the first step of this process, so
+        the kernels' compilation on a first run (announced beforehand) stays out of its rate."""
         cfg = self.cfg
         self.out_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.out_dir / "log.jsonl"
-        bar = None
-        if self.progress:
-            bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
-                       file=sys.stderr, mininterval=0.5)
+        cold = kernel_cache.numba_in_use() and not kernel_cache.is_warm()
+        if cold and self.compile_started is None:
+            self._say(None, kernel_cache.compile_note())
         batches = self.train_loader.batches()
         last_val = None
         self.model.train()
         try:
-            with open(log_path, "a", encoding="utf-8") as logf:
+            # a fresh run starts its log afresh (a resumed one was cut back to its checkpoint's step in restore)
+            with open(log_path, "a" if self.step else "w", encoding="utf-8") as logf:
                 while self.step < cfg.steps:
                     x, y = next(batches)
                     lr = self.optimizer.param_groups[0]["lr"]
@@ -293,22 +356,35 @@ class Trainer:
                     tps = x.size / dt if dt > 0 else float("inf")
                     rec = {"step": self.step, "tokens": self.tokens_seen, "loss": round(loss, 6), "lr": lr,
                            "grad_norm": None if math.isnan(norm) else round(norm, 6), "tokens_per_s": round(tps, 1)}
+                    bar_started = False
+                    if cold:
+                        started = t0 if self.compile_started is None else self.compile_started
+                        kernel_cache.mark_warm(time.perf_counter() - started)
+                        cold = False
+                    if self.progress and self._bar is None:  # from here on the rate is the steady one
+                        self._bar = progress_bar(cfg.steps, desc="train", unit="step", initial=self.step)
+                        bar_started = True
+                    bar = self._bar
                     val = None
                     evaluate_now = cfg.eval_every and (self.step % cfg.eval_every == 0 or self.step == cfg.steps)
                     if evaluate_now and self.val_loader is not None:
                         val = evaluate(self.model, self.val_loader, cfg.eval_batches)
                         rec["val_loss"] = round(val, 6)
                         last_val = val
-                    self.history.append((self.step, self.tokens_seen, loss, val))
                     if cfg.log_every and (self.step % cfg.log_every == 0 or val is not None):
-                        logf.write(json.dumps(rec) + "\n")
+                        logf.write(dumps(rec) + "\n")  # standard JSON: a NaN is written as null
                         logf.flush()
+                    if val is not None and not math.isfinite(val):
+                        raise TrainingDiverged(f"step {self.step}: the validation loss became {val}; stopping. "
+                                               + self._kept())
+                    self.history.append((self.step, self.tokens_seen, loss, val))
                     if bar is not None:
                         post = {"loss": f"{loss:.3f}", "tok/s": f"{tps:,.0f}"}
                         if last_val is not None:
                             post["val"] = f"{last_val:.3f}"
                         bar.set_postfix(post, refresh=False)
-                        bar.update(1)
+                        if not bar_started:  # the step that started the report is its `initial`
+                            bar.update(1)
                     if val is not None:
                         self._say(bar, f"step {self.step}: train loss {loss:.3f}, val loss {val:.3f} "
                                        f"(ppl {perplexity(val):.1f})")
@@ -320,10 +396,18 @@ class Trainer:
                     if cfg.sample_every and self.step % cfg.sample_every == 0 and self.step != cfg.steps:
                         self._say(bar, f"--- sample at step {self.step} ---\n{self.sample()}\n---")
         finally:
-            if bar is not None:
-                bar.close()
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None
+        return self.summary()
+
+    def summary(self) -> dict:
+        """Step, tokens seen, and the last logged train and validation losses (None where none was
+        logged): after a resume with nothing left to run, these are the losses the run ended with."""
+        vals = [h[3] for h in self.history if h[3] is not None]
         return {"step": self.step, "tokens_seen": self.tokens_seen,
-                "train_loss": self.history[-1][2] if self.history else None, "val_loss": last_val}
+                "train_loss": self.history[-1][2] if self.history else None,
+                "val_loss": vals[-1] if vals else None}
 
     def _say(self, bar, msg: str) -> None:
         if bar is not None:
@@ -339,6 +423,10 @@ class Trainer:
             matplotlib.use("Agg")
             import matplotlib.pyplot as plt
         except ImportError:
+            if not self._plot_warned:  # once per run, with the command that enables it
+                self._plot_warned = True
+                self._say(self._bar, f"note: no {self.out_dir / 'loss.png'}: plotting needs matplotlib "
+                                     "(pip install matplotlib, or pip install -e \".[plot]\" in a checkout)")
             return None
         if not self.history:
             return None
