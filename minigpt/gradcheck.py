@@ -33,7 +33,8 @@ def gradcheck(fn, *inputs, eps: float = 1e-6, atol: float = 1e-8, rtol: float = 
     and any other arguments, passed through. An element passes when
     ``|analytic - numeric| <= atol + rtol * |numeric|``.
 
-    Returns a report ``{"ok", "max_abs_err", "max_rel_err", "worst": {...}}``; raises
+    Returns a report ``{"ok", "max_abs_err", "max_rel_err", "worst": {...}, "grads": {i: (analytic,
+    numeric)}}`` (the two gradient arrays of every checked input ``i``); raises
     ``GradcheckError`` naming the worst element (input, index, analytic and numeric values) when an
     element fails and ``raise_on_failure`` is true.
     """
@@ -58,7 +59,7 @@ def gradcheck(fn, *inputs, eps: float = 1e-6, atol: float = 1e-8, rtol: float = 
 
     tsum(mul(out, Tensor(w))).backward()
 
-    report = {"ok": True, "max_abs_err": 0.0, "max_rel_err": 0.0, "worst": None}
+    report = {"ok": True, "max_abs_err": 0.0, "max_rel_err": 0.0, "worst": None, "grads": {}}
     worst_score = -1.0
     for i in checked:
         x = inputs[i]
@@ -82,6 +83,7 @@ def gradcheck(fn, *inputs, eps: float = 1e-6, atol: float = 1e-8, rtol: float = 
                 numeric.reshape(-1)[idx] = num
             else:
                 numeric[idx] = num
+        report["grads"][i] = (analytic, numeric)
         err = np.abs(analytic - numeric)
         tol = atol + rtol * np.abs(numeric)
         if err.size:

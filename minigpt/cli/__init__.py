@@ -19,6 +19,7 @@ COMMANDS = (
     "generate",
     "tokenizer",
     "download",
+    "inspect",
 )
 
 
