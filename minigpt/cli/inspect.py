@@ -54,6 +54,16 @@ def add(sub):
     p.add_argument("--rtol", type=float, default=1e-6)
     p.set_defaults(func=_cmd_gradcheck)
 
+    p = sub.add_parser("plot", help="draw the training dashboards of a run folder (needs --stats-every)",
+                       description="Draw a run's dashboards from log.jsonl and stats.jsonl (written by `minigpt "
+                       "train --stats-every N`): loss, gradient norms and update ratios per weight matrix (with "
+                       "the 1e-3 reference line), activation histograms, attention entropy per head.")
+    p.add_argument("run", help="a training output folder")
+    p.add_argument("--out", default=None, help="folder for the PNGs (default: the run folder)")
+    p.add_argument("--hist-steps", default=None, metavar="S1,S2,...",
+                   help="sampled steps whose activation histograms to draw (default: first, middle, last)")
+    p.set_defaults(func=_cmd_plot)
+
 
 def _token_label(tok, i: int) -> str:
     """A token's text with spaces shown as ␣ and control characters escaped (\\n)."""
@@ -189,3 +199,17 @@ def _cmd_gradcheck(args):
                    rtol=args.rtol)
     print(format_report(rep, worst=max(1, args.worst)))
     return 0 if rep["ok"] else 1
+
+
+def _cmd_plot(args):
+    from ..inspect.stats import dashboards
+
+    steps = None
+    if args.hist_steps:
+        try:
+            steps = [int(v) for v in args.hist_steps.split(",") if v.strip()]
+        except ValueError:
+            raise MiniGPTError(f"--hist-steps {args.hist_steps!r}: expected step numbers such as 1,50,100") from None
+    for path in dashboards(args.run, args.out, steps):
+        print(path)
+    return 0

@@ -43,6 +43,9 @@ def add(sub):
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint, "
                    "with its saved settings (a larger --steps extends it)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--stats-every", type=int, default=0, metavar="N",
+                   help="every N steps append gradient/weight/update-ratio and activation statistics to "
+                   "stats.jsonl (draw them with `minigpt plot OUT`)")
     p.set_defaults(func=_cmd_train)
 
 
@@ -65,9 +68,15 @@ def _cmd_train(args):
     if args.resume:  # a resumed run keeps its saved settings; only a larger --steps extends it
         cfg = TrainConfig(steps=args.steps) if args.steps is not None else None
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    callbacks = []
+    if args.stats_every:
+        from ..inspect.stats import StatsRecorder
+
+        callbacks.append(StatsRecorder(args.stats_every))
     summary = pretrain(args.out, text_files=args.text, config=args.config, config_overrides=overrides,
                        tokenizer=args.tokenizer, vocab_size=args.vocab_size, train_cfg=cfg, epochs=args.epochs,
-                       val_fraction=args.val_fraction, resume=args.resume, progress=not args.quiet, log=log)
+                       val_fraction=args.val_fraction, resume=args.resume, progress=not args.quiet, log=log,
+                       callbacks=callbacks)
     val = summary.get("val_loss")
     print(f"trained {summary['step']} steps; final train loss {summary.get('train_loss') or float('nan'):.3f}"
           + (f", val loss {val:.3f}" if val is not None else "") + f"; model in {args.out}")

@@ -182,7 +182,7 @@ class Trainer:
     """
 
     def __init__(self, model, tokenizer, train_loader, val_loader, cfg: TrainConfig, out_dir,
-                 log=print, progress: bool = True, extra_state: dict | None = None):
+                 log=print, progress: bool = True, extra_state: dict | None = None, callbacks=()):
         from ..optim import AdamW, CosineWithWarmup, split_decay_groups
 
         self.model, self.tokenizer, self.cfg = model, tokenizer, cfg
@@ -197,6 +197,9 @@ class Trainer:
         self.tokens_seen = 0
         self.history = []  # (step, tokens, train_loss, val_loss or None)
         self.extra_state = dict(extra_state or {})  # saved in every checkpoint as is (e.g. a data fingerprint)
+        # Observers (e.g. minigpt.inspect.stats.StatsRecorder): begin(trainer) once, then around every step
+        # before_step(trainer) and after_step(trainer, log record). They watch; they change nothing.
+        self.callbacks = list(callbacks)
 
     # state that makes a resumed run identical to an uninterrupted one
     def trainer_state(self) -> dict:
@@ -280,11 +283,15 @@ class Trainer:
         batches = self.train_loader.batches()
         last_val = None
         self.model.train()
+        for cb in self.callbacks:
+            cb.begin(self)
         try:
             with open(log_path, "a", encoding="utf-8") as logf:
                 while self.step < cfg.steps:
                     x, y = next(batches)
                     lr = self.optimizer.param_groups[0]["lr"]
+                    for cb in self.callbacks:
+                        cb.before_step(self)
                     t0 = time.perf_counter()
                     loss, norm = self.train_step(x, y)
                     dt = time.perf_counter() - t0
@@ -300,6 +307,8 @@ class Trainer:
                         rec["val_loss"] = round(val, 6)
                         last_val = val
                     self.history.append((self.step, self.tokens_seen, loss, val))
+                    for cb in self.callbacks:
+                        cb.after_step(self, rec)
                     if cfg.log_every and (self.step % cfg.log_every == 0 or val is not None):
                         logf.write(json.dumps(rec) + "\n")
                         logf.flush()

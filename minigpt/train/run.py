@@ -88,8 +88,10 @@ def build_loaders(ids: np.ndarray, context_length: int, batch_size: int, val_fra
 def pretrain(out_dir, text_files=None, config: str = "mini", config_overrides: dict | None = None,
              tokenizer: str = "bpe", vocab_size: int = 2048, train_cfg: TrainConfig | None = None,
              epochs: float | None = None, val_fraction: float = 0.1, resume: bool = False,
-             progress: bool = True, log=print) -> dict:
-    """Train a GPT from scratch (or resume a run) and return a summary with a final text sample."""
+             progress: bool = True, log=print, callbacks=()) -> dict:
+    """Train a GPT from scratch (or resume a run) and return a summary with a final text sample.
+
+    ``callbacks``: observers of the loop (see ``Trainer``), e.g. ``minigpt.inspect.stats.StatsRecorder``."""
     from ..model import GPT, GPTConfig
 
     out_dir = Path(out_dir)
@@ -134,7 +136,8 @@ def pretrain(out_dir, text_files=None, config: str = "mini", config_overrides: d
         log(f"tokens: {ids.size:,} ({len(train_loader.dataset)} training windows of {ctx}); vocab {tok.vocab_size}; "
             f"model {config}: {model.num_parameters():,} parameters; {cfg.steps} steps of batch {train_loader.batch_size}")
     trainer = Trainer(model, tok, train_loader, val_loader, cfg, out_dir, log=log, progress=progress,
-                      extra_state={"data_fingerprint": fingerprint(ids), "val_fraction": val_fraction})
+                      extra_state={"data_fingerprint": fingerprint(ids), "val_fraction": val_fraction},
+                      callbacks=callbacks)
     if resume:
         trainer.restore(opt_state, state)
         log(f"resuming {out_dir} at step {trainer.step} of {cfg.steps}")
