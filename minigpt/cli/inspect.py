@@ -54,6 +54,19 @@ def add(sub):
     p.add_argument("--rtol", type=float, default=1e-6)
     p.set_defaults(func=_cmd_gradcheck)
 
+    p = sub.add_parser("profile", help="time every op's forward and backward over a few training steps",
+                       description="Run a few training steps (forward, backward, AdamW) of a preset on random "
+                       "token ids and print each op's calls, total and mean time, share of the steps and bytes "
+                       "of its outputs, sorted by time.")
+    p.add_argument("--config", default="small", help="model preset (default small)")
+    p.add_argument("--steps", type=int, default=3, help="profiled steps (default 3)")
+    p.add_argument("--warmup", type=int, default=1, help="unprofiled steps first (compiles the kernels; default 1)")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--seq-len", type=int, default=None, help="tokens per sequence (default: the context length)")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the rows as JSON")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_profile)
+
     p = sub.add_parser("plot", help="draw the training dashboards of a run folder (needs --stats-every)",
                        description="Draw a run's dashboards from log.jsonl and stats.jsonl (written by `minigpt "
                        "train --stats-every N`): loss, gradient norms and update ratios per weight matrix (with "
@@ -67,6 +80,8 @@ def add(sub):
 
 def _token_label(tok, i: int) -> str:
     """A token's text with spaces shown as ␣ and control characters escaped (\\n)."""
+    if not 0 <= int(i) < tok.vocab_size:  # a model's vocabulary may be padded beyond its tokenizer's
+        return f"<{int(i)}>"
     s = tok.decode([int(i)])
     return "".join(c if c.isprintable() and c != " " else "␣" if c == " " else repr(c)[1:-1] for c in s)
 
@@ -212,4 +227,46 @@ def _cmd_plot(args):
             raise MiniGPTError(f"--hist-steps {args.hist_steps!r}: expected step numbers such as 1,50,100") from None
     for path in dashboards(args.run, args.out, steps):
         print(path)
+    return 0
+
+
+def _cmd_profile(args):
+    import numpy as np
+
+    from .. import random as mrandom
+    from ..inspect.profiler import profile
+    from ..io import atomic_write_json
+    from ..model import GPT, GPTConfig
+    from ..optim import AdamW
+
+    cfg = GPTConfig.preset(args.config)
+    T = args.seq_len or cfg.context_length
+    if not 1 <= T <= cfg.context_length:
+        raise MiniGPTError(f"--seq-len must be in 1..{cfg.context_length} (the {args.config} context), got {T}")
+    if args.steps < 1 or args.warmup < 0 or args.batch_size < 1:
+        raise MiniGPTError("--steps and --batch-size must be >= 1 and --warmup >= 0")
+    mrandom.manual_seed(args.seed)
+    model = GPT(cfg)
+    opt = AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)
+    rng = np.random.default_rng(args.seed)
+
+    def step():
+        x = rng.integers(0, cfg.vocab_size, (args.batch_size, T))
+        y = rng.integers(0, cfg.vocab_size, (args.batch_size, T))
+        loss = model.loss(x, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    for _ in range(args.warmup):
+        step()
+    with profile() as prof:
+        for _ in range(args.steps):
+            step()
+    print(f"{args.config}: {args.steps} training step(s) of batch {args.batch_size} x {T} tokens, "
+          f"{prof.total_seconds / args.steps * 1e3:.1f} ms per step")
+    print(prof.table())
+    if args.json:
+        atomic_write_json(args.json, {"config": args.config, "steps": args.steps, "batch_size": args.batch_size,
+                                      "seq_len": T, "total_seconds": prof.total_seconds, "rows": prof.rows()})
     return 0
