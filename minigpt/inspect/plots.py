@@ -55,7 +55,7 @@ def attention_grid(maps: np.ndarray, tokens: list, path, layers=None, heads=None
     cell = max(4.0, 0.35 * T) if big else 2.6
     fig, axes = plt.subplots(len(layers), len(heads), figsize=(cell * len(heads) + 1, cell * len(layers) + 0.6),
                              squeeze=False)
-    show_ticks = T <= 40 and (big or T <= 12)
+    show_ticks = T <= 40 and (big or T <= 20)
     for r, l in enumerate(layers):
         for c, h in enumerate(heads):
             ax = axes[r][c]
