@@ -34,16 +34,17 @@ def _prompt_ids(model, ids) -> np.ndarray:
     return model._check_ids(arr.astype(np.int64))
 
 
-def causal_softmax_weights(q: np.ndarray, k: np.ndarray, scale: float) -> np.ndarray:
+def causal_softmax_weights(q: np.ndarray, k: np.ndarray, scale: float, dtype=np.float64) -> np.ndarray:
     """The attention weights of one sequence: q, k (T, H, D) -> (H, T, T), rows summing to 1, zero above
-    the diagonal (query i attends keys 0..i)."""
+    the diagonal (query i attends keys 0..i). Computed in ``dtype``, returned in q's dtype."""
     T = q.shape[0]
-    qh, kh = q.transpose(1, 0, 2).astype(np.float64), k.transpose(1, 0, 2).astype(np.float64)  # (H, T, D)
-    s = (qh @ kh.transpose(0, 2, 1)) * scale                                                  # (H, T, T)
-    allowed = np.arange(T)[None, :] <= np.arange(T)[:, None]                                  # (T, T)
-    s = np.where(allowed, s, -np.inf)
-    e = np.exp(s - s.max(axis=-1, keepdims=True))                                            # masked -> 0
-    return (e / e.sum(axis=-1, keepdims=True)).astype(q.dtype)
+    s = np.einsum("ihd,jhd->hij", q.astype(dtype), k.astype(dtype)) * dtype(scale)      # (H, T, T) scores
+    above = np.triu_indices(T, 1)                                                      # key j > query i
+    s[:, above[0], above[1]] = -np.inf
+    s -= s.max(axis=-1, keepdims=True)
+    e = np.exp(s, out=s)                                                              # masked -> 0
+    e /= e.sum(axis=-1, keepdims=True)
+    return e.astype(q.dtype, copy=False)
 
 
 def residual_stream(model, ids) -> dict:
