@@ -66,12 +66,12 @@ def test_model_graph_names_parameters_and_boxes_modules():
     params = {n["label"] for n in g.nodes if n["kind"] == "parameter"}
     assert params == {name for name, _ in model.named_parameters()}
     ops = [n for n in g.nodes if n["kind"] == "op"]
-    assert ops[-1]["label"] == "LinearCrossEntropy" and ops[-1]["module"] == ""
+    assert ops[-1]["label"] == "LinearCrossEntropyOp" and ops[-1]["module"] == ""
     by_module = {}
     for n in ops:
         by_module.setdefault(n["module"], []).append(n["label"])
-    assert by_module["blocks.0.attn"] == ["CausalAttention"]
-    assert by_module["blocks.1.norm2"] == ["LayerNorm"]
+    assert by_module["blocks.0.attn"] == ["CausalAttentionOp"]
+    assert by_module["blocks.1.norm2"] == ["LayerNormOp"]
     assert by_module["blocks.0"] == ["Add", "Add"]  # the two residual additions
     assert 'subgraph "cluster_blocks.0.attn" {' in g.source
     qkv = next(n for n in g.nodes if n["label"] == "blocks.0.attn.qkv.weight")
@@ -94,7 +94,7 @@ def test_graph_cli_writes_dot_without_graphviz(tmp_path, capsys):
     assert main(["graph", "--config", "nano", "--out", str(out)]) == 0
     src = out.read_text()
     assert src.startswith("digraph autograd {")
-    assert len(re.findall(r"LayerNorm\\n\(2, 8, 64\) float32", src)) == 5
+    assert len(re.findall(r"LayerNormOp\\n\(2, 8, 64\) float32", src)) == 5
     assert "tok_emb.weight" in src and "|grad| =" in src
     assert "op nodes" in capsys.readouterr().out
 

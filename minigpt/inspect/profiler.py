@@ -15,7 +15,7 @@ Example::
     ...     loss = model.loss(x, y); loss.backward()
     >>> print(prof.table(limit=3))
     op                     phase       calls   total ms   mean ms   share   out MB
-    LinearCrossEntropy     forward         1      41.20     41.20   21.5%     0.00
+    LinearCrossEntropyOp   forward         1      41.20     41.20   21.5%     0.00
     ...
 """
 from __future__ import annotations
