@@ -9,6 +9,12 @@ For the `tiny` shapes of bench_train.py (or --config), the timed steps alternate
 - profile: the step inside ``minigpt.profile()``.
 
     python benchmarks/bench_inspect.py --config tiny --steps 30
+    python benchmarks/bench_inspect.py --overhead [--repo OTHER_CHECKOUT]
+
+``--overhead`` times the most Python-bound step there is instead (nano, one sequence of 8 tokens, forward
++ backward, best of 5 x 100) with no hook registered, for the minigpt of this checkout or of ``--repo``
+(e.g. a checkout of the commit before the hooks): run both, alternating, to see what the no-hook path
+costs.
 
 The "plain" step is what runs with no hook and no profiler: the instruments add nothing to it (they are
 checked for that with bench_train.py on this branch and on the commit before them).
@@ -32,8 +38,14 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=30, help="timed steps per variant")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--overhead", action="store_true", help="time a nano 1 x 8 forward + backward instead")
+    ap.add_argument("--repo", default=None, help="import minigpt from this checkout (with --overhead)")
     args = ap.parse_args(argv)
+    if args.repo:
+        sys.path.insert(0, os.path.abspath(args.repo))
     setup_threads(args.threads, torch_first=False)
+    if args.overhead:
+        return overhead()
     import numpy as np
 
     import minigpt
@@ -103,6 +115,27 @@ def main(argv=None):
         print(f"  {k:<8} median step {med * 1e3:8.1f} ms  ({med / base:5.2f}x plain)")
     print(f"  stats_seconds (the recorder's own work) median {statistics.median(costs) * 1e3:.1f} ms = "
           f"{statistics.median(costs) / base:.1%} of a plain step")
+
+
+def overhead():
+    import numpy as np
+
+    import minigpt
+    from minigpt.model import GPT, GPTConfig
+
+    m = GPT(GPTConfig.preset("nano"))
+    x = np.random.default_rng(0).integers(0, 512, (1, 8))
+    for _ in range(20):
+        m.loss(x, x).backward()
+    best = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(100):
+            m.zero_grad()
+            m.loss(x, x).backward()
+        best.append((time.perf_counter() - t0) / 100)
+    print(f"minigpt from {os.path.dirname(os.path.dirname(os.path.abspath(minigpt.__file__)))}: nano 1 x 8 "
+          f"forward + backward, best {min(best) * 1e6:.0f} us (load average {load_avg():.1f})")
 
 
 if __name__ == "__main__":
