@@ -129,3 +129,29 @@ def test_stats_every_must_be_positive(tmp_path, capsys):
     assert main(["train", "--config", "nano", "--steps", "1", "--stats-every", "-2", "--out", str(tmp_path / "x"),
                  "--quiet"]) == 2
     assert "--stats-every must be a positive number" in capsys.readouterr().err
+
+
+def test_layer_stats_without_a_graph_are_recomputed_alike(tmp_path):
+    """With a recorded graph the recorder reads q/k/v and GELU inputs from it; without one (no_grad) it
+    recomputes them: the same numbers."""
+    minigpt.random.manual_seed(2)
+    model = GPT(GPTConfig.preset("nano", vocab_size=64, context_length=16))
+    x = np.random.default_rng(1).integers(0, 64, (2, 16))
+    layers = []
+    for grad in (True, False):
+        rec = StatsRecorder(1)
+        tr = FakeTrainer(model, tmp_path / str(grad))
+        tr.out_dir.mkdir()
+        rec.before_step(tr)
+        if grad:
+            model.loss(x, x)
+        else:
+            with minigpt.no_grad():
+                model.loss(x, x)
+        tr.step = 1
+        rec.after_step(tr, {})
+        layers.append(json.loads((tr.out_dir / "stats.jsonl").read_text())["layers"])
+    for a, b in zip(*layers):
+        np.testing.assert_allclose(a["attn_entropy"], b["attn_entropy"], atol=1e-4)
+        assert a["gelu_tail"] == pytest.approx(b["gelu_tail"], abs=1 / (16 * 256))
+        assert a["resid_std"] == pytest.approx(b["resid_std"], rel=1e-5)

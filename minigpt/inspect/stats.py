@@ -21,7 +21,8 @@ appends one JSON line to ``stats.jsonl`` in the run folder::
   (0: every query looks at one key; log(t+1) for query t: uniform).
 
 The per-layer numbers of GELU inputs and attention are computed from the first sequence of the batch
-only, and histograms from at most ~16k evenly strided values (``stride``), which keeps the cost of a
+only (from the q/k/v projection and the GELU inputs that the recorded graph already holds; recomputed when
+there is none), and histograms from at most ~16k evenly strided values (``stride``), which keeps the cost of a
 sampled step small next to the step itself (``stats_seconds`` records it).
 """
 from __future__ import annotations
@@ -142,10 +143,14 @@ class StatsRecorder:
     def _on_attn(self, i):
         def fn(attn, args, out):
             x = args[0].data[0]                                               # (T, C): first sequence
-            qkv = x @ attn.qkv.weight.data                                    # (T, 3C)
-            if attn.qkv.bias is not None:
-                qkv = qkv + attn.qkv.bias.data
             T = x.shape[0]
+            qkv = _recorded_input(out, 3 * x.shape[1])                        # the graph's q/k/v, if recorded
+            if qkv is not None:
+                qkv = qkv[0]
+            else:                                                             # (no graph): recompute them
+                qkv = x @ attn.qkv.weight.data                                # (T, 3C)
+                if attn.qkv.bias is not None:
+                    qkv = qkv + attn.qkv.bias.data
             H, D = attn.n_heads, attn.head_dim
             packed = qkv.reshape(T, 3, H, D)
             p = causal_softmax_weights(packed[:, 0], packed[:, 1], 1.0 / math.sqrt(D), dtype=np.float32)
@@ -156,10 +161,36 @@ class StatsRecorder:
     def _on_ff(self, i):
         def fn(ff, args, out):
             x = args[0].data[0]                                               # (T, C)
-            pre = x @ ff.fc.weight.data + ff.fc.bias.data                     # (T, 4C): GELU's inputs
+            T, hidden = x.shape[0], ff.fc.weight.shape[1]
+            h = _saved_preactivation(out, hidden)
+            if h is not None:
+                pre = h[:T]                                                   # the fused op kept them: (T, 4C)
+            else:
+                pre = x @ ff.fc.weight.data + ff.fc.bias.data                 # (T, 4C): GELU's inputs
             self._layers.setdefault(i, {}).update(gelu_tail=round(float((pre < GELU_TAIL).mean()), 6),
                                                   gelu_hist=_hist(pre))
         return self._timed(fn)
+
+
+def _recorded_input(out, width: int):
+    """The packed q/k/v the attention op received, read from the recorded graph (out = proj(attention(qkv)))
+    instead of being recomputed; None when there is no graph or it has another shape."""
+    try:
+        att = out._op.inputs[0]._op
+        qkv = att.inputs[0].data
+    except (AttributeError, IndexError):
+        return None
+    return qkv if qkv.ndim == 3 and qkv.shape[-1] == width else None
+
+
+def _saved_preactivation(out, hidden: int):
+    """The GELU inputs (N, hidden) that the fused linear + GELU op kept for its backward (out =
+    proj(linear_gelu(x))); None when there is no graph or no such array."""
+    try:
+        h = out._op.inputs[0]._op.h
+    except (AttributeError, IndexError):
+        return None
+    return h if isinstance(h, np.ndarray) and h.ndim == 2 and h.shape[1] == hidden else None
 
 
 # --- reading a run and drawing it ---------------------------------------------------------------------
