@@ -21,6 +21,7 @@ import numpy as np
 
 from .errors import MiniGPTError
 from .grad_buffers import GradSums, RowGrad, set_grad_optimizations  # noqa: F401  (re-exported)
+from .hooks import RemovableHandle
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 DEFAULT_DTYPE = np.dtype(np.float32)
@@ -162,8 +163,6 @@ class Tensor:
         """Call ``fn(grad)`` during backward with the gradient flowing into this tensor (a NumPy array of
         its shape, the sum over all its uses). If ``fn`` returns an array, that replaces the gradient from
         there on (for a leaf: before it is added to ``.grad``). Returns a handle; ``.remove()`` unregisters."""
-        from .hooks import RemovableHandle
-
         if not self.requires_grad:
             raise MiniGPTError("register_hook() on a tensor that does not require grad (no gradient reaches it)")
         if not callable(fn):

@@ -20,6 +20,7 @@ import inspect as pyinspect
 
 import numpy as np
 
+from .. import functional as F
 from ..errors import MiniGPTError
 from ..gradcheck import gradcheck
 from ..tensor import Tensor
@@ -86,8 +87,6 @@ def parse_kw(items) -> dict:
 
 
 def _function(name: str):
-    from .. import functional as F
-
     if name not in F.__all__:
         close = difflib.get_close_matches(name, F.__all__, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""

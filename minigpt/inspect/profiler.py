@@ -25,6 +25,7 @@ import time
 
 import numpy as np
 
+from .. import ops  # noqa: F401  (every op class is defined on import)
 from ..errors import MiniGPTError
 from ..tensor import Function
 
@@ -32,8 +33,6 @@ _active = None
 
 
 def _op_classes() -> list:
-    from .. import ops  # noqa: F401  (every op class is defined on import)
-
     out, todo = [], list(Function.__subclasses__())
     while todo:
         c = todo.pop()

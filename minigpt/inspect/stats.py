@@ -37,6 +37,7 @@ import numpy as np
 from ..errors import MiniGPTError
 from ..io import atomic_write_text
 from .maps import causal_softmax_weights
+from .plots import _plt, _save
 
 GELU_TAIL = -3.0
 HIST_BINS = 40
@@ -221,8 +222,6 @@ def load_run(run) -> dict:
 
 def dashboards(run, out=None, hist_steps=None) -> list:
     """Draw the dashboards of a run folder into ``out`` (default: the run folder); returns the paths."""
-    from .plots import _plt, _save
-
     data = load_run(run)
     stats, log = data["stats"], data["log"]
     if not stats:

@@ -11,7 +11,9 @@ from collections import OrderedDict
 import numpy as np
 
 from ..errors import MiniGPTError
-from ..tensor import FLOAT_DTYPES, Tensor
+from ..hooks import RemovableHandle
+from ..ops import reshape
+from ..tensor import FLOAT_DTYPES, Tensor, is_grad_enabled
 
 
 class Parameter(Tensor):
@@ -84,8 +86,6 @@ class Module:
         return self._add_hook("_backward_hooks", fn)
 
     def _add_hook(self, attr, fn):
-        from ..hooks import RemovableHandle
-
         if not callable(fn):
             raise MiniGPTError(f"a hook must be callable, got {type(fn).__name__}")
         hooks = self.__dict__.get(attr)
@@ -97,15 +97,11 @@ class Module:
         return handle
 
     def _call_with_hooks(self, args, kwargs):
-        from ..tensor import is_grad_enabled
-
         backward = list((self._backward_hooks or {}).values())
         watch = []
         if backward and is_grad_enabled():
             # Each tensor input goes through its own identity node (a reshape to the same shape), so the
             # gradient arriving there is the part that flows through this module alone.
-            from ..ops import reshape
-
             args = list(args)
             for i, a in enumerate(args):
                 if isinstance(a, Tensor) and a.requires_grad:

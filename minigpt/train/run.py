@@ -12,16 +12,17 @@ from pathlib import Path
 import numpy as np
 
 from .. import random as mrandom
+from ..data import DataLoader, SlidingWindowDataset, default_corpus, load_texts, shared_file, train_val_split
 from ..errors import MiniGPTError
+from ..io import cache_dir
+from ..model import GPT, GPTConfig
+from ..tokenizer import BPETokenizer
+from ..tokenizer.special import ENDOFTEXT
 from .loop import Trainer, TrainConfig, load_checkpoint
-
-ENDOFTEXT = "<|endoftext|>"
 
 
 def load_corpus(text_files=None) -> tuple[str, str]:
     """(text, description): the given files joined with <|endoftext|>, or the built-in default corpus."""
-    from ..data import default_corpus, load_texts
-
     if text_files:
         return load_texts(text_files), ", ".join(str(p) for p in text_files)
     return default_corpus(), "built-in corpus (Python standard library docstrings)"
@@ -31,8 +32,6 @@ def make_tokenizer(spec: str, text: str, vocab_size: int, progress: bool = False
     """``spec``: "bpe" (train a byte-level BPE of ``vocab_size`` on ``text``), "gpt2" (GPT-2's files from
     the download cache or the shared data folder), a saved tokenizer .json, or a folder with GPT-2's
     encoder.json + vocab.bpe."""
-    from ..tokenizer import BPETokenizer
-
     if spec == "bpe":
         return BPETokenizer.train(text, vocab_size, special_tokens=(ENDOFTEXT,), pattern="gpt2", progress=progress)
     if spec == "gpt2":
@@ -49,10 +48,7 @@ def make_tokenizer(spec: str, text: str, vocab_size: int, progress: bool = False
 
 
 def _gpt2_vocab_dir() -> Path:
-    from ..data.shared import shared_file
-    from ..download import default_cache_dir
-
-    for cand in (default_cache_dir() / "gpt2-vocab", default_cache_dir() / "gpt2" / "124M"):
+    for cand in (cache_dir() / "gpt2-vocab", cache_dir() / "gpt2" / "124M"):
         if (cand / "encoder.json").exists() and (cand / "vocab.bpe").exists():
             return cand
     f = shared_file("gpt2/encoder.json")
@@ -67,8 +63,6 @@ def fingerprint(ids: np.ndarray) -> str:
 
 
 def build_loaders(ids: np.ndarray, context_length: int, batch_size: int, val_fraction: float, seed: int):
-    from ..data import DataLoader, SlidingWindowDataset, train_val_split
-
     train_ids, val_ids = train_val_split(ids, val_fraction, min_val_tokens=context_length + 1)
     if train_ids.size < context_length + 1:
         raise MiniGPTError(
@@ -92,8 +86,6 @@ def pretrain(out_dir, text_files=None, config: str = "mini", config_overrides: d
     """Train a GPT from scratch (or resume a run) and return a summary with a final text sample.
 
     ``callbacks``: observers of the loop (see ``Trainer``), e.g. ``minigpt.inspect.stats.StatsRecorder``."""
-    from ..model import GPT, GPTConfig
-
     out_dir = Path(out_dir)
     latest = out_dir / "latest.json"
     if latest.exists() and not resume:
