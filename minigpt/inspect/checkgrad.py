@@ -164,9 +164,12 @@ def check_op(name: str, shapes: list, kwargs: dict | None = None, seed: int = 0,
         raise MiniGPTError(f"gradcheck {name}({desc}): {msg}") from None
     inputs = {}
     for k, j in enumerate(checked):
+        if k not in rep["grads"]:  # gradcheck stopped at a NaN/inf in an earlier input
+            continue
         analytic, numeric = rep["grads"][k]  # gradcheck numbers the tensors it was given: the checked ones
         inputs[names[k]] = {"shape": tuple(args[j].shape), "analytic": analytic, "numeric": numeric}
-    return {"ok": rep["ok"], "op": name, "kwargs": kwargs, "inputs": inputs, "shapes": made,
+    worst = rep["worst"] or {}
+    return {"ok": rep["ok"], "op": name, "non_finite": bool(worst.get("non_finite")), "kwargs": kwargs, "inputs": inputs, "shapes": made,
             "max_abs_err": rep["max_abs_err"], "max_rel_err": rep["max_rel_err"],
             "atol": atol, "rtol": rtol, "eps": eps}
 
@@ -195,6 +198,8 @@ def format_report(rep: dict, worst: int = 5) -> str:
     rel = max((float(np.max(np.abs(d["analytic"] - d["numeric"])
                             / np.maximum(np.maximum(np.abs(d["analytic"]), np.abs(d["numeric"])), 1e-8)))
                for d in rep["inputs"].values() if d["numeric"].size), default=0.0)
+    if rep.get("non_finite"):
+        verdict += " (a gradient is NaN or infinite: pick inputs where the function is differentiable)"
     lines.append(f"{verdict}: {rep['op']}, {total} gradient elements; max abs err {rep['max_abs_err']:.3g}, "
                  f"max rel err {rel:.3g}")
     return "\n".join(lines)

@@ -18,7 +18,7 @@ from ..io import cache_dir
 from ..model import GPT, GPTConfig
 from ..tokenizer import BPETokenizer
 from ..tokenizer.special import ENDOFTEXT
-from .loop import Trainer, TrainConfig, load_checkpoint
+from .loop import RUN_MARKERS, Trainer, TrainConfig, latest_checkpoint, load_checkpoint
 
 
 def load_corpus(text_files=None) -> tuple[str, str]:
@@ -87,16 +87,22 @@ def pretrain(out_dir, text_files=None, config: str = "mini", config_overrides: d
 
     ``callbacks``: observers of the loop (see ``Trainer``), e.g. ``minigpt.inspect.stats.StatsRecorder``."""
     out_dir = Path(out_dir)
-    latest = out_dir / "latest.json"
-    if latest.exists() and not resume:
-        raise MiniGPTError(f"{out_dir} already holds a training run; pass --resume to continue it, or choose "
-                           "another --out")
-    if resume and not latest.exists():
-        raise MiniGPTError(f"--resume: {out_dir} holds no checkpoint to resume from")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise MiniGPTError(f"--out {out_dir} is a file; it must be a folder (new or holding a run to --resume)")
+    found = [m for m in RUN_MARKERS if (out_dir / m).exists()]
+    if found and not resume:  # any trace of a run, not only latest.json: nothing of it may be overwritten
+        raise MiniGPTError(f"{out_dir} already holds a training run ({', '.join(found)}); pass --resume to continue "
+                           "it, or choose another --out")
+    if resume and latest_checkpoint(out_dir) is None:
+        what = (f"only {', '.join(found)} of a run that stopped before its first checkpoint; remove them to start "
+                "afresh" if found else "no training run")
+        raise MiniGPTError(f"--resume: {out_dir} holds no checkpoint to resume from ({what})")
 
     text, source = load_corpus(text_files)
     if resume:
         model, opt_state, tok, state = load_checkpoint(out_dir)
+        if tok is None:
+            raise MiniGPTError(f"--resume: the checkpoint {latest_checkpoint(out_dir)} lacks tokenizer.json")
         saved = state["train_config"]
         cfg = TrainConfig(**{**saved, **({"steps": train_cfg.steps} if train_cfg and train_cfg.steps != saved["steps"]
                                          and train_cfg.steps > state["step"] else {})})
@@ -131,7 +137,13 @@ def pretrain(out_dir, text_files=None, config: str = "mini", config_overrides: d
                       extra_state={"data_fingerprint": fingerprint(ids), "val_fraction": val_fraction},
                       callbacks=callbacks)
     if resume:
-        trainer.restore(opt_state, state)
+        try:
+            trainer.restore(opt_state, state)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            if isinstance(e, MiniGPTError):
+                raise MiniGPTError(f"--resume: {latest_checkpoint(out_dir)}: {e}") from None
+            raise MiniGPTError(f"--resume: {latest_checkpoint(out_dir)}/trainer_state.json is damaged "
+                               f"({type(e).__name__}: {e})") from None
         log(f"resuming {out_dir} at step {trainer.step} of {cfg.steps}")
     if trainer.step >= cfg.steps:
         log(f"{out_dir} has already run all {cfg.steps} steps; pass a larger --steps to continue")
