@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from ..io import cache_dir
 from ..model import GPT, GPTConfig
 from ..tokenizer import BPETokenizer
 from ..tokenizer.special import ENDOFTEXT
+from . import kernel_cache
 from .loop import RUN_MARKERS, Trainer, TrainConfig, latest_checkpoint, load_checkpoint
 
 
@@ -79,6 +81,28 @@ def build_loaders(ids: np.ndarray, context_length: int, batch_size: int, val_fra
     return train_loader, val_loader
 
 
+def check_settings(config: str, config_overrides: dict | None, tokenizer: str, vocab_size: int,
+                   epochs: float | None, val_fraction: float) -> None:
+    """Reject bad settings up front, each with a message naming it: the preset and its overrides, the
+    tokenizer (a trained BPE's size; GPT-2's files or the tokenizer file being there), epochs and the
+    validation fraction. ``pretrain`` calls it before reading the corpus."""
+    # the vocabulary size is known only once the tokenizer exists: any valid value checks the rest
+    GPTConfig.preset(config, **{**(config_overrides or {}), "vocab_size": max(int(vocab_size or 0), 1)})
+    if tokenizer == "bpe":
+        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 257:
+            raise MiniGPTError(f"--vocab-size must be an integer of at least 257 (256 byte tokens + "
+                               f"<|endoftext|>), got {vocab_size!r}")
+    elif tokenizer == "gpt2":
+        _gpt2_vocab_dir()
+    elif not Path(tokenizer).exists():
+        raise MiniGPTError(f"--tokenizer {tokenizer!r}: expected 'bpe', 'gpt2', a tokenizer .json file or a "
+                           "folder with GPT-2's encoder.json and vocab.bpe (no such file or folder)")
+    if epochs is not None and not (isinstance(epochs, (int, float)) and epochs > 0 and math.isfinite(epochs)):
+        raise MiniGPTError(f"--epochs must be a positive number, got {epochs}")
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 <= val_fraction < 1:
+        raise MiniGPTError(f"--val-fraction must be a number in [0, 1), got {val_fraction!r}")
+
+
 def pretrain(out_dir, text_files=None, config: str = "mini", config_overrides: dict | None = None,
              tokenizer: str = "bpe", vocab_size: int = 2048, train_cfg: TrainConfig | None = None,
              epochs: float | None = None, val_fraction: float = 0.1, resume: bool = False,
@@ -98,6 +122,12 @@ def pretrain(out_dir, text_files=None, config: str = "mini", config_overrides: d
                 "afresh" if found else "no training run")
         raise MiniGPTError(f"--resume: {out_dir} holds no checkpoint to resume from ({what})")
 
+    if not resume:  # every setting checked before minutes go into the corpus and the tokenizer
+        check_settings(config, config_overrides, tokenizer, vocab_size, epochs, val_fraction)
+    compile_started = None
+    if kernel_cache.numba_in_use() and not kernel_cache.is_warm():  # the BPE's kernels compile too
+        log(kernel_cache.compile_note())
+        compile_started = time.perf_counter()
     text, source = load_corpus(text_files)
     if resume:
         model, opt_state, tok, state = load_checkpoint(out_dir)
@@ -136,6 +166,7 @@ def pretrain(out_dir, text_files=None, config: str = "mini", config_overrides: d
     trainer = Trainer(model, tok, train_loader, val_loader, cfg, out_dir, log=log, progress=progress,
                       extra_state={"data_fingerprint": fingerprint(ids), "val_fraction": val_fraction},
                       callbacks=callbacks)
+    trainer.compile_started = compile_started
     if resume:
         try:
             trainer.restore(opt_state, state)
@@ -145,11 +176,13 @@ def pretrain(out_dir, text_files=None, config: str = "mini", config_overrides: d
             raise MiniGPTError(f"--resume: {latest_checkpoint(out_dir)}/trainer_state.json is damaged "
                                f"({type(e).__name__}: {e})") from None
         log(f"resuming {out_dir} at step {trainer.step} of {cfg.steps}")
+    first_step = trainer.step
     if trainer.step >= cfg.steps:
         log(f"{out_dir} has already run all {cfg.steps} steps; pass a larger --steps to continue")
-        summary = {"step": trainer.step}
+        summary = trainer.summary()
     else:
         summary = trainer.run()
+    summary["steps_run"] = trainer.step - first_step
     summary["sample"] = trainer.sample()
     summary["out_dir"] = str(out_dir)
     return summary
