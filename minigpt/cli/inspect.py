@@ -9,7 +9,7 @@ from ..errors import MiniGPTError
 
 
 def add(sub):
-    p = sub.add_parser("inspect", help="attention maps, logit lens and residual norms of a trained model on a prompt",
+    p = sub.add_parser("inspect", help="attention maps and logit lens of a model on a prompt",
                        description="Run one prompt through a model and write what happens inside: the attention "
                        "weights of every layer and head (attention.npy, attention.png), the logit lens (the top "
                        "next tokens read out after every layer), residual-stream norms and the next-token "
@@ -23,7 +23,7 @@ def add(sub):
     p.add_argument("--tokenizer", default=None, help="tokenizer file or folder (default: the model's)")
     p.set_defaults(func=_cmd_inspect)
 
-    p = sub.add_parser("graph", help="draw the autograd graph of one training step (Graphviz)",
+    p = sub.add_parser("graph", help="draw the autograd graph of one training step",
                        description="Build a model of a preset, run one training step's forward and backward on a "
                        "random batch and write its autograd graph: .dot (text, no Graphviz needed), .svg, .png "
                        "or .pdf (needs Graphviz's `dot`). Parameters are named, ops grouped in module boxes, "
@@ -38,7 +38,7 @@ def add(sub):
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_graph)
 
-    p = sub.add_parser("gradcheck", help="check an op's backward against finite differences (float64)",
+    p = sub.add_parser("gradcheck", help="check an op's backward by finite differences",
                        description="Gradcheck any function of minigpt.functional by name on random float64 "
                        "inputs: the analytic and numeric gradients side by side for the worst elements of each "
                        "input, the maximum errors and PASS/FAIL (exit status 1 on FAIL).")
@@ -54,7 +54,7 @@ def add(sub):
     p.add_argument("--rtol", type=float, default=1e-6)
     p.set_defaults(func=_cmd_gradcheck)
 
-    p = sub.add_parser("profile", help="time every op's forward and backward over a few training steps",
+    p = sub.add_parser("profile", help="time every op's forward and backward",
                        description="Run a few training steps (forward, backward, AdamW) of a preset on random "
                        "token ids and print each op's calls, total and mean time, share of the steps and bytes "
                        "of its outputs, sorted by time.")
@@ -67,7 +67,7 @@ def add(sub):
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_profile)
 
-    p = sub.add_parser("plot", help="draw the training dashboards of a run folder (needs --stats-every)",
+    p = sub.add_parser("plot", help="draw a run's training dashboards (--stats-every)",
                        description="Draw a run's dashboards from log.jsonl and stats.jsonl (written by `minigpt "
                        "train --stats-every N`): loss, gradient norms and update ratios per weight matrix (with "
                        "the 1e-3 reference line), activation histograms, attention entropy per head.")
