@@ -30,7 +30,7 @@ def test_retain_grad_sums_every_use_and_accumulates_over_backwards():
     x = t64([1.0, -2.0])
     h = F.tanh(x)
     h.retain_grad()
-    (F.sum(h) + F.sum(h * h)).backward()                      # h used twice: contributions summed
+    (F.sum(h) + F.sum(h * h)).backward(retain_graph=True)     # h used twice: contributions summed
     np.testing.assert_allclose(h.grad, 1 + 2 * h.data)
     F.sum(h * 3.0).backward()                                 # a second backward through h adds, like a leaf
     np.testing.assert_allclose(h.grad, 4 + 2 * h.data)
