@@ -25,7 +25,9 @@ def add(sub):
     length = p.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, default=None, help=f"optimizer steps (default {d.steps})")
     length.add_argument("--epochs", type=float, default=None, help="passes over the training windows")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="windows per micro-batch on each rank")
+    p.add_argument("--grad-accum", type=int, default=d.grad_accum, help="micro-batches summed per optimizer "
+                   "step (global batch = batch size x ranks x grad-accum)")
     p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
     p.add_argument("--min-lr", type=float, default=None, help="floor of the cosine decay (default lr/10)")
     p.add_argument("--warmup", type=int, default=d.warmup, help="linear warmup steps")
@@ -42,6 +44,8 @@ def add(sub):
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint, "
                    "with its saved settings (a larger --steps extends it)")
+    p.add_argument("--ddp", action="store_true", help="data parallel over MPI (fails when MPI is missing); "
+                   "under mpiexec with several ranks it is on by itself")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 
@@ -57,7 +61,7 @@ def _cmd_train(args):
     if args.steps is not None and args.steps < 1:
         raise MiniGPTError(f"--steps must be >= 1, got {args.steps}")
     cfg = TrainConfig(steps=args.steps if args.steps is not None else TrainConfig.steps,
-                      batch_size=args.batch_size, lr=args.lr,
+                      batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
                       min_lr=args.min_lr, warmup=args.warmup, weight_decay=args.weight_decay,
                       grad_clip=args.grad_clip, eval_every=args.eval_every, eval_batches=args.eval_batches,
                       sample_every=args.sample_every, sample_prompt=args.prompt, sample_tokens=args.sample_tokens,
@@ -65,12 +69,47 @@ def _cmd_train(args):
     if args.resume:  # a resumed run keeps its saved settings; only a larger --steps extends it
         cfg = TrainConfig(steps=args.steps) if args.steps is not None else None
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
-    summary = pretrain(args.out, text_files=args.text, config=args.config, config_overrides=overrides,
-                       tokenizer=args.tokenizer, vocab_size=args.vocab_size, train_cfg=cfg, epochs=args.epochs,
-                       val_fraction=args.val_fraction, resume=args.resume, progress=not args.quiet, log=log)
+    from ..distributed import init
+
+    dist = init(require=args.ddp)
+    try:
+        summary = pretrain(args.out, text_files=args.text, config=args.config, config_overrides=overrides,
+                           tokenizer=args.tokenizer, vocab_size=args.vocab_size, train_cfg=cfg, epochs=args.epochs,
+                           val_fraction=args.val_fraction, resume=args.resume, progress=not args.quiet, log=log,
+                           dist=dist)
+    except BaseException as e:
+        if dist.world_size == 1:
+            raise
+        _stop_ranks(dist, e)
+        return 2
+    finally:
+        dist.close()
+    if not dist.is_main:
+        return 0
     val = summary.get("val_loss")
     print(f"trained {summary['step']} steps; final train loss {summary.get('train_loss') or float('nan'):.3f}"
           + (f", val loss {val:.3f}" if val is not None else "") + f"; model in {args.out}")
     print("--- generated text ---")
     print(summary["sample"])
     return 0
+
+
+def _stop_ranks(dist, e: BaseException) -> None:
+    """Under MPI: an error every rank raised at the same point (a refused start, a diverged loss) is printed
+    once by rank 0 and every rank exits normally; an error of one rank alone is printed with its rank and
+    aborts the whole job (the others may be waiting for it in an Allreduce)."""
+    if getattr(e, "all_ranks", False):
+        if dist.is_main:
+            raise e
+        return
+    if isinstance(e, KeyboardInterrupt):
+        print(f"minigpt: rank {dist.rank} interrupted", file=sys.stderr)
+        dist.abort(130)
+    if isinstance(e, (MiniGPTError, OSError)):
+        print(f"minigpt: error: rank {dist.rank}: {e}", file=sys.stderr)
+    else:
+        import traceback
+
+        print(f"minigpt: rank {dist.rank} failed:", file=sys.stderr)
+        traceback.print_exception(e, file=sys.stderr)
+    dist.abort(2)

@@ -36,7 +36,8 @@ from ..tensor import no_grad
 @dataclass
 class TrainConfig:
     steps: int = 600                 # the defaults make the README's quick start: ~2 minutes on 2 cores
-    batch_size: int = 8
+    batch_size: int = 8              # windows per micro-batch on each rank
+    grad_accum: int = 1              # micro-batches summed per optimizer step (global batch: batch_size x ranks x this)
     lr: float = 1e-3
     min_lr: float | None = None      # cosine floor; default lr / 10
     warmup: int = 30
@@ -53,7 +54,7 @@ class TrainConfig:
     log_every: int = 1
 
     def __post_init__(self):
-        for name in ("steps", "batch_size"):
+        for name in ("steps", "batch_size", "grad_accum"):
             if getattr(self, name) < 1:
                 raise MiniGPTError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("warmup", "eval_every", "eval_batches", "sample_every", "checkpoint_every", "sample_tokens"):
@@ -71,18 +72,25 @@ class TrainingDiverged(MiniGPTError):
     """The loss or the gradient norm became NaN or infinite."""
 
 
-def evaluate(model, loader, max_batches: int | None = None) -> float:
-    """Mean cross-entropy over the first ``max_batches`` batches of ``loader`` (eval mode, no graph)."""
+def evaluate(model, loader, max_batches: int | None = None, dist=None) -> float:
+    """Mean cross-entropy over the first ``max_batches`` batches of ``loader`` (eval mode, no graph).
+
+    With a distributed context ``dist`` the batches are dealt round-robin to the ranks and the sums
+    reduced: every rank returns the mean over the same batches a single process would read."""
     was_training = model.training
     model.eval()
     total, n = 0.0, 0
+    rank, world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
     try:
         with no_grad():
-            for x, y in loader.iter_epoch(0, max_batches):
-                total += float(model.loss(x, y).item())
-                n += 1
+            for b, (x, y) in enumerate(loader.iter_epoch(0, max_batches)):
+                if b % world == rank:
+                    total += float(model.loss(x, y).item())
+                    n += 1
     finally:
         model.train(was_training)
+    if world > 1:
+        total, n = dist.sum_scalars([total, n])
     if n == 0:
         raise MiniGPTError("evaluate: the loader yielded no batch")
     return total / n
@@ -182,7 +190,8 @@ class Trainer:
     """
 
     def __init__(self, model, tokenizer, train_loader, val_loader, cfg: TrainConfig, out_dir,
-                 log=print, progress: bool = True, extra_state: dict | None = None):
+                 log=print, progress: bool = True, extra_state: dict | None = None, dist=None):
+        from ..distributed import Single
         from ..optim import AdamW, CosineWithWarmup, split_decay_groups
 
         self.model, self.tokenizer, self.cfg = model, tokenizer, cfg
@@ -190,6 +199,12 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.log, self.progress = log, progress
         self.params = [p for p in model.parameters() if p.requires_grad]
+        # data parallelism: rank 0's weights everywhere, gradients in flat buffers reduced every step
+        self.dist = dist if dist is not None else Single()
+        self.dist.broadcast_params(self.params)
+        self.dist.bind_grads(self.params)
+        if not self.dist.is_main:
+            self.log, self.progress = (lambda msg: None), False
         self.optimizer = AdamW(split_decay_groups(model.named_parameters(), cfg.weight_decay), lr=cfg.lr)
         min_lr = cfg.lr / 10 if cfg.min_lr is None else cfg.min_lr
         self.schedule = CosineWithWarmup(self.optimizer, cfg.lr, cfg.warmup, cfg.steps, min_lr=min(min_lr, cfg.lr))
@@ -224,7 +239,7 @@ class Trainer:
     def _truncate_log(self, step: int) -> None:
         """Drop log lines of steps after ``step`` (written after the checkpoint we resume from)."""
         path = self.out_dir / "log.jsonl"
-        if not path.exists():
+        if not self.dist.is_main or not path.exists():
             return
         keep = []
         for line in path.read_text().splitlines():
@@ -235,7 +250,9 @@ class Trainer:
                 continue  # a torn last line from a crash
         atomic_write_text(path, "".join(line + "\n" for line in keep))
 
-    def save(self) -> Path:
+    def save(self) -> Path | None:
+        if not self.dist.is_main:
+            return None
         return save_checkpoint(self.out_dir, self.step, self.model, self.optimizer, self.tokenizer,
                                self.trainer_state(), keep=self.cfg.keep_checkpoints)
 
@@ -251,26 +268,43 @@ class Trainer:
         return self.tokenizer.decode(out.tolist())
 
     def train_step(self, x, y) -> tuple[float, float]:
-        loss = self.model.loss(x, y)
-        self.optimizer.zero_grad()
-        loss.backward()
+        """One optimizer step on the global batch ``(x, y)``: this rank's shard of it, in ``grad_accum``
+        micro-batches, each loss weighted 1 / (ranks x micro-batches) so the summed gradient is the mean
+        over the global batch; gradients and loss reduced over the ranks before clipping."""
         from ..optim import clip_grad_norm
 
+        dist, k = self.dist, self.cfg.grad_accum
+        xs, ys = dist.shard(x), dist.shard(y)
+        if xs.shape[0] % k:
+            raise MiniGPTError(f"a batch of {xs.shape[0]} per rank cannot be split into {k} micro-batches")
+        mb = xs.shape[0] // k
+        weight = 1.0 / (k * dist.world_size)
+        dist.seed_dropout(self.cfg.seed, self.step)
+        dist.zero_grads()
+        lv = 0.0
+        for i in range(k):
+            loss = self.model.loss(xs[i * mb:(i + 1) * mb], ys[i * mb:(i + 1) * mb])
+            loss.backward(None if weight == 1.0 else np.asarray(weight, dtype=loss.dtype))
+            lv += float(loss.item()) * weight
+        lv = dist.allreduce_grads(lv)
         norm = clip_grad_norm(self.params, self.cfg.grad_clip) if self.cfg.grad_clip > 0 else float("nan")
-        lv = float(loss.item())
         if not math.isfinite(lv) or (self.cfg.grad_clip > 0 and not math.isfinite(norm)):
-            raise TrainingDiverged(
+            err = TrainingDiverged(
                 f"step {self.step + 1}: the loss became {lv} (gradient norm {norm}); stopping. The last good "
                 f"checkpoint in {self.out_dir} is kept; try a lower --lr or more --warmup"
             )
+            err.all_ranks = True  # reduced values: every rank stops at the same step
+            raise err
         self.optimizer.step()
         self.schedule.step()
         return lv, norm
 
     def run(self) -> dict:
         cfg = self.cfg
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self.out_dir / "log.jsonl"
+        main = self.dist.is_main
+        if main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.out_dir / "log.jsonl" if main else os.devnull
         bar = None
         if self.progress:
             from tqdm import tqdm
@@ -296,7 +330,7 @@ class Trainer:
                     val = None
                     evaluate_now = cfg.eval_every and (self.step % cfg.eval_every == 0 or self.step == cfg.steps)
                     if evaluate_now and self.val_loader is not None:
-                        val = evaluate(self.model, self.val_loader, cfg.eval_batches)
+                        val = evaluate(self.model, self.val_loader, cfg.eval_batches, dist=self.dist)
                         rec["val_loss"] = round(val, 6)
                         last_val = val
                     self.history.append((self.step, self.tokens_seen, loss, val))
@@ -314,10 +348,10 @@ class Trainer:
                                        f"(ppl {perplexity(val):.1f})")
                     save_now = (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or \
                                (not cfg.checkpoint_every and evaluate_now) or self.step == cfg.steps
-                    if save_now:
+                    if save_now and main:
                         self.save()
                         self.plot()
-                    if cfg.sample_every and self.step % cfg.sample_every == 0 and self.step != cfg.steps:
+                    if cfg.sample_every and self.step % cfg.sample_every == 0 and self.step != cfg.steps and main:
                         self._say(bar, f"--- sample at step {self.step} ---\n{self.sample()}\n---")
         finally:
             if bar is not None:
@@ -340,7 +374,7 @@ class Trainer:
             import matplotlib.pyplot as plt
         except ImportError:
             return None
-        if not self.history:
+        if not self.history or not self.dist.is_main:
             return None
         steps, toks, tr, va = zip(*self.history)
         fig, ax = plt.subplots(figsize=(6, 4))
