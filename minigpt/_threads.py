@@ -92,5 +92,38 @@ def choose_threading_layer():
     return layer
 
 
+# number of ranks an MPI launcher started on this machine: MPICH/Hydra, Open MPI, MVAPICH
+_LOCAL_SIZE_VARS = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "MV2_COMM_WORLD_LOCAL_SIZE")
+
+
+def mpi_local_ranks(environ=None) -> int:
+    """How many ranks the MPI launcher started on this machine (1 outside MPI); environment only."""
+    env = os.environ if environ is None else environ
+    for var in _LOCAL_SIZE_VARS:
+        if var in env:
+            try:
+                return max(1, int(env[var]))
+            except ValueError:
+                pass
+    return 1
+
+
+def share_cores_between_ranks(environ=None, cpus=None):
+    """Under ``mpiexec -n N`` on one machine, each rank's pools get cores // N threads (N ranks with the
+    default pools each would run 2N threads on N cores and slow every step down). A thread count already
+    in the environment wins. Returns the count set, or None."""
+    env = os.environ if environ is None else environ
+    n = mpi_local_ranks(env)
+    if n <= 1:
+        return None
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = str(max(1, cpus // n))
+    for var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env.setdefault(var, threads)
+    return int(threads)
+
+
+THREADS_PER_RANK = share_cores_between_ranks() if "numba" not in sys.modules else None
 LAYER = choose_threading_layer()
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")

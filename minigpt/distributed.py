@@ -32,6 +32,7 @@ import threading
 
 import numpy as np
 
+from ._threads import mpi_local_ranks as local_ranks  # noqa: F401  (ranks on this machine)
 from .errors import MiniGPTError
 
 # (rank variable, size variable) set by MPI launchers: MPICH/Hydra and Intel MPI, Open MPI, MVAPICH, PMIx.
@@ -41,8 +42,6 @@ _LAUNCHER_VARS = (
     ("MV2_COMM_WORLD_RANK", "MV2_COMM_WORLD_SIZE"),
     ("PMIX_RANK", None),
 )
-# number of ranks on this machine
-_LOCAL_SIZE_VARS = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "MV2_COMM_WORLD_LOCAL_SIZE")
 
 
 def launch_env(environ=None) -> tuple[int, int | None] | None:
@@ -65,29 +64,6 @@ def launch_env(environ=None) -> tuple[int, int | None] | None:
                 continue
             return rank, size
     return None
-
-
-def local_ranks(environ=None) -> int:
-    """How many ranks the launcher started on this machine (1 outside MPI)."""
-    env = os.environ if environ is None else environ
-    for var in _LOCAL_SIZE_VARS:
-        if var in env:
-            try:
-                return max(1, int(env[var]))
-            except ValueError:
-                pass
-    return 1
-
-
-def threads_per_rank(environ=None, cpus: int | None = None) -> int | None:
-    """Threads each rank should use so the ranks on one machine share its cores, or None outside MPI
-    (or with one rank per machine: then the thread pools keep their defaults)."""
-    n = local_ranks(environ)
-    if n <= 1:
-        return None
-    if cpus is None:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cpus // n)
 
 
 def init(require: bool = False):
@@ -185,7 +161,7 @@ class MPIContext:
 
     def check_same(self, what: dict) -> None:
         """Refuse to start when the ranks disagree on ``what`` (model, training settings, data, seed)."""
-        text = json.dumps(what, sort_keys=True, default=str)
+        text = json.dumps(_flatten(what), sort_keys=True, default=str)
         digest = hashlib.sha256(text.encode()).hexdigest()
         digests = self.comm.allgather(digest)
         if len(set(digests)) == 1:
@@ -333,6 +309,17 @@ def _alive(pid: int) -> bool:
             return False
         except PermissionError:
             return True
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    """{"train": {"seed": 1}} -> {"train.seed": 1}, so a mismatch names the very setting."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def _short(v) -> str:
