@@ -252,8 +252,9 @@ class MPIContext:
         """Sum the gradients (already weighted by 1/(ranks x micro-batches)) and the weighted loss over
         the ranks: one Allreduce per dtype, in place. Returns the global loss."""
         for p, view in self.views:
-            if p.grad is not view:  # something replaced the view: fold it back
-                view[...] = p.grad
+            if p.grad is not view:  # something replaced the view (or dropped it): fold it back
+                if p.grad is not None:
+                    view[...] = p.grad
                 p.grad = view
         self.buffers[0][-1] = loss
         for buf in self.buffers:
