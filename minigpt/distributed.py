@@ -118,7 +118,7 @@ class Single:
     def check_same(self, what: dict) -> None:
         pass
 
-    def agree(self, error: str | None) -> None:
+    def agree(self, error: str | None, name_ranks: bool = True) -> None:
         if error is not None:
             raise MiniGPTError(error)
 
@@ -181,12 +181,13 @@ class MPIContext:
         err.all_ranks = True
         raise err
 
-    def agree(self, error: str | None) -> None:
-        """Collective: raise on every rank when any rank had an error (with the rank's message)."""
+    def agree(self, error: str | None, name_ranks: bool = True) -> None:
+        """Collective: raise on every rank when any rank had an error (with the rank's message, prefixed
+        with the rank unless every rank failed alike or ``name_ranks`` is False)."""
         errors = self.comm.allgather(error)
         bad = [(r, e) for r, e in enumerate(errors) if e is not None]
         if bad:
-            if len({e for _, e in bad}) == 1 and len(bad) == self.world_size:
+            if not name_ranks or (len({e for _, e in bad}) == 1 and len(bad) == self.world_size):
                 msg = bad[0][1]
             else:
                 msg = "; ".join(f"rank {r}: {e}" for r, e in bad)

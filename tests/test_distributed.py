@@ -285,3 +285,13 @@ def test_the_watchdog_tells_a_dead_process_from_a_live_one():
     finally:
         child.wait()
     assert not _alive(child.pid)
+
+
+@requires_mpi
+def test_an_existing_run_is_refused_once_under_mpi(tmp_path, text):
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "latest.json").write_text('{"checkpoint": "checkpoints/step-000001", "step": 1}')
+    r = mpirun(2, args(out, text), timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.count("minigpt: error:") == 1 and f"{out} already holds a training run" in r.stderr

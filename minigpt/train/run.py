@@ -117,7 +117,7 @@ def split_global_batch(global_batch: int, ranks: int, max_batch: int) -> tuple[i
     return 1, per_rank
 
 
-def _on_all_ranks(dist, fn):
+def _on_all_ranks(dist, fn, name_ranks: bool = True):
     """Run ``fn`` on every rank; when it fails on any rank, every rank raises (with that rank's message)."""
     if dist.world_size == 1:
         return fn()
@@ -125,7 +125,7 @@ def _on_all_ranks(dist, fn):
         result, err = fn(), None
     except (MiniGPTError, OSError) as e:
         result, err = None, str(e)
-    dist.agree(err)
+    dist.agree(err, name_ranks)
     return result
 
 
@@ -160,7 +160,7 @@ def pretrain(out_dir, text_files=None, config: str = "mini", config_overrides: d
             raise MiniGPTError(f"--resume: {out_dir} holds no checkpoint to resume from")
         return resolve_model_dir(out_dir) if resume else None
 
-    ck_dir = _on_all_ranks(dist, check_out_dir)
+    ck_dir = _on_all_ranks(dist, check_out_dir, name_ranks=False)  # rank 0's output folder alone
     if resume:  # rank 0's checkpoint, copied to the other ranks (machines need not share a file system)
         src = dist.broadcast_dir(ck_dir)
         try:
