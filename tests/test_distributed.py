@@ -166,6 +166,7 @@ def test_two_ranks_equal_one_process_with_the_global_batch(tmp_path, text):
     assert r.returncode == 0, r.stderr
     assert "data parallel: 2 MPI ranks" in r.stderr
     assert r.stdout.count("trained 5 steps") == 1  # rank 0 alone reports
+    assert "drifted apart" not in r.stderr  # the ranks' weights were bit-identical at the checkpoint
     run_1(tmp_path / "one", text, **{"batch-size": 8})
     assert_same_run(tmp_path / "mpi", tmp_path / "one", loss_tol=1e-6, param_tol=1e-5, val=False)
     # same per-rank batch: the sharded validation loss equals one process's as well

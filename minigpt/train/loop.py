@@ -348,6 +348,9 @@ class Trainer:
                                        f"(ppl {perplexity(val):.1f})")
                     save_now = (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or \
                                (not cfg.checkpoint_every and evaluate_now) or self.step == cfg.steps
+                    if save_now and not self.dist.in_sync(self.params):
+                        self._say(bar, f"step {self.step}: the ranks' weights had drifted apart (rounding of the "
+                                       "reduction); rank 0's were sent to all")
                     if save_now and main:
                         self.save()
                         self.plot()
