@@ -96,6 +96,9 @@ class Single:
     world_size = 1
     is_main = True
 
+    def __init__(self):
+        self.params = []
+
     def broadcast_params(self, params) -> None:
         pass
 
