@@ -286,6 +286,19 @@ def test_the_watchdog_tells_a_dead_process_from_a_live_one():
     finally:
         child.wait()
     assert not _alive(child.pid)
+    # a rank whose peer on the same machine is gone stops, naming that rank (run in a child: it exits)
+    code = ("import os, socket, threading, subprocess, sys\n"
+            "from minigpt.distributed import MPIContext\n"
+            "peer = subprocess.Popen([sys.executable, '-c', 'pass']); peer.wait()\n"
+            "ctx = MPIContext.__new__(MPIContext)\n"
+            "ctx.rank, ctx._stop = 0, threading.Event()\n"
+            "ctx.peers = [(os.getpid(), socket.gethostname()), (peer.pid, socket.gethostname())]\n"
+            "ctx._watch_peers()\n"
+            "print('not stopped')\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=clean_env(), capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 3 and "not stopped" not in r.stdout
+    assert re.search(r"minigpt: error: rank 1 \(pid \d+ on .*\) died; rank 0 stops", r.stderr), r.stderr
 
 
 @requires_mpi
