@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import random as mrandom
+from ..distributed import Single
 from ..errors import MiniGPTError
 from ..io import _fsync_dir, atomic_write_bytes, atomic_write_json, atomic_write_text
 from ..tensor import no_grad
@@ -191,7 +192,6 @@ class Trainer:
 
     def __init__(self, model, tokenizer, train_loader, val_loader, cfg: TrainConfig, out_dir,
                  log=print, progress: bool = True, extra_state: dict | None = None, dist=None):
-        from ..distributed import Single
         from ..optim import AdamW, CosineWithWarmup, split_decay_groups
 
         self.model, self.tokenizer, self.cfg = model, tokenizer, cfg

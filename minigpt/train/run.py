@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import random as mrandom
+from ..distributed import Single
 from ..errors import MiniGPTError
 from .loop import Trainer, TrainConfig, load_checkpoint, resolve_model_dir
 
@@ -140,7 +141,6 @@ def pretrain(out_dir, text_files=None, config: str = "mini", config_overrides: d
     """
     import shutil
 
-    from ..distributed import Single
     from ..model import GPT, GPTConfig
 
     dist = dist if dist is not None else Single()
