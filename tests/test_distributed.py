@@ -187,8 +187,9 @@ def test_resumed_two_rank_run_continues_exactly(tmp_path, text):
     shutil.copytree(tmp_path / "a", b)
     shutil.rmtree(b / "checkpoints" / "step-000006")
     (b / "latest.json").write_text(json.dumps({"checkpoint": "checkpoints/step-000003", "step": 3}))
-    c = tmp_path / "c"
+    c, d = tmp_path / "c", tmp_path / "d"
     shutil.copytree(b, c)
+    shutil.copytree(b, d)
     r = mpirun(2, args(b, text, quiet=False, resume=True, steps=6))
     assert r.returncode == 0, r.stderr
     assert "resuming" in r.stderr
@@ -200,6 +201,11 @@ def test_resumed_two_rank_run_continues_exactly(tmp_path, text):
     # resumed on one process (batch 2 x grad-accum 4: the same global batch of 8 windows)
     run_1(c, text, resume=True, steps=6)
     assert_same_run(c, a, loss_tol=1e-6, param_tol=1e-5)
+    # ... and on 4 ranks (batch 2 x grad-accum 1 each)
+    r = mpirun(4, args(d, text, quiet=False, resume=True, steps=6))
+    assert r.returncode == 0, r.stderr
+    assert "global batch of 8 is now batch 2 x 4 rank(s) x grad-accum 1" in r.stderr
+    assert_same_run(d, a, loss_tol=1e-6, param_tol=1e-5)
 
 
 @requires_mpi
