@@ -314,7 +314,11 @@ class MPIContext:
         self.comm.Abort(code)
 
     def close(self) -> None:
-        self._stop.set()
+        """Collective: stop watching the peers, then wait for every rank (rank 0 may still be writing a
+        sample or a checkpoint: a rank that exits first must not look like a dead one)."""
+        if not self._stop.is_set():
+            self._stop.set()
+            self.comm.Barrier()
 
 
 def _alive(pid: int) -> bool:
