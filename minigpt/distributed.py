@@ -28,12 +28,16 @@ import json
 import os
 import socket
 import sys
+import tempfile
 import threading
+import zlib
+from pathlib import Path
 
 import numpy as np
 
-from ._threads import mpi_local_ranks as local_ranks  # noqa: F401  (ranks on this machine)
+from . import random as mrandom
 from .errors import MiniGPTError
+from .runtime import mpi_local_ranks as local_ranks  # noqa: F401  (ranks on this machine)
 
 # (rank variable, size variable) set by MPI launchers: MPICH/Hydra and Intel MPI, Open MPI, MVAPICH, PMIx.
 _LAUNCHER_VARS = (
@@ -204,9 +208,6 @@ class MPIContext:
     def broadcast_dir(self, path):
         """Rank 0's files in ``path`` (a checkpoint folder) copied to a private temporary folder on the
         other ranks (machines need not share a file system); returns the folder to read on this rank."""
-        import tempfile
-        from pathlib import Path
-
         names = None
         if self.is_main:
             names = sorted((f.name, f.stat().st_size) for f in Path(path).iterdir() if f.is_file())
@@ -276,16 +277,12 @@ class MPIContext:
     def seed_dropout(self, seed: int, step: int) -> None:
         """Dropout (and anything else drawing from minigpt's global generator during a step) on this rank
         draws from (seed, rank, step): different masks per rank, reproducible after a resume."""
-        from . import random as mrandom
-
         mrandom.manual_seed((int(seed), self.rank, int(step)))
 
     def in_sync(self, params) -> bool:
         """Collective: True when every rank holds the same weights (a CRC-32 of their bytes, compared at
         each checkpoint). Identical reduced gradients keep them identical; should an MPI reduction ever
         round differently on different ranks, rank 0's weights are broadcast again and False returned."""
-        import zlib
-
         crc = 0
         for p in params:
             crc = zlib.crc32(np.ascontiguousarray(p.data).view(np.uint8), crc)

@@ -21,12 +21,17 @@ import json
 import os
 import sys
 import tempfile
+import urllib.error
+import urllib.request
 import zipfile
 from pathlib import Path
 
-from .errors import MiniGPTError
+from tqdm import tqdm
 
-__all__ = ["fetch", "load_manifest", "known_names", "sha256_file", "default_cache_dir", "MANIFEST_PATH"]
+from .errors import MiniGPTError
+from .io import cache_dir as minigpt_cache_dir
+
+__all__ = ["fetch", "load_manifest", "known_names", "sha256_file", "MANIFEST_PATH"]
 
 def _find_manifest() -> Path:
     """``data/manifest.json`` of the source checkout (editable installs), else the copy a regular install
@@ -39,11 +44,6 @@ def _find_manifest() -> Path:
 MANIFEST_PATH = _find_manifest()
 _STAMP = ".minigpt-verified.json"
 _CHUNK = 1 << 20
-
-
-def default_cache_dir() -> Path:
-    env = os.environ.get("MINIGPT_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "minigpt"
 
 
 def load_manifest(path: str | os.PathLike | None = None) -> dict:
@@ -201,15 +201,11 @@ def _copy_into(src, spec: dict, dest: Path, origin: str, no_verify: bool) -> dic
 
 
 def _download_to(url: str, sink_write, desc: str, quiet: bool) -> None:
-    import urllib.request
-
     req = urllib.request.Request(url, headers={"User-Agent": "minigpt-download/1"})
     with urllib.request.urlopen(req, timeout=60) as r:
         total = r.headers.get("Content-Length")
         bar = None
         if not quiet:
-            from tqdm import tqdm
-
             bar = tqdm(total=int(total) if total else None, unit="B", unit_scale=True, desc=desc,
                        file=sys.stderr, leave=False)
         try:
@@ -223,8 +219,6 @@ def _download_to(url: str, sink_write, desc: str, quiet: bool) -> None:
 
 
 def _fetch_url(spec: dict, dest: Path, no_verify: bool, quiet: bool) -> dict:
-    import urllib.error
-
     errors = []
     for url in spec.get("urls", []):
         sink = _Sink(dest)
@@ -299,7 +293,7 @@ def fetch(name: str, size: str | None = None, *, cache_dir=None, from_dir=None, 
     """
     manifest = manifest or load_manifest()
     _, specs, archive, rel = _resolve(manifest, name, size)
-    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    root = Path(cache_dir).expanduser() if cache_dir is not None else minigpt_cache_dir()
     folder = root / rel
     stamp = _read_stamp(folder)
     missing = [s for s in specs if not _already_installed(folder, s, stamp, no_verify)]

@@ -1,11 +1,18 @@
 """Crash-safe file writes: write to a temporary file in the same folder, fsync, then rename over the
-target. A crash or kill at any moment leaves either the old file or the new one, never a torn one."""
+target. A crash or kill at any moment leaves either the old file or the new one, never a torn one.
+Also where minigpt keeps downloaded and generated files: :func:`cache_dir`."""
 from __future__ import annotations
 
 import json
 import os
 import tempfile
 from pathlib import Path
+
+
+def cache_dir() -> Path:
+    """minigpt's cache folder: ``$MINIGPT_CACHE``, else ``~/.cache/minigpt`` (not created here)."""
+    env = os.environ.get("MINIGPT_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "minigpt"
 
 
 def _fsync_dir(path: Path) -> None:

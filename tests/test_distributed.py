@@ -108,15 +108,18 @@ def test_launcher_detection_reads_the_environment_only():
 
 
 def test_ranks_on_one_machine_share_its_cores():
-    from minigpt._threads import share_cores_between_ranks
+    from minigpt.runtime import mpi_local_ranks, threads_per_rank
 
-    env = {"MPI_LOCALNRANKS": "2"}
-    assert share_cores_between_ranks(env, cpus=8) == 4
-    assert env["NUMBA_NUM_THREADS"] == env["OMP_NUM_THREADS"] == env["OPENBLAS_NUM_THREADS"] == "4"
-    env = {"OMPI_COMM_WORLD_LOCAL_SIZE": "4", "OMP_NUM_THREADS": "3"}
-    share_cores_between_ranks(env, cpus=2)
-    assert env["NUMBA_NUM_THREADS"] == "1" and env["OMP_NUM_THREADS"] == "3"  # the user's value wins
-    assert share_cores_between_ranks({}, cpus=8) is None
+    assert threads_per_rank({"MPI_LOCALNRANKS": "2"}, cpus=8) == 4
+    assert threads_per_rank({"OMPI_COMM_WORLD_LOCAL_SIZE": "4"}, cpus=2) == 1
+    assert threads_per_rank({}, cpus=8) is None and mpi_local_ranks({}) == 1
+    # under mpiexec -n 2 each rank's pools get one of the two cores (unless the environment says otherwise)
+    code = ("import minigpt.runtime as r; r.configure(); import numba, os; "
+            "print('T', numba.get_num_threads(), os.environ['OPENBLAS_NUM_THREADS'])")
+    env = {**clean_env(), "MPI_LOCALNRANKS": "2"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert f"T {max(1, len(os.sched_getaffinity(0)) // 2)} {max(1, len(os.sched_getaffinity(0)) // 2)}" \
+        in out.stdout, out.stderr
 
 
 def test_split_global_batch_keeps_the_global_batch():

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _threads  # noqa: F401  (before numba)
 from numba import njit
 
 # --------------------------------------------------------------------------------------------------

@@ -1,5 +1,7 @@
-"""The GPT model, its generation loop and its checkpoints."""
+"""The GPT model: its config (config.py), checkpoint file format (checkpoint.py), the model (gpt.py) and
+its generation loop (generation.py)."""
 from .generation import generate, generate_stream
-from .gpt import GPT, PRESETS, GPTConfig, count_gpt2_parameters
+from .config import PRESETS, GPTConfig
+from .gpt import GPT, count_gpt2_parameters
 
 __all__ = ["GPT", "GPTConfig", "PRESETS", "count_gpt2_parameters", "generate", "generate_stream"]

@@ -6,6 +6,9 @@ GPT-2's (``h.0.attn.c_attn.weight``; with or without a ``transformer.`` prefix),
 ``wte.weight`` unless a separate ``lm_head.weight`` is stored. Only safetensors is read: nothing is
 ever unpickled.
 
+This module is the file format only: GPT-2's layout <-> a ``GPTConfig`` and a state dict in minigpt's
+names. It knows nothing of the ``GPT`` class; ``GPT.from_pretrained`` / ``GPT.save_pretrained`` build on it.
+
 minigpt name                      GPT-2 name
 tok_emb.weight                    wte.weight
 pos_emb.weight                    wpe.weight
@@ -25,10 +28,12 @@ import re
 from pathlib import Path
 
 import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save
 
 from ..errors import MiniGPTError
 from ..io import atomic_write_bytes, atomic_write_json
-from .gpt import GPT, GPTConfig
+from .config import GPTConfig
 
 # (minigpt prefix, GPT-2 prefix); "{i}" stands for a block number. Names are renamed by prefix.
 _NAME_MAP = [
@@ -133,17 +138,15 @@ def config_from_hf(d: dict) -> GPTConfig:
 
 
 def _read_safetensors(path: Path) -> dict:
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
-
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError, TypeError) as e:
         raise MiniGPTError(f"cannot read {path}: {e}") from None
 
 
-def load_pretrained(path, dtype=np.float32) -> GPT:
-    """Build a GPT from a Hugging Face GPT-2 directory (config.json + model.safetensors)."""
+def read_pretrained(path) -> tuple[GPTConfig, dict]:
+    """Read a Hugging Face GPT-2 directory (config.json + model.safetensors): the config and the
+    state dict in minigpt's parameter names (``GPT.from_pretrained`` builds the model from them)."""
     path = Path(path)
     if not path.is_dir():
         raise MiniGPTError(f"model directory {path} does not exist")
@@ -188,25 +191,21 @@ def load_pretrained(path, dtype=np.float32) -> GPT:
                 del state[k]
         else:
             cfg.qkv_bias = True
-    model = GPT(cfg, dtype=dtype)
-    model.load_state_dict(state)
-    return model
+    return cfg, state
 
 
-def save_pretrained(model: GPT, path) -> None:
-    """Write ``model`` as config.json + model.safetensors (GPT-2 names, ``transformer.`` prefix, as
-    transformers' GPT2LMHeadModel saves them). Each file is written atomically."""
-    from safetensors.numpy import save
-
+def write_pretrained(path, cfg: GPTConfig, state: dict) -> None:
+    """Write a config and a state dict (minigpt's names) as config.json + model.safetensors (GPT-2
+    names, ``transformer.`` prefix, as transformers' GPT2LMHeadModel saves them), each file atomically."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    cfg = model.config
     tensors = {}
-    for name, arr in model.state_dict().items():
+    dtype = next(iter(state.values())).dtype
+    for name, arr in state.items():
         hf = to_hf_name(name)
         tensors[hf if hf == "lm_head.weight" else "transformer." + hf] = np.ascontiguousarray(arr)
     if not cfg.qkv_bias:  # GPT-2's layout always has a q/k/v bias: store zeros
         for i in range(cfg.n_layers):
-            tensors[f"transformer.h.{i}.attn.c_attn.bias"] = np.zeros(3 * cfg.emb_dim, dtype=model.dtype)
+            tensors[f"transformer.h.{i}.attn.c_attn.bias"] = np.zeros(3 * cfg.emb_dim, dtype=dtype)
     atomic_write_bytes(path / "model.safetensors", save(tensors, metadata={"format": "pt"}))
     atomic_write_json(path / "config.json", config_to_hf(cfg))

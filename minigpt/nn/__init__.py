@@ -2,7 +2,8 @@
 TransformerBlock, MultiHeadAttention (and the book's teaching attention classes)."""
 from .attention import (CausalAttention, KVCache, MultiHeadAttention, MultiHeadAttentionWrapper, SelfAttention,
                         simplified_self_attention)
-from .layers import GELU, Dropout, Embedding, FeedForward, LayerNorm, Linear, TransformerBlock
+from .block import TransformerBlock
+from .layers import GELU, Dropout, Embedding, FeedForward, LayerNorm, Linear
 from .module import Module, ModuleList, Parameter
 
 __all__ = ["Module", "ModuleList", "Parameter", "Linear", "Embedding", "LayerNorm", "Dropout", "GELU",

@@ -36,20 +36,14 @@ import numpy as np
 from ..errors import MiniGPTError
 from ..kernels import bpe as bpe_kernels
 from ..kernels.registry import kernel
-from .patterns import _NON_ASCII, Splitter, resolve_pattern, safe_cut_after, safe_cut_before
+from .patterns import NON_ASCII, Splitter, resolve_pattern, safe_cut_after, safe_cut_before, surrogate_error
+from .special import ENDOFTEXT
+from .training import train_bpe
 
 FORMAT = "minigpt-bpe"
 FORMAT_VERSION = 1
 _CACHE_LIMIT = 1 << 19  # pre-tokens (besides the vocabulary) kept in the encode cache before it is cleared
 _READ_CHARS = 1 << 20  # characters read from a training file at a time
-
-
-def _surrogate_error(word: str) -> MiniGPTError:
-    bad = next(c for c in word if 0xD800 <= ord(c) <= 0xDFFF)
-    return MiniGPTError(
-        f"the text contains a lone surrogate {bad!r} (U+{ord(bad):04X}), which has no UTF-8 encoding; "
-        "clean the text first (e.g. s.encode('utf-8', 'replace').decode('utf-8'))"
-    )
 
 
 def gpt2_bytes_to_unicode() -> dict[int, str]:
@@ -72,7 +66,7 @@ def _utf8_words(words: list) -> list:
     try:
         return [w.encode("utf-8") for w in words]
     except UnicodeEncodeError:
-        raise _surrogate_error("".join(words)) from None
+        raise surrogate_error("".join(words)) from None
 
 
 def _ends(bs: list) -> np.ndarray:
@@ -315,7 +309,7 @@ class BPETokenizer:
                 try:
                     b = w.encode("utf-8")
                 except UnicodeEncodeError:
-                    raise _surrogate_error(w) from None
+                    raise surrogate_error(w) from None
                 i = enc.get(b)
                 ids = [i] if i is not None else encode_word_python(b, self._byte_ids, self._pair_dict)
                 code[w] = ids
@@ -340,11 +334,11 @@ class BPETokenizer:
         try:
             data = text.encode("utf-8")
         except UnicodeEncodeError:
-            raise _surrogate_error(text) from None
+            raise surrogate_error(text) from None
         regions, cuts = [], []
         prev = 0  # in characters
         at = 0  # the byte offset of text[prev]
-        for m in _NON_ASCII.finditer(text):
+        for m in NON_ASCII.finditer(text):
             a, b = m.span()
             if a < prev:
                 continue  # inside the region already given to `regex`
@@ -474,7 +468,7 @@ class BPETokenizer:
 
     # --- training --------------------------------------------------------------------------------------
     @classmethod
-    def train(cls, texts, vocab_size: int, special_tokens=("<|endoftext|>",), pattern="gpt2",
+    def train(cls, texts, vocab_size: int, special_tokens=(ENDOFTEXT,), pattern="gpt2",
               progress: bool = False) -> "BPETokenizer":
         """Learn a vocabulary of exactly ``vocab_size`` tokens (256 bytes + merges + special tokens).
 
@@ -484,8 +478,6 @@ class BPETokenizer:
         not learnt from. ``pattern``: ``"gpt2"``, ``"gpt4"`` or a regular expression. ``progress``: show
         progress bars (tqdm). Raises MiniGPTError when the text is too small to yield ``vocab_size`` tokens.
         """
-        from .training import train_bpe
-
         return train_bpe(cls, texts, vocab_size, special_tokens, pattern, progress)
 
     # --- the project's own format ----------------------------------------------------------------------

@@ -18,8 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from tqdm.auto import tqdm
+
 from ..errors import MiniGPTError
-from .patterns import Splitter, safe_cut_before
+from ..kernels import bpe as K
+from .patterns import Splitter, safe_cut_before, surrogate_error
 
 _READ_CHARS = 1 << 20
 _BATCH = 256  # merges per kernel call (progress bar granularity)
@@ -76,8 +79,6 @@ def count_pretokens(texts, splitter: Splitter, special_tokens=(), progress=False
     special_rx = None
     if special_tokens:
         special_rx = re.compile("|".join(re.escape(s) for s in sorted(special_tokens, key=lambda s: (-len(s), s))))
-    from tqdm.auto import tqdm
-
     bar = tqdm(desc="counting pre-tokens", unit="char", unit_scale=True, disable=not progress, leave=False)
     with bar:
         for text, n in _sources(texts):
@@ -106,9 +107,6 @@ def learn_merges(words: list[bytes], counts: np.ndarray, n_new: int, progress=Fa
 
     Returns ``(merges, n_made)``: the list of ``(a, b)`` pairs that made new tokens ``256, 257, ...`` in order.
     """
-    from ..kernels import bpe as K
-    from tqdm.auto import tqdm
-
     keep = [i for i, w in enumerate(words) if len(w) >= 2]
     words = [words[i] for i in keep]
     wcount = np.ascontiguousarray(counts[keep], dtype=np.int64)
@@ -229,9 +227,7 @@ def train_bpe(cls, texts, vocab_size, special_tokens, pattern, progress):
         try:
             words.append(w.encode("utf-8"))
         except UnicodeEncodeError:
-            from .bpe import _surrogate_error
-
-            raise _surrogate_error(w) from None
+            raise surrogate_error(w) from None
     freq = np.fromiter(counts.values(), np.int64, len(counts))
     n_new = vocab_size - lo
     merges, made = learn_merges(words, freq, n_new, progress)

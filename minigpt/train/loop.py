@@ -22,37 +22,51 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from safetensors.numpy import load_file, save
+from tqdm import tqdm
 
 from .. import random as mrandom
+from .. import runtime
 from ..distributed import Single
 from ..errors import MiniGPTError
 from ..io import _fsync_dir, atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..model import GPT, generate
+from ..optim import AdamW, CosineWithWarmup, clip_grad_norm, split_decay_groups
 from ..tensor import no_grad
+from ..tokenizer import BPETokenizer
+
+
+def _setting(default, help: str):
+    """A dataclass field with its help text: the one place a setting is declared (``minigpt train``'s
+    options are generated from these fields, see minigpt/cli/options.py)."""
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass
 class TrainConfig:
-    steps: int = 600                 # the defaults make the README's quick start: ~2 minutes on 2 cores
-    batch_size: int = 8              # windows per micro-batch on each rank
-    grad_accum: int = 1              # micro-batches summed per optimizer step (global batch: batch_size x ranks x this)
-    lr: float = 1e-3
-    min_lr: float | None = None      # cosine floor; default lr / 10
-    warmup: int = 30
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    eval_every: int = 100
-    eval_batches: int = 10
-    sample_every: int = 0            # 0: only at the end
-    sample_prompt: str = "The"
-    sample_tokens: int = 80
-    checkpoint_every: int = 0        # 0: at every evaluation and at the end
-    keep_checkpoints: int = 2
-    seed: int = 123
-    log_every: int = 1
+    # the defaults make the README's quick start: ~2 minutes on 2 cores
+    steps: int = _setting(600, "optimizer steps")
+    batch_size: int = _setting(8, "windows per micro-batch on each rank")
+    grad_accum: int = _setting(1, "micro-batches summed per optimizer step (global batch: batch size x ranks x "
+                                  "grad-accum)")
+    lr: float = _setting(1e-3, "peak learning rate")
+    min_lr: float | None = _setting(None, "floor of the cosine decay (default: lr/10)")
+    warmup: int = _setting(30, "linear warmup steps")
+    weight_decay: float = _setting(0.1, "AdamW weight decay (matrices only; not biases, norms)")
+    grad_clip: float = _setting(1.0, "clip the global gradient norm (0: off)")
+    eval_every: int = _setting(100, "evaluate on the validation windows and save every N steps")
+    eval_batches: int = _setting(10, "validation batches per evaluation")
+    sample_every: int = _setting(0, "print a sample every N steps (0: only at the end)")
+    sample_prompt: str = _setting("The", "prompt of the printed samples")
+    sample_tokens: int = _setting(80, "tokens per printed sample")
+    checkpoint_every: int = _setting(0, "save every N steps (0: at every evaluation and at the end)")
+    keep_checkpoints: int = _setting(2, "checkpoints kept in the output folder (older ones are deleted)")
+    seed: int = _setting(123, "random seed (initialisation, batch order, dropout, samples)")
+    log_every: int = _setting(1, "write a line to log.jsonl every N steps (and at every evaluation)")
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "grad_accum"):
@@ -124,8 +138,6 @@ def resolve_model_dir(path) -> Path:
 
 def save_checkpoint(out_dir, step: int, model, optimizer, tokenizer, state: dict, keep: int = 2) -> Path:
     """Write a complete checkpoint for ``step`` and point ``latest.json`` at it (see module docstring)."""
-    from safetensors.numpy import save
-
     out_dir = Path(out_dir)
     ckroot = out_dir / "checkpoints"
     ckroot.mkdir(parents=True, exist_ok=True)
@@ -163,10 +175,6 @@ def save_checkpoint(out_dir, step: int, model, optimizer, tokenizer, state: dict
 
 def load_checkpoint(out_dir):
     """(model, optimizer state dict, tokenizer or None, trainer state) of the latest checkpoint."""
-    from safetensors.numpy import load_file
-
-    from ..model import GPT
-
     ck = resolve_model_dir(out_dir)
     if not (ck / "trainer_state.json").exists():
         raise MiniGPTError(f"{ck} is a model, not a training checkpoint (no trainer_state.json)")
@@ -175,8 +183,6 @@ def load_checkpoint(out_dir):
     opt_arrays = load_file(str(ck / "optimizer.safetensors"))
     tok = None
     if (ck / "tokenizer.json").exists():
-        from ..tokenizer import BPETokenizer
-
         tok = BPETokenizer.load(ck / "tokenizer.json")
     return model, {"arrays": opt_arrays, "meta": state.pop("optimizer_meta")}, tok, state
 
@@ -192,8 +198,7 @@ class Trainer:
 
     def __init__(self, model, tokenizer, train_loader, val_loader, cfg: TrainConfig, out_dir,
                  log=print, progress: bool = True, extra_state: dict | None = None, dist=None):
-        from ..optim import AdamW, CosineWithWarmup, split_decay_groups
-
+        runtime.configure(warn=False)  # tuned thread pools and allocator (results are the same without)
         self.model, self.tokenizer, self.cfg = model, tokenizer, cfg
         self.train_loader, self.val_loader = train_loader, val_loader
         self.out_dir = Path(out_dir)
@@ -257,8 +262,6 @@ class Trainer:
                                self.trainer_state(), keep=self.cfg.keep_checkpoints)
 
     def sample(self, prompt: str | None = None, max_new_tokens: int | None = None) -> str:
-        from ..model import generate
-
         if self.tokenizer is None:
             return ""
         prompt = self.cfg.sample_prompt if prompt is None else prompt
@@ -271,8 +274,6 @@ class Trainer:
         """One optimizer step on the global batch ``(x, y)``: this rank's shard of it, in ``grad_accum``
         micro-batches, each loss weighted 1 / (ranks x micro-batches) so the summed gradient is the mean
         over the global batch; gradients and loss reduced over the ranks before clipping."""
-        from ..optim import clip_grad_norm
-
         dist, k = self.dist, self.cfg.grad_accum
         xs, ys = dist.shard(x), dist.shard(y)
         if xs.shape[0] % k:
@@ -307,8 +308,6 @@ class Trainer:
         log_path = self.out_dir / "log.jsonl" if main else os.devnull
         bar = None
         if self.progress:
-            from tqdm import tqdm
-
             bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
                        file=sys.stderr, mininterval=0.5)
         batches = self.train_loader.batches()

@@ -7,22 +7,24 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
 
 from .. import random as mrandom
+from ..data import DataLoader, SlidingWindowDataset, default_corpus, load_texts, shared_file, train_val_split
 from ..distributed import Single
 from ..errors import MiniGPTError
+from ..io import cache_dir
+from ..model import GPT, GPTConfig
+from ..tokenizer import BPETokenizer
+from ..tokenizer.special import ENDOFTEXT
 from .loop import Trainer, TrainConfig, load_checkpoint, resolve_model_dir
-
-ENDOFTEXT = "<|endoftext|>"
 
 
 def load_corpus(text_files=None) -> tuple[str, str]:
     """(text, description): the given files joined with <|endoftext|>, or the built-in default corpus."""
-    from ..data import default_corpus, load_texts
-
     if text_files:
         return load_texts(text_files), ", ".join(str(p) for p in text_files)
     return default_corpus(), "built-in corpus (Python standard library docstrings)"
@@ -32,8 +34,6 @@ def make_tokenizer(spec: str, text: str, vocab_size: int, progress: bool = False
     """``spec``: "bpe" (train a byte-level BPE of ``vocab_size`` on ``text``), "gpt2" (GPT-2's files from
     the download cache or the shared data folder), a saved tokenizer .json, or a folder with GPT-2's
     encoder.json + vocab.bpe."""
-    from ..tokenizer import BPETokenizer
-
     if spec == "bpe":
         return BPETokenizer.train(text, vocab_size, special_tokens=(ENDOFTEXT,), pattern="gpt2", progress=progress)
     if spec == "gpt2":
@@ -50,10 +50,7 @@ def make_tokenizer(spec: str, text: str, vocab_size: int, progress: bool = False
 
 
 def _gpt2_vocab_dir() -> Path:
-    from ..data.shared import shared_file
-    from ..download import default_cache_dir
-
-    for cand in (default_cache_dir() / "gpt2-vocab", default_cache_dir() / "gpt2" / "124M"):
+    for cand in (cache_dir() / "gpt2-vocab", cache_dir() / "gpt2" / "124M"):
         if (cand / "encoder.json").exists() and (cand / "vocab.bpe").exists():
             return cand
     f = shared_file("gpt2/encoder.json")
@@ -74,8 +71,6 @@ def build_loaders(ids: np.ndarray, context_length: int, batch_size: int, val_fra
 
     A single process without gradient accumulation gets a batch clamped to the number of windows; a
     global batch that the ranks and micro-batches share must fit whole."""
-    from ..data import DataLoader, SlidingWindowDataset, train_val_split
-
     train_ids, val_ids = train_val_split(ids, val_fraction, min_val_tokens=context_length + 1)
     if train_ids.size < context_length + 1:
         raise MiniGPTError(
@@ -139,10 +134,6 @@ def pretrain(out_dir, text_files=None, config: str = "mini", config_overrides: d
     ``dist``: a context of :mod:`minigpt.distributed` (default: one process). Under MPI every rank calls
     this with the same arguments; rank 0 alone reads the checkpoint to resume from and writes the output.
     """
-    import shutil
-
-    from ..model import GPT, GPTConfig
-
     dist = dist if dist is not None else Single()
     main = dist.is_main
     if not main:
