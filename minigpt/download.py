@@ -95,9 +95,10 @@ def _resolve(manifest: dict, name: str, size: str | None):
 # --- verification stamps -----------------------------------------------------------------------------------
 def _read_stamp(folder: Path) -> dict:
     try:
-        return json.loads((folder / _STAMP).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        d = json.loads((folder / _STAMP).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
         return {}
+    return d if isinstance(d, dict) else {}  # a damaged stamp only costs a re-check of the files
 
 
 def _write_stamp(folder: Path, stamp: dict) -> None:
@@ -147,14 +148,19 @@ def _already_installed(folder: Path, spec: dict, stamp: dict, no_verify: bool) -
 class _Sink:
     """A temporary file beside ``dest`` that hashes what is written; ``commit`` checks and renames it."""
 
-    def __init__(self, dest: Path):
-        self.dest = dest
-        fd, self.tmp = tempfile.mkstemp(prefix="." + dest.name + ".", suffix=".part", dir=dest.parent)
+    def __init__(self, dest: Path, limit: int | None = None, origin: str = ""):
+        self.dest, self.limit, self.origin = dest, limit, origin
+        # the pid in the name lets a later fetch remove what a killed one left (see _remove_stale_parts)
+        fd, self.tmp = tempfile.mkstemp(prefix=f".{dest.name}.{os.getpid()}.", suffix=".part", dir=dest.parent)
         self.f = os.fdopen(fd, "wb")
         self.h = hashlib.sha256()
         self.n = 0
 
     def write(self, b: bytes) -> None:
+        if self.limit is not None and self.n + len(b) > self.limit:  # enforced with --no-verify too
+            self.discard()
+            raise MiniGPTError(f"{self.dest.name} from {self.origin or 'the source'} is larger than the "
+                               f"{self.limit:,} bytes the manifest records; nothing was installed")
         self.f.write(b)
         self.h.update(b)
         self.n += len(b)
@@ -165,11 +171,11 @@ class _Sink:
         self.f.close()
         digest = self.h.hexdigest()
         want_sha, want_size = spec.get("sha256"), spec.get("size")
+        if want_size is not None and self.n != want_size:  # a size the manifest records holds with --no-verify too
+            self.discard()
+            raise MiniGPTError(f"size mismatch for {spec['name']} from {origin}: {self.n} bytes, expected {want_size}; "
+                               f"nothing was installed")
         if not no_verify:
-            if want_size is not None and self.n != want_size:
-                self.discard()
-                raise MiniGPTError(f"size mismatch for {spec['name']} from {origin}: {self.n} bytes, expected {want_size}; "
-                                   f"nothing was installed")
             if want_sha is not None and digest != want_sha:
                 self.discard()
                 raise MiniGPTError(f"checksum mismatch for {spec['name']} from {origin}: sha256 {digest}, "
@@ -189,8 +195,26 @@ class _Sink:
         _unlink(self.tmp)
 
 
+def _remove_stale_parts(folder: Path) -> None:
+    """Remove the temporary ``.part`` files of fetches that were killed (their process no longer runs)."""
+    for p in folder.glob(".*.part"):
+        bits = p.name.rsplit(".", 3)  # ".name", pid, random, "part"
+        try:
+            pid = int(bits[1])
+        except (IndexError, ValueError):
+            continue
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            _unlink(p)
+        except OSError:
+            pass  # alive (or not ours to signal): leave it
+
+
 def _copy_into(src, spec: dict, dest: Path, origin: str, no_verify: bool) -> dict:
-    sink = _Sink(dest)
+    sink = _Sink(dest, spec.get("size"), origin)
     try:
         while chunk := src.read(_CHUNK):
             sink.write(chunk)
@@ -221,7 +245,7 @@ def _download_to(url: str, sink_write, desc: str, quiet: bool) -> None:
 def _fetch_url(spec: dict, dest: Path, no_verify: bool, quiet: bool) -> dict:
     errors = []
     for url in spec.get("urls", []):
-        sink = _Sink(dest)
+        sink = _Sink(dest, spec.get("size"), url)
         try:
             _download_to(url, sink.write, spec["name"], quiet)
         except (urllib.error.URLError, OSError, ValueError) as e:
@@ -307,6 +331,7 @@ def fetch(name: str, size: str | None = None, *, cache_dir=None, from_dir=None, 
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise MiniGPTError(f"cannot create the cache folder {folder}: {e.strerror or e}") from None
+    _remove_stale_parts(folder)
     say = (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr))
     try:
         if from_dir is not None:

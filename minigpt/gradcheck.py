@@ -59,6 +59,9 @@ def gradcheck(fn, *inputs, eps: float = 1e-6, atol: float = 1e-8, rtol: float = 
     and any other arguments, passed through. An element passes when
     ``|analytic - numeric| <= atol + rtol * |numeric|``.
 
+    A NaN or infinity in either gradient (analytic or numeric) is a failure, naming the first such element
+    (check points where the function is differentiable: not ``sqrt`` at 0 or ``log`` at -1).
+
     Returns a report ``{"ok", "max_abs_err", "max_rel_err", "worst": {...}}``; raises
     ``GradcheckError`` naming the worst element (input, index, analytic and numeric values) when an
     element fails and ``raise_on_failure`` is true.
@@ -88,6 +91,15 @@ def gradcheck(fn, *inputs, eps: float = 1e-6, atol: float = 1e-8, rtol: float = 
         x = inputs[i]
         analytic = x.grad if x.grad is not None else np.zeros_like(x.data)
         (numeric,) = numeric_gradient(lambda: scalar(inputs), [x.data], eps)
+        # a NaN or infinity on either side is a failure (never a match, even NaN against NaN)
+        bad = ~(np.isfinite(analytic) & np.isfinite(numeric))
+        if bad.any():
+            k = tuple(int(v) for v in np.argwhere(bad)[0])
+            report["ok"] = False
+            report["max_abs_err"] = float("nan")
+            report["worst"] = {"input": i, "index": k, "analytic": float(analytic[k]), "numeric": float(numeric[k]),
+                               "non_finite": True}
+            break
         err = np.abs(analytic - numeric)
         tol = atol + rtol * np.abs(numeric)
         if err.size:
@@ -105,6 +117,11 @@ def gradcheck(fn, *inputs, eps: float = 1e-6, atol: float = 1e-8, rtol: float = 
                 report["ok"] = False
     if not report["ok"] and raise_on_failure:
         wst = report["worst"]
+        if wst.get("non_finite"):
+            raise GradcheckError(
+                f"gradcheck failed for input {wst['input']} at index {wst['index']}: analytic {wst['analytic']!r} vs "
+                f"numeric {wst['numeric']!r} (a NaN or infinity is never a match: the function is not differentiable "
+                "there, or its backward is wrong)")
         raise GradcheckError(
             f"gradcheck failed for input {wst['input']} at index {wst['index']}: analytic {wst['analytic']:.10g}"
             f" vs numeric {wst['numeric']:.10g} (max abs err {report['max_abs_err']:.3g}, "

@@ -188,6 +188,9 @@ class Optimizer:
                     if k not in arrays:
                         raise MiniGPTError(f"{name}.load_state_dict: missing array {k!r}")
                     a = np.asarray(arrays[k])
+                    if a.dtype.kind != "f":
+                        raise MiniGPTError(f"{name}.load_state_dict: {k} has dtype {a.dtype}; the moments must be "
+                                           "floating point")
                     if a.shape != p.data.shape:
                         raise MiniGPTError(f"{name}.load_state_dict: {k} has shape {a.shape}, parameter {i} "
                                            f"has shape {p.data.shape}")

@@ -23,16 +23,16 @@ out_head (untied only)            lm_head.weight
 """
 from __future__ import annotations
 
-import json
+import math
 import re
 from pathlib import Path
 
 import numpy as np
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file, save
 
 from ..errors import MiniGPTError
-from ..io import atomic_write_bytes, atomic_write_json
+from ..io import atomic_write_bytes, atomic_write_json, read_json
 from .config import GPTConfig
 
 # (minigpt prefix, GPT-2 prefix); "{i}" stands for a block number. Names are renamed by prefix.
@@ -106,47 +106,160 @@ def config_to_hf(cfg: GPTConfig) -> dict:
     }
 
 
-def config_from_hf(d: dict) -> GPTConfig:
+_SIZE_FIELDS = ("vocab_size", "n_positions", "n_embd", "n_head", "n_layer")
+
+
+def _field(d: dict, key: str, kind: str, default=None, where: str = "config.json"):
+    """``d[key]`` checked for its kind: "int" (a positive integer, not a bool or a float), "bool", "float"."""
+    v = d.get(key, default)
+    if kind == "int":
+        ok = isinstance(v, int) and not isinstance(v, bool) and v > 0
+        want = "a positive integer"
+    elif kind == "bool":
+        ok = isinstance(v, bool)
+        want = "true or false"
+    else:
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        want = "a finite number"
+    if not ok:
+        raise MiniGPTError(f"{where}: {key} must be {want}, got {v!r}")
+    return v
+
+
+def config_from_hf(d: dict, where: str = "config.json") -> GPTConfig:
+    """The GPTConfig of a Hugging Face GPT-2 ``config.json`` (already parsed); every field checked for its type
+    and range (``where`` names the file in messages)."""
+    if not isinstance(d, dict):
+        raise MiniGPTError(f"{where} must hold a JSON object, got {type(d).__name__}")
     if d.get("model_type", "gpt2") != "gpt2":
-        raise MiniGPTError(f"config.json describes a {d.get('model_type')!r} model, not gpt2")
+        raise MiniGPTError(f"{where} describes a {d.get('model_type')!r} model, not gpt2")
     act = d.get("activation_function", "gelu_new")
     if act not in ("gelu_new", "gelu_pytorch_tanh"):
-        raise MiniGPTError(f"activation {act!r} is not supported (minigpt implements GPT-2's tanh GELU)")
+        raise MiniGPTError(f"{where}: activation {act!r} is not supported (minigpt implements GPT-2's tanh GELU)")
     for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"):
         if d.get(flag):
-            raise MiniGPTError(f"config.json sets {flag}, which minigpt does not implement")
+            raise MiniGPTError(f"{where} sets {flag}, which minigpt does not implement")
     if d.get("scale_attn_weights") is False:
-        raise MiniGPTError("config.json disables attention scaling, which minigpt does not implement")
+        raise MiniGPTError(f"{where} disables attention scaling, which minigpt does not implement")
+    for key in ("vocab_size", "n_embd", "n_head", "n_layer"):
+        if key not in d:
+            raise MiniGPTError(f"{where} lacks the GPT-2 field {key!r}")
+    if "n_positions" not in d and "n_ctx" not in d:
+        raise MiniGPTError(f"{where} lacks the GPT-2 field 'n_positions'")
+    n_embd = _field(d, "n_embd", "int", where=where)
+    if d.get("n_inner") not in (None, 4 * n_embd):
+        raise MiniGPTError(f"{where}: n_inner={d['n_inner']!r} is not supported (minigpt's MLP is 4 x n_embd)")
+    extra = d.get("minigpt", {})
+    if not isinstance(extra, dict):
+        raise MiniGPTError(f"{where}: 'minigpt' must be an object, got {extra!r}")
+    eps = _field(d, "layer_norm_epsilon", "float", 1e-5, where)
+    if not 0 < eps < 1:
+        raise MiniGPTError(f"{where}: layer_norm_epsilon must be in (0, 1), got {eps!r}")
+    drop = _field(extra, "drop_rate", "float", d.get("resid_pdrop", 0.1), where)
+    if not 0 <= drop < 1:
+        raise MiniGPTError(f"{where}: the drop rate must be in [0, 1), got {drop!r}")
+    return GPTConfig(
+        vocab_size=_field(d, "vocab_size", "int", where=where),
+        context_length=_field(d, "n_positions" if "n_positions" in d else "n_ctx", "int", where=where),
+        emb_dim=n_embd,
+        n_heads=_field(d, "n_head", "int", where=where),
+        n_layers=_field(d, "n_layer", "int", where=where),
+        drop_rate=float(drop),
+        qkv_bias=_field(extra, "qkv_bias", "bool", True, where),
+        tie_weights=_field(d, "tie_word_embeddings", "bool", True, where),
+        layer_norm_eps=float(eps),
+    )
+
+
+_FLOAT_DTYPES = {"F16", "F32", "F64"}
+
+
+def _read_header(path: Path) -> dict:
+    """``{name: (shape, dtype)}`` of a safetensors file, from its header alone (no tensor is read)."""
     try:
-        n_embd = int(d["n_embd"])
-        if d.get("n_inner") not in (None, 4 * n_embd):
-            raise MiniGPTError(f"n_inner={d['n_inner']} is not supported (minigpt's MLP is 4 x n_embd)")
-        extra = d.get("minigpt", {})
-        return GPTConfig(
-            vocab_size=int(d["vocab_size"]),
-            context_length=int(d.get("n_positions", d.get("n_ctx"))),
-            emb_dim=n_embd,
-            n_heads=int(d["n_head"]),
-            n_layers=int(d["n_layer"]),
-            drop_rate=float(extra.get("drop_rate", d.get("resid_pdrop", 0.1))),
-            qkv_bias=bool(extra.get("qkv_bias", True)),
-            tie_weights=bool(d.get("tie_word_embeddings", True)),
-            layer_norm_eps=float(d.get("layer_norm_epsilon", 1e-5)),
-        )
-    except (KeyError, TypeError) as e:
-        raise MiniGPTError(f"config.json lacks or mangles a GPT-2 field: {e}") from None
+        with safe_open(str(path), "np") as f:
+            return {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, TypeError, RuntimeError) as e:
+        raise MiniGPTError(f"cannot read {path}: {e}") from None
+
+
+def expected_shapes(cfg: GPTConfig) -> dict:
+    """The shape of every parameter of a GPT with config ``cfg`` (minigpt names), without building one."""
+    V, C, E = cfg.vocab_size, cfg.context_length, cfg.emb_dim
+    out = {"tok_emb.weight": (V, E), "pos_emb.weight": (C, E)}
+    for i in range(cfg.n_layers):
+        b = f"blocks.{i}."
+        out.update({b + "norm1.weight": (E,), b + "norm1.bias": (E,), b + "attn.qkv.weight": (E, 3 * E),
+                    b + "attn.qkv.bias": (3 * E,), b + "attn.proj.weight": (E, E), b + "attn.proj.bias": (E,),
+                    b + "norm2.weight": (E,), b + "norm2.bias": (E,), b + "ff.fc.weight": (E, 4 * E),
+                    b + "ff.fc.bias": (4 * E,), b + "ff.proj.weight": (4 * E, E), b + "ff.proj.bias": (E,)})
+    out.update({"final_norm.weight": (E,), "final_norm.bias": (E,), "out_head": (V, E)})
+    return out
+
+
+def _check_header(cfg: GPTConfig, header: dict, w_path: Path, cfg_path: Path) -> dict:
+    """Check the tensors a safetensors header announces against the config before anything is allocated:
+    float dtypes, every parameter present with the shape the config implies. ``{minigpt name: file name}``."""
+    names, unknown = {}, []
+    for name, (shape, dtype) in header.items():
+        hf = name[len("transformer."):] if name.startswith("transformer.") else name
+        if _IGNORED.match(hf):
+            continue
+        ours = _rename(hf, _FROM_HF)
+        if ours is None:
+            unknown.append(name)
+            continue
+        if dtype not in _FLOAT_DTYPES:
+            raise MiniGPTError(f"{w_path}: tensor {name} has dtype {dtype}; weights must be floating point "
+                               f"({', '.join(sorted(_FLOAT_DTYPES))})")
+        names[ours] = name
+    if unknown:
+        raise MiniGPTError(f"{w_path} has tensors that are not GPT-2 parameters: {', '.join(unknown[:8])}")
+    layers = {int(m.group(1)) for m in map(re.compile(r"blocks\.(\d+)\.").match, names) if m}
+    if layers != set(range(cfg.n_layers)):  # before listing the config's parameters: n_layer may be huge
+        raise MiniGPTError(f"{cfg_path} does not match {w_path.name}: n_layer is {cfg.n_layers}, the file holds "
+                           f"{len(layers)} blocks{'' if layers == set(range(len(layers))) else ' (not numbered 0..n-1)'}")
+    want = expected_shapes(cfg)
+    for ours, shape in want.items():
+        if ours not in names:
+            if ours == "out_head" or ours.endswith(".attn.qkv.bias"):
+                continue  # optional: a tied head, a model without q/k/v bias
+            raise MiniGPTError(f"{w_path} lacks the tensor {to_hf_name(ours)} that {cfg_path.name} implies "
+                               f"(n_layer={cfg.n_layers})")
+        got = header[names[ours]][0]
+        if got != shape:
+            raise MiniGPTError(f"{cfg_path} does not match {w_path.name}: {names[ours]} has shape {list(got)}, the "
+                               f"config implies {list(shape)} (vocab_size={cfg.vocab_size}, n_positions="
+                               f"{cfg.context_length}, n_embd={cfg.emb_dim})")
+    extra = [names[o] for o in names if o not in want]
+    if extra:
+        raise MiniGPTError(f"{w_path} has tensors beyond the n_layer={cfg.n_layers} of {cfg_path.name}: "
+                           f"{', '.join(extra[:8])}")
+    return names
 
 
 def _read_safetensors(path: Path) -> dict:
     try:
         return load_file(str(path))
-    except (SafetensorError, OSError, ValueError, TypeError) as e:
+    except (SafetensorError, OSError, ValueError, TypeError, RuntimeError) as e:
         raise MiniGPTError(f"cannot read {path}: {e}") from None
+
+
+def check_finite(arrays: dict, path) -> None:
+    """Refuse arrays holding NaN or infinity (a damaged or diverged file), naming the first such tensor."""
+    for name, arr in arrays.items():
+        if arr.dtype.kind == "f" and not np.isfinite(arr.sum(dtype=arr.dtype)):  # fast path: a finite sum
+            if not np.isfinite(arr).all():  # the sum may overflow for large finite values
+                raise MiniGPTError(f"{path}: tensor {name} holds NaN or infinity (a damaged or diverged file)")
 
 
 def read_pretrained(path) -> tuple[GPTConfig, dict]:
     """Read a Hugging Face GPT-2 directory (config.json + model.safetensors): the config and the
-    state dict in minigpt's parameter names (``GPT.from_pretrained`` builds the model from them)."""
+    state dict in minigpt's parameter names (``GPT.from_pretrained`` builds the model from them).
+
+    The config is checked field by field and against the shapes in the safetensors header before any array is
+    read; weights must be floating point and finite.
+    """
     path = Path(path)
     if not path.is_dir():
         raise MiniGPTError(f"model directory {path} does not exist")
@@ -156,26 +269,12 @@ def read_pretrained(path) -> tuple[GPTConfig, dict]:
     if not w_path.exists():
         hint = " (only pytorch_model.bin: minigpt reads safetensors, never pickles)" if (path / "pytorch_model.bin").exists() else ""
         raise MiniGPTError(f"{path} has no model.safetensors{hint}")
-    try:
-        hf_cfg = json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise MiniGPTError(f"{cfg_path} is not valid JSON: {e}") from None
-    cfg = config_from_hf(hf_cfg)
+    hf_cfg = read_json(cfg_path, "config.json", max_bytes=1 << 20)
+    cfg = config_from_hf(hf_cfg, str(cfg_path))
+    names = _check_header(cfg, _read_header(w_path), w_path, cfg_path)
     tensors = _read_safetensors(w_path)
-
-    state = {}
-    unknown = []
-    for name, arr in tensors.items():
-        hf = name[len("transformer."):] if name.startswith("transformer.") else name
-        if _IGNORED.match(hf):
-            continue
-        ours = _rename(hf, _FROM_HF)
-        if ours is None:
-            unknown.append(name)
-            continue
-        state[ours] = arr
-    if unknown:
-        raise MiniGPTError(f"{w_path} has tensors that are not GPT-2 parameters: {', '.join(unknown[:8])}")
+    check_finite(tensors, w_path)
+    state = {ours: tensors[name] for ours, name in names.items()}
     if "out_head" in state:  # an lm_head equal to wte is just the tied head stored twice
         if "tok_emb.weight" in state and np.array_equal(state["out_head"], state["tok_emb.weight"]):
             del state["out_head"]

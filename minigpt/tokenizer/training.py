@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from ..errors import MiniGPTError
 from ..kernels import bpe as K
+from .limits import MAX_TOKEN_BYTES, MAX_VOCAB_SIZE
 from .patterns import Splitter, safe_cut_before, surrogate_error
 
 _READ_CHARS = 1 << 20
@@ -212,10 +213,11 @@ def train_bpe(cls, texts, vocab_size, special_tokens, pattern, progress):
             raise MiniGPTError(f"special tokens must be non-empty strings, got {s!r}")
     if len(set(special_tokens)) != len(special_tokens):
         raise MiniGPTError(f"special tokens must be distinct, got {list(special_tokens)}")
-    try:
-        vocab_size = int(vocab_size)
-    except (TypeError, ValueError):
-        raise MiniGPTError(f"vocab_size must be an integer, got {vocab_size!r}") from None
+    if not isinstance(vocab_size, (int, np.integer)) or isinstance(vocab_size, bool):
+        raise MiniGPTError(f"vocab_size must be an integer, got {vocab_size!r}")
+    vocab_size = int(vocab_size)
+    if vocab_size > MAX_VOCAB_SIZE:
+        raise MiniGPTError(f"vocab_size {vocab_size:,} is too large: at most {MAX_VOCAB_SIZE:,} tokens")
     lo = 256 + len(special_tokens)
     if vocab_size < lo:
         raise MiniGPTError(f"vocab_size must be at least {lo} (256 byte tokens + {len(special_tokens)} special "
@@ -229,6 +231,13 @@ def train_bpe(cls, texts, vocab_size, special_tokens, pattern, progress):
         except UnicodeEncodeError:
             raise surrogate_error(w) from None
     freq = np.fromiter(counts.values(), np.int64, len(counts))
+    if any(len(w) > MAX_TOKEN_BYTES for w in words):  # learn from pieces: no token may exceed the limit
+        cut_words, cut_freq = [], []
+        for w, c in zip(words, freq.tolist()):
+            for k in range(0, len(w), MAX_TOKEN_BYTES):
+                cut_words.append(w[k:k + MAX_TOKEN_BYTES])
+                cut_freq.append(c)
+        words, freq = cut_words, np.array(cut_freq, np.int64)
     n_new = vocab_size - lo
     merges, made = learn_merges(words, freq, n_new, progress)
     if made < n_new:

@@ -20,7 +20,7 @@ from ..io import cache_dir
 from ..model import GPT, GPTConfig
 from ..tokenizer import BPETokenizer
 from ..tokenizer.special import ENDOFTEXT
-from .loop import Trainer, TrainConfig, load_checkpoint, resolve_model_dir
+from .loop import RUN_MARKERS, Trainer, TrainConfig, latest_checkpoint, load_checkpoint
 
 
 def load_corpus(text_files=None) -> tuple[str, str]:
@@ -139,23 +139,37 @@ def pretrain(out_dir, text_files=None, config: str = "mini", config_overrides: d
     if not main:
         log, progress = (lambda msg: None), False
     out_dir = Path(out_dir)
-    latest = out_dir / "latest.json"
 
     def check_out_dir():
+        """Rank 0's output folder: a new one, or a run with a checkpoint to resume from (returned)."""
         if not main:
             return None
-        if latest.exists() and not resume:
-            raise MiniGPTError(f"{out_dir} already holds a training run; pass --resume to continue it, or choose "
-                               "another --out")
-        if resume and not latest.exists():
-            raise MiniGPTError(f"--resume: {out_dir} holds no checkpoint to resume from")
-        return resolve_model_dir(out_dir) if resume else None
+        if out_dir.exists() and not out_dir.is_dir():
+            raise MiniGPTError(f"--out {out_dir} is a file; it must be a folder (new or holding a run to --resume)")
+        found = [m for m in RUN_MARKERS if (out_dir / m).exists()]
+        if found and not resume:  # any trace of a run, not only latest.json: nothing of it may be overwritten
+            raise MiniGPTError(f"{out_dir} already holds a training run ({', '.join(found)}); pass --resume to "
+                               "continue it, or choose another --out")
+        ck = latest_checkpoint(out_dir) if resume else None
+        if resume and ck is None:
+            what = (f"only {', '.join(found)} of a run that stopped before its first checkpoint; remove them to "
+                    "start afresh" if found else "no training run")
+            raise MiniGPTError(f"--resume: {out_dir} holds no checkpoint to resume from ({what})")
+        return ck
 
     ck_dir = _on_all_ranks(dist, check_out_dir, name_ranks=False)  # rank 0's output folder alone
     if resume:  # rank 0's checkpoint, copied to the other ranks (machines need not share a file system)
         src = dist.broadcast_dir(ck_dir)
+        where = ck_dir or src  # the folder named in messages (rank 0's)
+
+        def load():
+            loaded = load_checkpoint(src)
+            if loaded[2] is None:
+                raise MiniGPTError(f"--resume: the checkpoint {where} lacks tokenizer.json")
+            return loaded
+
         try:
-            model, opt_state, tok, state = _on_all_ranks(dist, lambda: load_checkpoint(src))
+            model, opt_state, tok, state = _on_all_ranks(dist, load, name_ranks=False)
         finally:
             if src != ck_dir:
                 shutil.rmtree(src, ignore_errors=True)
@@ -187,9 +201,12 @@ def pretrain(out_dir, text_files=None, config: str = "mini", config_overrides: d
 
     new_tok, ids = _on_all_ranks(dist, prepare)
     if resume:
-        if fingerprint(ids) != state.get("data_fingerprint"):
-            raise MiniGPTError("--resume: the training text differs from the one this run started with; pass the "
-                               "same --text files")
+        def same_text():
+            if fingerprint(ids) != state.get("data_fingerprint"):
+                raise MiniGPTError("--resume: the training text differs from the one this run started with; pass "
+                                   "the same --text files")
+
+        _on_all_ranks(dist, same_text)
         ctx = model.config.context_length
     else:
         tok = new_tok
@@ -221,7 +238,16 @@ def pretrain(out_dir, text_files=None, config: str = "mini", config_overrides: d
     trainer = Trainer(model, tok, train_loader, val_loader, cfg, out_dir, log=log, progress=progress,
                       extra_state=extra, dist=dist)
     if resume:
-        trainer.restore(opt_state, state)
+        def restore():
+            try:
+                trainer.restore(opt_state, state)
+            except (KeyError, TypeError, ValueError, AttributeError) as e:
+                if isinstance(e, MiniGPTError):
+                    raise MiniGPTError(f"--resume: {where}: {e}") from None
+                raise MiniGPTError(f"--resume: {where}/trainer_state.json is damaged "
+                                   f"({type(e).__name__}: {e})") from None
+
+        _on_all_ranks(dist, restore, name_ranks=False)  # the same state on every rank: rank 0 speaks
         log(f"resuming {out_dir} at step {trainer.step} of {cfg.steps}")
     if trainer.step >= cfg.steps:
         log(f"{out_dir} has already run all {cfg.steps} steps; pass a larger --steps to continue")
