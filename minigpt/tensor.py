@@ -163,11 +163,13 @@ class Tensor:
         return id(self)
 
     # --- backward ---------------------------------------------------------------------------------
-    def backward(self, grad=None) -> None:
+    def backward(self, grad=None, retain_graph: bool = False) -> None:
         """Accumulate d(self)/d(leaf) into every leaf tensor that requires a gradient.
 
         ``grad`` is the gradient of some scalar with respect to this tensor; it may be omitted only
-        when this tensor holds a single element (then it is 1).
+        when this tensor holds a single element (then it is 1). Each op releases what its forward saved
+        once its backward has run, so a graph can be back-propagated once (as in PyTorch); a second
+        ``backward()`` through it is an error, unless the first one passed ``retain_graph=True``.
         """
         if not self.requires_grad:
             raise MiniGPTError("backward() on a tensor that does not require grad (no graph was recorded)")
@@ -184,6 +186,7 @@ class Tensor:
                 raise MiniGPTError(f"backward() gradient has shape {grad.shape}, the tensor has {self.shape}")
 
         order = _topological_order(self)  # every tensor self depends on, inputs before outputs
+        _check_not_released(order)          # before any gradient is added anywhere
         grads = GradSums(self, grad)        # tensor -> sum of the gradients it has received so far
         for node in reversed(order):        # outputs before inputs: a node's sum is complete when reached
             g = grads.pop(node)
@@ -201,6 +204,8 @@ class Tensor:
                 if ig is not None and inp.requires_grad:
                     _check_grad_shape(op, inp, ig)
                     grads.add(inp, ig, g, in_grads)   # grads[inp] += ig
+            if not retain_graph:
+                op.release()                # frees the op's saved arrays now, not when the graph dies
 
     # --- operators (defined in ops/, bound at the bottom of this module) ---------------------------
     def __neg__(self):
@@ -350,6 +355,17 @@ def _topological_order(root: Tensor) -> list:
     return order
 
 
+def _check_not_released(order) -> None:
+    op = next((n._op for n in order if n._op is not None and n._op.released), None)
+    if op is not None:
+        raise MiniGPTError(
+            f"backward() through a graph that was already back-propagated: the first backward() released "
+            f"what its ops saved ({type(op).__name__} among them). To back-propagate the same graph again, pass "
+            f"retain_graph=True to the first backward(); to accumulate gradients on purpose (several batches "
+            f"per optimizer step), run a forward pass for each and call backward() on each loss: .grad adds "
+            f"up until zero_grad()")
+
+
 def _check_grad_shape(op, inp: Tensor, ig) -> None:
     if ig.shape != inp.data.shape:  # an op bug, never a user error
         raise RuntimeError(f"{type(op).__name__}.backward returned a gradient of shape {ig.shape} "
@@ -377,6 +393,7 @@ class Function:
 
     inputs: tuple = ()
     needs: tuple = ()
+    released: bool = False          # True once backward ran without retain_graph: the saved arrays are gone
     grad_is_scratch: bool = False  # set by backward (grad_buffers.GradSums.is_scratch): may reuse grad's memory
 
     def forward(self, *arrays, **params):  # pragma: no cover - abstract
@@ -384,6 +401,13 @@ class Function:
 
     def backward(self, grad):  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def release(self) -> None:
+        """Drop everything forward saved on ``self`` (the graph's links, ``inputs`` and ``needs``, stay)."""
+        keep = {k: v for k, v in self.__dict__.items() if k in ("inputs", "needs")}
+        self.__dict__.clear()
+        self.__dict__.update(keep)
+        self.released = True
 
     @classmethod
     def apply(cls, *inputs: Tensor, **params) -> Tensor:

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import sys
 
-from ..errors import MiniGPTError
+from ..errors import DisallowedSpecialTokenError, MiniGPTError
 
 
 def add(sub):
-    p = sub.add_parser("tokenizer", help="train a byte-level BPE tokenizer; encode and decode text",
+    p = sub.add_parser("tokenizer", help="train a BPE tokenizer; encode and decode text",
                        description="Train a byte-level BPE tokenizer, or encode/decode text with one (a file "
                        "written by 'minigpt tokenizer train', or GPT-2's encoder.json + vocab.bpe).")
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
@@ -101,7 +101,11 @@ def _cmd_tokenizer_encode(args):
             raise MiniGPTError(f"{args.file} is not UTF-8 text ({e})") from None
     else:
         text = sys.stdin.read()
-    ids = tok.encode(text, allowed_special="all" if args.allow_special else ())
+    try:
+        ids = tok.encode(text, allowed_special="all" if args.allow_special else ())
+    except DisallowedSpecialTokenError as e:  # the library's advice names Python arguments; name the flag
+        raise MiniGPTError(f"the text contains the special token {e.token!r}: pass --allow-special to encode "
+                           "it as its special token") from None
     print(" ".join(map(str, ids)))
     return 0
 

@@ -12,7 +12,7 @@ from .options import add_dataclass_options, dataclass_from_args
 def add(sub):
     from ..train import TrainConfig
 
-    p = sub.add_parser("train", help="pretrain a GPT on text (default: the built-in corpus) and print a sample",
+    p = sub.add_parser("train", help="pretrain a GPT on text files or the built-in corpus",
                        description="Pretrain a GPT from scratch. Without --text it trains on the built-in corpus "
                        "(the docstrings of Python's standard library, extracted offline).")
     p.add_argument("--text", nargs="+", default=None, metavar="FILE", help="UTF-8 text files (joined with "
@@ -76,9 +76,7 @@ def _cmd_train(args):
         dist.close()
     if not dist.is_main:
         return 0
-    val = summary.get("val_loss")
-    print(f"trained {summary['step']} steps; final train loss {summary.get('train_loss') or float('nan'):.3f}"
-          + (f", val loss {val:.3f}" if val is not None else "") + f"; model in {args.out}")
+    print(_summary_line(summary, args.out))
     print("--- generated text ---")
     print(summary["sample"])
     return 0
@@ -101,3 +99,14 @@ def _stop_ranks(dist, e: BaseException) -> None:
         print(f"minigpt: rank {dist.rank} failed:", file=sys.stderr)
         traceback.print_exception(e, file=sys.stderr)
     dist.abort(2)
+
+
+def _summary_line(summary: dict, out) -> str:
+    """The run's last line: steps, the last logged losses; never a made-up ``nan`` when no step ran."""
+    train, val = summary.get("train_loss"), summary.get("val_loss")
+    losses = "" if train is None else f"final train loss {train:.3f}" + (f", val loss {val:.3f}" if val is not None
+                                                                          else "")
+    if summary.get("steps_run", summary["step"]) == 0:
+        head = f"no step ran (the run is at step {summary['step']})"
+        return head + (f"; its last {losses[len('final '):]}" if losses else "") + f"; model in {out}"
+    return f"trained {summary['step']} steps" + (f"; {losses}" if losses else "") + f"; model in {out}"

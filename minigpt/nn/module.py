@@ -11,7 +11,7 @@ from collections import OrderedDict
 import numpy as np
 
 from ..errors import MiniGPTError
-from ..tensor import FLOAT_DTYPES, Tensor
+from ..tensor import FLOAT_DTYPES, Tensor, no_grad
 
 
 class Parameter(Tensor):
@@ -27,6 +27,58 @@ class Parameter(Tensor):
 
     def __repr__(self):
         return f"Parameter(shape={self.shape}, dtype={self.dtype}, requires_grad={self.requires_grad})"
+
+
+# Functions ``hook(module, output)`` called after every module call; ``summary()`` records output shapes
+# with one. Empty (one truth test per call) the rest of the time.
+_CALL_HOOKS: list = []
+
+
+def _shape_of(out):
+    if isinstance(out, Tensor | np.ndarray):
+        return tuple(out.shape)
+    if isinstance(out, tuple | list) and out:
+        return _shape_of(out[0])
+    return None
+
+
+class ModelSummary:
+    """The table ``Module.summary()`` returns: print it, or read ``rows`` (one dict per module:
+    ``name``, ``type``, ``depth``, ``output_shape`` (None if the module did not run), ``params``,
+    ``trainable``) and the totals ``params``, ``trainable``, ``frozen``, ``input_shape``, ``output_shape``."""
+
+    def __init__(self, title, rows, params, trainable, input_shape, output_shape):
+        self.title, self.rows = title, rows
+        self.params, self.trainable, self.frozen = params, trainable, params - trainable
+        self.input_shape, self.output_shape = input_shape, output_shape
+
+    def __str__(self) -> str:
+        def state(r):
+            if r["params"] == 0:
+                return "-"
+            return ("trainable" if r["trainable"] == r["params"] else "frozen" if r["trainable"] == 0
+                    else f"{r['trainable']:,} trainable")
+
+        def shape(s):
+            return "-" if s is None else "(" + ", ".join(map(str, s)) + ")"
+
+        cells = [("layer (type)", "output shape", "params", "trainable")]
+        cells += [("  " * (r["depth"] - 1) + f"{r['name']} ({r['type']})", shape(r["output_shape"]),
+                   f"{r['params']:,}", state(r)) for r in self.rows]
+        w = [max(len(c[i]) for c in cells) for i in range(4)]
+        line = "-" * (sum(w) + 6)
+        out = [self.title, line]
+        for k, c in enumerate(cells):
+            out.append(f"{c[0]:<{w[0]}}  {c[1]:<{w[1]}}  {c[2]:>{w[2]}}  {c[3]}".rstrip())
+            if k == 0:
+                out.append(line)
+        out += [line, f"parameters: {self.params:,} (trainable {self.trainable:,}, frozen {self.frozen:,}; "
+                      "a shared parameter counted once)"]
+        if self.input_shape is not None:
+            out.append(f"input {shape(self.input_shape)} -> output {shape(self.output_shape)}")
+        return "\n".join(out)
+
+    __repr__ = __str__
 
 
 class Module:
@@ -57,7 +109,16 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        out = self.forward(*args, **kwargs)
+        if _CALL_HOOKS:
+            self._ran(out)
+        return out
+
+    def _ran(self, out) -> None:
+        """Tell the call hooks this module produced ``out``: for a sub-module whose work a fused op of
+        its parent did without calling it (``FeedForward.fc`` inside ``linear_gelu``)."""
+        for hook in _CALL_HOOKS:
+            hook(self, out)
 
     # --- the tree ---------------------------------------------------------------------------------
     def named_modules(self, prefix: str = ""):
@@ -154,6 +215,39 @@ class Module:
     def dtype(self):
         ps = self.parameters()
         return ps[0].dtype if ps else np.dtype(np.float32)
+
+    # --- summary --------------------------------------------------------------------------------------
+    def summary(self, *inputs, max_depth: int | None = None) -> ModelSummary:
+        """A per-layer table: every sub-module's name and type, its output shape when the module runs
+        on ``inputs`` (in eval mode, without a graph; omit ``inputs`` for the parameters alone), its
+        number of parameters and whether they are trainable or frozen. ``max_depth`` limits how deep
+        the tree is listed (1: direct children only)."""
+        shapes, out = {}, None
+        if inputs:
+            def record(module, output):
+                shapes[id(module)] = _shape_of(output)
+
+            was_training = self.training
+            self.eval()
+            _CALL_HOOKS.append(record)
+            try:
+                with no_grad():
+                    out = self(*inputs)
+            finally:
+                _CALL_HOOKS.remove(record)
+                self.train(was_training)
+        rows = []
+        for name, m in self.named_modules():
+            depth = name.count(".") + 1 if name else 0
+            if depth == 0 or (max_depth is not None and depth > max_depth):
+                continue
+            params = m.parameters()  # every parameter under the module
+            rows.append({"name": name, "type": type(m).__name__, "depth": depth,
+                         "output_shape": shapes.get(id(m)), "params": int(sum(p.size for p in params)),
+                         "trainable": int(sum(p.size for p in params if p.requires_grad))})
+        return ModelSummary(f"{type(self).__name__}: {self.extra_repr()}" if self.extra_repr() else type(self).__name__,
+                            rows, self.num_parameters(), self.num_parameters(trainable_only=True),
+                            _shape_of(inputs[0]) if inputs else None, _shape_of(out))
 
     # --- repr ---------------------------------------------------------------------------------------
     def extra_repr(self) -> str:

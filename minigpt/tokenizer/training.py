@@ -18,10 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tqdm.auto import tqdm
-
 from ..errors import MiniGPTError
 from ..kernels import bpe as K
+from ..progress import progress_bar
 from .limits import MAX_TOKEN_BYTES, MAX_VOCAB_SIZE
 from .patterns import Splitter, safe_cut_before, surrogate_error
 
@@ -80,7 +79,7 @@ def count_pretokens(texts, splitter: Splitter, special_tokens=(), progress=False
     special_rx = None
     if special_tokens:
         special_rx = re.compile("|".join(re.escape(s) for s in sorted(special_tokens, key=lambda s: (-len(s), s))))
-    bar = tqdm(desc="counting pre-tokens", unit="char", unit_scale=True, disable=not progress, leave=False)
+    bar = progress_bar(desc="counting pre-tokens", unit="char", unit_scale=True, disable=not progress, leave=False)
     with bar:
         for text, n in _sources(texts):
             if text:
@@ -158,7 +157,7 @@ def learn_merges(words: list[bytes], counts: np.ndarray, n_new: int, progress=Fa
     out_b = np.empty(cap, np.int32)
     out_id = np.empty(cap, np.int32)
 
-    bar = tqdm(total=n_new, desc="learning merges", unit="token", disable=not progress, leave=False)
+    bar = progress_bar(n_new, desc="learning merges", unit="token", disable=not progress, leave=False)
     made = 0
     with bar:
         while True:

@@ -19,7 +19,6 @@ import dataclasses
 import json
 import math
 import os
-import re
 import shutil
 import sys
 import time
@@ -28,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 from safetensors.numpy import load_file, save
-from tqdm import tqdm
 
 from .. import random as mrandom
 from .. import runtime
@@ -36,10 +34,13 @@ from ..distributed import Single
 from ..errors import MiniGPTError
 from ..io import _fsync_dir, atomic_write_bytes, atomic_write_json, atomic_write_text, dumps, read_json
 from ..model import GPT, generate
-from ..model.checkpoint import _read_safetensors, check_finite
+from ..model.checkpoint import (CHECKPOINT_FILES, _read_latest, _read_safetensors, check_finite,  # noqa: F401
+                                complete_checkpoints, latest_checkpoint, resolve_model_dir)  # (re-exported)
 from ..optim import AdamW, CosineWithWarmup, clip_grad_norm, split_decay_groups
+from ..progress import progress_bar
 from ..tensor import no_grad
 from ..tokenizer import BPETokenizer
+from . import kernel_cache
 
 
 def _setting(default, help: str):
@@ -131,75 +132,10 @@ def perplexity(loss: float) -> float:
 
 
 # --- checkpoints ---------------------------------------------------------------------------------------
-CHECKPOINT_FILES = ("config.json", "model.safetensors", "optimizer.safetensors", "trainer_state.json")
-_STEP_DIR = re.compile(r"step-(\d{6,})")
+# Where a run's checkpoints are (complete_checkpoints, latest_checkpoint, resolve_model_dir) is in
+# model/checkpoint.py, so that GPT.from_pretrained takes a run folder as the command line does.
 # what marks a folder as holding (part of) a training run: a fresh run never writes into such a folder
 RUN_MARKERS = ("latest.json", "checkpoints", "log.jsonl", "trainer_state.json", "model.safetensors")
-
-
-def complete_checkpoints(out_dir) -> list[tuple[int, Path]]:
-    """``(step, folder)`` of every complete checkpoint in ``out_dir/checkpoints`` (all its files present),
-    oldest first. A checkpoint is renamed into place only once complete, so one that is listed is whole even
-    when a kill came before ``latest.json`` was updated."""
-    root = Path(out_dir) / "checkpoints"
-    if not root.is_dir():
-        return []
-    found = []
-    for p in root.iterdir():
-        m = _STEP_DIR.fullmatch(p.name)
-        if m and p.is_dir() and not p.is_symlink() and all((p / f).is_file() for f in CHECKPOINT_FILES):
-            found.append((int(m.group(1)), p))
-    return sorted(found)
-
-
-def _read_latest(out_dir: Path) -> Path | None:
-    """The checkpoint folder ``latest.json`` names, checked to be a ``checkpoints/step-N`` folder of this run
-    (never a path outside it); None when there is no latest.json."""
-    latest = out_dir / "latest.json"
-    if not latest.exists():
-        return None
-    d = read_json(latest, "latest.json", max_bytes=1 << 16)
-    rel = d.get("checkpoint")
-    if not isinstance(rel, str):
-        raise MiniGPTError(f"{latest} is damaged: 'checkpoint' must be a path such as \"checkpoints/step-000400\", "
-                           f"got {rel!r}")
-    parts = Path(rel).parts
-    if Path(rel).is_absolute() or len(parts) != 2 or parts[0] != "checkpoints" or not _STEP_DIR.fullmatch(parts[1]):
-        raise MiniGPTError(f"{latest} is damaged: it points at {rel!r}, which is not a checkpoint of this run "
-                           "(only checkpoints/step-N folders inside the run folder count)")
-    return out_dir / "checkpoints" / parts[1]
-
-
-def latest_checkpoint(out_dir) -> Path | None:
-    """The newest complete checkpoint of the run in ``out_dir``: the one ``latest.json`` names, or a newer complete
-    one (a kill between renaming a checkpoint into place and updating ``latest.json`` leaves it stale), or with
-    no ``latest.json`` the newest complete one. None when the run has no complete checkpoint."""
-    out_dir = Path(out_dir)
-    named = _read_latest(out_dir)
-    found = complete_checkpoints(out_dir)
-    if named is not None and not named.is_symlink() and all((named / f).is_file() for f in CHECKPOINT_FILES[:2]):
-        m = _STEP_DIR.fullmatch(named.name)
-        if not found or int(m.group(1)) >= found[-1][0]:
-            return named
-    return found[-1][1] if found else None
-
-
-def resolve_model_dir(path) -> Path:
-    """A training output directory resolves to its latest complete checkpoint; a model directory to itself."""
-    path = Path(path)
-    if (path / "latest.json").exists() or (path / "checkpoints").is_dir():
-        ck = latest_checkpoint(path)
-        if ck is None:
-            raise MiniGPTError(f"{path} is a training run folder without a complete checkpoint (the run stopped "
-                               "before its first one)")
-        return ck
-    if (path / "model.safetensors").exists():
-        return path
-    if not path.exists():
-        raise MiniGPTError(f"model directory {path} does not exist")
-    if not path.is_dir():
-        raise MiniGPTError(f"{path} is a file; --model expects a training output folder or a model folder")
-    raise MiniGPTError(f"{path} holds neither a checkpoint (latest.json) nor a model (model.safetensors)")
 
 
 def save_checkpoint(out_dir, step: int, model, optimizer, tokenizer, state: dict, keep: int = 2) -> Path:
@@ -316,6 +252,11 @@ class Trainer:
         self.tokens_seen = 0
         self.history = []  # (step, tokens, train_loss, val_loss or None)
         self.extra_state = dict(extra_state or {})  # saved in every checkpoint as is (e.g. a data fingerprint)
+        self._bar = None  # the progress bar while run() is running (messages go above it)
+        self._plot_warned = False
+        # set by pretrain() when it announced the compilation itself (before training the tokenizer, whose
+        # kernels compile too): when that started, so the first run's whole compile time is measured
+        self.compile_started = None
         self.last_checkpoint: Path | None = None  # the newest checkpoint of this run written or resumed from
 
     # state that makes a resumed run identical to an uninterrupted one
@@ -421,15 +362,16 @@ class Trainer:
         return lv, norm
 
     def run(self) -> dict:
+        """Train up to ``cfg.steps``. The progress report starts after the first step of this process, so
+        the kernels' compilation on a first run (announced beforehand) stays out of its rate."""
         cfg = self.cfg
         main = self.dist.is_main
         if main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.out_dir / "log.jsonl" if main else os.devnull
-        bar = None
-        if self.progress:
-            bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
-                       file=sys.stderr, mininterval=0.5)
+        cold = kernel_cache.numba_in_use() and not kernel_cache.is_warm()
+        if cold and self.compile_started is None:
+            self._say(None, kernel_cache.compile_note())
         batches = self.train_loader.batches()
         last_val = None
         self.model.train()
@@ -447,6 +389,15 @@ class Trainer:
                     tps = x.size / dt if dt > 0 else float("inf")
                     rec = {"step": self.step, "tokens": self.tokens_seen, "loss": round(loss, 6), "lr": lr,
                            "grad_norm": None if math.isnan(norm) else round(norm, 6), "tokens_per_s": round(tps, 1)}
+                    bar_started = False
+                    if cold:
+                        started = t0 if self.compile_started is None else self.compile_started
+                        kernel_cache.mark_warm(time.perf_counter() - started)
+                        cold = False
+                    if self.progress and self._bar is None:  # from here on the rate is the steady one
+                        self._bar = progress_bar(cfg.steps, desc="train", unit="step", initial=self.step)
+                        bar_started = True
+                    bar = self._bar
                     val = None
                     evaluate_now = cfg.eval_every and (self.step % cfg.eval_every == 0 or self.step == cfg.steps)
                     if evaluate_now and self.val_loader is not None:
@@ -467,7 +418,8 @@ class Trainer:
                         if last_val is not None:
                             post["val"] = f"{last_val:.3f}"
                         bar.set_postfix(post, refresh=False)
-                        bar.update(1)
+                        if not bar_started:  # the step that started the report is its `initial`
+                            bar.update(1)
                     if val is not None:
                         self._say(bar, f"step {self.step}: train loss {loss:.3f}, val loss {val:.3f} "
                                        f"(ppl {perplexity(val):.1f})")
@@ -482,10 +434,18 @@ class Trainer:
                     if cfg.sample_every and self.step % cfg.sample_every == 0 and self.step != cfg.steps and main:
                         self._say(bar, f"--- sample at step {self.step} ---\n{self.sample()}\n---")
         finally:
-            if bar is not None:
-                bar.close()
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None
+        return self.summary()
+
+    def summary(self) -> dict:
+        """Step, tokens seen, and the last logged train and validation losses (None where none was
+        logged): after a resume with nothing left to run, these are the losses the run ended with."""
+        vals = [h[3] for h in self.history if h[3] is not None]
         return {"step": self.step, "tokens_seen": self.tokens_seen,
-                "train_loss": self.history[-1][2] if self.history else None, "val_loss": last_val}
+                "train_loss": self.history[-1][2] if self.history else None,
+                "val_loss": vals[-1] if vals else None}
 
     def _say(self, bar, msg: str) -> None:
         if bar is not None:
@@ -501,6 +461,10 @@ class Trainer:
             matplotlib.use("Agg")
             import matplotlib.pyplot as plt
         except ImportError:
+            if not self._plot_warned:  # once per run, with the command that enables it
+                self._plot_warned = True
+                self._say(self._bar, f"note: no {self.out_dir / 'loss.png'}: plotting needs matplotlib "
+                                     "(pip install matplotlib, or pip install -e \".[plot]\" in a checkout)")
             return None
         if not self.history or not self.dist.is_main:
             return None

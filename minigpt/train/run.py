@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import math
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from ..io import cache_dir
 from ..model import GPT, GPTConfig
 from ..tokenizer import BPETokenizer
 from ..tokenizer.special import ENDOFTEXT
+from . import kernel_cache
 from .loop import RUN_MARKERS, Trainer, TrainConfig, latest_checkpoint, load_checkpoint
 
 
@@ -125,6 +127,28 @@ def _on_all_ranks(dist, fn, name_ranks: bool = True):
     return result
 
 
+def check_settings(config: str, config_overrides: dict | None, tokenizer: str, vocab_size: int,
+                   epochs: float | None, val_fraction: float) -> None:
+    """Reject bad settings up front, each with a message naming it: the preset and its overrides, the
+    tokenizer (a trained BPE's size; GPT-2's files or the tokenizer file being there), epochs and the
+    validation fraction. ``pretrain`` calls it before reading the corpus."""
+    # the vocabulary size is known only once the tokenizer exists: any valid value checks the rest
+    GPTConfig.preset(config, **{**(config_overrides or {}), "vocab_size": max(int(vocab_size or 0), 1)})
+    if tokenizer == "bpe":
+        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 257:
+            raise MiniGPTError(f"--vocab-size must be an integer of at least 257 (256 byte tokens + "
+                               f"<|endoftext|>), got {vocab_size!r}")
+    elif tokenizer == "gpt2":
+        _gpt2_vocab_dir()
+    elif not Path(tokenizer).exists():
+        raise MiniGPTError(f"--tokenizer {tokenizer!r}: expected 'bpe', 'gpt2', a tokenizer .json file or a "
+                           "folder with GPT-2's encoder.json and vocab.bpe (no such file or folder)")
+    if epochs is not None and not (isinstance(epochs, (int, float)) and epochs > 0 and math.isfinite(epochs)):
+        raise MiniGPTError(f"--epochs must be a positive number, got {epochs}")
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 <= val_fraction < 1:
+        raise MiniGPTError(f"--val-fraction must be a number in [0, 1), got {val_fraction!r}")
+
+
 def pretrain(out_dir, text_files=None, config: str = "mini", config_overrides: dict | None = None,
              tokenizer: str = "bpe", vocab_size: int = 2048, train_cfg: TrainConfig | None = None,
              epochs: float | None = None, val_fraction: float = 0.1, resume: bool = False,
@@ -156,6 +180,14 @@ def pretrain(out_dir, text_files=None, config: str = "mini", config_overrides: d
                     "start afresh" if found else "no training run")
             raise MiniGPTError(f"--resume: {out_dir} holds no checkpoint to resume from ({what})")
         return ck
+
+    if not resume:  # every setting checked before minutes go into the corpus and the tokenizer
+        _on_all_ranks(dist, lambda: check_settings(config, config_overrides, tokenizer, vocab_size, epochs,
+                                                   val_fraction))
+    compile_started = None
+    if kernel_cache.numba_in_use() and not kernel_cache.is_warm():  # the BPE's kernels compile too
+        log(kernel_cache.compile_note())
+        compile_started = time.perf_counter()
 
     ck_dir = _on_all_ranks(dist, check_out_dir, name_ranks=False)  # rank 0's output folder alone
     if resume:  # rank 0's checkpoint, copied to the other ranks (machines need not share a file system)
@@ -237,6 +269,7 @@ def pretrain(out_dir, text_files=None, config: str = "mini", config_overrides: d
         extra["world_size"] = dist.world_size
     trainer = Trainer(model, tok, train_loader, val_loader, cfg, out_dir, log=log, progress=progress,
                       extra_state=extra, dist=dist)
+    trainer.compile_started = compile_started
     if resume:
         def restore():
             try:
@@ -249,11 +282,13 @@ def pretrain(out_dir, text_files=None, config: str = "mini", config_overrides: d
 
         _on_all_ranks(dist, restore, name_ranks=False)  # the same state on every rank: rank 0 speaks
         log(f"resuming {out_dir} at step {trainer.step} of {cfg.steps}")
+    first_step = trainer.step
     if trainer.step >= cfg.steps:
         log(f"{out_dir} has already run all {cfg.steps} steps; pass a larger --steps to continue")
-        summary = {"step": trainer.step}
+        summary = trainer.summary()
     else:
         summary = trainer.run()
+    summary["steps_run"] = trainer.step - first_step
     summary["sample"] = trainer.sample() if main else ""
     summary["out_dir"] = str(out_dir)
     return summary
