@@ -26,6 +26,7 @@ COMMANDS = (
     "quantize",
     "tokenizer",
     "download",
+    "inspect",
 )
 
 
