@@ -641,3 +641,15 @@ def test_a_model_folder_carrying_a_hostile_tokenizer(model_dir, capsys):
                              "--max-new-tokens", "2")
     one_line_error(code, err, "tokenizer.json", "limited to 256 bytes")
     assert out == ""
+
+
+@pytest.mark.parametrize("name, value", [("MINIGPT_KERNELS", "foo"), ("MINIGPT_GRAD_OPTIMIZATIONS", "maybe")])
+def test_a_bad_environment_variable_is_a_one_line_error(name, value):
+    # the variables are read when the command modules are imported (while the parser is built): a fresh
+    # interpreter, so the modules are imported under the bad value
+    code = "import sys\nfrom minigpt.cli import main\nsys.exit(main(['tokenizer', 'encode', '--text', 'hi']))\n"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(ROOT), name: value})
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("minigpt: error: ") and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert name in r.stderr and value in r.stderr
