@@ -16,7 +16,7 @@ LAYERS = [
     ["minigpt.nn"],
     ["minigpt.model"],
     ["minigpt.tokenizer", "minigpt.download", "minigpt.data.shared"],
-    ["minigpt.data", "minigpt.optim"],
+    ["minigpt.data", "minigpt.optim", "minigpt.distributed"],
     ["minigpt.train"],
     ["minigpt.cli", "minigpt.__main__"],
 ]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import traceback
 
 from ..errors import MiniGPTError
 from .options import add_dataclass_options, dataclass_from_args
@@ -25,6 +26,8 @@ def add(sub):
     p.add_argument("--val-fraction", type=float, default=0.1, help="share of the text held out for validation")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint, "
                    "with its saved settings (a larger --steps extends it)")
+    p.add_argument("--ddp", action="store_true", help="data parallel over MPI (fails when MPI is missing); "
+                   "under mpiexec with several ranks it is on by itself")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     # The training settings: generated from TrainConfig's fields. --steps is written here because it
     # shares a group with --epochs and, on --resume, only counts when given.
@@ -42,6 +45,7 @@ RENAME = {"sample_prompt": "prompt"}  # TrainConfig field -> option name (withou
 
 
 def _cmd_train(args):
+    from .. import distributed
     from ..train import TrainConfig, pretrain
 
     overrides = {}
@@ -56,13 +60,44 @@ def _cmd_train(args):
     if args.resume:  # a resumed run keeps its saved settings; only a larger --steps extends it
         cfg = TrainConfig(steps=args.steps) if args.steps is not None else None
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
-    summary = pretrain(args.out, text_files=args.text, config=args.config, config_overrides=overrides,
-                       tokenizer=args.tokenizer, vocab_size=args.vocab_size, train_cfg=cfg, epochs=args.epochs,
-                       val_fraction=args.val_fraction, resume=args.resume, progress=not args.quiet, log=log)
+    dist = distributed.init(require=args.ddp)  # several ranks under mpiexec; mpi4py imported only then
+    try:
+        summary = pretrain(args.out, text_files=args.text, config=args.config, config_overrides=overrides,
+                           tokenizer=args.tokenizer, vocab_size=args.vocab_size, train_cfg=cfg, epochs=args.epochs,
+                           val_fraction=args.val_fraction, resume=args.resume, progress=not args.quiet, log=log,
+                           dist=dist)
+    except BaseException as e:
+        if dist.world_size == 1:
+            raise
+        _stop_ranks(dist, e)
+        return 2
+    finally:
+        dist.close()
+    if not dist.is_main:
+        return 0
     print(_summary_line(summary, args.out))
     print("--- generated text ---")
     print(summary["sample"])
     return 0
+
+
+def _stop_ranks(dist, e: BaseException) -> None:
+    """Under MPI: an error every rank raised at the same point (a refused start, a diverged loss) is printed
+    once by rank 0 and every rank exits normally; an error of one rank alone is printed with its rank and
+    aborts the whole job (the others may be waiting for it in an Allreduce)."""
+    if getattr(e, "all_ranks", False):
+        if dist.is_main:
+            raise e
+        return
+    if isinstance(e, KeyboardInterrupt):
+        print(f"minigpt: rank {dist.rank} interrupted", file=sys.stderr)
+        dist.abort(130)
+    if isinstance(e, (MiniGPTError, OSError)):
+        print(f"minigpt: error: rank {dist.rank}: {e}", file=sys.stderr)
+    else:
+        print(f"minigpt: rank {dist.rank} failed:", file=sys.stderr)
+        traceback.print_exception(e, file=sys.stderr)
+    dist.abort(2)
 
 
 def _summary_line(summary: dict, out) -> str:

@@ -30,6 +30,7 @@ from safetensors.numpy import load_file, save
 
 from .. import random as mrandom
 from .. import runtime
+from ..distributed import Single
 from ..errors import MiniGPTError
 from ..io import _fsync_dir, atomic_write_bytes, atomic_write_json, atomic_write_text, dumps, read_json
 from ..model import GPT, generate
@@ -52,7 +53,9 @@ def _setting(default, help: str):
 class TrainConfig:
     # the defaults make the README's quick start: ~2 minutes on 2 cores
     steps: int = _setting(600, "optimizer steps")
-    batch_size: int = _setting(8, "sequences per step")
+    batch_size: int = _setting(8, "windows per micro-batch on each rank")
+    grad_accum: int = _setting(1, "micro-batches summed per optimizer step (global batch: batch size x ranks x "
+                                  "grad-accum)")
     lr: float = _setting(1e-3, "peak learning rate")
     min_lr: float | None = _setting(None, "floor of the cosine decay (default: lr/10)")
     warmup: int = _setting(30, "linear warmup steps")
@@ -72,7 +75,7 @@ class TrainConfig:
         def fail(name, want):
             raise MiniGPTError(f"{name.replace('_', '-')} must be {want}, got {getattr(self, name)!r}")
 
-        for name, lo in (("steps", 1), ("batch_size", 1), ("warmup", 0), ("eval_every", 0), ("eval_batches", 1),
+        for name, lo in (("steps", 1), ("batch_size", 1), ("grad_accum", 1), ("warmup", 0), ("eval_every", 0), ("eval_batches", 1),
                          ("sample_every", 0), ("sample_tokens", 0), ("checkpoint_every", 0),
                          ("keep_checkpoints", 1), ("log_every", 0), ("seed", None)):
             v = getattr(self, name)
@@ -100,18 +103,25 @@ def _all_finite(a: np.ndarray) -> bool:
     return bool(np.isfinite(a.sum(dtype=a.dtype))) or bool(np.isfinite(a).all())  # the sum may overflow
 
 
-def evaluate(model, loader, max_batches: int | None = None) -> float:
-    """Mean cross-entropy over the first ``max_batches`` batches of ``loader`` (eval mode, no graph)."""
+def evaluate(model, loader, max_batches: int | None = None, dist=None) -> float:
+    """Mean cross-entropy over the first ``max_batches`` batches of ``loader`` (eval mode, no graph).
+
+    With a distributed context ``dist`` the batches are dealt round-robin to the ranks and the sums
+    reduced: every rank returns the mean over the same batches a single process would read."""
     was_training = model.training
     model.eval()
     total, n = 0.0, 0
+    rank, world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
     try:
         with no_grad():
-            for x, y in loader.iter_epoch(0, max_batches):
-                total += float(model.loss(x, y).item())
-                n += 1
+            for b, (x, y) in enumerate(loader.iter_epoch(0, max_batches)):
+                if b % world == rank:
+                    total += float(model.loss(x, y).item())
+                    n += 1
     finally:
         model.train(was_training)
+    if world > 1:
+        total, n = dist.sum_scalars([total, n])
     if n == 0:
         raise MiniGPTError("evaluate: the loader yielded no batch")
     return total / n
@@ -222,13 +232,19 @@ class Trainer:
     """
 
     def __init__(self, model, tokenizer, train_loader, val_loader, cfg: TrainConfig, out_dir,
-                 log=print, progress: bool = True, extra_state: dict | None = None):
+                 log=print, progress: bool = True, extra_state: dict | None = None, dist=None):
         runtime.configure(warn=False)  # tuned thread pools and allocator (results are the same without)
         self.model, self.tokenizer, self.cfg = model, tokenizer, cfg
         self.train_loader, self.val_loader = train_loader, val_loader
         self.out_dir = Path(out_dir)
         self.log, self.progress = log, progress
         self.params = [p for p in model.parameters() if p.requires_grad]
+        # data parallelism: rank 0's weights everywhere, gradients in flat buffers reduced every step
+        self.dist = dist if dist is not None else Single()
+        self.dist.broadcast_params(self.params)
+        self.dist.bind_grads(self.params)
+        if not self.dist.is_main:
+            self.log, self.progress = (lambda msg: None), False
         self.optimizer = AdamW(split_decay_groups(model.named_parameters(), cfg.weight_decay), lr=cfg.lr)
         min_lr = cfg.lr / 10 if cfg.min_lr is None else cfg.min_lr
         self.schedule = CosineWithWarmup(self.optimizer, cfg.lr, cfg.warmup, cfg.steps, min_lr=min(min_lr, cfg.lr))
@@ -270,7 +286,7 @@ class Trainer:
     def _truncate_log(self, step: int) -> None:
         """Drop log lines of steps after ``step`` (written after the checkpoint we resume from)."""
         path = self.out_dir / "log.jsonl"
-        if not path.exists():
+        if not self.dist.is_main or not path.exists():
             return
         keep = []
         for line in path.read_text().splitlines():
@@ -282,9 +298,11 @@ class Trainer:
                 keep.append(line)
         atomic_write_text(path, "".join(line + "\n" for line in keep))
 
-    def save(self) -> Path:
-        """Write a checkpoint, only when the weights and the optimizer's moments are all finite (else the run has
-        diverged: ``TrainingDiverged``, and the previous checkpoint stays the latest)."""
+    def save(self) -> Path | None:
+        """Write a checkpoint (rank 0 alone), only when the weights and the optimizer's moments are all finite
+        (else the run has diverged: ``TrainingDiverged``, and the previous checkpoint stays the latest)."""
+        if not self.dist.is_main:
+            return None
         bad = next((n for n, p in self.model.named_parameters() if not _all_finite(p.data)), None)
         if bad is None:
             opt = self.optimizer
@@ -316,14 +334,29 @@ class Trainer:
         return self.tokenizer.decode(out.tolist())
 
     def train_step(self, x, y) -> tuple[float, float]:
-        loss = self.model.loss(x, y)
-        self.optimizer.zero_grad()
-        loss.backward()
+        """One optimizer step on the global batch ``(x, y)``: this rank's shard of it, in ``grad_accum``
+        micro-batches, each loss weighted 1 / (ranks x micro-batches) so the summed gradient is the mean
+        over the global batch; gradients and loss reduced over the ranks before clipping."""
+        dist, k = self.dist, self.cfg.grad_accum
+        xs, ys = dist.shard(x), dist.shard(y)
+        if xs.shape[0] % k:
+            raise MiniGPTError(f"a batch of {xs.shape[0]} per rank cannot be split into {k} micro-batches")
+        mb = xs.shape[0] // k
+        weight = 1.0 / (k * dist.world_size)
+        dist.seed_dropout(self.cfg.seed, self.step)
+        dist.zero_grads()
+        lv = 0.0
+        for i in range(k):
+            loss = self.model.loss(xs[i * mb:(i + 1) * mb], ys[i * mb:(i + 1) * mb])
+            loss.backward(None if weight == 1.0 else np.asarray(weight, dtype=loss.dtype))
+            lv += float(loss.item()) * weight
+        lv = dist.allreduce_grads(lv)
         norm = clip_grad_norm(self.params, self.cfg.grad_clip) if self.cfg.grad_clip > 0 else float("nan")
-        lv = float(loss.item())
         if not math.isfinite(lv) or (self.cfg.grad_clip > 0 and not math.isfinite(norm)):
-            raise TrainingDiverged(f"step {self.step + 1}: the loss became {lv} (gradient norm {norm}); stopping. "
+            err = TrainingDiverged(f"step {self.step + 1}: the loss became {lv} (gradient norm {norm}); stopping. "
                                    + self._kept())
+            err.all_ranks = True  # reduced values: every rank stops at the same step
+            raise err
         self.optimizer.step()
         self.schedule.step()
         return lv, norm
@@ -332,8 +365,10 @@ class Trainer:
         """Train up to ``cfg.steps``. The progress report starts after the first step of this process, so
         the kernels' compilation on a first run (announced beforehand) stays out of its rate."""
         cfg = self.cfg
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self.out_dir / "log.jsonl"
+        main = self.dist.is_main
+        if main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.out_dir / "log.jsonl" if main else os.devnull
         cold = kernel_cache.numba_in_use() and not kernel_cache.is_warm()
         if cold and self.compile_started is None:
             self._say(None, kernel_cache.compile_note())
@@ -366,15 +401,17 @@ class Trainer:
                     val = None
                     evaluate_now = cfg.eval_every and (self.step % cfg.eval_every == 0 or self.step == cfg.steps)
                     if evaluate_now and self.val_loader is not None:
-                        val = evaluate(self.model, self.val_loader, cfg.eval_batches)
+                        val = evaluate(self.model, self.val_loader, cfg.eval_batches, dist=self.dist)
                         rec["val_loss"] = round(val, 6)
                         last_val = val
                     if cfg.log_every and (self.step % cfg.log_every == 0 or val is not None):
                         logf.write(dumps(rec) + "\n")  # standard JSON: a NaN is written as null
                         logf.flush()
                     if val is not None and not math.isfinite(val):
-                        raise TrainingDiverged(f"step {self.step}: the validation loss became {val}; stopping. "
+                        err = TrainingDiverged(f"step {self.step}: the validation loss became {val}; stopping. "
                                                + self._kept())
+                        err.all_ranks = True  # a reduced value: every rank stops here
+                        raise err
                     self.history.append((self.step, self.tokens_seen, loss, val))
                     if bar is not None:
                         post = {"loss": f"{loss:.3f}", "tok/s": f"{tps:,.0f}"}
@@ -388,10 +425,13 @@ class Trainer:
                                        f"(ppl {perplexity(val):.1f})")
                     save_now = (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or \
                                (not cfg.checkpoint_every and evaluate_now) or self.step == cfg.steps
-                    if save_now:
+                    if save_now and not self.dist.in_sync(self.params):
+                        self._say(bar, f"step {self.step}: the ranks' weights had drifted apart (rounding of the "
+                                       "reduction); rank 0's were sent to all")
+                    if save_now and main:
                         self.save()
                         self.plot()
-                    if cfg.sample_every and self.step % cfg.sample_every == 0 and self.step != cfg.steps:
+                    if cfg.sample_every and self.step % cfg.sample_every == 0 and self.step != cfg.steps and main:
                         self._say(bar, f"--- sample at step {self.step} ---\n{self.sample()}\n---")
         finally:
             if self._bar is not None:
@@ -426,7 +466,7 @@ class Trainer:
                 self._say(self._bar, f"note: no {self.out_dir / 'loss.png'}: plotting needs matplotlib "
                                      "(pip install matplotlib, or pip install -e \".[plot]\" in a checkout)")
             return None
-        if not self.history:
+        if not self.history or not self.dist.is_main:
             return None
         steps, toks, tr, va = zip(*self.history)
         fig, ax = plt.subplots(figsize=(6, 4))
