@@ -32,6 +32,7 @@ _LAZY = {
     "GPT": ("minigpt.model", "GPT"),
     "GPTConfig": ("minigpt.model", "GPTConfig"),
     "generate": ("minigpt.model", "generate"),
+    "profile": ("minigpt.inspect.profiler", "profile"),
 }
 
 

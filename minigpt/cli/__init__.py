@@ -25,6 +25,7 @@ COMMANDS = (
     "generate",
     "tokenizer",
     "download",
+    "inspect",
 )
 
 

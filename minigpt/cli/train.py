@@ -29,6 +29,9 @@ def add(sub):
     p.add_argument("--ddp", action="store_true", help="data parallel over MPI (fails when MPI is missing); "
                    "under mpiexec with several ranks it is on by itself")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--stats-every", type=int, default=0, metavar="N",
+                   help="every N steps append gradient/weight/update-ratio and activation statistics to "
+                   "stats.jsonl (draw them with `minigpt plot OUT`)")
     # The training settings: generated from TrainConfig's fields. --steps is written here because it
     # shares a group with --epochs and, on --resume, only counts when given.
     settings = p.add_argument_group("training settings (TrainConfig)")
@@ -60,12 +63,17 @@ def _cmd_train(args):
     if args.resume:  # a resumed run keeps its saved settings; only a larger --steps extends it
         cfg = TrainConfig(steps=args.steps) if args.steps is not None else None
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    callbacks = []
+    if args.stats_every:
+        from ..inspect.stats import StatsRecorder
+
+        callbacks.append(StatsRecorder(args.stats_every))
     dist = distributed.init(require=args.ddp)  # several ranks under mpiexec; mpi4py imported only then
     try:
         summary = pretrain(args.out, text_files=args.text, config=args.config, config_overrides=overrides,
                            tokenizer=args.tokenizer, vocab_size=args.vocab_size, train_cfg=cfg, epochs=args.epochs,
                            val_fraction=args.val_fraction, resume=args.resume, progress=not args.quiet, log=log,
-                           dist=dist)
+                           dist=dist, callbacks=callbacks)
     except BaseException as e:
         if dist.world_size == 1:
             raise
