@@ -21,6 +21,7 @@ import numpy as np
 
 from .errors import MiniGPTError
 from .grad_buffers import GradSums, RowGrad, set_grad_optimizations  # noqa: F401  (re-exported)
+from .hooks import RemovableHandle
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 DEFAULT_DTYPE = np.dtype(np.float32)
@@ -74,7 +75,7 @@ class Tensor:
     gradients; integer tensors (token ids, targets) may not.
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "_op", "name", "__weakref__")
+    __slots__ = ("data", "grad", "requires_grad", "_op", "name", "_hooks", "__weakref__")
     __array_priority__ = 1000  # so that `ndarray + Tensor` defers to Tensor.__radd__
 
     def __init__(self, data, requires_grad: bool = False, dtype=None, name: str | None = None):
@@ -88,6 +89,7 @@ class Tensor:
         self.requires_grad = bool(requires_grad)
         self._op = None
         self.name = name
+        self._hooks = None  # {handle id: fn}, and RETAIN for retain_grad(); None: no hook (the common case)
 
     @classmethod
     def _wrap(cls, arr: np.ndarray, requires_grad: bool = False) -> "Tensor":
@@ -98,6 +100,7 @@ class Tensor:
         t.requires_grad = requires_grad
         t._op = None
         t.name = None
+        t._hooks = None
         return t
 
     # --- array-like properties ------------------------------------------------------------------
@@ -147,6 +150,33 @@ class Tensor:
     def zero_grad(self) -> None:
         self.grad = None
 
+    # --- hooks ------------------------------------------------------------------------------------------
+    def retain_grad(self) -> None:
+        """Keep this tensor's gradient in ``.grad`` after backward (leaves always do; an intermediate
+        tensor otherwise only passes its gradient on). Repeated backward passes add up, as for leaves."""
+        if not self.requires_grad:
+            raise MiniGPTError("retain_grad() on a tensor that does not require grad")
+        if self._op is not None:
+            self._hook_dict()[_RETAIN] = _RETAIN
+
+    def register_hook(self, fn):
+        """Call ``fn(grad)`` during backward with the gradient flowing into this tensor (a NumPy array of
+        its shape, the sum over all its uses). If ``fn`` returns an array, that replaces the gradient from
+        there on (for a leaf: before it is added to ``.grad``). Returns a handle; ``.remove()`` unregisters."""
+        if not self.requires_grad:
+            raise MiniGPTError("register_hook() on a tensor that does not require grad (no gradient reaches it)")
+        if not callable(fn):
+            raise MiniGPTError(f"a hook must be callable, got {type(fn).__name__}")
+        hooks = self._hook_dict()
+        handle = RemovableHandle(hooks)
+        hooks[handle.id] = fn
+        return handle
+
+    def _hook_dict(self) -> dict:
+        if self._hooks is None:
+            self._hooks = {}
+        return self._hooks
+
     def __repr__(self) -> str:
         body = np.array2string(self.data, precision=4, threshold=20, edgeitems=2, separator=", ")
         extra = ", requires_grad=True" if self.requires_grad else ""
@@ -192,6 +222,9 @@ class Tensor:
             g = grads.pop(node)
             if g is None:
                 continue
+            if node._hooks:                 # hooks see the complete sum (the no-hook path: this check only)
+                g = _run_hooks(node, g)
+                grads.owned.discard(id(node))   # a hook may keep g: no op may overwrite it now
             op = node._op
             if op is None:                  # a leaf: accumulate into .grad
                 grads.add_to_leaf(node, g)
@@ -334,6 +367,27 @@ class Tensor:
 
 def _raw(x):
     return x.data if isinstance(x, Tensor) else x
+
+
+_RETAIN = "retain_grad"  # the key under which retain_grad() marks a tensor in its hook dict
+
+
+def _run_hooks(node: Tensor, g):
+    """Apply ``node``'s hooks to its complete gradient ``g``; keep it in ``.grad`` if retained."""
+    if isinstance(g, RowGrad):
+        g = g.dense()
+    for key, fn in list(node._hooks.items()):
+        if key == _RETAIN:
+            continue
+        r = fn(g)
+        if r is not None:
+            r = np.asarray(r.data if isinstance(r, Tensor) else r)
+            if r.shape != g.shape:
+                raise MiniGPTError(f"a hook returned a gradient of shape {r.shape} for a tensor of shape {g.shape}")
+            g = r.astype(g.dtype, copy=False)
+    if _RETAIN in node._hooks and node._op is not None:
+        node.grad = g.copy() if node.grad is None else node.grad + g
+    return g
 
 
 def _topological_order(root: Tensor) -> list:

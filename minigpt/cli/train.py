@@ -18,8 +18,7 @@ def add(sub):
     p.add_argument("--text", nargs="+", default=None, metavar="FILE", help="UTF-8 text files (joined with "
                    "<|endoftext|>)")
     p.add_argument("--out", required=True, help="output folder (checkpoints, log.jsonl, loss.png)")
-    p.add_argument("--config", default="mini", help="model preset: nano, tiny, mini, small, gpt2-small, ... "
-                   "(default mini)")
+    p.add_argument("--config", default="mini", help="model preset: nano, tiny, mini, small, gpt2-small, ...")
     p.add_argument("--context-length", type=int, default=None)
     p.add_argument("--dropout", type=float, default=None, help="drop rate (default: the preset's)")
     p.add_argument("--tokenizer", default="bpe", help="bpe (train one on the text), gpt2, or a tokenizer file")
@@ -30,13 +29,16 @@ def add(sub):
     p.add_argument("--ddp", action="store_true", help="data parallel over MPI (fails when MPI is missing); "
                    "under mpiexec with several ranks it is on by itself")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--stats-every", type=int, default=0, metavar="N",
+                   help="every N steps append gradient/weight/update-ratio and activation statistics to "
+                   "stats.jsonl (draw them with `minigpt plot OUT`)")
     # The training settings: generated from TrainConfig's fields. --steps is written here because it
     # shares a group with --epochs and, on --resume, only counts when given.
     settings = p.add_argument_group("training settings (TrainConfig)")
     length = settings.add_mutually_exclusive_group()
     steps = next(f for f in dataclasses.fields(TrainConfig) if f.name == "steps")
     length.add_argument("--steps", type=int, default=None, metavar="N",
-                        help=f"{steps.metadata['help']} (default {steps.default})")
+                        help=f"{steps.metadata['help']} (default: {steps.default})")
     length.add_argument("--epochs", type=float, default=None, metavar="X", help="passes over the training windows")
     dests = add_dataclass_options(p, TrainConfig, exclude=("steps",), rename=RENAME, group=settings)
     p.set_defaults(func=_cmd_train, train_config_dests=dests)
@@ -61,12 +63,17 @@ def _cmd_train(args):
     if args.resume:  # a resumed run keeps its saved settings; only a larger --steps extends it
         cfg = TrainConfig(steps=args.steps) if args.steps is not None else None
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    callbacks = []
+    if args.stats_every:
+        from ..inspect.stats import StatsRecorder
+
+        callbacks.append(StatsRecorder(args.stats_every))
     dist = distributed.init(require=args.ddp)  # several ranks under mpiexec; mpi4py imported only then
     try:
         summary = pretrain(args.out, text_files=args.text, config=args.config, config_overrides=overrides,
                            tokenizer=args.tokenizer, vocab_size=args.vocab_size, train_cfg=cfg, epochs=args.epochs,
                            val_fraction=args.val_fraction, resume=args.resume, progress=not args.quiet, log=log,
-                           dist=dist)
+                           dist=dist, callbacks=callbacks)
     except BaseException as e:
         if dist.world_size == 1:
             raise

@@ -11,7 +11,9 @@ from collections import OrderedDict
 import numpy as np
 
 from ..errors import MiniGPTError
-from ..tensor import FLOAT_DTYPES, Tensor, no_grad
+from ..hooks import RemovableHandle
+from ..ops import reshape
+from ..tensor import FLOAT_DTYPES, Tensor, is_grad_enabled, no_grad
 
 
 class Parameter(Tensor):
@@ -82,7 +84,14 @@ class ModelSummary:
 
 
 class Module:
-    """Base class of layers and models. Subclasses define ``forward``; call the module to run it."""
+    """Base class of layers and models. Subclasses define ``forward``; call the module to run it.
+
+    ``register_forward_hook(fn)`` and ``register_backward_hook(fn)`` let you observe a module while it
+    runs (see their docstrings); with no hook registered, calling a module is just ``forward``.
+    """
+
+    _forward_hooks = None   # {handle id: fn}, created on the instance by the first registration
+    _backward_hooks = None
 
     def __init__(self):
         object.__setattr__(self, "_parameters", OrderedDict())
@@ -109,7 +118,10 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
     def __call__(self, *args, **kwargs):
-        out = self.forward(*args, **kwargs)
+        if self._forward_hooks or self._backward_hooks:
+            out = self._call_with_hooks(args, kwargs)
+        else:
+            out = self.forward(*args, **kwargs)
         if _CALL_HOOKS:
             self._ran(out)
         return out
@@ -119,6 +131,53 @@ class Module:
         its parent did without calling it (``FeedForward.fc`` inside ``linear_gelu``)."""
         for hook in _CALL_HOOKS:
             hook(self, out)
+
+    # --- hooks --------------------------------------------------------------------------------------
+    def register_forward_hook(self, fn):
+        """Call ``fn(module, inputs, output)`` after every forward of this module (``inputs``: the
+        positional arguments). If ``fn`` returns something other than None, it replaces the output.
+        Returns a handle; ``handle.remove()`` unregisters the hook."""
+        return self._add_hook("_forward_hooks", fn)
+
+    def register_backward_hook(self, fn):
+        """Call ``fn(module, grad_inputs, grad_outputs)`` during backward, once the gradients with respect
+        to this module's tensor inputs are known: ``grad_outputs`` is a 1-tuple with the gradient of the
+        output, ``grad_inputs`` one gradient array per positional argument (None for arguments that are
+        not tensors requiring a gradient). These are the gradients through this module only, even when
+        an input is also used elsewhere. Observe only: the return value is ignored. Returns a handle."""
+        return self._add_hook("_backward_hooks", fn)
+
+    def _add_hook(self, attr, fn):
+        if not callable(fn):
+            raise MiniGPTError(f"a hook must be callable, got {type(fn).__name__}")
+        hooks = self.__dict__.get(attr)
+        if hooks is None:
+            hooks = {}
+            object.__setattr__(self, attr, hooks)
+        handle = RemovableHandle(hooks)
+        hooks[handle.id] = fn
+        return handle
+
+    def _call_with_hooks(self, args, kwargs):
+        backward = list((self._backward_hooks or {}).values())
+        watch = []
+        if backward and is_grad_enabled():
+            # Each tensor input goes through its own identity node (a reshape to the same shape), so the
+            # gradient arriving there is the part that flows through this module alone.
+            args = list(args)
+            for i, a in enumerate(args):
+                if isinstance(a, Tensor) and a.requires_grad:
+                    args[i] = reshape(a, a.shape)
+                    watch.append(i)
+            args = tuple(args)
+        out = self.forward(*args, **kwargs)
+        for fn in list((self._forward_hooks or {}).values()):
+            r = fn(self, args, out)
+            if r is not None:
+                out = r
+        if backward and isinstance(out, Tensor) and out.requires_grad:
+            _BackwardHookCall(self, backward, args, watch, out)
+        return out
 
     # --- the tree ---------------------------------------------------------------------------------
     def named_modules(self, prefix: str = ""):
@@ -284,3 +343,31 @@ class ModuleList(Module):
 
     def __iter__(self):
         return iter(self._list)
+
+
+class _BackwardHookCall:
+    """Collects one forward call's output gradient and input gradients, then calls the backward hooks."""
+
+    def __init__(self, module, fns, args, watch, out):
+        self.module, self.fns, self.n = module, fns, len(args)
+        self.grad_out = None
+        self.grad_in = [None] * len(args)
+        self.pending = len(watch)
+        out.register_hook(self._on_output)
+        for i in watch:
+            args[i].register_hook(lambda g, i=i: self._on_input(i, g))
+
+    def _on_output(self, g):
+        self.grad_out = g
+        if self.pending == 0:  # no input needs a gradient: the output's is all there is
+            self._fire()
+
+    def _on_input(self, i, g):
+        self.grad_in[i] = g
+        self.pending -= 1
+        if self.pending == 0:
+            self._fire()
+
+    def _fire(self):
+        for fn in self.fns:
+            fn(self.module, tuple(self.grad_in), (self.grad_out,))

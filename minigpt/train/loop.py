@@ -232,7 +232,8 @@ class Trainer:
     """
 
     def __init__(self, model, tokenizer, train_loader, val_loader, cfg: TrainConfig, out_dir,
-                 log=print, progress: bool = True, extra_state: dict | None = None, dist=None):
+                 log=print, progress: bool = True, extra_state: dict | None = None, dist=None,
+                 callbacks=()):
         runtime.configure(warn=False)  # tuned thread pools and allocator (results are the same without)
         self.model, self.tokenizer, self.cfg = model, tokenizer, cfg
         self.train_loader, self.val_loader = train_loader, val_loader
@@ -252,6 +253,9 @@ class Trainer:
         self.tokens_seen = 0
         self.history = []  # (step, tokens, train_loss, val_loss or None)
         self.extra_state = dict(extra_state or {})  # saved in every checkpoint as is (e.g. a data fingerprint)
+        # Observers (e.g. minigpt.inspect.stats.StatsRecorder): begin(trainer) once, then around every step
+        # before_step(trainer) and after_step(trainer, log record). They watch; they change nothing.
+        self.callbacks = list(callbacks)
         self._bar = None  # the progress bar while run() is running (messages go above it)
         self._plot_warned = False
         # set by pretrain() when it announced the compilation itself (before training the tokenizer, whose
@@ -375,12 +379,16 @@ class Trainer:
         batches = self.train_loader.batches()
         last_val = None
         self.model.train()
+        for cb in self.callbacks:
+            cb.begin(self)
         try:
             # a fresh run starts its log afresh (a resumed one was cut back to its checkpoint's step in restore)
             with open(log_path, "a" if self.step else "w", encoding="utf-8") as logf:
                 while self.step < cfg.steps:
                     x, y = next(batches)
                     lr = self.optimizer.param_groups[0]["lr"]
+                    for cb in self.callbacks:
+                        cb.before_step(self)
                     t0 = time.perf_counter()
                     loss, norm = self.train_step(x, y)
                     dt = time.perf_counter() - t0
@@ -413,6 +421,8 @@ class Trainer:
                         err.all_ranks = True  # a reduced value: every rank stops here
                         raise err
                     self.history.append((self.step, self.tokens_seen, loss, val))
+                    for cb in self.callbacks:
+                        cb.after_step(self, rec)
                     if bar is not None:
                         post = {"loss": f"{loss:.3f}", "tok/s": f"{tps:,.0f}"}
                         if last_val is not None:

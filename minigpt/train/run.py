@@ -152,11 +152,13 @@ def check_settings(config: str, config_overrides: dict | None, tokenizer: str, v
 def pretrain(out_dir, text_files=None, config: str = "mini", config_overrides: dict | None = None,
              tokenizer: str = "bpe", vocab_size: int = 2048, train_cfg: TrainConfig | None = None,
              epochs: float | None = None, val_fraction: float = 0.1, resume: bool = False,
-             progress: bool = True, log=print, dist=None) -> dict:
+             progress: bool = True, log=print, dist=None, callbacks=()) -> dict:
     """Train a GPT from scratch (or resume a run) and return a summary with a final text sample.
 
     ``dist``: a context of :mod:`minigpt.distributed` (default: one process). Under MPI every rank calls
     this with the same arguments; rank 0 alone reads the checkpoint to resume from and writes the output.
+    ``callbacks``: observers of the loop (see ``Trainer``, e.g. ``minigpt.inspect.stats.StatsRecorder``), run
+    on rank 0 only.
     """
     dist = dist if dist is not None else Single()
     main = dist.is_main
@@ -268,7 +270,8 @@ def pretrain(out_dir, text_files=None, config: str = "mini", config_overrides: d
     if dist.world_size > 1:
         extra["world_size"] = dist.world_size
     trainer = Trainer(model, tok, train_loader, val_loader, cfg, out_dir, log=log, progress=progress,
-                      extra_state=extra, dist=dist)
+                      extra_state=extra, dist=dist,
+                      callbacks=callbacks if main else ())
     trainer.compile_started = compile_started
     if resume:
         def restore():
