@@ -41,11 +41,11 @@ EXCLUDED = {
     "minigpt download the-verdict": "downloads from the network",
     "minigpt download gpt2 --size 124M": "downloads 500 MB from the network",
     "minigpt download gpt2 --size 355M --no-verify": "downloads 1.4 GB from the network",
+    # started by mpiexec: tests/test_distributed.py runs `mpiexec -n 2 ... minigpt train` on tiny settings
     "mpiexec -n 2 minigpt train --out runs/ddp --text ../shared/data/the-verdict/the-verdict.txt --config tiny "
-    "--batch-size 4 --steps 500": "starts several processes under mpiexec: tests/test_distributed.py runs training "
-                                  "that way on tiny settings",
+    "--batch-size 4 --steps 500": "an MPI launch (covered by tests/test_distributed.py)",
     "mpiexec -f hosts -n 8 minigpt train --out runs/ddp8 --text corpus.txt --config small --batch-size 4":
-        "needs a cluster of machines named in a host file",
+        "needs a host file of several machines",
 }
 
 # sub-command words -> flags appended to make a README example quick
