@@ -39,7 +39,7 @@ def test_help_shows_every_default():
                 checked += 1
     assert checked >= 20
     text = " ".join(parser._subparsers._group_actions[0].choices["train"].format_help().split())
-    assert "--batch-size N sequences per step (default: 8)" in text  # generated from TrainConfig
+    assert "--batch-size N windows per micro-batch on each rank (default: 8)" in text  # generated from TrainConfig
     assert "--lr X peak learning rate (default: 0.001)" in text
     assert "--vocab-size VOCAB_SIZE vocabulary size of a trained BPE (default: 2048)" in text
     assert "(default: None)" not in text and "(default: False)" not in text

@@ -112,12 +112,12 @@ def main(argv=None) -> int:
     runtime.configure()  # first, before NumPy loads OpenBLAS: the tuned runtime (results are the same without)
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv  # accepted anywhere on the line, also after the command
-    parser = build_parser()
-    args = parser.parse_args([a for a in argv if a != "--debug"])
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
     try:
+        parser = build_parser()  # imports the command modules: a bad MINIGPT_* variable is reported here
+        args = parser.parse_args([a for a in argv if a != "--debug"])
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("minigpt: interrupted", file=sys.stderr)

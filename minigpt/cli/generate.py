@@ -51,9 +51,10 @@ def _cmd_generate(args):
     import numpy as np
 
     from ..model import generate_stream
+    from ..tokenizer.special import ENDOFTEXT
 
     model, tok = _load_model_and_tokenizer(args.model, args.tokenizer, args.quantize, args.group_size)
-    eos = tok.special_tokens.get("<|endoftext|>")
+    eos = tok.special_tokens.get(ENDOFTEXT)
     ids = tok.encode(args.prompt, allowed_special="all") if args.prompt else []
     if not ids:
         if eos is None:

@@ -19,7 +19,7 @@ def add(sub):
     t.add_argument("--out", required=True, metavar="PATH", help="output file (JSON, the project's format); "
                    "an existing folder gets PATH/tokenizer.json")
     t.add_argument("--pattern", default="gpt2", help="split pattern: gpt2 (default), gpt4 or a regular expression")
-    t.add_argument("--special", nargs="*", default=["<|endoftext|>"], metavar="TOKEN",
+    t.add_argument("--special", nargs="*", default=None, metavar="TOKEN",
                    help="special tokens, given the last ids (default: <|endoftext|>; none: --special with no value)")
     t.add_argument("--gpt2-files", action="store_true", help="also write encoder.json + vocab.bpe beside --out")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -67,7 +67,9 @@ def _cmd_tokenizer_train(args):
     from pathlib import Path
 
     from ..tokenizer import BPETokenizer
+    from ..tokenizer.special import ENDOFTEXT
 
+    special = [ENDOFTEXT] if args.special is None else args.special  # `--special` alone: none
     files = [Path(f) for f in args.text]
     for f in files:
         if not f.is_file():
@@ -76,7 +78,7 @@ def _cmd_tokenizer_train(args):
     if out.is_dir():
         out = out / "tokenizer.json"
     t0 = time.perf_counter()
-    tok = BPETokenizer.train(files, vocab_size=args.vocab_size, special_tokens=tuple(args.special),
+    tok = BPETokenizer.train(files, vocab_size=args.vocab_size, special_tokens=tuple(special),
                              pattern=args.pattern, progress=not args.quiet)
     seconds = time.perf_counter() - t0
     tok.save(out)

@@ -18,8 +18,7 @@ def add(sub):
     p.add_argument("--text", nargs="+", default=None, metavar="FILE", help="UTF-8 text files (joined with "
                    "<|endoftext|>)")
     p.add_argument("--out", required=True, help="output folder (checkpoints, log.jsonl, loss.png)")
-    p.add_argument("--config", default="mini", help="model preset: nano, tiny, mini, small, gpt2-small, ... "
-                   "(default mini)")
+    p.add_argument("--config", default="mini", help="model preset: nano, tiny, mini, small, gpt2-small, ...")
     p.add_argument("--context-length", type=int, default=None)
     p.add_argument("--dropout", type=float, default=None, help="drop rate (default: the preset's)")
     p.add_argument("--tokenizer", default="bpe", help="bpe (train one on the text), gpt2, or a tokenizer file")
@@ -39,7 +38,7 @@ def add(sub):
     length = settings.add_mutually_exclusive_group()
     steps = next(f for f in dataclasses.fields(TrainConfig) if f.name == "steps")
     length.add_argument("--steps", type=int, default=None, metavar="N",
-                        help=f"{steps.metadata['help']} (default {steps.default})")
+                        help=f"{steps.metadata['help']} (default: {steps.default})")
     length.add_argument("--epochs", type=float, default=None, metavar="X", help="passes over the training windows")
     dests = add_dataclass_options(p, TrainConfig, exclude=("steps",), rename=RENAME, group=settings)
     p.set_defaults(func=_cmd_train, train_config_dests=dests)
