@@ -25,20 +25,9 @@ def add(sub):
 
 
 def _load_model_and_tokenizer(model_arg, tokenizer_arg):
-    from ..model import GPT
-    from ..train import make_tokenizer, resolve_model_dir
+    from ..loading import load_model_and_tokenizer
 
-    folder = resolve_model_dir(model_arg)
-    model = GPT.from_pretrained(folder)
-    if tokenizer_arg:
-        tok = make_tokenizer(tokenizer_arg, "", 0)
-    elif (folder / "tokenizer.json").exists() or (folder / "encoder.json").exists():
-        tok = make_tokenizer(str(folder), "", 0)
-    else:
-        tok = make_tokenizer("gpt2", "", 0)
-    if tok.vocab_size > model.config.vocab_size:
-        raise MiniGPTError(f"the tokenizer has {tok.vocab_size} tokens but the model only {model.config.vocab_size}")
-    return model, tok
+    return load_model_and_tokenizer(model_arg, tokenizer_arg, kind="lm")
 
 
 def _cmd_generate(args):

@@ -186,7 +186,8 @@ class GPT(Module):
     # checkpoints (model/checkpoint.py)
     @classmethod
     def from_pretrained(cls, path, dtype=np.float32) -> "GPT":
-        """Load a directory in the Hugging Face GPT-2 layout (config.json + model.safetensors)."""
+        """Load a directory in the Hugging Face GPT-2 layout (config.json + model.safetensors), a checkpoint
+        folder, or a ``minigpt train`` run folder (its latest checkpoint)."""
         from .checkpoint import load_pretrained
 
         return load_pretrained(path, dtype=dtype)

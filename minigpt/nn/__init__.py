@@ -1,10 +1,11 @@
 """Layers and containers: Module, Parameter, Linear, Embedding, LayerNorm, Dropout, FeedForward,
-TransformerBlock, MultiHeadAttention (and the book's teaching attention classes)."""
+TransformerBlock, MultiHeadAttention (and the book's teaching attention classes), LoRALinear."""
 from .attention import (CausalAttention, KVCache, MultiHeadAttention, MultiHeadAttentionWrapper, SelfAttention,
                         simplified_self_attention)
 from .layers import GELU, Dropout, Embedding, FeedForward, LayerNorm, Linear, TransformerBlock
+from .lora import LoRALinear, apply_lora, merge_lora
 from .module import Module, ModuleList, Parameter
 
 __all__ = ["Module", "ModuleList", "Parameter", "Linear", "Embedding", "LayerNorm", "Dropout", "GELU",
            "FeedForward", "TransformerBlock", "MultiHeadAttention", "KVCache", "SelfAttention", "CausalAttention",
-           "MultiHeadAttentionWrapper", "simplified_self_attention"]
+           "MultiHeadAttentionWrapper", "simplified_self_attention", "LoRALinear", "apply_lora", "merge_lora"]

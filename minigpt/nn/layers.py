@@ -111,6 +111,8 @@ class FeedForward(Module):
         self.proj = Linear(hidden_dim, emb_dim, init_std=proj_std or init_std, dtype=dtype)
 
     def forward(self, x):
+        if type(self.fc) is not Linear:  # a wrapped layer (LoRA): its own forward, then GELU
+            return self.proj(F.gelu(self.fc(x)))
         # gelu(fc(x)) as one fused op: bias and GELU in one pass over the (N, 4d) activations
         return self.proj(F.linear_gelu(x, self.fc.weight, self.fc.bias))
 

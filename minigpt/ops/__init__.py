@@ -8,12 +8,14 @@
 - ``softmax``: softmax, log_softmax, cross_entropy, linear_cross_entropy (LM head + loss, fused)
 - ``nn``: linear, linear_gelu (linear + GELU, fused), layer_norm, dropout
 - ``attention``: causal_attention (fused multi-head causal self-attention)
+- ``lora``: lora (the low-rank update ``scale * x @ A @ B`` of a LoRA layer)
 
 Each op is a ``Function`` subclass (e.g. ``LayerNorm`` in ``nn.py``) followed by its public function
 (``layer_norm``). The fused ops call the Numba kernels in ``minigpt.kernels``.
 """
 from .arithmetic import add, div, matmul, mul, neg, pow, sub
 from .attention import causal_attention
+from .lora import lora
 from .elementwise import cast, exp, gelu, log, relu, sqrt, tanh
 from .nn import dropout, layer_norm, linear, linear_gelu, linear_t
 from .reduce import max, mean, sum
@@ -30,4 +32,5 @@ __all__ = [
     "softmax", "log_softmax", "cross_entropy", "linear_cross_entropy",
     "linear", "linear_t", "linear_gelu", "layer_norm", "dropout",
     "causal_attention",
+    "lora",
 ]

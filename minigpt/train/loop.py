@@ -30,6 +30,7 @@ import numpy as np
 from .. import random as mrandom
 from ..errors import MiniGPTError
 from ..io import _fsync_dir, atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..model.checkpoint import resolve_model_dir
 from ..tensor import no_grad
 
 
@@ -93,26 +94,6 @@ def perplexity(loss: float) -> float:
 
 
 # --- checkpoints ------------------------------------------------------------------------------------
-def resolve_model_dir(path) -> Path:
-    """A training output directory resolves to its latest checkpoint; a model directory to itself."""
-    path = Path(path)
-    latest = path / "latest.json"
-    if latest.exists():
-        try:
-            rel = json.loads(latest.read_text())["checkpoint"]
-        except (json.JSONDecodeError, KeyError, UnicodeDecodeError) as e:
-            raise MiniGPTError(f"{latest} is damaged: {e}") from None
-        target = path / rel
-        if not (target / "model.safetensors").exists():
-            raise MiniGPTError(f"{latest} points at {target}, which has no model.safetensors")
-        return target
-    if (path / "model.safetensors").exists():
-        return path
-    if not path.exists():
-        raise MiniGPTError(f"model directory {path} does not exist")
-    raise MiniGPTError(f"{path} holds neither a checkpoint (latest.json) nor a model (model.safetensors)")
-
-
 def save_checkpoint(out_dir, step: int, model, optimizer, tokenizer, state: dict, keep: int = 2) -> Path:
     """Write a complete checkpoint for ``step`` and point ``latest.json`` at it (see module docstring)."""
     from safetensors.numpy import save
@@ -156,12 +137,12 @@ def load_checkpoint(out_dir):
     """(model, optimizer state dict, tokenizer or None, trainer state) of the latest checkpoint."""
     from safetensors.numpy import load_file
 
-    from ..model import GPT
+    from ..model.checkpoint import load_model
 
     ck = resolve_model_dir(out_dir)
     if not (ck / "trainer_state.json").exists():
         raise MiniGPTError(f"{ck} is a model, not a training checkpoint (no trainer_state.json)")
-    model = GPT.from_pretrained(ck)
+    model = load_model(ck)
     state = json.loads((ck / "trainer_state.json").read_text())
     opt_arrays = load_file(str(ck / "optimizer.safetensors"))
     tok = None

@@ -29,37 +29,14 @@ def load_corpus(text_files=None) -> tuple[str, str]:
 
 def make_tokenizer(spec: str, text: str, vocab_size: int, progress: bool = False):
     """``spec``: "bpe" (train a byte-level BPE of ``vocab_size`` on ``text``), "gpt2" (GPT-2's files from
-    the download cache or the shared data folder), a saved tokenizer .json, or a folder with GPT-2's
-    encoder.json + vocab.bpe."""
+    the download cache or the shared data folder), a saved tokenizer .json, or a folder with
+    tokenizer.json or GPT-2's encoder.json + vocab.bpe."""
+    from ..loading import tokenizer_from_spec
     from ..tokenizer import BPETokenizer
 
     if spec == "bpe":
         return BPETokenizer.train(text, vocab_size, special_tokens=(ENDOFTEXT,), pattern="gpt2", progress=progress)
-    if spec == "gpt2":
-        return BPETokenizer.from_gpt2(_gpt2_vocab_dir())
-    p = Path(spec)
-    if p.is_dir():
-        if (p / "tokenizer.json").exists():
-            return BPETokenizer.load(p / "tokenizer.json")
-        return BPETokenizer.from_gpt2(p)
-    if p.is_file():
-        return BPETokenizer.load(p)
-    raise MiniGPTError(f"--tokenizer {spec!r}: expected 'bpe', 'gpt2', a tokenizer .json file or a folder with "
-                       "GPT-2's encoder.json and vocab.bpe")
-
-
-def _gpt2_vocab_dir() -> Path:
-    from ..data.shared import shared_file
-    from ..download import default_cache_dir
-
-    for cand in (default_cache_dir() / "gpt2-vocab", default_cache_dir() / "gpt2" / "124M"):
-        if (cand / "encoder.json").exists() and (cand / "vocab.bpe").exists():
-            return cand
-    f = shared_file("gpt2/encoder.json")
-    if f is not None:
-        return f.parent
-    raise MiniGPTError("GPT-2's vocabulary files are not installed: run `minigpt download gpt2-vocab` "
-                       "(or `--from DIR` with a local copy), or pass --tokenizer DIR")
+    return tokenizer_from_spec(spec)
 
 
 def fingerprint(ids: np.ndarray) -> str:
@@ -88,8 +65,12 @@ def build_loaders(ids: np.ndarray, context_length: int, batch_size: int, val_fra
 def pretrain(out_dir, text_files=None, config: str = "mini", config_overrides: dict | None = None,
              tokenizer: str = "bpe", vocab_size: int = 2048, train_cfg: TrainConfig | None = None,
              epochs: float | None = None, val_fraction: float = 0.1, resume: bool = False,
-             progress: bool = True, log=print) -> dict:
-    """Train a GPT from scratch (or resume a run) and return a summary with a final text sample."""
+             progress: bool = True, log=print, init=None) -> dict:
+    """Train a GPT from scratch (or resume a run) and return a summary with a final text sample.
+
+    ``init``: a model folder (run, checkpoint or GPT-2 folder) whose weights and tokenizer start the run
+    instead of a fresh model ("keep pretraining"); ``config`` is then ignored and only a lower
+    ``context_length`` may be given in ``config_overrides``."""
     from ..model import GPT, GPTConfig
 
     out_dir = Path(out_dir)
@@ -112,13 +93,28 @@ def pretrain(out_dir, text_files=None, config: str = "mini", config_overrides: d
         cfg = train_cfg or TrainConfig()
         mrandom.manual_seed(cfg.seed)
         log(f"corpus: {source}, {len(text):,} characters")
-        tok = make_tokenizer(tokenizer, text, vocab_size, progress=progress)
+        if init is not None:
+            from ..loading import load_model_and_tokenizer, shrink_context
+
+            init_model, tok = load_model_and_tokenizer(init, None if tokenizer == "bpe" else tokenizer, kind="lm")
+            extra = set(config_overrides or {}) - {"context_length"}
+            if extra:
+                raise MiniGPTError(f"--init keeps the initial model's architecture; {', '.join(sorted(extra))} "
+                                   "cannot be changed")
+            init_model = shrink_context(init_model, (config_overrides or {}).get(
+                "context_length", init_model.config.context_length))
+            log(f"initial weights: {init}")
+        else:
+            tok = make_tokenizer(tokenizer, text, vocab_size, progress=progress)
     ids = np.asarray(tok.encode(text, allowed_special="all"), dtype=np.int64)
     if resume:
         if fingerprint(ids) != state.get("data_fingerprint"):
             raise MiniGPTError("--resume: the training text differs from the one this run started with; pass the "
                                "same --text files")
         ctx = model.config.context_length
+    elif init is not None:
+        mcfg = init_model.config
+        ctx = mcfg.context_length
     else:
         overrides = dict(config_overrides or {})
         overrides["vocab_size"] = tok.vocab_size
@@ -130,9 +126,9 @@ def pretrain(out_dir, text_files=None, config: str = "mini", config_overrides: d
             if epochs <= 0:
                 raise MiniGPTError(f"--epochs must be positive, got {epochs}")
             cfg = dataclasses.replace(cfg, steps=max(1, math.ceil(epochs * len(train_loader))))
-        model = GPT(mcfg)
+        model = init_model if init is not None else GPT(mcfg)
         log(f"tokens: {ids.size:,} ({len(train_loader.dataset)} training windows of {ctx}); vocab {tok.vocab_size}; "
-            f"model {config}: {model.num_parameters():,} parameters; {cfg.steps} steps of batch {train_loader.batch_size}")
+            f"model {config if init is None else init}: {model.num_parameters():,} parameters; {cfg.steps} steps of batch {train_loader.batch_size}")
     trainer = Trainer(model, tok, train_loader, val_loader, cfg, out_dir, log=log, progress=progress,
                       extra_state={"data_fingerprint": fingerprint(ids), "val_fraction": val_fraction})
     if resume:
