@@ -18,6 +18,7 @@ _LAZY = {
     "GPT": ("minigpt.model", "GPT"),
     "GPTConfig": ("minigpt.model", "GPTConfig"),
     "generate": ("minigpt.model", "generate"),
+    "Classifier": ("minigpt.train.classify", "Classifier"),
 }
 
 

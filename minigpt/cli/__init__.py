@@ -19,6 +19,8 @@ COMMANDS = (
     "generate",
     "tokenizer",
     "download",
+    "finetune",
+    "classify",
 )
 
 

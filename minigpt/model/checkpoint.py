@@ -253,6 +253,7 @@ def load_model(path, dtype=np.float32, kind: str | None = None):
     if is_clf:
         labels = _labels(hf_cfg, path)
         model = GPTClassifier(cfg, labels, dtype=dtype)
+        model.max_length = (hf_cfg.get("minigpt") or {}).get("max_length")
         try:
             w, b = extra.pop("score.weight"), extra.pop("score.bias", None)
         except KeyError:
@@ -378,6 +379,8 @@ def _hf_config(model) -> dict:
         d["num_labels"] = model.num_labels
         d["id2label"] = {str(i): lab for i, lab in enumerate(model.id2label)}
         d["label2id"] = {lab: i for i, lab in enumerate(model.id2label)}
+        if getattr(model, "max_length", None):
+            d["minigpt"]["max_length"] = int(model.max_length)  # the longest input it was trained on
     return d
 
 

@@ -26,6 +26,7 @@ class GPTClassifier(GPT):
             raise MiniGPTError(f"a classifier needs at least 2 labels, got {list(id2label)}")
         self.id2label = [str(x) for x in id2label]
         self.score = Linear(config.emb_dim, len(self.id2label), dtype=dtype)
+        self.max_length = None  # the longest input the classifier was trained on (saved in config.json)
 
     @property
     def num_labels(self) -> int:

@@ -79,8 +79,8 @@ def evaluate(model, loader, max_batches: int | None = None) -> float:
     total, n = 0.0, 0
     try:
         with no_grad():
-            for x, y in loader.iter_epoch(0, max_batches):
-                total += float(model.loss(x, y).item())
+            for batch in loader.iter_epoch(0, max_batches):
+                total += float(model.loss(*batch).item())
                 n += 1
     finally:
         model.train(was_training)
@@ -163,7 +163,7 @@ class Trainer:
     """
 
     def __init__(self, model, tokenizer, train_loader, val_loader, cfg: TrainConfig, out_dir,
-                 log=print, progress: bool = True, extra_state: dict | None = None):
+                 log=print, progress: bool = True, extra_state: dict | None = None, eval_fn=None):
         from ..optim import AdamW, CosineWithWarmup, split_decay_groups
 
         self.model, self.tokenizer, self.cfg = model, tokenizer, cfg
@@ -178,6 +178,9 @@ class Trainer:
         self.tokens_seen = 0
         self.history = []  # (step, tokens, train_loss, val_loss or None)
         self.extra_state = dict(extra_state or {})  # saved in every checkpoint as is (e.g. a data fingerprint)
+        # eval_fn(trainer) -> dict of metrics logged at every evaluation instead of the validation loss
+        # (its "val_loss" entry, if any, is the validation loss); used by finetuning
+        self.eval_fn = eval_fn
 
     # state that makes a resumed run identical to an uninterrupted one
     def trainer_state(self) -> dict:
@@ -231,8 +234,10 @@ class Trainer:
                        top_k=40, seed=self.cfg.seed + self.step)
         return self.tokenizer.decode(out.tolist())
 
-    def train_step(self, x, y) -> tuple[float, float]:
-        loss = self.model.loss(x, y)
+    def train_step(self, *batch) -> tuple[float, float]:
+        """One optimizer step on ``batch`` (the arguments of ``model.loss``: inputs and targets for a language
+        model; ids, labels and lengths for a classifier)."""
+        loss = self.model.loss(*batch)
         self.optimizer.zero_grad()
         loss.backward()
         from ..optim import clip_grad_norm
@@ -264,10 +269,11 @@ class Trainer:
         try:
             with open(log_path, "a", encoding="utf-8") as logf:
                 while self.step < cfg.steps:
-                    x, y = next(batches)
+                    batch = next(batches)
+                    x = batch[0]
                     lr = self.optimizer.param_groups[0]["lr"]
                     t0 = time.perf_counter()
-                    loss, norm = self.train_step(x, y)
+                    loss, norm = self.train_step(*batch)
                     dt = time.perf_counter() - t0
                     self.step += 1
                     self.tokens_seen += x.size
@@ -276,7 +282,12 @@ class Trainer:
                            "grad_norm": None if math.isnan(norm) else round(norm, 6), "tokens_per_s": round(tps, 1)}
                     val = None
                     evaluate_now = cfg.eval_every and (self.step % cfg.eval_every == 0 or self.step == cfg.steps)
-                    if evaluate_now and self.val_loader is not None:
+                    if evaluate_now and self.eval_fn is not None:
+                        metrics = self.eval_fn(self)
+                        rec.update(metrics)
+                        val = metrics.get("val_loss")
+                        last_val = val if val is not None else last_val
+                    elif evaluate_now and self.val_loader is not None:
                         val = evaluate(self.model, self.val_loader, cfg.eval_batches)
                         rec["val_loss"] = round(val, 6)
                         last_val = val

@@ -1,0 +1,83 @@
+"""`minigpt finetune classify|instruct`: finetune a pretrained model (any model folder) on labelled texts
+or on instruction/response pairs."""
+from __future__ import annotations
+
+import json
+import sys
+
+from ..errors import MiniGPTError
+
+
+def _common(p, d):
+    p.add_argument("--init", default=None, metavar="DIR", help="the starting model: a `minigpt train` run "
+                   "folder, a checkpoint folder or a GPT-2 folder (its tokenizer comes along)")
+    p.add_argument("--data", default=None, metavar="PATH", help="the training data")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (checkpoints, log.jsonl, plots, model/)")
+    p.add_argument("--tokenizer", default=None, help="override the model folder's tokenizer")
+    p.add_argument("--train", default=d.train, metavar="MODE", help="what to train: head, last-blocks:K, all "
+                   f"or lora (default {d.train})")
+    p.add_argument("--lora-rank", type=int, default=d.lora_rank)
+    p.add_argument("--lora-alpha", type=float, default=d.lora_alpha)
+    p.add_argument("--merge", action="store_true", help="with --train lora: save a plain model folder with the "
+                   "adapters folded in, instead of the adapters only")
+    p.add_argument("--epochs", type=float, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--warmup", type=int, default=d.warmup)
+    p.add_argument("--max-length", type=int, default=None, help="truncate longer inputs (default: the longest "
+                   "training example, capped at the model's context length)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _fields(args, cls, names):
+    return cls(**{n: getattr(args, n) for n in names if getattr(args, n, None) is not None})
+
+
+def add(sub):
+    from ..train.classify import ClassifyConfig
+
+    top = sub.add_parser("finetune", help="finetune a pretrained model: classify (labelled texts) or instruct "
+                         "(instruction/response pairs)")
+    fsub = top.add_subparsers(dest="task", metavar="TASK")
+    d = ClassifyConfig()
+    p = fsub.add_parser("classify", help="train a classifier (e.g. spam / ham) from a pretrained model",
+                        description="Replace the LM head by a classification head on the last real token and "
+                        "finetune on labelled texts (SMS Spam Collection format, CSV, TSV or JSONL).")
+    _common(p, d)
+    p.add_argument("--format", default=d.format, help="auto, sms (label<TAB>text), csv, tsv or jsonl")
+    p.add_argument("--text-column", default=d.text_column)
+    p.add_argument("--label-column", default=d.label_column)
+    p.add_argument("--no-balance", dest="balance", action="store_false", help="keep every example instead of "
+                   "undersampling the larger classes")
+    p.add_argument("--split", default="0.7,0.1,0.2", help="train,validation,test fractions (stratified)")
+    p.set_defaults(func=_cmd_classify)
+    top.set_defaults(func=lambda args: (top.print_help(), 2)[1])
+
+
+def _log(args):
+    return (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+
+
+def _cmd_classify(args):
+    from ..train.classify import ClassifyConfig, finetune_classify
+
+    try:
+        split = tuple(float(x) for x in args.split.split(","))
+    except ValueError:
+        raise MiniGPTError(f"--split {args.split!r}: expected three fractions like 0.7,0.1,0.2") from None
+    args.split = split
+    cfg = _fields(args, ClassifyConfig, ["format", "text_column", "label_column", "balance", "split", "max_length",
+                                         "train", "lora_rank", "lora_alpha", "epochs", "batch_size", "lr",
+                                         "weight_decay", "warmup", "seed", "merge"])
+    rep = finetune_classify(args.out, init=args.init, data=args.data, cfg=cfg, resume=args.resume,
+                            progress=not args.quiet, log=_log(args), tokenizer=args.tokenizer)
+    print(f"test accuracy {rep['accuracy']:.2%} (macro F1 {rep['macro_f1']:.3f}); labels {rep['labels']}; "
+          f"confusion (rows true, columns predicted) {json.dumps(rep['confusion_matrix'])}")
+    for lab, m in rep["per_class"].items():
+        print(f"  {lab}: precision {m['precision']:.3f}, recall {m['recall']:.3f}, F1 {m['f1']:.3f}, "
+              f"support {m['support']}")
+    print(f"classifier in {rep['model_dir']} (try: minigpt classify --model {rep['model_dir']} \"some text\")")
+    return 0
