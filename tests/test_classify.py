@@ -213,3 +213,27 @@ def test_lm_generate_refuses_classifier_and_vocab_mismatch(tmp_path):
     clf.save_pretrained(tmp_path / "c")
     with pytest.raises(MiniGPTError, match="holds a classifier"):
         GPT.from_pretrained(tmp_path / "c")
+
+
+def test_cli_lora_adapters_and_merge(base, tmp_path, capsys):
+    args = ["finetune", "classify", "--init", str(base / "pre"), "--data", str(base / "sms.txt"), "--lr", "3e-3",
+            "--batch-size", "4", "--quiet", "--epochs", "1", "--train", "lora", "--lora-rank", "4",
+            "--lora-alpha", "8"]
+    assert main(args + ["--out", str(tmp_path / "lora")]) == 0
+    capsys.readouterr()
+    folder = tmp_path / "lora" / "model"
+    assert {p.name for p in folder.iterdir()} == {"adapter.safetensors", "adapter_config.json", "tokenizer.json"}
+    metrics = json.loads((tmp_path / "lora" / "metrics.json").read_text())
+    assert metrics["trainable_parameters"] == 2 * 4 * (256 + 128 + 320 + 320) + 64 * 2 + 2
+    a = Classifier.from_pretrained(folder).predict_proba(["free prize call", "lunch love"])
+    b = Classifier.from_pretrained(tmp_path / "lora").predict_proba(["free prize call", "lunch love"])
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert main(args + ["--out", str(tmp_path / "merged"), "--merge"]) == 0
+    merged = tmp_path / "merged" / "model"
+    assert {p.name for p in merged.iterdir()} == {"config.json", "model.safetensors", "tokenizer.json"}
+    c = Classifier.from_pretrained(merged).predict_proba(["free prize call", "lunch love"])
+    np.testing.assert_allclose(a, c, rtol=1e-4, atol=1e-5)  # same seed, same run: merge changes nothing
+    with pytest.raises(MiniGPTError, match="larger than the width"):
+        finetune_classify(tmp_path / "r", base / "pre", base / "sms.txt",
+                          ClassifyConfig(format="sms", train="lora", lora_rank=100), progress=False, log=quiet)
+    assert not (tmp_path / "r" / "latest.json").exists()
