@@ -21,6 +21,7 @@ COMMANDS = (
     "download",
     "finetune",
     "classify",
+    "chat",
 )
 
 

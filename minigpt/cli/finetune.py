@@ -54,6 +54,7 @@ def add(sub):
                    "undersampling the larger classes")
     p.add_argument("--split", default="0.7,0.1,0.2", help="train,validation,test fractions (stratified)")
     p.set_defaults(func=_cmd_classify)
+    add_instruct(fsub)
     top.set_defaults(func=lambda args: (top.print_help(), 2)[1])
 
 
@@ -80,4 +81,43 @@ def _cmd_classify(args):
         print(f"  {lab}: precision {m['precision']:.3f}, recall {m['recall']:.3f}, F1 {m['f1']:.3f}, "
               f"support {m['support']}")
     print(f"classifier in {rep['model_dir']} (try: minigpt classify --model {rep['model_dir']} \"some text\")")
+    return 0
+
+
+def add_instruct(fsub):
+    from ..train.instruct import InstructConfig
+
+    d = InstructConfig()
+    p = fsub.add_parser("instruct", help="finetune a language model to follow instructions",
+                        description="Finetune on a JSON list of {instruction, input, output} entries (seeded "
+                        "85/5/10 split), then answer the test split before/after and score the answers.")
+    _common(p, d)
+    p.add_argument("--template", default=d.template, help="prompt template: alpaca or phi3")
+    p.add_argument("--mask-prompt", action="store_true", help="no loss on the prompt's tokens")
+    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help="length cap of the test answers")
+    p.add_argument("--eval-limit", type=int, default=None, help="answer only the first N test entries")
+    p.add_argument("--judge-url", default=None, help="also score the answers with an LLM judge at this "
+                   "Ollama-compatible URL (e.g. http://localhost:11434)")
+    p.add_argument("--judge-model", default="llama3", help="the judge's model name (default llama3)")
+    p.set_defaults(func=_cmd_instruct)
+
+
+def _cmd_instruct(args):
+    from ..train.instruct import InstructConfig, finetune_instruct
+
+    cfg = _fields(args, InstructConfig, ["template", "mask_prompt", "max_length", "max_new_tokens", "eval_limit",
+                                         "train", "lora_rank", "lora_alpha", "epochs", "batch_size", "lr",
+                                         "weight_decay", "warmup", "seed", "merge"])
+    s = finetune_instruct(args.out, init=args.init, data=args.data, cfg=cfg, resume=args.resume,
+                          progress=not args.quiet, log=_log(args), tokenizer=args.tokenizer,
+                          judge_url=args.judge_url, judge_model=args.judge_model)
+    b, a = s["before"], s["after"]
+    print(f"validation loss {s['val_loss_before']:.3f} -> {s['val_loss_after']:.3f}")
+    print(f"test split ({a['n']} entries): ROUGE-L F1 {b['rouge_l_f1']:.3f} -> {a['rouge_l_f1']:.3f}; exact match "
+          f"{b['exact_match']:.1%} -> {a['exact_match']:.1%}; mean length {b['mean_words']:.1f} -> "
+          f"{a['mean_words']:.1f} words (references {a['reference_mean_words']:.1f})")
+    if "judge_mean" in a:
+        print(f"judge score {b['judge_mean']} -> {a['judge_mean']}")
+    print(f"answers in {args.out}/test_responses.json; model in {s['model_dir']} (try: minigpt chat --model "
+          f"{s['model_dir']})")
     return 0
