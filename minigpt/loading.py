@@ -94,20 +94,25 @@ def load_tokenizer(folder, vocab_size: int | None = None):
                        f"its vocabulary ({vocab_size} tokens) is not GPT-2's; pass --tokenizer")
 
 
-def check_vocab(model, tok, where) -> None:
-    """The tokenizer's ids must all be rows of the model's embedding table."""
+def check_vocab(model, tok, where, strict: bool = False) -> None:
+    """The tokenizer's ids must all be rows of the model's embedding table; ``strict``: the two sizes must
+    be equal (a run that trains the model on this tokenizer's ids)."""
+    if strict and tok.vocab_size != model.config.vocab_size:
+        raise MiniGPTError(f"{where}: the model's vocabulary has {model.config.vocab_size} tokens but the tokenizer "
+                           f"{tok.vocab_size}; they do not belong together (pass the model's own tokenizer)")
     if tok.vocab_size > model.config.vocab_size:
         raise MiniGPTError(f"{where}: the tokenizer has {tok.vocab_size} tokens but the model's vocabulary only "
                            f"{model.config.vocab_size}; they do not belong together")
 
 
-def load_model_and_tokenizer(path, tokenizer: str | None = None, kind: str | None = None):
+def load_model_and_tokenizer(path, tokenizer: str | None = None, kind: str | None = None, strict_vocab: bool = False):
     """``(model, tokenizer)`` from any model folder; ``kind`` = "lm" or "classifier" refuses the other kind;
-    ``tokenizer`` overrides the folder's (a spec as :func:`tokenizer_from_spec` takes)."""
+    ``tokenizer`` overrides the folder's (a spec as :func:`tokenizer_from_spec` takes); ``strict_vocab``
+    requires equal vocabulary sizes (training runs)."""
     folder = resolve_model_dir(path)
     model = load_model(folder, kind=kind)
     tok = tokenizer_from_spec(tokenizer) if tokenizer else load_tokenizer(folder, model.config.vocab_size)
-    check_vocab(model, tok, path)
+    check_vocab(model, tok, path, strict_vocab)
     return model, tok
 
 

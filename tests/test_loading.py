@@ -96,3 +96,15 @@ def test_cli_train_init_continues_pretraining(run, tmp_path, capsys):
     capsys.readouterr()
     assert main(args + ["--out", str(tmp_path / "raise"), "--context-length", "64"]) == 2
     assert "never raised" in capsys.readouterr().err
+
+
+def test_init_with_a_foreign_tokenizer_is_refused(run, tmp_path, shared_data):
+    from minigpt.train.classify import finetune_classify
+
+    (tmp_path / "d.tsv").write_text("text\tlabel\nhello\ta\nbye\tb\n")
+    with pytest.raises(MiniGPTError, match="model's vocabulary has 300 tokens but the tokenizer 50257"):
+        load_model_and_tokenizer(run / "run", "gpt2", strict_vocab=True)
+    with pytest.raises(MiniGPTError, match="do not belong together"):
+        finetune_classify(tmp_path / "out", run / "run", tmp_path / "d.tsv", tokenizer="gpt2", log=quiet,
+                          progress=False)
+    assert not (tmp_path / "out").exists()

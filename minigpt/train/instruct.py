@@ -188,7 +188,7 @@ def finetune_instruct(out_dir, init=None, data=None, cfg: InstructConfig | None 
         if init is None or data is None:
             raise MiniGPTError("finetune instruct needs --init DIR and --data FILE")
         cfg = cfg or InstructConfig()
-        model, tok = load_model_and_tokenizer(init, tokenizer, kind="lm")
+        model, tok = load_model_and_tokenizer(init, tokenizer, kind="lm", strict_vocab=True)
     if cfg.template not in TEMPLATES:
         raise MiniGPTError(f"unknown --template {cfg.template!r}; known: {', '.join(TEMPLATES)}")
     if ENDOFTEXT not in tok.special_tokens:

@@ -96,7 +96,8 @@ def pretrain(out_dir, text_files=None, config: str = "mini", config_overrides: d
         if init is not None:
             from ..loading import load_model_and_tokenizer, shrink_context
 
-            init_model, tok = load_model_and_tokenizer(init, None if tokenizer == "bpe" else tokenizer, kind="lm")
+            init_model, tok = load_model_and_tokenizer(init, None if tokenizer == "bpe" else tokenizer, kind="lm",
+                                                       strict_vocab=True)
             extra = set(config_overrides or {}) - {"context_length"}
             if extra:
                 raise MiniGPTError(f"--init keeps the initial model's architecture; {', '.join(sorted(extra))} "
