@@ -75,6 +75,7 @@ def _cmd_classify(args):
                                          "weight_decay", "warmup", "seed", "merge"])
     rep = finetune_classify(args.out, init=args.init, data=args.data, cfg=cfg, resume=args.resume,
                             progress=not args.quiet, log=_log(args), tokenizer=args.tokenizer)
+    print(f"trained {rep['trainable_parameters']:,} parameters (--train {rep['train']}) for {rep['steps']} steps")
     print(f"test accuracy {rep['accuracy']:.2%} (macro F1 {rep['macro_f1']:.3f}); labels {rep['labels']}; "
           f"confusion (rows true, columns predicted) {json.dumps(rep['confusion_matrix'])}")
     for lab, m in rep["per_class"].items():
@@ -112,6 +113,7 @@ def _cmd_instruct(args):
                           progress=not args.quiet, log=_log(args), tokenizer=args.tokenizer,
                           judge_url=args.judge_url, judge_model=args.judge_model)
     b, a = s["before"], s["after"]
+    print(f"trained {s['trainable_parameters']:,} parameters (--train {args.train}) for {s['steps']} steps")
     print(f"validation loss {s['val_loss_before']:.3f} -> {s['val_loss_after']:.3f}")
     print(f"test split ({a['n']} entries): ROUGE-L F1 {b['rouge_l_f1']:.3f} -> {a['rouge_l_f1']:.3f}; exact match "
           f"{b['exact_match']:.1%} -> {a['exact_match']:.1%}; mean length {b['mean_words']:.1f} -> "

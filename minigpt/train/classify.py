@@ -215,9 +215,8 @@ def finetune_classify(out_dir, init=None, data=None, cfg: ClassifyConfig | None 
             loss, pred, _ = predict_dataset(trainer.model, ds[name])
             rec[f"{name}_loss"] = round(loss, 6)
             rec[f"{name}_acc"] = round(float((pred == ds[name].labels).mean()), 6)
-        trainer._say(None if not trainer.progress else _bar_proxy(),
-                     f"epoch {rec['epoch']:g}: loss train {rec['train_loss']:.3f} val {rec['val_loss']:.3f}; "
-                     f"accuracy train {rec['train_acc']:.2%} val {rec['val_acc']:.2%} test {rec['test_acc']:.2%}")
+        trainer.say(f"epoch {rec['epoch']:g}: loss train {rec['train_loss']:.3f} val {rec['val_loss']:.3f}; "
+                    f"accuracy train {rec['train_acc']:.2%} val {rec['val_acc']:.2%} test {rec['test_acc']:.2%}")
         return rec
 
     extra = {"task": "classify", "classify": dataclasses.asdict(cfg), "data": str(data), "init": str(init),
@@ -237,14 +236,6 @@ def finetune_classify(out_dir, init=None, data=None, cfg: ClassifyConfig | None 
     _save_final(model, tok, out_dir / "model", cfg, init)
     report["model_dir"] = str(out_dir / "model")
     return report
-
-
-class _bar_proxy:  # tqdm.write without a bar object: prints above any active bar
-    @staticmethod
-    def write(msg, file=None):
-        from tqdm import tqdm
-
-        tqdm.write(msg, file=file)
 
 
 def _save_final(model, tok, path: Path, cfg: ClassifyConfig, init) -> None:

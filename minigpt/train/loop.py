@@ -263,6 +263,7 @@ class Trainer:
 
             bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
                        file=sys.stderr, mininterval=0.5)
+        self._bar = bar
         batches = self.train_loader.batches()
         last_val = None
         self.model.train()
@@ -312,10 +313,15 @@ class Trainer:
                     if cfg.sample_every and self.step % cfg.sample_every == 0 and self.step != cfg.steps:
                         self._say(bar, f"--- sample at step {self.step} ---\n{self.sample()}\n---")
         finally:
+            self._bar = None
             if bar is not None:
                 bar.close()
         return {"step": self.step, "tokens_seen": self.tokens_seen,
                 "train_loss": self.history[-1][2] if self.history else None, "val_loss": last_val}
+
+    def say(self, msg: str) -> None:
+        """Print a message (above the progress bar while one runs), e.g. from an ``eval_fn``."""
+        self._say(getattr(self, "_bar", None), msg)
 
     def _say(self, bar, msg: str) -> None:
         if bar is not None:
