@@ -8,7 +8,9 @@ limit), asks each op for the gradients of its inputs, sums the contributions of 
 once, and accumulates the results into the ``.grad`` of leaf tensors.
 
 The ops themselves (forward and backward side by side) live in ``minigpt/ops/``; this module only
-records and replays the graph.
+records and replays the graph. The running gradient sums, and the two memory optimisations behind them
+(buffer reuse, sparse embedding gradients; ``set_grad_optimizations(False)`` turns them off), live in
+``minigpt/grad_buffers.py``.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import threading
 import numpy as np
 
 from .errors import MiniGPTError
+from .grad_buffers import GradSums, RowGrad, set_grad_optimizations  # noqa: F401  (re-exported)
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 DEFAULT_DTYPE = np.dtype(np.float32)
@@ -180,72 +183,24 @@ class Tensor:
             if grad.shape != self.shape:
                 raise MiniGPTError(f"backward() gradient has shape {grad.shape}, the tensor has {self.shape}")
 
-        # Reverse topological order, iteratively (post-order DFS with an explicit stack).
-        order = []
-        visited = set()
-        stack = [(self, False)]
-        while stack:
-            node, expanded = stack.pop()
-            if expanded:
-                order.append(node)
-                continue
-            if id(node) in visited:
-                continue
-            visited.add(id(node))
-            stack.append((node, True))
-            op = node._op
-            if op is not None:
-                for inp in op.inputs:
-                    if inp.requires_grad and id(inp) not in visited:
-                        stack.append((inp, False))
-
-        grads = {id(self): grad}
-        owned = set()  # ids whose gradient array was allocated here (safe to add into in place)
-        for node in reversed(order):
-            g = grads.pop(id(node), None)
+        order = _topological_order(self)  # every tensor self depends on, inputs before outputs
+        grads = GradSums(self, grad)        # tensor -> sum of the gradients it has received so far
+        for node in reversed(order):        # outputs before inputs: a node's sum is complete when reached
+            g = grads.pop(node)
             if g is None:
                 continue
             op = node._op
-            if op is None:
-                if isinstance(g, RowGrad):
-                    g.add_to_leaf(node)
-                else:
-                    _accumulate_leaf(node, g, id(node) in owned)
+            if op is None:                  # a leaf: accumulate into .grad
+                grads.add_to_leaf(node, g)
                 continue
-            if isinstance(g, RowGrad):
-                g = g.dense()
-                owned.add(id(node))
-            op.grad_is_scratch = id(node) in owned  # backward may overwrite g (nobody else holds it)
-            in_grads = op.backward(g)
+            op.grad_is_scratch = grads.is_scratch(node)
+            in_grads = op.backward(g)       # chain rule: d(self)/d(input) for each of the op's inputs
             if not isinstance(in_grads, tuple):
                 in_grads = (in_grads,)
             for inp, ig in zip(op.inputs, in_grads):
-                if ig is None or not inp.requires_grad:
-                    continue
-                if ig.shape != inp.data.shape:  # an op bug, never a user error
-                    raise RuntimeError(
-                        f"{type(op).__name__}.backward returned a gradient of shape {ig.shape} "
-                        f"for an input of shape {inp.data.shape}"
-                    )
-                key = id(inp)
-                prev = grads.get(key)
-                if isinstance(ig, RowGrad) or isinstance(prev, RowGrad):
-                    grads[key] = _add_row_grad(prev, ig, key in owned)
-                    if not isinstance(grads[key], RowGrad):
-                        owned.add(key)
-                    continue
-                if prev is None:
-                    grads[key] = ig
-                    # A fresh array (not a view, not the incoming gradient, not handed to another input
-                    # of the same op) belongs to this backward pass alone: it may be added into in place
-                    # and become a leaf's .grad without a copy.
-                    if ig.base is None and ig is not g and sum(x is ig for x in in_grads) == 1:
-                        owned.add(key)
-                elif key in owned:
-                    prev += ig
-                else:
-                    grads[key] = prev + ig
-                    owned.add(key)
+                if ig is not None and inp.requires_grad:
+                    _check_grad_shape(op, inp, ig)
+                    grads.add(inp, ig, g, in_grads)   # grads[inp] += ig
 
     # --- operators (defined in ops/, bound at the bottom of this module) ---------------------------
     def __neg__(self):
@@ -376,58 +331,29 @@ def _raw(x):
     return x.data if isinstance(x, Tensor) else x
 
 
-class RowGrad:
-    """A gradient that is zero but for some rows: ``dense[index] += rows`` (repeated indices add up).
-
-    An embedding lookup's backward returns one, so that a (vocab, dim) table's gradient is never built
-    as a dense array of zeros just to be added to another: the rows are added straight into the other
-    contribution (e.g. a tied LM head's gradient) or into the leaf's ``.grad``.
-    """
-
-    __slots__ = ("index", "rows", "shape", "dtype")
-
-    def __init__(self, index: np.ndarray, rows: np.ndarray, shape: tuple):
-        self.index, self.rows, self.shape, self.dtype = index, rows, tuple(shape), rows.dtype
-
-    def add_into(self, arr: np.ndarray) -> np.ndarray:
-        from .kernels import scatter  # a Numba scatter-add (np.add.at is its NumPy reference)
-
-        return scatter.add_rows(arr, self.index, self.rows)
-
-    def dense(self) -> np.ndarray:
-        return self.add_into(np.zeros(self.shape, dtype=self.dtype))
-
-    def add_to_leaf(self, node: "Tensor") -> None:
-        if node.grad is None:
-            node.grad = self.dense().astype(node.data.dtype, copy=False)
-        else:
-            self.add_into(node.grad)
+def _topological_order(root: Tensor) -> list:
+    """The tensors ``root`` depends on (those requiring grad), each after all of its inputs. Iterative
+    (a post-order depth-first search with an explicit stack), so deep graphs do not hit Python's
+    recursion limit."""
+    order, visited, stack = [], set(), [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:                # all of node's inputs are in order already
+            order.append(node)
+            continue
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        stack.append((node, True))
+        if node._op is not None:
+            stack.extend((inp, False) for inp in node._op.inputs if inp.requires_grad and id(inp) not in visited)
+    return order
 
 
-def _add_row_grad(prev, ig, prev_owned: bool):
-    """Sum of two gradient contributions of which at least one is a RowGrad."""
-    if prev is None:
-        return ig
-    if isinstance(prev, RowGrad):
-        prev, ig = ig, prev
-        prev_owned = False
-    if isinstance(prev, RowGrad):  # both sparse
-        prev = prev.dense()
-    elif not prev_owned:
-        prev = prev.copy()
-    return ig.add_into(prev)
-
-
-def _accumulate_leaf(node: Tensor, g: np.ndarray, owned: bool) -> None:
-    if g.dtype != node.data.dtype:
-        g = g.astype(node.data.dtype)
-        owned = True
-    if node.grad is None:
-        # Copy unless the array was made for this leaf alone: an op may hand the same array to
-        # several inputs, and the user may later add into .grad in place.
-        node.grad = g if owned and g.flags.c_contiguous else np.array(g, order="C", copy=True)
-    else:
-        node.grad += g
+def _check_grad_shape(op, inp: Tensor, ig) -> None:
+    if ig.shape != inp.data.shape:  # an op bug, never a user error
+        raise RuntimeError(f"{type(op).__name__}.backward returned a gradient of shape {ig.shape} "
+                           f"for an input of shape {inp.data.shape}")
 
 
 def tensor(data, dtype=None, requires_grad: bool = False) -> Tensor:
@@ -451,7 +377,7 @@ class Function:
 
     inputs: tuple = ()
     needs: tuple = ()
-    grad_is_scratch: bool = False  # set by the engine: True when backward may reuse grad's memory
+    grad_is_scratch: bool = False  # set by backward (grad_buffers.GradSums.is_scratch): may reuse grad's memory
 
     def forward(self, *arrays, **params):  # pragma: no cover - abstract
         raise NotImplementedError

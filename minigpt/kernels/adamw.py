@@ -13,8 +13,9 @@ The scalar factors are computed once in float64 and handed to the kernel in the 
 does, so a float32 parameter is updated entirely in float32 arithmetic (and vectorises as such).
 
 Like every kernel module here, the fast kernel (``adamw_update_numba``) sits beside its plain NumPy
-reference (``adamw_update_numpy``); ``adamw_update`` runs the one the kernel backend selects
-(``minigpt.kernels.set_backend("numpy")`` or ``MINIGPT_KERNELS=numpy``).
+reference (``adamw_update_numpy``); the declaration ``adamw_update = kernel(adamw_update_numpy,
+adamw_update_numba)`` runs the one the kernel backend selects (``minigpt.kernels.set_backend("numpy")`` or
+``MINIGPT_KERNELS=numpy``).
 
 ``sum_squares`` accumulates in float64 whatever the array's dtype; gradient clipping uses it for the global
 norm. Both kernels know nothing of Tensor or Parameter: they take and modify NumPy arrays.
@@ -27,8 +28,8 @@ import numpy as np
 from numba import njit, prange
 
 from ..errors import MiniGPTError
-from . import backend as _backend
 from .fastmath import renamed_copy
+from .registry import kernel
 
 # Below this many elements a parallel launch costs more than it saves (a launch costs 2-150 us, see
 # minigpt/_threads.py), and at 0.6M float32 values the serial loop (~0.35 ms, memory-bound) was still
@@ -104,8 +105,8 @@ def _prepare(p, g, m, v, lr, beta1, beta2, eps, weight_decay, bias_correction1, 
 def adamw_update_numba(p, g, m, v, lr, beta1, beta2, eps, weight_decay, bias_correction1, bias_correction2):
     """The fused Numba kernel (parallel over elements for large arrays)."""
     args = _prepare(p, g, m, v, lr, beta1, beta2, eps, weight_decay, bias_correction1, bias_correction2)
-    kernel = _adamw_parallel if p.size >= PARALLEL_THRESHOLD else _adamw_serial
-    kernel(p, g, m, v, *args)
+    fn = _adamw_parallel if p.size >= PARALLEL_THRESHOLD else _adamw_serial
+    fn(p, g, m, v, *args)
 
 
 def adamw_update_numpy(p, g, m, v, lr, beta1, beta2, eps, weight_decay, bias_correction1, bias_correction2):
@@ -119,27 +120,38 @@ def adamw_update_numpy(p, g, m, v, lr, beta1, beta2, eps, weight_decay, bias_cor
     p += neg_step * m / (np.sqrt(v) / bc2_sqrt + eps)
 
 
-def adamw_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, bias_correction1, bias_correction2):
+def _check_sumsq(x):
+    if not isinstance(x, np.ndarray) or x.ndim != 1 or not x.flags.c_contiguous:
+        raise MiniGPTError("sum_squares: expected a flat contiguous NumPy array")
+    return x if x.dtype in (np.float32, np.float64) else x.astype(np.float64)
+
+
+def sum_squares_numpy(x) -> float:
+    """sum(x * x) in float64 (float32 arrays converted 64K values at a time, to bound the extra memory)."""
+    x = _check_sumsq(x)
+    if x.dtype == np.float64:
+        return float(np.dot(x, x))
+    return sum(float(np.dot(c, c)) for c in (x[i:i + 65536].astype(np.float64) for i in range(0, x.size, 65536)))
+
+
+def sum_squares_numba(x) -> float:
+    """The Numba loop, accumulating in float64 (parallel for large arrays)."""
+    x = _check_sumsq(x)
+    if x.size >= PARALLEL_THRESHOLD:
+        return float(_sumsq_parallel(x))
+    return float(_sumsq_serial(x))
+
+
+# ---- the kernels, declared once: NumPy reference, Numba version (registry.py picks one) ----------
+
+adamw_update = kernel(
+    adamw_update_numpy, adamw_update_numba,
     """One AdamW step on flat contiguous arrays, in place (p, m, v are modified; g is read).
 
     p, g, m, v: 1-D C-contiguous arrays of one float dtype (float32 or float64) and equal size.
     bias_correction1 = 1 - beta1**step and bias_correction2 = 1 - beta2**step for the step being taken.
-    Runs the Numba kernel, or its NumPy reference when the kernel backend is "numpy"
-    (``minigpt.kernels.set_backend`` / ``MINIGPT_KERNELS``).
-    """
-    impl = adamw_update_numpy if _backend() == "numpy" else adamw_update_numba
-    impl(p, g, m, v, lr, beta1, beta2, eps, weight_decay, bias_correction1, bias_correction2)
+    """)
 
-
-def sum_squares(x) -> float:
-    """Sum of x*x over a flat contiguous float array, accumulated in float64."""
-    if not isinstance(x, np.ndarray) or x.ndim != 1 or not x.flags.c_contiguous:
-        raise MiniGPTError("sum_squares: expected a flat contiguous NumPy array")
-    if x.dtype not in (np.float32, np.float64):
-        x = x.astype(np.float64)
-    if _backend() == "numpy":
-        return float(np.dot(x, x)) if x.dtype == np.float64 else sum(
-            float(np.dot(c, c)) for c in (x[i:i + 65536].astype(np.float64) for i in range(0, x.size, 65536)))
-    if x.size >= PARALLEL_THRESHOLD:
-        return float(_sumsq_parallel(x))
-    return float(_sumsq_serial(x))
+sum_squares = kernel(
+    sum_squares_numpy, sum_squares_numba,
+    """Sum of x*x over a flat contiguous float array, accumulated in float64.""")

@@ -36,9 +36,9 @@ import minigpt._threads  # noqa: F401  (before numba: selects the threading laye
 import numba
 import numpy as np
 
-from . import backend
 from ..errors import MiniGPTError
 from .fastmath import FASTMATH, LazyKernel, array_type, fast_exp, row_max
+from .registry import kernel
 
 # ---- the dropout mask: a counter-based hash (splitmix64's finaliser) --------------------------------
 _GOLD = np.uint64(0x9E3779B97F4A7C15)   # 2**64 / golden ratio: the stride between counters
@@ -664,17 +664,12 @@ def attention_backward_numba(dout, q, k, v, out, lse, scale, dropout_p=0.0, seed
     return dq, dk, dv
 
 
-# ---- public, dispatching on the backend -------------------------------------------------------------
+# ---- the kernels, declared once: NumPy reference, Numba version (registry.py picks one) ----------
 
-def attention_forward(q, k, v, scale, dropout_p=0.0, seed=0):
-    """Causal attention of ``q`` (B, Tq, H, D) over ``k``, ``v`` (B, Tk, H, D); returns ``(out, lse)``."""
-    if backend() == "numpy":
-        return attention_forward_numpy(q, k, v, scale, dropout_p, seed)
-    return attention_forward_numba(q, k, v, scale, dropout_p, seed)
+attention_forward = kernel(
+    attention_forward_numpy, attention_forward_numba,
+    """Causal attention of ``q`` (B, Tq, H, D) over ``k``, ``v`` (B, Tk, H, D); returns ``(out, lse)``.""")
 
-
-def attention_backward(dout, q, k, v, out, lse, scale, dropout_p=0.0, seed=0, dq=None, dk=None, dv=None):
-    """Gradients ``(dq, dk, dv)`` of :func:`attention_forward`; written into ``dq``/``dk``/``dv`` if given."""
-    if backend() == "numpy":
-        return attention_backward_numpy(dout, q, k, v, out, lse, scale, dropout_p, seed, dq, dk, dv)
-    return attention_backward_numba(dout, q, k, v, out, lse, scale, dropout_p, seed, dq, dk, dv)
+attention_backward = kernel(
+    attention_backward_numpy, attention_backward_numba,
+    """Gradients ``(dq, dk, dv)`` of :func:`attention_forward`; written into ``dq``/``dk``/``dv`` if given.""")

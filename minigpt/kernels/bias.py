@@ -17,8 +17,8 @@ import numba
 import numpy as np
 
 from ..errors import MiniGPTError
-from . import backend
 from .fastmath import SMALL_WORK, SUM_BLOCKS, LazyKernel, array_type
+from .registry import kernel
 
 
 # ---- NumPy reference ----------------------------------------------------------------------------
@@ -87,17 +87,12 @@ def bias_grad_numba(g):
     return partial.sum(axis=0)
 
 
-# ---- public, dispatching on the backend -------------------------------------------------------------
+# ---- the kernels, declared once: NumPy reference, Numba version (registry.py picks one) ----------
 
-def add_bias(y, b):
-    """``y += b`` for ``y`` (N, C) C-contiguous and ``b`` (C,); returns ``y``."""
-    if backend() == "numpy":
-        return add_bias_numpy(y, b)
-    return add_bias_numba(y, b)
+add_bias = kernel(
+    add_bias_numpy, add_bias_numba,
+    """``y += b`` for ``y`` (N, C) C-contiguous and ``b`` (C,); returns ``y``.""")
 
-
-def bias_grad(g):
-    """Column sums of ``g`` (N, C): the gradient of a bias added to every row."""
-    if backend() == "numpy":
-        return bias_grad_numpy(g)
-    return bias_grad_numba(g)
+bias_grad = kernel(
+    bias_grad_numpy, bias_grad_numba,
+    """Column sums of ``g`` (N, C): the gradient of a bias added to every row.""")

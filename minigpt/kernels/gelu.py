@@ -21,9 +21,9 @@ import minigpt._threads  # noqa: F401  (before numba: selects the threading laye
 import numba
 import numpy as np
 
-from . import backend
 from ..errors import MiniGPTError
 from .fastmath import SUM_BLOCKS, LazyKernel, array_type, fast_exp
+from .registry import kernel
 
 _C = math.sqrt(2.0 / math.pi)
 _A = 0.044715
@@ -202,38 +202,27 @@ def bias_gelu_backward_numba(dy, h, out=None):
     return dh, partial.sum(axis=0)
 
 
-# ---- public, dispatching on the backend -------------------------------------------------------------
+# ---- the kernels, declared once: NumPy reference, Numba version (registry.py picks one) ----------
 
-def gelu_forward(x, out=None):
+gelu_forward = kernel(
+    gelu_forward_numpy, gelu_forward_numba,
     """GELU (tanh approximation) of ``x``, any shape, float32/float64.
 
     Returns a new C-contiguous array, or writes into ``out`` (C-contiguous, same shape and dtype; may be
     ``x`` itself) and returns it.
-    """
-    if backend() == "numpy":
-        return gelu_forward_numpy(x, out)
-    return gelu_forward_numba(x, out)
+    """)
 
-
-def gelu_backward(dy, x, out=None):
+gelu_backward = kernel(
+    gelu_backward_numpy, gelu_backward_numba,
     """Gradient of :func:`gelu_forward`: ``dy * gelu'(x)`` (same shape as ``x``); ``out`` as above (may be
-    ``dy``)."""
-    if backend() == "numpy":
-        return gelu_backward_numpy(dy, x, out)
-    return gelu_backward_numba(dy, x, out)
+    ``dy``).""")
 
-
-def bias_gelu_forward(h, b):
+bias_gelu_forward = kernel(
+    bias_gelu_forward_numpy, bias_gelu_forward_numba,
     """``h += b`` in place (``h`` (N, C) C-contiguous: a linear layer's GEMM output), then return
-    ``gelu(h)`` (a new array). ``h`` is left holding the pre-activation the backward needs."""
-    if backend() == "numpy":
-        return bias_gelu_forward_numpy(h, b)
-    return bias_gelu_forward_numba(h, b)
+    ``gelu(h)`` (a new array). ``h`` is left holding the pre-activation the backward needs.""")
 
-
-def bias_gelu_backward(dy, h, out=None):
+bias_gelu_backward = kernel(
+    bias_gelu_backward_numpy, bias_gelu_backward_numba,
     """``(dh, db)``: ``dh = dy * gelu'(h)`` (written into ``out`` if given; may be ``dy``) and the bias
-    gradient ``db = dh.sum(axis=0)``."""
-    if backend() == "numpy":
-        return bias_gelu_backward_numpy(dy, h, out)
-    return bias_gelu_backward_numba(dy, h, out)
+    gradient ``db = dh.sum(axis=0)``.""")

@@ -18,9 +18,8 @@ import minigpt._threads  # noqa: F401  (before numba: selects the threading laye
 import numba
 import numpy as np
 
-from . import backend
 from .fastmath import SUM_BLOCKS, LazyKernel, array_type
-
+from .registry import kernel
 
 
 # ---- NumPy reference ----------------------------------------------------------------------------
@@ -38,11 +37,13 @@ def layer_norm_forward_numpy(x, gamma, beta, eps=1e-5):
 def layer_norm_backward_numpy(dy, x, gamma, mean, rstd):
     x = np.asarray(x)
     dy = np.asarray(dy)
-    xhat = (x - mean[:, None]) * rstd[:, None]
-    g = dy * gamma
+    xhat = (x - mean[:, None]) * rstd[:, None]                                   # (N, C)
+    g = dy * gamma                                                               # d loss / d xhat: (N, C)
+    # dx = rstd * (term 1 - term 2 - term 3), per row: term 1 = g, the direct path through xhat;
+    # term 2 = mean(g), through the mean; term 3 = xhat * mean(g * xhat), through the variance
     dx = rstd[:, None] * (g - g.mean(axis=1, keepdims=True) - xhat * (g * xhat).mean(axis=1, keepdims=True))
-    dgamma = (dy * xhat).sum(axis=0)
-    dbeta = dy.sum(axis=0)
+    dgamma = (dy * xhat).sum(axis=0)                                             # (N, C) -> (C,)
+    dbeta = dy.sum(axis=0)                                                       # (N, C) -> (C,)
     return dx.astype(x.dtype, copy=False), dgamma.astype(x.dtype, copy=False), dbeta.astype(x.dtype, copy=False)
 
 
@@ -147,17 +148,12 @@ def layer_norm_backward_numba(dy, x, gamma, mean, rstd):
     return dx, sums[0], sums[1]
 
 
-# ---- public, dispatching on the backend -------------------------------------------------------------
+# ---- the kernels, declared once: NumPy reference, Numba version (registry.py picks one) ----------
 
-def layer_norm_forward(x, gamma, beta, eps=1e-5):
-    """Normalise each row of ``x`` (N, C); returns ``(y, mean, rstd)``, ``mean``/``rstd`` of shape (N,)."""
-    if backend() == "numpy":
-        return layer_norm_forward_numpy(x, gamma, beta, eps)
-    return layer_norm_forward_numba(x, gamma, beta, eps)
+layer_norm_forward = kernel(
+    layer_norm_forward_numpy, layer_norm_forward_numba,
+    """Normalise each row of ``x`` (N, C); returns ``(y, mean, rstd)``, ``mean``/``rstd`` of shape (N,).""")
 
-
-def layer_norm_backward(dy, x, gamma, mean, rstd):
-    """Gradients of :func:`layer_norm_forward`: ``(dx, dgamma, dbeta)``."""
-    if backend() == "numpy":
-        return layer_norm_backward_numpy(dy, x, gamma, mean, rstd)
-    return layer_norm_backward_numba(dy, x, gamma, mean, rstd)
+layer_norm_backward = kernel(
+    layer_norm_backward_numpy, layer_norm_backward_numba,
+    """Gradients of :func:`layer_norm_forward`: ``(dx, dgamma, dbeta)``.""")

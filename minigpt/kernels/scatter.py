@@ -10,8 +10,8 @@ import numba
 import numpy as np
 
 from ..errors import MiniGPTError
-from . import backend
 from .fastmath import LazyKernel, array_type
+from .registry import kernel
 
 # ---- NumPy reference ----------------------------------------------------------------------------
 
@@ -53,10 +53,8 @@ def add_rows_numba(dense, index, rows):
     return dense
 
 
-# ---- public, dispatching on the backend -------------------------------------------------------------
+# ---- the kernels, declared once: NumPy reference, Numba version (registry.py picks one) ----------
 
-def add_rows(dense, index, rows):
-    """``dense[index[i]] += rows[i]`` for all i (repeated indices add up); returns ``dense``."""
-    if backend() == "numpy":
-        return add_rows_numpy(dense, index, rows)
-    return add_rows_numba(dense, index, rows)
+add_rows = kernel(
+    add_rows_numpy, add_rows_numba,
+    """``dense[index[i]] += rows[i]`` for all i (repeated indices add up); returns ``dense``.""")

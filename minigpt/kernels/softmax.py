@@ -23,9 +23,9 @@ import minigpt._threads  # noqa: F401  (before numba: selects the threading laye
 import numba
 import numpy as np
 
-from . import backend
 from ..errors import MiniGPTError
 from .fastmath import LazyKernel, array_type, fast_exp, row_max
+from .registry import kernel
 
 
 # ---- NumPy reference ----------------------------------------------------------------------------
@@ -290,53 +290,36 @@ def cross_entropy_backward_numba(logits, targets, lse, scale, ignore_index=-100,
     return out
 
 
-# ---- public, dispatching on the backend -------------------------------------------------------------
+# ---- the kernels, declared once: NumPy reference, Numba version (registry.py picks one) ----------
 
-def softmax_forward(x):
-    """Softmax of each row of ``x`` (N, V)."""
-    if backend() == "numpy":
-        return softmax_forward_numpy(x)
-    return softmax_forward_numba(x)
+softmax_forward = kernel(
+    softmax_forward_numpy, softmax_forward_numba,
+    """Softmax of each row of ``x`` (N, V).""")
 
+softmax_backward = kernel(
+    softmax_backward_numpy, softmax_backward_numba,
+    """Gradient of :func:`softmax_forward` from its output ``y``: ``y * (dy - sum(y * dy))``.""")
 
-def softmax_backward(y, dy):
-    """Gradient of :func:`softmax_forward` from its output ``y``: ``y * (dy - sum(y * dy))``."""
-    if backend() == "numpy":
-        return softmax_backward_numpy(y, dy)
-    return softmax_backward_numba(y, dy)
+log_softmax_forward = kernel(
+    log_softmax_forward_numpy, log_softmax_forward_numba,
+    """Log-softmax of each row of ``x`` (N, V): ``x - logsumexp(x)``.""")
 
+log_softmax_backward = kernel(
+    log_softmax_backward_numpy, log_softmax_backward_numba,
+    """Gradient of :func:`log_softmax_forward` from its output ``y``: ``dy - exp(y) * sum(dy)``.""")
 
-def log_softmax_forward(x):
-    """Log-softmax of each row of ``x`` (N, V): ``x - logsumexp(x)``."""
-    if backend() == "numpy":
-        return log_softmax_forward_numpy(x)
-    return log_softmax_forward_numba(x)
-
-
-def log_softmax_backward(y, dy):
-    """Gradient of :func:`log_softmax_forward` from its output ``y``: ``dy - exp(y) * sum(dy)``."""
-    if backend() == "numpy":
-        return log_softmax_backward_numpy(y, dy)
-    return log_softmax_backward_numba(y, dy)
-
-
-def cross_entropy_forward(logits, targets, ignore_index=-100):
+cross_entropy_forward = kernel(
+    cross_entropy_forward_numpy, cross_entropy_forward_numba,
     """Summed cross-entropy of rows of ``logits`` (N, V) against int ``targets`` (N,).
 
     Returns ``(loss_sum, n_valid, lse)``; rows whose target is ``ignore_index`` are skipped (their
     ``lse`` is 0). A target outside ``[0, V)`` that is not ``ignore_index`` raises ``MiniGPTError``.
-    """
-    if backend() == "numpy":
-        return cross_entropy_forward_numpy(logits, targets, ignore_index)
-    return cross_entropy_forward_numba(logits, targets, ignore_index)
+    """)
 
-
-def cross_entropy_backward(logits, targets, lse, scale, ignore_index=-100, out=None):
+cross_entropy_backward = kernel(
+    cross_entropy_backward_numpy, cross_entropy_backward_numba,
     """``scale * (softmax(logits) - onehot(targets))``, zero rows where the target is ignored.
 
     ``lse`` comes from :func:`cross_entropy_forward`. ``out`` (C-contiguous, same shape and dtype) may be
     ``logits`` itself, to write the gradient over the logits in place.
-    """
-    if backend() == "numpy":
-        return cross_entropy_backward_numpy(logits, targets, lse, scale, ignore_index, out)
-    return cross_entropy_backward_numba(logits, targets, lse, scale, ignore_index, out)
+    """)

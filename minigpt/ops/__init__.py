@@ -10,8 +10,11 @@
 - ``attention``: causal_attention (fused multi-head causal self-attention)
 - ``lora``: lora (the low-rank update ``scale * x @ A @ B`` of a LoRA layer)
 
-Each op is a ``Function`` subclass (e.g. ``LayerNorm`` in ``nn.py``) followed by its public function
-(``layer_norm``). The fused ops call the Numba kernels in ``minigpt.kernels``.
+Each op is a ``Function`` subclass followed by its public function (``LayerNormOp`` then ``layer_norm`` in
+``nn.py``). The fused ops and every op whose name a layer also has are called ``<Name>Op``, so that
+``minigpt.nn.LayerNorm`` (the layer) and ``minigpt.ops.nn.LayerNormOp`` (its op) are never confused. A
+fused op calls the kernels of ``minigpt.kernels`` and names, in its docstring, the plain NumPy reference
+it runs (``math: kernels/layernorm.py::layer_norm_backward_numpy``).
 """
 from .arithmetic import add, div, matmul, mul, neg, pow, sub
 from .attention import causal_attention

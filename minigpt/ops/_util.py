@@ -74,18 +74,3 @@ def normalize_axis(axis, ndim: int, opname: str):
     if len(set(out)) != len(out):
         raise MiniGPTError(f"{opname}: repeated axis in {axis}")
     return tuple(sorted(out))
-
-
-class LazyModule:
-    """A module imported on first attribute access (the Numba kernels load only when an op needs them)."""
-
-    def __init__(self, name: str):
-        self._name = name
-        self._mod = None
-
-    def __getattr__(self, attr):
-        if self._mod is None:
-            import importlib
-
-            self._mod = importlib.import_module(self._name)
-        return getattr(self._mod, attr)

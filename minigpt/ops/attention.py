@@ -14,31 +14,42 @@ import math
 import numpy as np
 
 from ..errors import MiniGPTError
+from ..kernels import attention
 from ..tensor import Function, Tensor
-from ._util import LazyModule, as_tensor, check_float
-
-KA = LazyModule("minigpt.kernels.attention")  # loaded on first use
+from ._util import as_tensor, check_float
 
 
-class CausalAttention(Function):
+class CausalAttentionOp(Function):
+    """out = softmax(q k^T * scale + causal mask) v per head, heads read from the packed q/k/v input.
+
+    math: kernels/attention.py::attention_forward_numpy, attention_backward_numpy
+    """
+
     def forward(self, qkv, n_heads, dropout_p, seed):
         B, T, C3 = qkv.shape
         C = C3 // 3
         H, D = n_heads, C // n_heads
-        packed = qkv.reshape(B, T, 3, H, D)
-        q, k, v = packed[:, :, 0], packed[:, :, 1], packed[:, :, 2]
+        packed = qkv.reshape(B, T, 3, H, D)                          # (B, T, 3C) -> (B, T, 3, H, D)
+        q, k, v = packed[:, :, 0], packed[:, :, 1], packed[:, :, 2]  # each (B, T, H, D), strided views
         scale = 1.0 / math.sqrt(D)
-        out, lse = KA.attention_forward(q, k, v, scale, dropout_p, seed)
+        # S = scale q k^T (B, H, T, T), causal; P = softmax(S); out = P v: (B, T, H, D); lse: log-sum-exp
+        # of each row of S, (B, H, T), from which backward rebuilds P
+        out, lse = attention.attention_forward(q, k, v, scale, dropout_p, seed)
         self.saved = (q, k, v, out, lse, scale, dropout_p, seed)
-        return out.reshape(B, T, C)
+        return out.reshape(B, T, C)                                  # (B, T, H, D) -> (B, T, C)
 
     def backward(self, g):
         q, k, v, out, lse, scale, dropout_p, seed = self.saved
         B, T, H, D = q.shape
-        dqkv = np.empty((B, T, 3, H, D), dtype=g.dtype)
-        KA.attention_backward(np.ascontiguousarray(g).reshape(B, T, H, D), q, k, v, out, lse, scale,
-                              dropout_p, seed, dq=dqkv[:, :, 0], dk=dqkv[:, :, 1], dv=dqkv[:, :, 2])
-        return (dqkv.reshape(B, T, 3 * H * D),)
+        dqkv = np.empty((B, T, 3, H, D), dtype=g.dtype)              # dq, dk, dv side by side
+        # With P = exp(S - lse) (and the dropout mask M applied: P' = P * M / (1 - p)):
+        #   dv = P'^T dout                      (B, T, H, D)
+        #   dP' = dout v^T; dP = dP' * M / (1 - p)
+        #   dS = P * (dP - rowsum(dout * out))  softmax's backward, rowsum(dP * P) = rowsum(dout * out)
+        #   dq = scale dS k,  dk = scale dS^T q (B, T, H, D) each
+        attention.attention_backward(np.ascontiguousarray(g).reshape(B, T, H, D), q, k, v, out, lse, scale,
+                                     dropout_p, seed, dq=dqkv[:, :, 0], dk=dqkv[:, :, 1], dv=dqkv[:, :, 2])
+        return (dqkv.reshape(B, T, 3 * H * D),)                      # (B, T, 3, H, D) -> (B, T, 3C)
 
 
 def causal_attention(qkv, n_heads: int, dropout_p: float = 0.0, training: bool = True, rng=None) -> Tensor:
@@ -62,5 +73,5 @@ def causal_attention(qkv, n_heads: int, dropout_p: float = 0.0, training: bool =
         from ..random import as_generator
 
         seed = int(as_generator(rng).integers(0, 2**62))
-    return CausalAttention.apply(qkv, n_heads=int(n_heads), dropout_p=p, seed=seed)
+    return CausalAttentionOp.apply(qkv, n_heads=int(n_heads), dropout_p=p, seed=seed)
 

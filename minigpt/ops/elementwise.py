@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import MiniGPTError
+from ..kernels import gelu as gelu_kernels
 from ..tensor import FLOAT_DTYPES, Function, Tensor
 from ._util import as_tensor, check_float
 
@@ -53,23 +54,20 @@ class ReLU(Function):
         return (np.where(self.mask, g, g.dtype.type(0)),)
 
 
-class GELU(Function):
-    """0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), GPT-2's approximation.
-
-    The math (forward and derivative) lives in ``minigpt.kernels.gelu``: a Numba kernel with a plain
-    NumPy reference beside it.
-    """
+class GELUOp(Function):
+    """y = 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3): GPT-2's approximation.
+    math: kernels/gelu.py::gelu_forward_numpy, gelu_backward_numpy"""
 
     def forward(self, x):
-        from ..kernels.gelu import gelu_forward
-
         self.x = x
-        return gelu_forward(x)
+        return gelu_kernels.gelu_forward(x)     # elementwise: x.shape -> x.shape
 
     def backward(self, g):
-        from ..kernels.gelu import gelu_backward
-
-        return (gelu_backward(g, self.x, out=g if self.grad_is_scratch and g.flags.c_contiguous else None),)
+        # dx = g * (term 1 + term 2), elementwise, x.shape (product rule on 0.5 x * (1 + tanh u)):
+        #   term 1 = 0.5 (1 + tanh u)                 through the factor x
+        #   term 2 = 0.5 x (1 - tanh^2 u) du/dx       through tanh, du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+        out = g if self.grad_is_scratch and g.flags.c_contiguous else None  # write over g if it is ours
+        return (gelu_kernels.gelu_backward(g, self.x, out=out),)
 
 
 class Cast(Function):
@@ -97,7 +95,7 @@ log = _float_unary(Log, "log")
 sqrt = _float_unary(Sqrt, "sqrt")
 tanh = _float_unary(Tanh, "tanh")
 relu = _float_unary(ReLU, "relu")
-gelu = _float_unary(GELU, "gelu")
+gelu = _float_unary(GELUOp, "gelu")
 
 
 def cast(x, dtype) -> Tensor:

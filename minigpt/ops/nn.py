@@ -8,106 +8,116 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import MiniGPTError
+from ..kernels import bias, gelu, layernorm
 from ..tensor import FLOAT_DTYPES, Function, Tensor
-from ._util import LazyModule, as_tensor, check_float
+from . import elementwise
+from ._util import as_tensor, check_float
 
-KLN = LazyModule("minigpt.kernels.layernorm")  # loaded on first use
-KB = LazyModule("minigpt.kernels.bias")
-KG = LazyModule("minigpt.kernels.gelu")
+# Shapes: x (..., C_in) is flattened to N = prod(...) rows; W (C_in, C_out), b (C_out,).
 
 
-class Linear(Function):
+class LinearOp(Function):
+    """y = x @ W + b.  math: kernels/bias.py::add_bias_numpy, bias_grad_numpy"""
+
     def forward(self, x, w, b=None):
         n_in, n_out = w.shape
-        x2 = x.reshape(-1, n_in)
-        y = x2 @ w
+        x2 = x.reshape(-1, n_in)                 # (..., C_in) -> (N, C_in)
+        y = x2 @ w                               # (N, C_in) @ (C_in, C_out) -> (N, C_out)
         if b is not None:
-            KB.add_bias(y, b)
+            bias.add_bias(y, b)                  # (N, C_out) += (C_out,)
         self.x2, self.w, self.xshape = x2, w, x.shape
-        return y.reshape(*x.shape[:-1], n_out)
+        return y.reshape(*x.shape[:-1], n_out)   # (N, C_out) -> (..., C_out)
 
     def backward(self, g):
         w = self.w
-        g2 = g.reshape(-1, w.shape[1])
-        dx = (g2 @ w.T).reshape(self.xshape) if self.needs[0] else None
-        dw = self.x2.T @ g2 if self.needs[1] else None
-        db = KB.bias_grad(g2) if len(self.needs) > 2 and self.needs[2] else None
+        g2 = g.reshape(-1, w.shape[1])                                      # (..., C_out) -> (N, C_out)
+        dx = (g2 @ w.T).reshape(self.xshape) if self.needs[0] else None     # dx = g W^T: (N, C_out) @ (C_out, C_in)
+        dw = self.x2.T @ g2 if self.needs[1] else None                      # dW = x^T g: (C_in, N) @ (N, C_out)
+        db = bias.bias_grad(g2) if len(self.needs) > 2 and self.needs[2] else None  # db = sum_n g: (C_out,)
         return (dx, dw, db)
 
 
-class LinearGELU(Function):
-    """gelu(x @ W + b): the feed-forward layer's first half, fused.
+class LinearGELUOp(Function):
+    """y = gelu(x @ W + b): the feed-forward layer's first half, fused.
 
     The bias is added to the GEMM's output in the same pass that applies GELU, and in the backward the
-    bias gradient is summed in the pass that applies GELU's derivative (``minigpt.kernels.gelu``
-    ``bias_gelu_forward/backward``): one pass over the (N, 4C) activations each way instead of two. The
-    math is exactly ``gelu(linear(x, W, b))``.
+    bias gradient is summed in the pass that applies GELU's derivative: one pass over the (N, 4C)
+    activations each way instead of two. The math is exactly ``gelu(linear(x, W, b))``.
+    math: kernels/gelu.py::bias_gelu_forward_numpy, bias_gelu_backward_numpy (gelu_backward_numpy)
     """
 
     def forward(self, x, w, b):
         n_in, n_out = w.shape
-        x2 = x.reshape(-1, n_in)
-        h = x2 @ w
-        y = KG.bias_gelu_forward(h, b)           # h += b in place: the pre-activation, kept for backward
+        x2 = x.reshape(-1, n_in)                 # (..., C) -> (N, C)
+        h = x2 @ w                               # (N, C) @ (C, 4C) -> (N, 4C)
+        y = gelu.bias_gelu_forward(h, b)         # h += b in place (the pre-activation, kept); y = gelu(h): (N, 4C)
         self.x2, self.w, self.h, self.xshape = x2, w, h, x.shape
-        return y.reshape(*x.shape[:-1], n_out)
+        return y.reshape(*x.shape[:-1], n_out)   # (N, 4C) -> (..., 4C)
 
     def backward(self, g):
         w = self.w
-        g2 = g.reshape(-1, w.shape[1])
+        g2 = g.reshape(-1, w.shape[1])           # (..., 4C) -> (N, 4C)
         scratch = self.grad_is_scratch and g2.flags.c_contiguous and g2.dtype == self.h.dtype
-        dh, db = KG.bias_gelu_backward(g2, self.h, out=g2 if scratch else None)
-        dx = (dh @ w.T).reshape(self.xshape) if self.needs[0] else None
-        dw = self.x2.T @ dh if self.needs[1] else None
+        # dh = g * gelu'(h): (N, 4C); db = sum_n dh: (4C,)
+        dh, db = gelu.bias_gelu_backward(g2, self.h, out=g2 if scratch else None)
+        dx = (dh @ w.T).reshape(self.xshape) if self.needs[0] else None   # dx = dh W^T: (N, 4C) @ (4C, C)
+        dw = self.x2.T @ dh if self.needs[1] else None                    # dW = x^T dh: (C, N) @ (N, 4C)
         return (dx, dw, db if self.needs[2] else None)
 
 
-class LinearT(Function):
-    """x @ W.T for W of shape (out, in): the LM head over a (tied) token-embedding table."""
+class LinearTOp(Function):
+    """y = x @ W.T for W of shape (C_out, C_in): the LM head over a (tied) token-embedding table."""
 
     def forward(self, x, w):
         n_out, n_in = w.shape
-        x2 = x.reshape(-1, n_in)
+        x2 = x.reshape(-1, n_in)                               # (..., C_in) -> (N, C_in)
         self.x2, self.w, self.xshape = x2, w, x.shape
-        return (x2 @ w.T).reshape(*x.shape[:-1], n_out)
+        return (x2 @ w.T).reshape(*x.shape[:-1], n_out)        # (N, C_in) @ (C_in, C_out) -> (..., C_out)
 
     def backward(self, g):
         w = self.w
-        g2 = g.reshape(-1, w.shape[0])
-        dx = (g2 @ w).reshape(self.xshape) if self.needs[0] else None
-        dw = g2.T @ self.x2 if self.needs[1] else None
+        g2 = g.reshape(-1, w.shape[0])                                   # (..., C_out) -> (N, C_out)
+        dx = (g2 @ w).reshape(self.xshape) if self.needs[0] else None    # dx = g W: (N, C_out) @ (C_out, C_in)
+        dw = g2.T @ self.x2 if self.needs[1] else None                   # dW = g^T x: (C_out, N) @ (N, C_in)
         return (dx, dw)
 
 
-class LayerNorm(Function):
-    """(x - mean) / sqrt(var + eps) * gamma + beta over the last axis (biased variance, as GPT-2).
+class LayerNormOp(Function):
+    """y = (x - mean) / sqrt(var + eps) * gamma + beta over the last axis (biased variance, as GPT-2).
 
-    Forward and backward are fused kernels (``minigpt.kernels.layernorm``); the per-row mean and
-    reciprocal standard deviation are saved for backward.
+    Forward and backward are fused kernels; the per-row mean and reciprocal standard deviation (rstd)
+    are saved for backward.
+    math: kernels/layernorm.py::layer_norm_forward_numpy, layer_norm_backward_numpy
     """
 
     def forward(self, x, gamma, beta, eps):
         c = x.shape[-1]
-        x2 = x.reshape(-1, c)
-        y, self.mean, self.rstd = KLN.layer_norm_forward(x2, gamma, beta, eps)
+        x2 = x.reshape(-1, c)                    # (..., C) -> (N, C)
+        # y = xhat * gamma + beta with xhat = (x - mean) * rstd: (N, C); mean, rstd: (N,)
+        y, self.mean, self.rstd = layernorm.layer_norm_forward(x2, gamma, beta, eps)
         self.x2, self.gamma, self.shape = x2, gamma, x.shape
-        return y.reshape(x.shape)
+        return y.reshape(x.shape)                # (N, C) -> (..., C)
 
     def backward(self, g):
-        g2 = g.reshape(self.x2.shape)
-        dx, dgamma, dbeta = KLN.layer_norm_backward(g2, self.x2, self.gamma, self.mean, self.rstd)
+        g2 = g.reshape(self.x2.shape)            # (..., C) -> (N, C)
+        # With gx = g * gamma, per row (means over C):
+        #   dx = rstd * (gx - mean(gx) - xhat * mean(gx * xhat))   term 1: the direct path through xhat,
+        #        term 2: through the mean, term 3: through the variance;        dx: (N, C)
+        #   dgamma = sum_n g * xhat, dbeta = sum_n g                             (C,), (C,)
+        dx, dgamma, dbeta = layernorm.layer_norm_backward(g2, self.x2, self.gamma, self.mean, self.rstd)
         return (dx.reshape(self.shape), dgamma, dbeta)
 
 
-class Dropout(Function):
-    """Inverted dropout: zero each element with probability p and scale the rest by 1/(1-p)."""
+class DropoutOp(Function):
+    """Inverted dropout: y = x * mask / (1 - p), each element kept with probability 1 - p."""
 
     def forward(self, x, p, rng):
         keep = rng.random(x.shape, dtype=np.float64 if x.dtype == np.float64 else np.float32) >= p
-        self.scale = np.where(keep, x.dtype.type(1.0 / (1.0 - p)), x.dtype.type(0))
+        self.scale = np.where(keep, x.dtype.type(1.0 / (1.0 - p)), x.dtype.type(0))  # mask / (1 - p): x.shape
         return x * self.scale
 
     def backward(self, g):
+        # dx = g * mask / (1 - p), same shape as x
         if self.grad_is_scratch:
             g *= self.scale
             return (g,)
@@ -138,20 +148,18 @@ def linear(x, weight, bias=None) -> Tensor:
     x, weight = as_tensor(x), as_tensor(weight)
     _check_linear(x, weight, bias, "linear")
     if bias is None:
-        return Linear.apply(x, weight)
-    return Linear.apply(x, weight, as_tensor(bias, like=weight))
+        return LinearOp.apply(x, weight)
+    return LinearOp.apply(x, weight, as_tensor(bias, like=weight))
 
 
 def linear_gelu(x, weight, bias) -> Tensor:
     """``gelu(x @ weight + bias)`` in one fused op (the feed-forward layer's first linear and its GELU);
     same arguments, checks and result as ``gelu(linear(x, weight, bias))``."""
     if bias is None:
-        from .elementwise import gelu
-
-        return gelu(linear(x, weight))
+        return elementwise.gelu(linear(x, weight))
     x, weight = as_tensor(x), as_tensor(weight)
     _check_linear(x, weight, bias, "linear_gelu")
-    return LinearGELU.apply(x, weight, as_tensor(bias, like=weight))
+    return LinearGELUOp.apply(x, weight, as_tensor(bias, like=weight))
 
 
 def linear_t(x, weight) -> Tensor:
@@ -166,7 +174,7 @@ def linear_t(x, weight) -> Tensor:
         )
     if x.dtype != weight.dtype:
         raise MiniGPTError(f"linear_t: input is {x.dtype} but weight is {weight.dtype}")
-    return LinearT.apply(x, weight)
+    return LinearTOp.apply(x, weight)
 
 
 def layer_norm(x, weight, bias, eps: float = 1e-5) -> Tensor:
@@ -182,7 +190,7 @@ def layer_norm(x, weight, bias, eps: float = 1e-5) -> Tensor:
         )
     if not (x.dtype == weight.dtype == bias.dtype):
         raise MiniGPTError(f"layer_norm: dtypes differ: x {x.dtype}, weight {weight.dtype}, bias {bias.dtype}")
-    return LayerNorm.apply(x, weight, bias, eps=float(eps))
+    return LayerNormOp.apply(x, weight, bias, eps=float(eps))
 
 
 def dropout(x, p: float = 0.5, training: bool = True, rng=None) -> Tensor:
@@ -200,5 +208,5 @@ def dropout(x, p: float = 0.5, training: bool = True, rng=None) -> Tensor:
         raise MiniGPTError(f"dropout needs a float tensor, got {x.dtype}")
     from ..random import as_generator
 
-    return Dropout.apply(x, p=float(p), rng=as_generator(rng))
+    return DropoutOp.apply(x, p=float(p), rng=as_generator(rng))
 

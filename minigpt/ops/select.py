@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import MiniGPTError
-from ..tensor import Function, RowGrad, Tensor
+from ..grad_buffers import row_grad
+from ..tensor import Function, Tensor
 from ._util import as_tensor, binary_operands, unbroadcast
 
 
@@ -53,7 +54,7 @@ class MaskedFill(Function):
         return (np.where(self.mask, g.dtype.type(0), g),)
 
 
-class Embedding(Function):
+class EmbeddingOp(Function):
     """Rows of ``weight`` (V, C) picked by integer ids of any shape -> (*ids.shape, C).
 
     Backward scatter-adds each output row's gradient into the row it came from; repeated ids sum.
@@ -61,11 +62,12 @@ class Embedding(Function):
 
     def forward(self, weight, ids):
         self.ids, self.vshape = ids, weight.shape
-        return weight[ids]
+        return weight[ids]                       # (V, C)[ids] -> (*ids.shape, C)
 
     def backward(self, g):
-        # Sparse: the rows to add, not a (V, C) array of zeros (see ``RowGrad``).
-        return (RowGrad(self.ids.reshape(-1), g.reshape(-1, self.vshape[1]), self.vshape),)
+        # dW[ids[i]] += g[i] for every position i (repeated ids add up): g (*ids.shape, C) -> (V, C).
+        # Sparse: the rows to add, not a (V, C) array of zeros (see ``minigpt.grad_buffers.row_grad``).
+        return (row_grad(self.ids.reshape(-1), g.reshape(-1, self.vshape[1]), self.vshape),)
 
 
 def where(cond, a, b) -> Tensor:
@@ -90,4 +92,4 @@ def embedding(ids, weight) -> Tensor:
         if lo < 0 or hi >= weight.shape[0]:
             bad = lo if lo < 0 else hi
             raise MiniGPTError(f"embedding: id {bad} is out of range for a table of {weight.shape[0]} rows")
-    return Embedding.apply(weight, ids=ids_arr)
+    return EmbeddingOp.apply(weight, ids=ids_arr)

@@ -8,10 +8,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import MiniGPTError
+from ..kernels import softmax as softmax_kernels
 from ..tensor import Function, Tensor
-from ._util import LazyModule, as_tensor, check_float
-
-K = LazyModule("minigpt.kernels.softmax")  # loaded on first use
+from ._util import as_tensor, check_float
 
 
 def _rows(x: np.ndarray, axis: int) -> np.ndarray:
@@ -27,24 +26,35 @@ def _unrows(y2: np.ndarray, shape: tuple, axis: int) -> np.ndarray:
     return np.moveaxis(y, -1, axis) if axis != len(shape) - 1 else y
 
 
-class Softmax(Function):
+# Shapes: the softmax axis (V entries) is moved last and the rest flattened to N rows: x (..., V) -> (N, V).
+
+
+class SoftmaxOp(Function):
+    """y = exp(x - max) / sum(exp(x - max)) along ``axis``.
+    math: kernels/softmax.py::softmax_forward_numpy, softmax_backward_numpy"""
+
     def forward(self, x, axis):
         self.axis, self.shape = axis, x.shape
-        self.y2 = K.softmax_forward(_rows(x, axis))
+        self.y2 = softmax_kernels.softmax_forward(_rows(x, axis))          # (N, V) -> (N, V)
+        return _unrows(self.y2, x.shape, axis)                      # (N, V) -> x.shape
+
+    def backward(self, g):
+        # dx = y * (g - sum_v(y * g)): the Jacobian diag(y) - y y^T applied to g, per row: (N, V)
+        return (_unrows(softmax_kernels.softmax_backward(self.y2, _rows(g, self.axis)), self.shape, self.axis),)
+
+
+class LogSoftmaxOp(Function):
+    """y = x - logsumexp(x) along ``axis``.
+    math: kernels/softmax.py::log_softmax_forward_numpy, log_softmax_backward_numpy"""
+
+    def forward(self, x, axis):
+        self.axis, self.shape = axis, x.shape
+        self.y2 = softmax_kernels.log_softmax_forward(_rows(x, axis))      # (N, V) -> (N, V)
         return _unrows(self.y2, x.shape, axis)
 
     def backward(self, g):
-        return (_unrows(K.softmax_backward(self.y2, _rows(g, self.axis)), self.shape, self.axis),)
-
-
-class LogSoftmax(Function):
-    def forward(self, x, axis):
-        self.axis, self.shape = axis, x.shape
-        self.y2 = K.log_softmax_forward(_rows(x, axis))
-        return _unrows(self.y2, x.shape, axis)
-
-    def backward(self, g):
-        return (_unrows(K.log_softmax_backward(self.y2, _rows(g, self.axis)), self.shape, self.axis),)
+        # dx = g - exp(y) * sum_v(g): term 1 the identity, term 2 through logsumexp (softmax = exp(y)): (N, V)
+        return (_unrows(softmax_kernels.log_softmax_backward(self.y2, _rows(g, self.axis)), self.shape, self.axis),)
 
 
 def _check_counted(n_valid: int, ignore_index: int) -> None:
@@ -65,15 +75,18 @@ def _flat_targets(targets, input_shape: tuple, opname: str) -> np.ndarray:
     return np.ascontiguousarray(t.reshape(-1), dtype=np.int64)
 
 
-class CrossEntropy(Function):
-    """Mean (or sum) of -log softmax(logits)[target] over rows whose target is not ``ignore_index``.
+class CrossEntropyOp(Function):
+    """loss = mean (or sum) over rows n of lse_n - logits[n, target_n], rows whose target is
+    ``ignore_index`` skipped (lse = log-sum-exp of the row = -log softmax(logits)[target] + logits[target]).
 
     Fused: one pass computes each row's log-sum-exp and the loss; backward writes
     ``scale * (softmax - onehot)`` per row from the saved log-sum-exp, never forming the log-probabilities.
+    math: kernels/softmax.py::cross_entropy_forward_numpy, cross_entropy_backward_numpy
     """
 
     def forward(self, logits, targets, ignore_index, reduction):
-        loss_sum, n_valid, lse = K.cross_entropy_forward(logits, targets, ignore_index)
+        # logits (N, V), targets (N,) -> loss_sum (scalar), lse (N,)
+        loss_sum, n_valid, lse = softmax_kernels.cross_entropy_forward(logits, targets, ignore_index)
         _check_counted(n_valid, ignore_index)
         self.logits, self.targets, self.lse = logits, targets, lse
         self.ignore_index = ignore_index
@@ -82,7 +95,9 @@ class CrossEntropy(Function):
 
     def backward(self, g):
         scale = float(g) / self.div
-        return (K.cross_entropy_backward(self.logits, self.targets, self.lse, scale, self.ignore_index),)
+        # dlogits = scale * (softmax(logits) - onehot(target)), zero rows where ignored: (N, V)
+        #   term 1 (softmax) through lse, term 2 (-onehot) through -logits[target]
+        return (softmax_kernels.cross_entropy_backward(self.logits, self.targets, self.lse, scale, self.ignore_index),)
 
 
 class _ScratchPool:
@@ -111,24 +126,26 @@ class _ScratchPool:
 LOGITS_POOL = _ScratchPool(keep=2)
 
 
-class LinearCrossEntropy(Function):
-    """Cross-entropy of the logits ``x @ W.T`` (an LM head over a (vocab, dim) table), fused.
+class LinearCrossEntropyOp(Function):
+    """loss = cross_entropy(x @ W.T, targets): an LM head over a (vocab, dim) table and its loss, fused.
 
     The (N, vocab) logits are the largest buffer of a training step. This op never keeps the
     log-probabilities: forward computes each row's log-sum-exp and the loss in one pass; backward writes
     ``softmax - onehot`` from it into a second buffer and hands the logits buffer back. Both buffers
     come from, and return to, ``LOGITS_POOL``, so steps reuse them. The graph through this op can be
     back-propagated once (a second backward is an error).
+    math: kernels/softmax.py::cross_entropy_forward_numpy, cross_entropy_backward_numpy
     """
 
     saved = None
 
     def forward(self, x, w, targets, ignore_index):
         n_out, n_in = w.shape
-        x2 = x.reshape(-1, n_in)
+        x2 = x.reshape(-1, n_in)                                    # (..., C) -> (N, C)
         logits = LOGITS_POOL.take((x2.shape[0], n_out), x.dtype)
-        np.matmul(x2, w.T, out=logits)
-        loss_sum, n_valid, lse = K.cross_entropy_forward(logits, targets, ignore_index)
+        np.matmul(x2, w.T, out=logits)                              # (N, C) @ (C, V) -> (N, V)
+        # loss_sum (scalar), lse (N,): the log-sum-exp of each row of logits
+        loss_sum, n_valid, lse = softmax_kernels.cross_entropy_forward(logits, targets, ignore_index)
         if n_valid == 0:
             LOGITS_POOL.give(logits)
         _check_counted(n_valid, ignore_index)
@@ -144,13 +161,14 @@ class LinearCrossEntropy(Function):
                                "holds the gradient now); run the forward pass again")
         x2, w, logits, targets, lse, ignore_index, n_valid, xshape = self.saved
         self.saved = None
-        # A second pooled buffer for the gradient: writing it over the logits in place saves memory but
-        # measured ~3x slower for this pass (100 vs 36 ms at (2048, 50257)).
+        # The gradient goes to a second pooled buffer, not over the logits (why: benchmarks/README.md,
+        # "Gradient buffers").
         dlogits = LOGITS_POOL.take(logits.shape, logits.dtype)
-        K.cross_entropy_backward(logits, targets, lse, float(g) / n_valid, ignore_index, out=dlogits)
+        # dlogits = g / n_valid * (softmax(logits) - onehot(targets)): (N, V)
+        softmax_kernels.cross_entropy_backward(logits, targets, lse, float(g) / n_valid, ignore_index, out=dlogits)
         LOGITS_POOL.give(logits)
-        dx = (dlogits @ w).reshape(xshape) if self.needs[0] else None
-        dw = dlogits.T @ x2 if self.needs[1] else None
+        dx = (dlogits @ w).reshape(xshape) if self.needs[0] else None   # dx = dlogits W: (N, V) @ (V, C)
+        dw = dlogits.T @ x2 if self.needs[1] else None                  # dW = dlogits^T x: (V, N) @ (N, C)
         LOGITS_POOL.give(dlogits)
         return dx, dw
 
@@ -164,13 +182,13 @@ def _axis(x, axis, name):
 def softmax(x, axis=-1) -> Tensor:
     x = as_tensor(x)
     check_float(x, "softmax")
-    return Softmax.apply(x, axis=_axis(x, axis, "softmax"))
+    return SoftmaxOp.apply(x, axis=_axis(x, axis, "softmax"))
 
 
 def log_softmax(x, axis=-1) -> Tensor:
     x = as_tensor(x)
     check_float(x, "log_softmax")
-    return LogSoftmax.apply(x, axis=_axis(x, axis, "log_softmax"))
+    return LogSoftmaxOp.apply(x, axis=_axis(x, axis, "log_softmax"))
 
 
 def cross_entropy(logits, targets, ignore_index: int = -100, reduction: str = "mean") -> Tensor:
@@ -186,8 +204,7 @@ def cross_entropy(logits, targets, ignore_index: int = -100, reduction: str = "m
         raise MiniGPTError(f"cross_entropy: reduction must be 'mean' or 'sum', got {reduction!r}")
     if logits.ndim != 2:
         logits = logits.reshape(-1, logits.shape[-1])
-    return CrossEntropy.apply(logits, targets=t, ignore_index=int(ignore_index), reduction=reduction)
-
+    return CrossEntropyOp.apply(logits, targets=t, ignore_index=int(ignore_index), reduction=reduction)
 
 
 def linear_cross_entropy(x, weight, targets, ignore_index: int = -100) -> Tensor:
@@ -200,4 +217,4 @@ def linear_cross_entropy(x, weight, targets, ignore_index: int = -100) -> Tensor
     if x.dtype != weight.dtype:
         raise MiniGPTError(f"linear_cross_entropy: input is {x.dtype} but weight is {weight.dtype}")
     t = _flat_targets(targets, x.shape, "linear_cross_entropy")
-    return LinearCrossEntropy.apply(x, weight, targets=t, ignore_index=int(ignore_index))
+    return LinearCrossEntropyOp.apply(x, weight, targets=t, ignore_index=int(ignore_index))

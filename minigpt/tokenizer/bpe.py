@@ -10,7 +10,8 @@ the text is cut into pre-tokens by the split pattern; a pre-token that is a toke
 otherwise, starting from its bytes, the adjacent pair whose joined bytes form the token with the lowest id is
 merged, the leftmost such pair on ties, until no adjacent pair forms a token.
 
-How encode runs (Numba backend): one kernel call per text (``minigpt.kernels.bpe.encode_bytes``) splits the
+How encode runs (Numba backend; ``BPETokenizer._encode_ordinary`` is declared as a kernel with the
+plain-Python path as its reference): one kernel call per text (``minigpt.kernels.bpe.encode_bytes``) splits the
 ASCII stretches itself and takes the pre-tokens of the regions around non-ASCII characters from the ``regex``
 package; every pre-token goes through a cache kept in arrays on the tokenizer (pre-token bytes -> ids,
 seeded with the vocabulary, grown on demand, cleared past ``_CACHE_LIMIT`` entries or by
@@ -33,23 +34,14 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MiniGPTError
+from ..kernels import bpe as bpe_kernels
+from ..kernels.registry import kernel
 from .patterns import _NON_ASCII, Splitter, resolve_pattern, safe_cut_after, safe_cut_before
 
 FORMAT = "minigpt-bpe"
 FORMAT_VERSION = 1
 _CACHE_LIMIT = 1 << 19  # pre-tokens (besides the vocabulary) kept in the encode cache before it is cleared
 _READ_CHARS = 1 << 20  # characters read from a training file at a time
-
-
-def _kernels():
-    """The Numba kernels, or None when the NumPy backend is selected (then the Python twins run)."""
-    from .. import kernels
-
-    if kernels.backend() != "numba":
-        return None
-    from ..kernels import bpe
-
-    return bpe
 
 
 def _surrogate_error(word: str) -> MiniGPTError:
@@ -307,10 +299,9 @@ class BPETokenizer:
                 return out[:n_out].tolist()
             cache.grow()
 
-    def _encode_python(self, text: str) -> list[int]:
-        """The plain-Python path (NumPy kernel backend): split, then a dict cache per pre-token."""
-        from ..kernels.bpe import encode_word_python
-
+    def _encode_ordinary_numpy(self, text: str) -> list[int]:
+        """The plain-Python path (the reference): split, then a dict cache per pre-token."""
+        encode_word_python = bpe_kernels.encode_word_python
         if self._pair_dict is None:
             pa, pb, pv = self._pairs()
             self._pair_dict = dict(zip(zip(pa, pb), pv))
@@ -331,13 +322,9 @@ class BPETokenizer:
             out += ids
         return out
 
-    def encode_ordinary(self, text: str) -> list[int]:
-        """Encode ``text`` treating special-token text like any other text."""
-        if not isinstance(text, str):
-            raise MiniGPTError(f"encode expects a str, got {type(text).__name__}")
-        kern = _kernels()
-        if kern is None:
-            return self._encode_python(text)
+    def _encode_ordinary_numba(self, text: str) -> list[int]:
+        """The Numba path: one kernel call splits (ASCII stretches) and encodes through the array cache."""
+        kern = bpe_kernels
         cache = self._kernel_state(kern)
         if cache.added > _CACHE_LIMIT:
             cache.clear()
@@ -371,6 +358,15 @@ class BPETokenizer:
             regions.append((lo, at))
             prev = right
         return self._encode_kernel(kern, data, kind, regions, cuts)
+
+    _encode_ordinary = kernel(_encode_ordinary_numpy, _encode_ordinary_numba,
+                              """Token ids of ``text``: the Python reference or the Numba path (same ids).""")
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        """Encode ``text`` treating special-token text like any other text."""
+        if not isinstance(text, str):
+            raise MiniGPTError(f"encode expects a str, got {type(text).__name__}")
+        return self._encode_ordinary(text)
 
     def _special_sets(self, allowed_special, disallowed_special):
         specials = self._special
