@@ -32,7 +32,8 @@ def setup_threads(threads=2, torch_first=True):
     """Set every thread pool to ``threads`` threads (environment first; torch/numba when present).
 
     Must run before NumPy is imported for the BLAS part to take effect; a warning is printed otherwise.
-    NUMBA_THREADING_LAYER is left to minigpt (it selects its layer on import, see minigpt/_threads.py).
+    Then applies minigpt's tuned runtime (``minigpt.runtime.configure``: Numba's threading layer, the
+    OpenBLAS spin, the allocator), also before NumPy is imported.
 
     With ``torch_first`` (and torch installed) torch is imported *before* minigpt: torch then loads its own
     GNU OpenMP runtime with its own defaults. Imported after minigpt, torch would reuse the system's
@@ -47,13 +48,14 @@ def setup_threads(threads=2, torch_first=True):
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ[var] = str(threads)
     if torch_first and importlib.util.find_spec("torch") is not None:
-        # torch imports NumPy: set minigpt's OpenBLAS default (minigpt/_threads.py) before it does
-        os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+        # torch imports NumPy: set minigpt's OpenBLAS default (minigpt.runtime) before it does
+        from minigpt import runtime
+
+        os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", runtime.OPENBLAS_THREAD_TIMEOUT)
         import torch  # noqa: F401
-    try:  # minigpt's own thread settings (Numba layer, OpenBLAS spin) must also precede NumPy's import
-        import minigpt._threads  # noqa: F401
-    except ImportError:
-        pass
+    from minigpt import runtime
+
+    runtime.configure()
     if "torch" in sys.modules:
         set_torch_threads(threads)
     return _THREADS

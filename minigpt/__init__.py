@@ -1,18 +1,30 @@
 """minigpt: a GPT built from scratch on NumPy, with its own autograd engine and Numba kernels.
 
-Layers, bottom up: tensor (autograd core) -> ops (forward + backward of every op) -> kernels (Numba)
--> nn (layers) -> model (GPT, generation, checkpoints) -> tokenizer -> data -> optim -> train -> cli.
+Layers, bottom up (each imports only the layers below it; nothing imports the CLI):
+errors, io, random, runtime -> kernels (Numba + NumPy reference, arrays only) -> tensor (autograd core)
+-> ops (forward + backward of every op) -> functional, gradcheck -> nn (layers) -> model (GPT,
+generation) -> model.checkpoint -> tokenizer, data, optim -> train -> cli.
+
+``import minigpt`` changes nothing in the process: no environment variable, no thread pool, no allocator
+setting. The tuned runtime is one explicit call, :func:`minigpt.runtime.configure`. The names below load on
+first use, so ``import minigpt`` is quick and does not even import NumPy.
 """
-from . import _threads  # noqa: F401  (must run before Numba starts its thread pool)
-from . import _alloc  # noqa: F401  (keeps freed activations in the process for the next step)
+import importlib
+import sys
+import types
+
 from .errors import MiniGPTError
-from .tensor import Tensor, tensor, no_grad, is_grad_enabled
-from .gradcheck import gradcheck, GradcheckError
-from . import functional
 
 __version__ = "0.1.0"
 
 _LAZY = {
+    "Tensor": ("minigpt.tensor", "Tensor"),
+    "tensor": ("minigpt.tensor", "tensor"),
+    "no_grad": ("minigpt.tensor", "no_grad"),
+    "is_grad_enabled": ("minigpt.tensor", "is_grad_enabled"),
+    "gradcheck": ("minigpt.gradcheck", "gradcheck"),
+    "GradcheckError": ("minigpt.gradcheck", "GradcheckError"),
+    "functional": ("minigpt.functional", None),
     "BPETokenizer": ("minigpt.tokenizer", "BPETokenizer"),
     "SimpleTokenizer": ("minigpt.tokenizer", "SimpleTokenizer"),
     "GPT": ("minigpt.model", "GPT"),
@@ -22,15 +34,28 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
-    # Heavier parts (tokenizer, model) load on first use so `import minigpt` stays quick.
-    if name in _LAZY:
-        import importlib
+def _load(name):
+    module, attr = _LAZY[name]
+    mod = importlib.import_module(module)
+    return mod if attr is None else getattr(mod, attr)
 
-        module, attr = _LAZY[name]
-        return getattr(importlib.import_module(module), attr)
+
+def __getattr__(name):
+    if name in _LAZY:
+        return _load(name)
     raise AttributeError(f"module 'minigpt' has no attribute {name!r}")
 
 
-__all__ = ["Tensor", "tensor", "no_grad", "is_grad_enabled", "gradcheck", "GradcheckError", "functional",
-           "MiniGPTError", *_LAZY]
+class _Package(types.ModuleType):
+    """``minigpt.tensor`` and ``minigpt.gradcheck`` are functions named like the modules that define them.
+    Importing such a module binds the module to the package's attribute of that name; these properties
+    keep the name on the function, as ``from .tensor import tensor`` in this file would."""
+
+    tensor = property(lambda self: _load("tensor"), lambda self, value: None)
+    gradcheck = property(lambda self: _load("gradcheck"), lambda self, value: None)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+__all__ = ["MiniGPTError", *_LAZY]

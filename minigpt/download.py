@@ -21,12 +21,17 @@ import json
 import os
 import sys
 import tempfile
+import urllib.error
+import urllib.request
 import zipfile
 from pathlib import Path
 
-from .errors import MiniGPTError
+from tqdm import tqdm
 
-__all__ = ["fetch", "load_manifest", "known_names", "sha256_file", "default_cache_dir", "MANIFEST_PATH"]
+from .errors import MiniGPTError
+from .io import cache_dir as minigpt_cache_dir
+
+__all__ = ["fetch", "load_manifest", "known_names", "sha256_file", "MANIFEST_PATH"]
 
 def _find_manifest() -> Path:
     """``data/manifest.json`` of the source checkout (editable installs), else the copy a regular install
@@ -39,11 +44,6 @@ def _find_manifest() -> Path:
 MANIFEST_PATH = _find_manifest()
 _STAMP = ".minigpt-verified.json"
 _CHUNK = 1 << 20
-
-
-def default_cache_dir() -> Path:
-    env = os.environ.get("MINIGPT_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "minigpt"
 
 
 def load_manifest(path: str | os.PathLike | None = None) -> dict:
@@ -95,9 +95,10 @@ def _resolve(manifest: dict, name: str, size: str | None):
 # --- verification stamps -----------------------------------------------------------------------------------
 def _read_stamp(folder: Path) -> dict:
     try:
-        return json.loads((folder / _STAMP).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        d = json.loads((folder / _STAMP).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
         return {}
+    return d if isinstance(d, dict) else {}  # a damaged stamp only costs a re-check of the files
 
 
 def _write_stamp(folder: Path, stamp: dict) -> None:
@@ -147,14 +148,19 @@ def _already_installed(folder: Path, spec: dict, stamp: dict, no_verify: bool) -
 class _Sink:
     """A temporary file beside ``dest`` that hashes what is written; ``commit`` checks and renames it."""
 
-    def __init__(self, dest: Path):
-        self.dest = dest
-        fd, self.tmp = tempfile.mkstemp(prefix="." + dest.name + ".", suffix=".part", dir=dest.parent)
+    def __init__(self, dest: Path, limit: int | None = None, origin: str = ""):
+        self.dest, self.limit, self.origin = dest, limit, origin
+        # the pid in the name lets a later fetch remove what a killed one left (see _remove_stale_parts)
+        fd, self.tmp = tempfile.mkstemp(prefix=f".{dest.name}.{os.getpid()}.", suffix=".part", dir=dest.parent)
         self.f = os.fdopen(fd, "wb")
         self.h = hashlib.sha256()
         self.n = 0
 
     def write(self, b: bytes) -> None:
+        if self.limit is not None and self.n + len(b) > self.limit:  # enforced with --no-verify too
+            self.discard()
+            raise MiniGPTError(f"{self.dest.name} from {self.origin or 'the source'} is larger than the "
+                               f"{self.limit:,} bytes the manifest records; nothing was installed")
         self.f.write(b)
         self.h.update(b)
         self.n += len(b)
@@ -165,11 +171,11 @@ class _Sink:
         self.f.close()
         digest = self.h.hexdigest()
         want_sha, want_size = spec.get("sha256"), spec.get("size")
+        if want_size is not None and self.n != want_size:  # a size the manifest records holds with --no-verify too
+            self.discard()
+            raise MiniGPTError(f"size mismatch for {spec['name']} from {origin}: {self.n} bytes, expected {want_size}; "
+                               f"nothing was installed")
         if not no_verify:
-            if want_size is not None and self.n != want_size:
-                self.discard()
-                raise MiniGPTError(f"size mismatch for {spec['name']} from {origin}: {self.n} bytes, expected {want_size}; "
-                                   f"nothing was installed")
             if want_sha is not None and digest != want_sha:
                 self.discard()
                 raise MiniGPTError(f"checksum mismatch for {spec['name']} from {origin}: sha256 {digest}, "
@@ -189,8 +195,26 @@ class _Sink:
         _unlink(self.tmp)
 
 
+def _remove_stale_parts(folder: Path) -> None:
+    """Remove the temporary ``.part`` files of fetches that were killed (their process no longer runs)."""
+    for p in folder.glob(".*.part"):
+        bits = p.name.rsplit(".", 3)  # ".name", pid, random, "part"
+        try:
+            pid = int(bits[1])
+        except (IndexError, ValueError):
+            continue
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            _unlink(p)
+        except OSError:
+            pass  # alive (or not ours to signal): leave it
+
+
 def _copy_into(src, spec: dict, dest: Path, origin: str, no_verify: bool) -> dict:
-    sink = _Sink(dest)
+    sink = _Sink(dest, spec.get("size"), origin)
     try:
         while chunk := src.read(_CHUNK):
             sink.write(chunk)
@@ -201,15 +225,11 @@ def _copy_into(src, spec: dict, dest: Path, origin: str, no_verify: bool) -> dic
 
 
 def _download_to(url: str, sink_write, desc: str, quiet: bool) -> None:
-    import urllib.request
-
     req = urllib.request.Request(url, headers={"User-Agent": "minigpt-download/1"})
     with urllib.request.urlopen(req, timeout=60) as r:
         total = r.headers.get("Content-Length")
         bar = None
         if not quiet:
-            from tqdm import tqdm
-
             bar = tqdm(total=int(total) if total else None, unit="B", unit_scale=True, desc=desc,
                        file=sys.stderr, leave=False)
         try:
@@ -223,11 +243,9 @@ def _download_to(url: str, sink_write, desc: str, quiet: bool) -> None:
 
 
 def _fetch_url(spec: dict, dest: Path, no_verify: bool, quiet: bool) -> dict:
-    import urllib.error
-
     errors = []
     for url in spec.get("urls", []):
-        sink = _Sink(dest)
+        sink = _Sink(dest, spec.get("size"), url)
         try:
             _download_to(url, sink.write, spec["name"], quiet)
         except (urllib.error.URLError, OSError, ValueError) as e:
@@ -299,7 +317,7 @@ def fetch(name: str, size: str | None = None, *, cache_dir=None, from_dir=None, 
     """
     manifest = manifest or load_manifest()
     _, specs, archive, rel = _resolve(manifest, name, size)
-    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    root = Path(cache_dir).expanduser() if cache_dir is not None else minigpt_cache_dir()
     folder = root / rel
     stamp = _read_stamp(folder)
     missing = [s for s in specs if not _already_installed(folder, s, stamp, no_verify)]
@@ -313,6 +331,7 @@ def fetch(name: str, size: str | None = None, *, cache_dir=None, from_dir=None, 
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise MiniGPTError(f"cannot create the cache folder {folder}: {e.strerror or e}") from None
+    _remove_stale_parts(folder)
     say = (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr))
     try:
         if from_dir is not None:

@@ -2,14 +2,40 @@
 
 ``gradcheck(fn, *inputs)`` evaluates ``fn`` on the inputs (cast to float64), reduces its output to a scalar
 with fixed random weights ``sum(out * w)``, back-propagates once, and compares every element of every
-input's gradient with the central difference ``(f(x + eps) - f(x - eps)) / (2 eps)``.
+input's gradient with the central difference ``(f(x + eps) - f(x - eps)) / (2 eps)``
+(:func:`numeric_gradient`, which also serves array-level code such as the kernels' tests).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .errors import MiniGPTError
+from .ops import mul, sum as tsum
 from .tensor import Tensor, no_grad
+
+
+def numeric_gradient(f, arrays, eps: float = 1e-6) -> list:
+    """Central differences ``(f(x + eps) - f(x - eps)) / (2 eps)`` of the scalar ``f()`` with respect to
+    every element of each NumPy array in ``arrays`` (arrays that ``f`` reads: each element is perturbed in
+    place, then restored). Returns one float64 array of the input's shape per array.
+
+        >>> x = np.array([1.0, 2.0])
+        >>> numeric_gradient(lambda: float((x ** 2).sum()), [x])[0].round(6)
+        array([2., 4.])
+    """
+    grads = []
+    for a in arrays:
+        g = np.zeros(a.shape, dtype=np.float64)
+        for idx in np.ndindex(a.shape):
+            old = a[idx]
+            a[idx] = old + eps
+            fp = f()
+            a[idx] = old - eps
+            fm = f()
+            a[idx] = old
+            g[idx] = (fp - fm) / (2 * eps)
+        grads.append(g)
+    return grads
 
 
 class GradcheckError(AssertionError):
@@ -33,6 +59,9 @@ def gradcheck(fn, *inputs, eps: float = 1e-6, atol: float = 1e-8, rtol: float = 
     and any other arguments, passed through. An element passes when
     ``|analytic - numeric| <= atol + rtol * |numeric|``.
 
+    A NaN or infinity in either gradient (analytic or numeric) is a failure, naming the first such element
+    (check points where the function is differentiable: not ``sqrt`` at 0 or ``log`` at -1).
+
     Returns a report ``{"ok", "max_abs_err", "max_rel_err", "worst": {...}}``; raises
     ``GradcheckError`` naming the worst element (input, index, analytic and numeric values) when an
     element fails and ``raise_on_failure`` is true.
@@ -54,8 +83,6 @@ def gradcheck(fn, *inputs, eps: float = 1e-6, atol: float = 1e-8, rtol: float = 
             o = fn(*args)
         return float(np.sum(o.data * w))
 
-    from .ops import mul, sum as tsum
-
     tsum(mul(out, Tensor(w))).backward()
 
     report = {"ok": True, "max_abs_err": 0.0, "max_rel_err": 0.0, "worst": None}
@@ -63,25 +90,16 @@ def gradcheck(fn, *inputs, eps: float = 1e-6, atol: float = 1e-8, rtol: float = 
     for i in checked:
         x = inputs[i]
         analytic = x.grad if x.grad is not None else np.zeros_like(x.data)
-        numeric = np.zeros_like(x.data)
-        flat = x.data.reshape(-1) if x.data.flags.c_contiguous else None
-        if flat is None:  # non-contiguous input: perturb through an index view
-            it = np.ndindex(x.data.shape)
-        else:
-            it = range(flat.size)
-        for idx in it:
-            arr = flat if flat is not None else x.data
-            orig = arr[idx]
-            arr[idx] = orig + eps
-            fp = scalar(inputs)
-            arr[idx] = orig - eps
-            fm = scalar(inputs)
-            arr[idx] = orig
-            num = (fp - fm) / (2 * eps)
-            if flat is not None:
-                numeric.reshape(-1)[idx] = num
-            else:
-                numeric[idx] = num
+        (numeric,) = numeric_gradient(lambda: scalar(inputs), [x.data], eps)
+        # a NaN or infinity on either side is a failure (never a match, even NaN against NaN)
+        bad = ~(np.isfinite(analytic) & np.isfinite(numeric))
+        if bad.any():
+            k = tuple(int(v) for v in np.argwhere(bad)[0])
+            report["ok"] = False
+            report["max_abs_err"] = float("nan")
+            report["worst"] = {"input": i, "index": k, "analytic": float(analytic[k]), "numeric": float(numeric[k]),
+                               "non_finite": True}
+            break
         err = np.abs(analytic - numeric)
         tol = atol + rtol * np.abs(numeric)
         if err.size:
@@ -99,6 +117,11 @@ def gradcheck(fn, *inputs, eps: float = 1e-6, atol: float = 1e-8, rtol: float = 
                 report["ok"] = False
     if not report["ok"] and raise_on_failure:
         wst = report["worst"]
+        if wst.get("non_finite"):
+            raise GradcheckError(
+                f"gradcheck failed for input {wst['input']} at index {wst['index']}: analytic {wst['analytic']!r} vs "
+                f"numeric {wst['numeric']!r} (a NaN or infinity is never a match: the function is not differentiable "
+                "there, or its backward is wrong)")
         raise GradcheckError(
             f"gradcheck failed for input {wst['input']} at index {wst['index']}: analytic {wst['analytic']:.10g}"
             f" vs numeric {wst['numeric']:.10g} (max abs err {report['max_abs_err']:.3g}, "

@@ -18,11 +18,15 @@ cache or the shared data folder. Example::
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
+from .data.shared import shared_file
 from .errors import MiniGPTError
-from .model.checkpoint import ADAPTER_CONFIG, folder_kind, load_model, resolve_model_dir
+from .io import cache_dir
+from .tokenizer import BPETokenizer
+from .model.folders import ADAPTER_CONFIG, folder_kind, load_model, resolve_model_dir
 
 GPT2_VOCAB_SIZE = 50257
 
@@ -32,10 +36,7 @@ __all__ = ["resolve_model_dir", "load_tokenizer", "load_model_and_tokenizer", "g
 
 def gpt2_vocab_dir() -> Path:
     """The folder holding GPT-2's encoder.json + vocab.bpe (download cache, else the shared data folder)."""
-    from .data.shared import shared_file
-    from .download import default_cache_dir
-
-    for cand in (default_cache_dir() / "gpt2-vocab", default_cache_dir() / "gpt2" / "124M"):
+    for cand in (cache_dir() / "gpt2-vocab", cache_dir() / "gpt2" / "124M"):
         if (cand / "encoder.json").exists() and (cand / "vocab.bpe").exists():
             return cand
     f = shared_file("gpt2/encoder.json")
@@ -48,8 +49,6 @@ def gpt2_vocab_dir() -> Path:
 def tokenizer_from_spec(spec: str):
     """"gpt2" (GPT-2's vocabulary), a tokenizer .json file, or a folder holding tokenizer.json or GPT-2's
     encoder.json + vocab.bpe."""
-    from .tokenizer import BPETokenizer
-
     if spec == "gpt2":
         return BPETokenizer.from_gpt2(gpt2_vocab_dir())
     p = Path(spec)
@@ -120,7 +119,6 @@ def shrink_context(model, context_length: int):
     """``model`` with a shorter context: the first ``context_length`` rows of its position table (the
     weights are shared otherwise). Raising the context is refused: the positions beyond it were never
     trained."""
-    import dataclasses
 
     have = model.config.context_length
     if context_length == have:

@@ -23,6 +23,7 @@ from typing import Iterable
 import numpy as np
 
 from .errors import MiniGPTError
+from .kernels.adamw import adamw_update, sum_squares
 
 __all__ = ["Optimizer", "AdamW", "SGD", "clip_grad_norm", "CosineWithWarmup", "lr_at", "split_decay_groups"]
 
@@ -187,6 +188,9 @@ class Optimizer:
                     if k not in arrays:
                         raise MiniGPTError(f"{name}.load_state_dict: missing array {k!r}")
                     a = np.asarray(arrays[k])
+                    if a.dtype.kind != "f":
+                        raise MiniGPTError(f"{name}.load_state_dict: {k} has dtype {a.dtype}; the moments must be "
+                                           "floating point")
                     if a.shape != p.data.shape:
                         raise MiniGPTError(f"{name}.load_state_dict: {k} has shape {a.shape}, parameter {i} "
                                            f"has shape {p.data.shape}")
@@ -250,8 +254,6 @@ class AdamW(Optimizer):
             raise MiniGPTError(f"param group {gi}: weight_decay must be a finite number >= 0, got {wd!r}")
 
     def step(self) -> None:
-        from .kernels.adamw import adamw_update
-
         for i, group, p in self._params():
             g = self._live_grad(i, p)
             if g is None:
@@ -328,8 +330,6 @@ def clip_grad_norm(params: Iterable, max_norm: float) -> float:
     Returns the norm BEFORE clipping. When it is not finite (inf or nan) nothing is scaled and the value is
     returned as is, so the caller can stop the run. Scaling uses coef = max_norm / (norm + 1e-6), as torch.
     """
-    from .kernels.adamw import sum_squares
-
     if not (isinstance(max_norm, (int, float)) and max_norm > 0):
         raise MiniGPTError(f"clip_grad_norm: max_norm must be > 0, got {max_norm!r}")
     grads = []

@@ -5,6 +5,7 @@ from hypothesis import given, strategies as st
 
 import minigpt  # noqa: F401  (sets the threading layer before numba starts)
 from minigpt import kernels
+from minigpt.gradcheck import numeric_gradient
 from minigpt.errors import MiniGPTError
 from minigpt.kernels import attention as A
 
@@ -84,25 +85,6 @@ def test_backward_backends_agree_and_fill_views_of_one_buffer(shape):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-10)
 
 
-def numeric_grads(f, arrays, eps=1e-6):
-    """Central differences of the scalar f() with respect to every element of each array (in place)."""
-    grads = []
-    for a in arrays:
-        g = np.zeros(a.shape)
-        it = np.nditer(a, flags=["multi_index"])
-        for _ in it:
-            idx = it.multi_index
-            old = a[idx]
-            a[idx] = old + eps
-            fp = f()
-            a[idx] = old - eps
-            fm = f()
-            a[idx] = old
-            g[idx] = (fp - fm) / (2 * eps)
-        grads.append(g)
-    return grads
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dropout_p,tq", [(0.0, 5), (0.0, 2), (0.4, 5), (0.4, 3)])
 def test_backward_matches_finite_differences(backend, dropout_p, tq):
@@ -119,7 +101,7 @@ def test_backward_matches_finite_differences(backend, dropout_p, tq):
 
         out, lse = A.attention_forward(q, k, v, scale, dropout_p, seed)
         dq, dk, dv = A.attention_backward(w, q, k, v, out, lse, scale, dropout_p, seed)
-        nq, nk, nv = numeric_grads(loss, [q, k, v])
+        nq, nk, nv = numeric_gradient(loss, [q, k, v])
     np.testing.assert_allclose(dq, nq, rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(dk, nk, rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(dv, nv, rtol=1e-6, atol=1e-8)

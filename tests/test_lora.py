@@ -11,7 +11,7 @@ import minigpt.functional as F
 from minigpt import MiniGPTError, Tensor, gradcheck
 from minigpt import random as mrandom
 from minigpt.model import GPT, GPTClassifier, GPTConfig
-from minigpt.model.checkpoint import load_model, save_adapters
+from minigpt.model.folders import load_model, save_adapters, save_model
 from minigpt.nn import Linear, LoRALinear, apply_lora, merge_lora
 
 
@@ -97,6 +97,8 @@ def test_adapter_only_folder_round_trip(tmp_path):
     back = load_model(tmp_path / "ad")
     np.testing.assert_allclose(back(ids).data, want, rtol=1e-6, atol=1e-7)
     # a full checkpoint of a LoRA model keeps the adapters beside the weights
-    clf.save_pretrained(tmp_path / "full")
+    with pytest.raises(MiniGPTError, match="carries LoRA adapters"):
+        clf.save_pretrained(tmp_path / "plain")
+    save_model(clf, tmp_path / "full")
     assert (tmp_path / "full" / "adapter.safetensors").exists()
     np.testing.assert_allclose(load_model(tmp_path / "full")(ids).data, want, rtol=1e-6, atol=1e-7)

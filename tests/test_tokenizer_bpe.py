@@ -330,7 +330,7 @@ def test_load_bad_files(tmp_path):
                  ' "merges": []}', encoding="utf-8")
     with pytest.raises(MiniGPTError, match="special token ids"):
         BPETokenizer.load(p)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(MiniGPTError, match="not found"):
         BPETokenizer.load(tmp_path / "missing.json")
 
 

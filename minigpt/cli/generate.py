@@ -42,14 +42,16 @@ def _cmd_generate(args):
         if eos is None:
             raise MiniGPTError("an empty prompt needs a tokenizer with <|endoftext|>; pass --prompt")
         ids = [eos]
-    else:
+    # the arguments are checked here, before anything is printed
+    steps = generate_stream(model, np.array([ids]), args.max_new_tokens, temperature=args.temperature,
+                            top_k=args.top_k, top_p=args.top_p, seed=args.seed, use_cache=not args.no_cache,
+                            eos_id=eos if args.stop_at_eos else None)
+    if args.prompt:
         sys.stdout.write(args.prompt)
     out = sys.stdout
     # Print whole characters only: a multi-byte UTF-8 character may span tokens.
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    for step in generate_stream(model, np.array([ids]), args.max_new_tokens, temperature=args.temperature,
-                                top_k=args.top_k, top_p=args.top_p, seed=args.seed, use_cache=not args.no_cache,
-                                eos_id=eos if args.stop_at_eos else None):
+    for step in steps:
         tid = int(step[0])
         if args.stop_at_eos and tid == eos:
             break

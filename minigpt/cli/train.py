@@ -1,15 +1,16 @@
 """`minigpt train`: pretrain a GPT."""
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 from ..errors import MiniGPTError
+from .options import add_dataclass_options, dataclass_from_args
 
 
 def add(sub):
     from ..train import TrainConfig
 
-    d = TrainConfig()
     p = sub.add_parser("train", help="pretrain a GPT on text (default: the built-in corpus) and print a sample",
                        description="Pretrain a GPT from scratch. Without --text it trains on the built-in corpus "
                        "(the docstrings of Python's standard library, extracted offline).")
@@ -25,28 +26,23 @@ def add(sub):
     p.add_argument("--dropout", type=float, default=None, help="drop rate (default: the preset's)")
     p.add_argument("--tokenizer", default="bpe", help="bpe (train one on the text), gpt2, or a tokenizer file")
     p.add_argument("--vocab-size", type=int, default=2048, help="vocabulary size of a trained BPE")
-    length = p.add_mutually_exclusive_group()
-    length.add_argument("--steps", type=int, default=None, help=f"optimizer steps (default {d.steps})")
-    length.add_argument("--epochs", type=float, default=None, help="passes over the training windows")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
-    p.add_argument("--min-lr", type=float, default=None, help="floor of the cosine decay (default lr/10)")
-    p.add_argument("--warmup", type=int, default=d.warmup, help="linear warmup steps")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--grad-clip", type=float, default=d.grad_clip, help="clip the global gradient norm (0: off)")
-    p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--eval-every", type=int, default=d.eval_every)
-    p.add_argument("--eval-batches", type=int, default=d.eval_batches)
-    p.add_argument("--sample-every", type=int, default=d.sample_every, help="print a sample every N steps")
-    p.add_argument("--prompt", default=d.sample_prompt, help="prompt of the printed samples")
-    p.add_argument("--sample-tokens", type=int, default=d.sample_tokens)
-    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
-                   help="save every N steps (default: at every evaluation and at the end)")
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--val-fraction", type=float, default=0.1, help="share of the text held out for validation")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint, "
                    "with its saved settings (a larger --steps extends it)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_train)
+    # The training settings: generated from TrainConfig's fields. --steps is written here because it
+    # shares a group with --epochs and, on --resume, only counts when given.
+    settings = p.add_argument_group("training settings (TrainConfig)")
+    length = settings.add_mutually_exclusive_group()
+    steps = next(f for f in dataclasses.fields(TrainConfig) if f.name == "steps")
+    length.add_argument("--steps", type=int, default=None, metavar="N",
+                        help=f"{steps.metadata['help']} (default {steps.default})")
+    length.add_argument("--epochs", type=float, default=None, metavar="X", help="passes over the training windows")
+    dests = add_dataclass_options(p, TrainConfig, exclude=("steps",), rename=RENAME, group=settings)
+    p.set_defaults(func=_cmd_train, train_config_dests=dests)
+
+
+RENAME = {"sample_prompt": "prompt"}  # TrainConfig field -> option name (without dashes)
 
 
 def _cmd_train(args):
@@ -59,12 +55,8 @@ def _cmd_train(args):
         overrides["drop_rate"] = args.dropout
     if args.steps is not None and args.steps < 1:
         raise MiniGPTError(f"--steps must be >= 1, got {args.steps}")
-    cfg = TrainConfig(steps=args.steps if args.steps is not None else TrainConfig.steps,
-                      batch_size=args.batch_size, lr=args.lr,
-                      min_lr=args.min_lr, warmup=args.warmup, weight_decay=args.weight_decay,
-                      grad_clip=args.grad_clip, eval_every=args.eval_every, eval_batches=args.eval_batches,
-                      sample_every=args.sample_every, sample_prompt=args.prompt, sample_tokens=args.sample_tokens,
-                      checkpoint_every=args.checkpoint_every, seed=args.seed)
+    cfg = dataclass_from_args(TrainConfig, args, args.train_config_dests,
+                              steps=args.steps if args.steps is not None else TrainConfig.steps)
     if args.resume:  # a resumed run keeps its saved settings; only a larger --steps extends it
         cfg = TrainConfig(steps=args.steps) if args.steps is not None else None
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))

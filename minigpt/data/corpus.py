@@ -26,21 +26,15 @@ import platform
 import sysconfig
 from pathlib import Path
 
-from ..io import atomic_write_bytes
-from .datasets import ENDOFTEXT
+from ..io import atomic_write_bytes, cache_dir
+from ..tokenizer.special import ENDOFTEXT
 
-__all__ = ["default_corpus", "build_default_corpus", "cache_dir", "corpus_cache_path"]
+__all__ = ["default_corpus", "build_default_corpus", "corpus_cache_path"]
 
 FORMAT_VERSION = 1
 _SKIP_DIRS = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__", "lib-dynload",
               "_bundled"}
 _HEADER = "# minigpt default corpus v{v} sha256={h}\n"
-
-
-def cache_dir() -> Path:
-    """minigpt's cache folder: $MINIGPT_CACHE, else ~/.cache/minigpt (not created here)."""
-    env = os.environ.get("MINIGPT_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "minigpt"
 
 
 def corpus_cache_path(directory: Path | None = None) -> Path:

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MiniGPTError
+from ..tokenizer.special import ENDOFTEXT
 
 __all__ = ["SlidingWindowDataset", "train_val_split", "load_texts", "ENDOFTEXT"]
 
-ENDOFTEXT = "<|endoftext|>"
 
 
 def _as_ids(ids, what: str = "ids") -> np.ndarray:

@@ -21,7 +21,6 @@ Numba compiles a kernel the first time it is called (``cache=True`` keeps the ma
 """
 import importlib
 
-from .. import _threads  # noqa: F401  (before numba: selects the threading layer)
 from .registry import BACKENDS, KERNELS, backend, kernel, set_backend, use_backend  # noqa: F401
 
 _SUBMODULES = ("fastmath", "attention", "layernorm", "gelu", "softmax", "bias", "scatter", "adamw", "bpe")

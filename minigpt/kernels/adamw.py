@@ -32,7 +32,7 @@ from .fastmath import renamed_copy
 from .registry import kernel
 
 # Below this many elements a parallel launch costs more than it saves (a launch costs 2-150 us, see
-# minigpt/_threads.py), and at 0.6M float32 values the serial loop (~0.35 ms, memory-bound) was still
+# minigpt/runtime.py), and at 0.6M float32 values the serial loop (~0.35 ms, memory-bound) was still
 # as fast as the parallel one.
 PARALLEL_THRESHOLD = 1 << 20
 

@@ -32,7 +32,6 @@ and backward go through one register-tiled helper (:func:`_mm`: four rows by fou
 the long operand) and reach 60-80 GFLOP/s on one core. Nothing of size (T, T) is ever allocated.
 Generation (fewer than four queries) uses a row-by-row kernel that reads the cache in place.
 """
-import minigpt._threads  # noqa: F401  (before numba: selects the threading layer)
 import numba
 import numpy as np
 

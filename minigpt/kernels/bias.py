@@ -12,7 +12,6 @@ row of a partial-sum buffer and the partial sums are added in a fixed order, so 
 on the number of threads (and, summing in 32 short runs, it is more accurate than one long running sum).
 Below ``SMALL_WORK`` elements (the one row of a generated token) NumPy does it: calling a kernel costs more.
 """
-import minigpt._threads  # noqa: F401  (before numba: selects the threading layer)
 import numba
 import numpy as np
 

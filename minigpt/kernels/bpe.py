@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _threads  # noqa: F401  (before numba)
 from numba import njit
 
 # --------------------------------------------------------------------------------------------------
@@ -191,10 +190,15 @@ def cache_rehash(old, tab):
                 tab[p, q] = old[r, q]
 
 
+_LONG_WORD = 64  # pre-tokens longer than this merge through a heap (O(m log m)) instead of rescanning (O(m^2))
+
+
 @njit(cache=True)
 def _merge(parts, p0, m, ranks, ta, tb, tv):
     """Apply the merges to the ids ``parts[p0:p0+m]`` in place (lowest id first, leftmost on ties); the new
     length."""
+    if m > _LONG_WORD:
+        return _merge_long(parts, p0, m, ta, tb, tv)
     big = np.int32(0x7FFFFFFF)
     for i in range(m - 1):
         ranks[i] = _plookup(ta, tb, tv, parts[p0 + i], parts[p0 + i + 1])
@@ -218,6 +222,91 @@ def _merge(parts, p0, m, ranks, ta, tb, tv):
         if bi > 0:
             ranks[bi - 1] = _plookup(ta, tb, tv, parts[p0 + bi - 1], parts[p0 + bi])
     return m
+
+
+@njit(cache=True)
+def _heap_push_key(heap, n, key):
+    heap[n] = key
+    i = n
+    while i > 0:
+        p = (i - 1) >> 1
+        if heap[p] <= heap[i]:
+            break
+        heap[p], heap[i] = heap[i], heap[p]
+        i = p
+    return n + 1
+
+
+@njit(cache=True)
+def _heap_pop_key(heap, n):
+    """Remove the smallest key (returned with the new size)."""
+    top = heap[0]
+    n -= 1
+    heap[0] = heap[n]
+    i = 0
+    while True:
+        l = 2 * i + 1
+        if l >= n:
+            break
+        c = l
+        if l + 1 < n and heap[l + 1] < heap[l]:
+            c = l + 1
+        if heap[i] <= heap[c]:
+            break
+        heap[i], heap[c] = heap[c], heap[i]
+        i = c
+    return top, n
+
+
+@njit(cache=True)
+def _merge_long(parts, p0, m, ta, tb, tv):
+    """:func:`_merge` for a long pre-token, with the same result in O(m log m): the positions form a linked list
+    and a min-heap holds ``(rank, position)`` keys of adjacent pairs (the lowest rank first, then the leftmost;
+    positions keep their order as elements are removed). A popped key is used only when the pair at its position
+    still has that rank, so stale keys left by earlier merges are skipped."""
+    big = np.int64(0x7FFFFFFF)
+    nxt = np.empty(m, np.int64)
+    prv = np.empty(m, np.int64)
+    alive = np.ones(m, np.bool_)
+    for i in range(m):
+        nxt[i] = i + 1
+        prv[i] = i - 1
+    nxt[m - 1] = -1
+    heap = np.empty(3 * m, np.int64)  # m - 1 pairs at first, at most two new ones per merge
+    hn = 0
+    for i in range(m - 1):
+        r = np.int64(_plookup(ta, tb, tv, parts[p0 + i], parts[p0 + i + 1]))
+        if r != big:
+            hn = _heap_push_key(heap, hn, (r << 32) | i)
+    while hn > 0:
+        key, hn = _heap_pop_key(heap, hn)
+        r = key >> 32
+        i = key & 0xFFFFFFFF
+        if not alive[i]:
+            continue
+        j = nxt[i]
+        if j == -1 or np.int64(_plookup(ta, tb, tv, parts[p0 + i], parts[p0 + j])) != r:
+            continue
+        parts[p0 + i] = r
+        alive[j] = False
+        k = nxt[j]
+        nxt[i] = k
+        if k != -1:
+            prv[k] = i
+            r2 = np.int64(_plookup(ta, tb, tv, parts[p0 + i], parts[p0 + k]))
+            if r2 != big:
+                hn = _heap_push_key(heap, hn, (r2 << 32) | i)
+        h = prv[i]
+        if h != -1:
+            r2 = np.int64(_plookup(ta, tb, tv, parts[p0 + h], parts[p0 + i]))
+            if r2 != big:
+                hn = _heap_push_key(heap, hn, (r2 << 32) | h)
+    n = 0
+    for i in range(m):
+        if alive[i]:
+            parts[p0 + n] = parts[p0 + i]
+            n += 1
+    return n
 
 
 @njit(cache=True)

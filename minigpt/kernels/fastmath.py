@@ -33,7 +33,6 @@ import math
 import types as pytypes
 from decimal import Decimal, getcontext
 
-import minigpt._threads  # noqa: F401  (before numba: selects the threading layer)
 import numba
 import numpy as np
 from llvmlite import ir

@@ -17,7 +17,6 @@ cancellation). ``exp(-2u)`` is clamped at ``exp(80)`` so that ``s`` and ``1 - s`
 """
 import math
 
-import minigpt._threads  # noqa: F401  (before numba: selects the threading layer)
 import numba
 import numpy as np
 

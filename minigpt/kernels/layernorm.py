@@ -14,7 +14,6 @@ accumulated per block of rows into a private row of a partial-sum buffer (no two
 memory), then the partial sums are added in a fixed order: the result does not depend on the number of
 threads.
 """
-import minigpt._threads  # noqa: F401  (before numba: selects the threading layer)
 import numba
 import numpy as np
 

@@ -5,7 +5,6 @@ backward of an embedding lookup (``np.add.at(dense, index, rows)``).
 2048 rows of a tiny model's batch. The Numba kernel adds whole rows with vector instructions, in index
 order: ~50x faster there.
 """
-import minigpt._threads  # noqa: F401  (before numba: selects the threading layer)
 import numba
 import numpy as np
 

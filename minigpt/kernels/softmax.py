@@ -19,7 +19,6 @@ V classes or vocabulary entries) and are numerically stable: every row is shifte
 The Numba kernels run in parallel over rows; each row is read in a vectorised max pass and a vectorised
 ``exp`` pass (the ``exp`` of :mod:`minigpt.kernels.fastmath`).
 """
-import minigpt._threads  # noqa: F401  (before numba: selects the threading layer)
 import numba
 import numpy as np
 

@@ -6,6 +6,9 @@ GPT-2's (``h.0.attn.c_attn.weight``; with or without a ``transformer.`` prefix),
 ``wte.weight`` unless a separate ``lm_head.weight`` is stored. Only safetensors is read: nothing is
 ever unpickled.
 
+This module is the file format only: GPT-2's layout <-> a ``GPTConfig`` and a state dict in minigpt's
+names. It knows nothing of the ``GPT`` class; ``GPT.from_pretrained`` / ``GPT.save_pretrained`` build on it.
+
 minigpt name                      GPT-2 name
 tok_emb.weight                    wte.weight
 pos_emb.weight                    wpe.weight
@@ -20,15 +23,17 @@ out_head (untied only)            lm_head.weight
 """
 from __future__ import annotations
 
-import json
+import math
 import re
 from pathlib import Path
 
 import numpy as np
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import load_file, save
 
 from ..errors import MiniGPTError
-from ..io import atomic_write_bytes, atomic_write_json
-from .gpt import GPT, GPTConfig
+from ..io import atomic_write_bytes, atomic_write_json, read_json
+from .config import GPTConfig
 
 # (minigpt prefix, GPT-2 prefix); "{i}" stands for a block number. Names are renamed by prefix.
 _NAME_MAP = [
@@ -101,101 +106,161 @@ def config_to_hf(cfg: GPTConfig) -> dict:
     }
 
 
-def config_from_hf(d: dict) -> GPTConfig:
+_SIZE_FIELDS = ("vocab_size", "n_positions", "n_embd", "n_head", "n_layer")
+
+
+def _field(d: dict, key: str, kind: str, default=None, where: str = "config.json"):
+    """``d[key]`` checked for its kind: "int" (a positive integer, not a bool or a float), "bool", "float"."""
+    v = d.get(key, default)
+    if kind == "int":
+        ok = isinstance(v, int) and not isinstance(v, bool) and v > 0
+        want = "a positive integer"
+    elif kind == "bool":
+        ok = isinstance(v, bool)
+        want = "true or false"
+    else:
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        want = "a finite number"
+    if not ok:
+        raise MiniGPTError(f"{where}: {key} must be {want}, got {v!r}")
+    return v
+
+
+def config_from_hf(d: dict, where: str = "config.json") -> GPTConfig:
+    """The GPTConfig of a Hugging Face GPT-2 ``config.json`` (already parsed); every field checked for its type
+    and range (``where`` names the file in messages)."""
+    if not isinstance(d, dict):
+        raise MiniGPTError(f"{where} must hold a JSON object, got {type(d).__name__}")
     if d.get("model_type", "gpt2") != "gpt2":
-        raise MiniGPTError(f"config.json describes a {d.get('model_type')!r} model, not gpt2")
+        raise MiniGPTError(f"{where} describes a {d.get('model_type')!r} model, not gpt2")
     act = d.get("activation_function", "gelu_new")
     if act not in ("gelu_new", "gelu_pytorch_tanh"):
-        raise MiniGPTError(f"activation {act!r} is not supported (minigpt implements GPT-2's tanh GELU)")
+        raise MiniGPTError(f"{where}: activation {act!r} is not supported (minigpt implements GPT-2's tanh GELU)")
     for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"):
         if d.get(flag):
-            raise MiniGPTError(f"config.json sets {flag}, which minigpt does not implement")
+            raise MiniGPTError(f"{where} sets {flag}, which minigpt does not implement")
     if d.get("scale_attn_weights") is False:
-        raise MiniGPTError("config.json disables attention scaling, which minigpt does not implement")
+        raise MiniGPTError(f"{where} disables attention scaling, which minigpt does not implement")
+    for key in ("vocab_size", "n_embd", "n_head", "n_layer"):
+        if key not in d:
+            raise MiniGPTError(f"{where} lacks the GPT-2 field {key!r}")
+    if "n_positions" not in d and "n_ctx" not in d:
+        raise MiniGPTError(f"{where} lacks the GPT-2 field 'n_positions'")
+    n_embd = _field(d, "n_embd", "int", where=where)
+    if d.get("n_inner") not in (None, 4 * n_embd):
+        raise MiniGPTError(f"{where}: n_inner={d['n_inner']!r} is not supported (minigpt's MLP is 4 x n_embd)")
+    extra = d.get("minigpt", {})
+    if not isinstance(extra, dict):
+        raise MiniGPTError(f"{where}: 'minigpt' must be an object, got {extra!r}")
+    eps = _field(d, "layer_norm_epsilon", "float", 1e-5, where)
+    if not 0 < eps < 1:
+        raise MiniGPTError(f"{where}: layer_norm_epsilon must be in (0, 1), got {eps!r}")
+    drop = _field(extra, "drop_rate", "float", d.get("resid_pdrop", 0.1), where)
+    if not 0 <= drop < 1:
+        raise MiniGPTError(f"{where}: the drop rate must be in [0, 1), got {drop!r}")
+    return GPTConfig(
+        vocab_size=_field(d, "vocab_size", "int", where=where),
+        context_length=_field(d, "n_positions" if "n_positions" in d else "n_ctx", "int", where=where),
+        emb_dim=n_embd,
+        n_heads=_field(d, "n_head", "int", where=where),
+        n_layers=_field(d, "n_layer", "int", where=where),
+        drop_rate=float(drop),
+        qkv_bias=_field(extra, "qkv_bias", "bool", True, where),
+        tie_weights=_field(d, "tie_word_embeddings", "bool", True, where),
+        layer_norm_eps=float(eps),
+    )
+
+
+_FLOAT_DTYPES = {"F16", "F32", "F64"}
+
+
+def _read_header(path: Path) -> dict:
+    """``{name: (shape, dtype)}`` of a safetensors file, from its header alone (no tensor is read)."""
     try:
-        n_embd = int(d["n_embd"])
-        if d.get("n_inner") not in (None, 4 * n_embd):
-            raise MiniGPTError(f"n_inner={d['n_inner']} is not supported (minigpt's MLP is 4 x n_embd)")
-        extra = d.get("minigpt", {})
-        return GPTConfig(
-            vocab_size=int(d["vocab_size"]),
-            context_length=int(d.get("n_positions", d.get("n_ctx"))),
-            emb_dim=n_embd,
-            n_heads=int(d["n_head"]),
-            n_layers=int(d["n_layer"]),
-            drop_rate=float(extra.get("drop_rate", d.get("resid_pdrop", 0.1))),
-            qkv_bias=bool(extra.get("qkv_bias", True)),
-            tie_weights=bool(d.get("tie_word_embeddings", True)),
-            layer_norm_eps=float(d.get("layer_norm_epsilon", 1e-5)),
-        )
-    except (KeyError, TypeError) as e:
-        raise MiniGPTError(f"config.json lacks or mangles a GPT-2 field: {e}") from None
-
-
-def _read_safetensors(path: Path) -> dict:
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
-
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError, TypeError) as e:
+        with safe_open(str(path), "np") as f:
+            return {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, TypeError, RuntimeError) as e:
         raise MiniGPTError(f"cannot read {path}: {e}") from None
 
 
-def resolve_model_dir(path) -> Path:
-    """A training run folder (with ``latest.json``) resolves to its latest checkpoint; a model folder
-    (``model.safetensors``, or an adapter folder with ``adapter_config.json``) to itself."""
-    path = Path(path)
-    latest = path / "latest.json"
-    if latest.exists():
-        try:
-            rel = json.loads(latest.read_text())["checkpoint"]
-        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as e:
-            raise MiniGPTError(f"{latest} is damaged: {e}") from None
-        target = path / rel
-        if not (target / "model.safetensors").exists():
-            raise MiniGPTError(f"{latest} points at {target}, which has no model.safetensors")
-        return target
-    if (path / "model.safetensors").exists() or (path / ADAPTER_CONFIG).exists():
-        return path
-    if not path.exists():
-        raise MiniGPTError(f"model directory {path} does not exist")
-    if not path.is_dir():
-        raise MiniGPTError(f"{path} is a file, not a model folder")
-    raise MiniGPTError(f"{path} holds no model weights: neither a run (latest.json) nor a model "
-                       "(model.safetensors) nor LoRA adapters (adapter_config.json)")
+def expected_shapes(cfg: GPTConfig) -> dict:
+    """The shape of every parameter of a GPT with config ``cfg`` (minigpt names), without building one."""
+    V, C, E = cfg.vocab_size, cfg.context_length, cfg.emb_dim
+    out = {"tok_emb.weight": (V, E), "pos_emb.weight": (C, E)}
+    for i in range(cfg.n_layers):
+        b = f"blocks.{i}."
+        out.update({b + "norm1.weight": (E,), b + "norm1.bias": (E,), b + "attn.qkv.weight": (E, 3 * E),
+                    b + "attn.qkv.bias": (3 * E,), b + "attn.proj.weight": (E, E), b + "attn.proj.bias": (E,),
+                    b + "norm2.weight": (E,), b + "norm2.bias": (E,), b + "ff.fc.weight": (E, 4 * E),
+                    b + "ff.fc.bias": (4 * E,), b + "ff.proj.weight": (4 * E, E), b + "ff.proj.bias": (E,)})
+    out.update({"final_norm.weight": (E,), "final_norm.bias": (E,), "out_head": (V, E)})
+    return out
 
 
-ADAPTER_FILE = "adapter.safetensors"
-ADAPTER_CONFIG = "adapter_config.json"
+def _check_header(cfg: GPTConfig, header: dict, w_path: Path, cfg_path: Path) -> dict:
+    """Check the tensors a safetensors header announces against the config before anything is allocated:
+    float dtypes, every parameter present with the shape the config implies. ``{minigpt name: file name}``."""
+    names, unknown = {}, []
+    for name, (shape, dtype) in header.items():
+        hf = name[len("transformer."):] if name.startswith("transformer.") else name
+        if _IGNORED.match(hf):
+            continue
+        ours = _rename(hf, _FROM_HF)
+        if ours is None:
+            unknown.append(name)
+            continue
+        if dtype not in _FLOAT_DTYPES:
+            raise MiniGPTError(f"{w_path}: tensor {name} has dtype {dtype}; weights must be floating point "
+                               f"({', '.join(sorted(_FLOAT_DTYPES))})")
+        names[ours] = name
+    if unknown:
+        raise MiniGPTError(f"{w_path} has tensors that are not GPT-2 parameters: {', '.join(unknown[:8])}")
+    layers = {int(m.group(1)) for m in map(re.compile(r"blocks\.(\d+)\.").match, names) if m}
+    if layers != set(range(cfg.n_layers)):  # before listing the config's parameters: n_layer may be huge
+        raise MiniGPTError(f"{cfg_path} does not match {w_path.name}: n_layer is {cfg.n_layers}, the file holds "
+                           f"{len(layers)} blocks{'' if layers == set(range(len(layers))) else ' (not numbered 0..n-1)'}")
+    want = expected_shapes(cfg)
+    for ours, shape in want.items():
+        if ours not in names:
+            if ours == "out_head" or ours.endswith(".attn.qkv.bias"):
+                continue  # optional: a tied head, a model without q/k/v bias
+            raise MiniGPTError(f"{w_path} lacks the tensor {to_hf_name(ours)} that {cfg_path.name} implies "
+                               f"(n_layer={cfg.n_layers})")
+        got = header[names[ours]][0]
+        if got != shape:
+            raise MiniGPTError(f"{cfg_path} does not match {w_path.name}: {names[ours]} has shape {list(got)}, the "
+                               f"config implies {list(shape)} (vocab_size={cfg.vocab_size}, n_positions="
+                               f"{cfg.context_length}, n_embd={cfg.emb_dim})")
+    extra = [names[o] for o in names if o not in want]
+    if extra:
+        raise MiniGPTError(f"{w_path} has tensors beyond the n_layer={cfg.n_layers} of {cfg_path.name}: "
+                           f"{', '.join(extra[:8])}")
+    return names
 
 
-def _read_json(p: Path) -> dict:
+def _read_safetensors(path: Path) -> dict:
     try:
-        d = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise MiniGPTError(f"{p} is not valid JSON: {e}") from None
-    if not isinstance(d, dict):
-        raise MiniGPTError(f"{p} must hold a JSON object")
-    return d
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, TypeError, RuntimeError) as e:
+        raise MiniGPTError(f"cannot read {path}: {e}") from None
 
 
-def folder_kind(path) -> str:
-    """"classifier" or "lm" for a model folder (run folders resolve to their latest checkpoint)."""
-    path = resolve_model_dir(path)
-    if (path / ADAPTER_CONFIG).exists() and not (path / "model.safetensors").exists():
-        return _read_json(path / ADAPTER_CONFIG).get("kind", "lm")
-    if not (path / "config.json").exists():
-        raise MiniGPTError(f"{path} has no config.json")
-    return "classifier" if _is_classifier(_read_json(path / "config.json")) else "lm"
+def check_finite(arrays: dict, path) -> None:
+    """Refuse arrays holding NaN or infinity (a damaged or diverged file), naming the first such tensor."""
+    for name, arr in arrays.items():
+        if arr.dtype.kind == "f" and not np.isfinite(arr.sum(dtype=arr.dtype)):  # fast path: a finite sum
+            if not np.isfinite(arr).all():  # the sum may overflow for large finite values
+                raise MiniGPTError(f"{path}: tensor {name} holds NaN or infinity (a damaged or diverged file)")
 
 
-def _is_classifier(hf_cfg: dict) -> bool:
-    return any("ForSequenceClassification" in a for a in hf_cfg.get("architectures") or [])
+def read_pretrained(path) -> tuple[GPTConfig, dict]:
+    """Read a Hugging Face GPT-2 directory (config.json + model.safetensors): the config and the
+    state dict in minigpt's parameter names (``GPT.from_pretrained`` builds the model from them).
 
-
-def _read_folder(path: Path):
-    """(hf config dict, GPTConfig, GPT state under minigpt names, other tensors by their stored name)."""
+    The config is checked field by field and against the shapes in the safetensors header before any array is
+    read; weights must be floating point and finite.
+    """
+    path = Path(path)
     if not path.is_dir():
         raise MiniGPTError(f"model directory {path} does not exist")
     cfg_path, w_path = path / "config.json", path / "model.safetensors"
@@ -204,20 +269,12 @@ def _read_folder(path: Path):
     if not w_path.exists():
         hint = " (only pytorch_model.bin: minigpt reads safetensors, never pickles)" if (path / "pytorch_model.bin").exists() else ""
         raise MiniGPTError(f"{path} has no model.safetensors{hint}")
-    hf_cfg = _read_json(cfg_path)
-    cfg = config_from_hf(hf_cfg)
+    hf_cfg = read_json(cfg_path, "config.json", max_bytes=1 << 20)
+    cfg = config_from_hf(hf_cfg, str(cfg_path))
+    names = _check_header(cfg, _read_header(w_path), w_path, cfg_path)
     tensors = _read_safetensors(w_path)
-
-    state, extra = {}, {}
-    for name, arr in tensors.items():
-        hf = name[len("transformer."):] if name.startswith("transformer.") else name
-        if _IGNORED.match(hf):
-            continue
-        ours = _rename(hf, _FROM_HF)
-        if ours is None:
-            extra[name] = arr
-            continue
-        state[ours] = arr
+    check_finite(tensors, w_path)
+    state = {ours: tensors[name] for ours, name in names.items()}
     if "out_head" in state:  # an lm_head equal to wte is just the tied head stored twice
         if "tok_emb.weight" in state and np.array_equal(state["out_head"], state["tok_emb.weight"]):
             del state["out_head"]
@@ -233,193 +290,62 @@ def _read_folder(path: Path):
                 del state[k]
         else:
             cfg.qkv_bias = True
-    return hf_cfg, cfg, state, extra
+    return cfg, state
 
 
-def load_model(path, dtype=np.float32, kind: str | None = None):
-    """A GPT or a GPTClassifier from a run folder, a checkpoint/model folder or a LoRA adapter folder.
-
-    ``kind`` ("lm" or "classifier") makes the other kind an error. LoRA adapters stored beside the
-    weights (``adapter.safetensors``) are applied; an adapter-only folder loads its base model first.
-    """
-    from .classifier import GPTClassifier
-
-    path = resolve_model_dir(path)
-    if (path / ADAPTER_CONFIG).exists() and not (path / "model.safetensors").exists():
-        return _load_adapter_folder(path, dtype, kind)
-    hf_cfg, cfg, state, extra = _read_folder(path)
-    is_clf = _is_classifier(hf_cfg)
-    _check_kind(path, "classifier" if is_clf else "lm", kind)
-    if is_clf:
-        labels = _labels(hf_cfg, path)
-        model = GPTClassifier(cfg, labels, dtype=dtype)
-        model.max_length = (hf_cfg.get("minigpt") or {}).get("max_length")
-        try:
-            w, b = extra.pop("score.weight"), extra.pop("score.bias", None)
-        except KeyError:
-            raise MiniGPTError(f"{path / 'model.safetensors'} has no score.weight (the classification head)") from None
-        state["score.weight"] = np.ascontiguousarray(w.T)  # stored (labels, dim) as transformers; ours (dim, labels)
-        state["score.bias"] = b if b is not None else np.zeros(len(labels), dtype=w.dtype)
-    else:
-        model = GPT(cfg, dtype=dtype)
-    if extra:
-        raise MiniGPTError(f"{path / 'model.safetensors'} has tensors that are not GPT-2 parameters: "
-                           f"{', '.join(list(extra)[:8])}")
-    model.load_state_dict(state)
-    if (path / ADAPTER_FILE).exists():
-        _attach_adapters(model, path / ADAPTER_FILE)
-    return model
-
-
-def _check_kind(path, have: str, want: str | None) -> None:
-    if want is None or want == have:
-        return
-    if have == "classifier":
-        raise MiniGPTError(f"{path} holds a classifier, not a language model: use `minigpt classify --model "
-                           f"{path}` (it cannot generate text)")
-    raise MiniGPTError(f"{path} holds a language model, not a classifier: finetune one first with "
-                       f"`minigpt finetune classify --init {path} ...`")
-
-
-def _labels(hf_cfg: dict, path) -> list:
-    id2label = hf_cfg.get("id2label")
-    n = hf_cfg.get("num_labels", len(id2label or {}))
-    try:
-        labels = [str(id2label[str(i)]) for i in range(int(n))]
-    except (KeyError, TypeError, ValueError):
-        raise MiniGPTError(f"{path / 'config.json'}: id2label must map '0'..'{n}' to label names") from None
-    return labels
-
-
-def _attach_adapters(model, file: Path) -> None:
-    from safetensors import safe_open
-
-    from ..nn.lora import apply_lora
-
-    try:
-        with safe_open(str(file), framework="numpy") as f:
-            meta = f.metadata() or {}
-    except Exception as e:  # noqa: BLE001 - safetensors raises several types for damaged files
-        raise MiniGPTError(f"cannot read {file}: {e}") from None
-    try:
-        rank, alpha = int(meta["rank"]), float(meta["alpha"])
-        targets = json.loads(meta["targets"])
-    except (KeyError, ValueError, TypeError):
-        raise MiniGPTError(f"{file} lacks its LoRA metadata (rank, alpha, targets)") from None
-    apply_lora(model, rank, alpha, targets)
-    tensors = _read_safetensors(file)
-    own = dict(model.named_parameters())
-    head = {k: v for k, v in tensors.items() if k.startswith("score.")}
-    for k in tensors:
-        if k not in own:
-            raise MiniGPTError(f"{file}: tensor {k!r} matches no parameter of the model")
-    model.load_state_dict({**model.state_dict(), **tensors, **head})
-    model.requires_grad_(False)
-
-
-def _load_adapter_folder(path: Path, dtype, kind):
-    from .classifier import GPTClassifier
-
-    acfg = _read_json(path / ADAPTER_CONFIG)
-    base = acfg.get("base")
-    if not base:
-        raise MiniGPTError(f"{path / ADAPTER_CONFIG} does not name its base model ('base')")
-    base_path = (path / base) if not Path(base).is_absolute() else Path(base)
-    if not base_path.exists():
-        raise MiniGPTError(f"{path}: its base model {base_path} does not exist (adapters need their base)")
-    _check_kind(path, acfg.get("kind", "lm"), kind)
-    model = load_model(base_path, dtype=dtype)
-    if acfg.get("kind") == "classifier" and not isinstance(model, GPTClassifier):
-        model = GPTClassifier.from_gpt(model, acfg["id2label"])
-    if not (path / ADAPTER_FILE).exists():
-        raise MiniGPTError(f"{path} has {ADAPTER_CONFIG} but no {ADAPTER_FILE}")
-    _attach_adapters(model, path / ADAPTER_FILE)
-    return model
-
-
-def load_pretrained(path, dtype=np.float32) -> GPT:
-    """Build a GPT from a Hugging Face GPT-2 directory (config.json + model.safetensors), a checkpoint
-    folder or a training run folder (its latest checkpoint)."""
-    return load_model(path, dtype=dtype, kind="lm")
-
-
-def _split_state(model):
-    """(tensors for model.safetensors under GPT-2 names, LoRA adapter tensors under minigpt names)."""
-    from .classifier import GPTClassifier
-
-    tensors, adapters = {}, {}
-    for name, arr in model.state_dict().items():
-        if name.endswith((".lora_A", ".lora_B")):
-            adapters[name] = np.ascontiguousarray(arr)
-        elif isinstance(model, GPTClassifier) and name.startswith("score."):
-            tensors[name] = np.ascontiguousarray(arr.T if name == "score.weight" else arr)
-        else:
-            hf = to_hf_name(name)
-            tensors[hf if hf == "lm_head.weight" else "transformer." + hf] = np.ascontiguousarray(arr)
-    return tensors, adapters
-
-
-def _adapter_bytes(model, adapters: dict, with_head: bool) -> bytes:
-    from safetensors.numpy import save
-
-    lc = getattr(model, "lora_config", None) or {}
-    if with_head:
-        adapters = {**adapters, **{n: np.ascontiguousarray(p.data) for n, p in model.named_parameters()
-                                   if n.startswith("score.") and not n.endswith((".lora_A", ".lora_B"))}}
-    meta = {"rank": str(lc.get("rank")), "alpha": str(lc.get("alpha")), "targets": json.dumps(lc.get("targets", []))}
-    return save(adapters, metadata=meta)
-
-
-def _hf_config(model) -> dict:
-    from .classifier import GPTClassifier
-
-    d = config_to_hf(model.config)
-    if isinstance(model, GPTClassifier):
-        d["architectures"] = ["GPT2ForSequenceClassification"]
-        d["num_labels"] = model.num_labels
-        d["id2label"] = {str(i): lab for i, lab in enumerate(model.id2label)}
-        d["label2id"] = {lab: i for i, lab in enumerate(model.id2label)}
-        if getattr(model, "max_length", None):
-            d["minigpt"]["max_length"] = int(model.max_length)  # the longest input it was trained on
-    return d
-
-
-def save_pretrained(model: GPT, path) -> None:
-    """Write ``model`` as config.json + model.safetensors (GPT-2 names, ``transformer.`` prefix, as
-    transformers' GPT2LMHeadModel saves them). Each file is written atomically. A classifier adds its head
-    (``score.*``) and labels; a LoRA model adds ``adapter.safetensors`` (its adapters, unmerged)."""
-    from safetensors.numpy import save
-
+def write_pretrained(path, cfg: GPTConfig, state: dict) -> None:
+    """Write a config and a state dict (minigpt's names) as config.json + model.safetensors (GPT-2
+    names, ``transformer.`` prefix, as transformers' GPT2LMHeadModel saves them), each file atomically."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    cfg = model.config
-    tensors, adapters = _split_state(model)
+    tensors = {}
+    dtype = next(iter(state.values())).dtype
+    for name, arr in state.items():
+        hf = to_hf_name(name)
+        tensors[hf if hf == "lm_head.weight" else "transformer." + hf] = np.ascontiguousarray(arr)
     if not cfg.qkv_bias:  # GPT-2's layout always has a q/k/v bias: store zeros
         for i in range(cfg.n_layers):
-            tensors[f"transformer.h.{i}.attn.c_attn.bias"] = np.zeros(3 * cfg.emb_dim, dtype=model.dtype)
+            tensors[f"transformer.h.{i}.attn.c_attn.bias"] = np.zeros(3 * cfg.emb_dim, dtype=dtype)
     atomic_write_bytes(path / "model.safetensors", save(tensors, metadata={"format": "pt"}))
-    if adapters:
-        atomic_write_bytes(path / ADAPTER_FILE, _adapter_bytes(model, adapters, with_head=False))
-    elif (path / ADAPTER_FILE).exists():
-        (path / ADAPTER_FILE).unlink()
-    atomic_write_json(path / "config.json", _hf_config(model))
+    atomic_write_json(path / "config.json", config_to_hf(cfg))
 
 
-def save_adapters(model, path, base) -> None:
-    """Write only the LoRA adapters (and a classifier's head) to ``path``: adapter.safetensors (rank, alpha
-    and targets in its metadata) + adapter_config.json naming the ``base`` model folder they apply to."""
-    from .classifier import GPTClassifier
+# --- model folders ------------------------------------------------------------------------------------------
+# Beside config.json + model.safetensors (always a plain GPT-2 file) a folder may hold a classifier's head
+# and LoRA adapters; an adapter-only folder names its base (see model/folders.py).
+HEAD_FILE = "score.safetensors"
+ADAPTER_FILE = "adapter.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
 
+
+def is_classifier_config(hf_cfg: dict) -> bool:
+    """True for the config.json of a classifier (architectures GPT2ForSequenceClassification)."""
+    return any("ForSequenceClassification" in str(a) for a in hf_cfg.get("architectures") or [])
+
+
+def resolve_model_dir(path) -> Path:
+    """A training run folder (with ``latest.json``) resolves to its latest checkpoint; a model folder
+    (``model.safetensors``, or an adapter folder with ``adapter_config.json``) to itself."""
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    _, adapters = _split_state(model)
-    if not adapters:
-        raise MiniGPTError("save_adapters: the model has no LoRA layers")
-    is_clf = isinstance(model, GPTClassifier)
-    atomic_write_bytes(path / ADAPTER_FILE, _adapter_bytes(model, adapters, with_head=is_clf))
-    acfg = {"base": str(Path(base).resolve()), "kind": "classifier" if is_clf else "lm",
-            **(getattr(model, "lora_config", None) or {})}
-    if is_clf:
-        acfg["num_labels"] = model.num_labels
-        acfg["id2label"] = list(model.id2label)
-    atomic_write_json(path / ADAPTER_CONFIG, acfg)
+    latest = path / "latest.json"
+    if latest.exists():
+        rel = read_json(latest, "latest.json", max_bytes=1 << 16).get("checkpoint")
+        parts = Path(rel).parts if isinstance(rel, str) else ()
+        if len(parts) != 2 or parts[0] != "checkpoints" or Path(rel).is_absolute():
+            raise MiniGPTError(f"{latest} is damaged: it points at {rel!r}, not at a checkpoints/step-N folder")
+        target = path / rel
+        if not (target / "model.safetensors").exists():
+            raise MiniGPTError(f"{latest} points at {target}, which has no model.safetensors")
+        return target
+    if (path / "model.safetensors").exists() or (path / ADAPTER_CONFIG).exists():
+        return path
+    if not path.exists():
+        raise MiniGPTError(f"model directory {path} does not exist")
+    if not path.is_dir():
+        raise MiniGPTError(f"{path} is a file, not a model folder")
+    raise MiniGPTError(f"{path} holds no model weights: neither a run (latest.json) nor a model "
+                       "(model.safetensors) nor LoRA adapters (adapter_config.json)")
+
+
+
+

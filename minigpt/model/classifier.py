@@ -9,12 +9,18 @@ keys).
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+from safetensors.numpy import save
 
 from .. import functional as F
 from ..errors import MiniGPTError
 from ..nn import Linear
+from ..io import atomic_write_bytes, atomic_write_json
+from .checkpoint import HEAD_FILE, config_to_hf, write_pretrained
 from .gpt import GPT, GPTConfig
+from ..tensor import no_grad
 
 
 class GPTClassifier(GPT):
@@ -61,10 +67,36 @@ class GPTClassifier(GPT):
         return F.cross_entropy(self.forward(idx, lengths), np.asarray(labels, dtype=np.int64))
 
     def predict_proba(self, idx, lengths=None) -> np.ndarray:
-        from ..tensor import no_grad
-
         with no_grad():
             return F.softmax(self.forward(idx, lengths), axis=-1).data
 
+    def save_pretrained(self, path) -> None:
+        """The GPT-2 files, plus the head (score.safetensors) and the labels in config.json."""
+        save_classifier(self, path)
+
     def extra_repr(self):
         return super().extra_repr() + f", labels={self.id2label}"
+
+
+def classifier_config(model: GPTClassifier) -> dict:
+    """config.json of a classifier: GPT-2's fields plus transformers' num_labels / id2label / label2id."""
+    d = config_to_hf(model.config)
+    d["architectures"] = ["GPT2ForSequenceClassification"]
+    d["num_labels"] = model.num_labels
+    d["id2label"] = {str(i): lab for i, lab in enumerate(model.id2label)}
+    d["label2id"] = {lab: i for i, lab in enumerate(model.id2label)}
+    if getattr(model, "max_length", None):
+        d.setdefault("minigpt", {})["max_length"] = int(model.max_length)  # the longest input trained on
+    return d
+
+
+def save_classifier(model: GPTClassifier, path) -> None:
+    """Write the GPT-2 files (model.safetensors stays a plain GPT-2 file), the head and the config."""
+    if any(n.endswith((".lora_A", ".lora_B")) for n in model.state_dict()):
+        raise MiniGPTError("this classifier carries LoRA adapters: save it with minigpt.model.folders.save_model "
+                           "(adapters beside the weights) or fold them in with merge_lora first")
+    gpt = {n: a for n, a in model.state_dict().items() if not n.startswith("score.")}
+    write_pretrained(path, model.config, gpt)
+    head = {n: np.ascontiguousarray(a) for n, a in model.state_dict().items() if n.startswith("score.")}
+    atomic_write_bytes(Path(path) / HEAD_FILE, save(head))
+    atomic_write_json(Path(path) / "config.json", classifier_config(model))

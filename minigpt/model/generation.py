@@ -36,6 +36,9 @@ def _filter_logits(logits: np.ndarray, top_k: int | None, top_p: float | None) -
 
 def sample_next(logits: np.ndarray, temperature: float, top_k, top_p, rng: np.random.Generator) -> np.ndarray:
     """Pick one id per row of ``logits`` (B, V)."""
+    if not np.isfinite(logits).all():
+        raise MiniGPTError("the model produced non-finite logits (NaN or infinity): its weights are damaged or "
+                           "too large to compute with")
     if temperature == 0.0:
         return np.argmax(logits, axis=-1)
     z = _filter_logits(logits, top_k, top_p) / temperature
@@ -47,6 +50,10 @@ def sample_next(logits: np.ndarray, temperature: float, top_k, top_p, rng: np.ra
     return np.minimum(ids, p.shape[-1] - 1)
 
 
+def _is_int(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
 def _validate(model, idx, max_new_tokens, temperature, top_k, top_p):
     ids = np.asarray(idx)
     if ids.dtype.kind not in "iu":
@@ -55,12 +62,12 @@ def _validate(model, idx, max_new_tokens, temperature, top_k, top_p):
         ids = ids[None, :]
     if ids.ndim != 2 or ids.shape[1] == 0:
         raise MiniGPTError(f"generate: the prompt must be a non-empty (batch, time) array, got shape {ids.shape}")
-    if max_new_tokens < 0:
-        raise MiniGPTError(f"generate: max_new_tokens must be >= 0, got {max_new_tokens}")
-    if temperature < 0:
-        raise MiniGPTError(f"generate: temperature must be >= 0, got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise MiniGPTError(f"generate: top_k must be >= 1, got {top_k}")
+    if not _is_int(max_new_tokens) or max_new_tokens < 0:
+        raise MiniGPTError(f"generate: max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+    if not (isinstance(temperature, (int, float, np.floating)) and 0 <= temperature < float("inf")):
+        raise MiniGPTError(f"generate: temperature must be a finite number >= 0, got {temperature!r}")
+    if top_k is not None and (not _is_int(top_k) or top_k < 1):
+        raise MiniGPTError(f"generate: top_k must be an integer >= 1, got {top_k!r}")
     if top_p is not None and not 0.0 < top_p <= 1.0:
         raise MiniGPTError(f"generate: top_p must be in (0, 1], got {top_p}")
     V = model.config.vocab_size

@@ -3,7 +3,6 @@ a final LayerNorm and an LM head (by default tied to the token embedding, as GPT
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -11,65 +10,9 @@ from .. import functional as F
 from ..errors import MiniGPTError
 from ..nn import Dropout, Embedding, KVCache, LayerNorm, Module, ModuleList, Parameter, TransformerBlock
 from ..random import get_rng
-
-
-@dataclass
-class GPTConfig:
-    vocab_size: int = 50257
-    context_length: int = 1024
-    emb_dim: int = 768
-    n_heads: int = 12
-    n_layers: int = 12
-    drop_rate: float = 0.1
-    qkv_bias: bool = False
-    tie_weights: bool = True
-    layer_norm_eps: float = 1e-5
-
-    def __post_init__(self):
-        for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v <= 0:
-                raise MiniGPTError(f"GPTConfig.{name} must be a positive integer, got {v!r}")
-        if self.emb_dim % self.n_heads:
-            raise MiniGPTError(
-                f"GPTConfig: emb_dim ({self.emb_dim}) must be divisible by n_heads ({self.n_heads})"
-            )
-        if not 0.0 <= self.drop_rate < 1.0:
-            raise MiniGPTError(f"GPTConfig.drop_rate must be in [0, 1), got {self.drop_rate}")
-
-    @classmethod
-    def preset(cls, name: str, **overrides) -> "GPTConfig":
-        """A named configuration (see ``PRESETS``), with fields overridden by keyword."""
-        if name not in PRESETS:
-            raise MiniGPTError(f"unknown config preset {name!r}; known: {', '.join(PRESETS)}")
-        fields = {**PRESETS[name], **overrides}
-        unknown = set(fields) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise MiniGPTError(f"unknown GPTConfig field(s): {', '.join(sorted(unknown))}")
-        return cls(**fields)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "GPTConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
-
-
-_GPT2 = dict(vocab_size=50257, context_length=1024, drop_rate=0.1, qkv_bias=True)
-PRESETS = {
-    # GPT-2's published sizes
-    "gpt2-small": dict(_GPT2, emb_dim=768, n_heads=12, n_layers=12),     # 124M
-    "gpt2-medium": dict(_GPT2, emb_dim=1024, n_heads=16, n_layers=24),   # 355M
-    "gpt2-large": dict(_GPT2, emb_dim=1280, n_heads=20, n_layers=36),    # 774M
-    "gpt2-xl": dict(_GPT2, emb_dim=1600, n_heads=25, n_layers=48),       # 1558M
-    # small models that train on a CPU (vocab_size is usually set from the tokenizer)
-    "nano": dict(vocab_size=512, context_length=64, emb_dim=64, n_heads=4, n_layers=2, drop_rate=0.0),
-    "tiny": dict(vocab_size=512, context_length=128, emb_dim=128, n_heads=4, n_layers=4, drop_rate=0.0),
-    "mini": dict(vocab_size=4096, context_length=128, emb_dim=192, n_heads=6, n_layers=4, drop_rate=0.0),
-    "small": dict(vocab_size=50257, context_length=256, emb_dim=384, n_heads=6, n_layers=6, drop_rate=0.0),
-}
+from ..io import read_json
+from .checkpoint import is_classifier_config, read_pretrained, resolve_model_dir, write_pretrained
+from .config import PRESETS, GPTConfig  # noqa: F401  (re-exported: minigpt.model.gpt.GPTConfig)
 
 
 class GPT(Module):
@@ -130,19 +73,20 @@ class GPT(Module):
     def _hidden(self, ids: np.ndarray, caches: list | None = None):
         start = caches[0].length if caches else 0
         T = ids.shape[1]
-        x = self.tok_emb(ids) + self.pos_emb(np.arange(start, start + T))
+        # ids (B, T) -> token vectors (B, T, C) + position vectors (T, C), broadcast over B
+        x = self.tok_emb(ids) + self.pos_emb(np.arange(start, start + T))  # (B, T, C)
         x = self.drop_emb(x)
         for i, blk in enumerate(self.blocks):
-            x = blk(x, cache=caches[i] if caches else None)
-        return self.final_norm(x)
+            x = blk(x, cache=caches[i] if caches else None)  # (B, T, C) -> (B, T, C)
+        return self.final_norm(x)  # (B, T, C)
 
     def forward(self, idx, caches: list | None = None, last_only: bool = False):
         """Logits (B, T, vocab) for ids (B, T). ``caches`` (from ``new_caches``) is for generation;
         ``last_only`` computes the logits of the last position only, (B, 1, vocab)."""
-        h = self.hidden(idx, caches)
+        h = self.hidden(idx, caches)  # (B, T) -> (B, T, C)
         if last_only:
-            h = h[:, -1:]
-        return F.linear_t(h, self.head_weight)
+            h = h[:, -1:]  # (B, 1, C)
+        return F.linear_t(h, self.head_weight)  # (B, T, C) @ (vocab, C)^T -> (B, T, vocab)
 
     def loss(self, idx, targets, ignore_index: int = -100):
         """Mean cross-entropy of next-token predictions: ``targets`` (B, T) holds the ids to predict.
@@ -154,6 +98,7 @@ class GPT(Module):
         ids = self._check_ids(idx)
         if t.shape != ids.shape:
             raise MiniGPTError(f"targets of shape {t.shape} do not match inputs of shape {ids.shape}")
+        # (B, T, C) -> logits (B, T, vocab) -> mean of -log p(target) over the (B, T) targets: a scalar
         return F.linear_cross_entropy(self._hidden(ids), self.head_weight, t, ignore_index=ignore_index)
 
     def new_caches(self, batch_size: int, max_len: int | None = None) -> list:
@@ -183,20 +128,27 @@ class GPT(Module):
         return (f"vocab={c.vocab_size}, ctx={c.context_length}, dim={c.emb_dim}, heads={c.n_heads}, "
                 f"layers={c.n_layers}, params={self.num_parameters():,}")
 
-    # checkpoints (model/checkpoint.py)
+    # checkpoints: the file format (GPT-2's layout <-> config + state dict) is model/checkpoint.py's
     @classmethod
     def from_pretrained(cls, path, dtype=np.float32) -> "GPT":
         """Load a directory in the Hugging Face GPT-2 layout (config.json + model.safetensors), a checkpoint
-        folder, or a ``minigpt train`` run folder (its latest checkpoint)."""
-        from .checkpoint import load_pretrained
-
-        return load_pretrained(path, dtype=dtype)
+        folder, or a ``minigpt train`` run folder (its latest checkpoint). A classifier folder is refused."""
+        path = resolve_model_dir(path)
+        if (path / "config.json").exists() and is_classifier_config(read_json(path / "config.json", "config.json")):
+            raise MiniGPTError(f"{path} holds a classifier, not a language model: use `minigpt classify --model "
+                               f"{path}` (it cannot generate text)")
+        config, state = read_pretrained(path)
+        model = cls(config, dtype=dtype)
+        model.load_state_dict(state)
+        return model
 
     def save_pretrained(self, path) -> None:
         """Write config.json + model.safetensors in the Hugging Face GPT-2 layout, atomically."""
-        from .checkpoint import save_pretrained
-
-        save_pretrained(self, path)
+        state = self.state_dict()
+        if any(n.endswith((".lora_A", ".lora_B")) for n in state):
+            raise MiniGPTError("this model carries LoRA adapters: save it with minigpt.model.folders.save_model "
+                               "(adapters beside the weights) or fold them in with merge_lora first")
+        write_pretrained(path, self.config, state)
 
 
 def count_gpt2_parameters(cfg: GPTConfig) -> int:

@@ -1,8 +1,9 @@
 """Layers and containers: Module, Parameter, Linear, Embedding, LayerNorm, Dropout, FeedForward,
-TransformerBlock, MultiHeadAttention (and the book's teaching attention classes), LoRALinear."""
+TransformerBlock, MultiHeadAttention (and the book's teaching attention classes)."""
 from .attention import (CausalAttention, KVCache, MultiHeadAttention, MultiHeadAttentionWrapper, SelfAttention,
                         simplified_self_attention)
-from .layers import GELU, Dropout, Embedding, FeedForward, LayerNorm, Linear, TransformerBlock
+from .block import TransformerBlock
+from .layers import GELU, Dropout, Embedding, FeedForward, LayerNorm, Linear
 from .lora import LoRALinear, apply_lora, merge_lora
 from .module import Module, ModuleList, Parameter
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import functional as F
 from ..errors import MiniGPTError
+from ..kernels.attention import attention_forward
 from ..tensor import Tensor
 from .layers import Dropout, Linear
 from .module import Module, ModuleList
@@ -34,9 +35,6 @@ class KVCache:
     def max_len(self) -> int:
         return self.k.shape[1]
 
-    def reset(self) -> None:
-        self.length = 0
-
 
 class MultiHeadAttention(Module):
     """Causal multi-head self-attention with a fused q/k/v projection and an output projection."""
@@ -52,29 +50,29 @@ class MultiHeadAttention(Module):
         self.proj = Linear(emb_dim, emb_dim, init_std=proj_std or init_std, dtype=dtype)
 
     def forward(self, x, cache: KVCache | None = None):
-        qkv = self.qkv(x)  # (B, T, 3C): [q | k | v], each C = H * D wide
+        qkv = self.qkv(x)  # (B, T, C) -> (B, T, 3C): [q | k | v], each C = H * D wide
         if cache is None:
-            ctx = F.causal_attention(qkv, self.n_heads, dropout_p=self.dropout, training=self.training)
+            # per head h: softmax(q_h k_h^T / sqrt(D), causal) v_h, heads side by side again
+            ctx = F.causal_attention(qkv, self.n_heads, dropout_p=self.dropout, training=self.training)  # -> (B, T, C)
         else:
-            ctx = self._attend_with_cache(qkv.data, cache)
-        return self.proj(ctx)
+            ctx = self._attend_with_cache(qkv.data, cache)  # (B, T, 3C) -> (B, T, C)
+        return self.proj(ctx)  # (B, T, C) -> (B, T, C)
 
     def _attend_with_cache(self, qkv: np.ndarray, cache: KVCache) -> Tensor:
         """Inference only: store the new keys/values, attend the new queries over all cached positions."""
-        from ..kernels.attention import attention_forward
-
         B, T, _ = qkv.shape
         H, D = self.n_heads, self.head_dim
         start = cache.length
         if start + T > cache.max_len:
             raise MiniGPTError(f"KV cache holds {cache.max_len} positions; {start} used + {T} new do not fit")
-        packed = qkv.reshape(B, T, 3, H, D)
-        cache.k[:, start:start + T] = packed[:, :, 1]
+        packed = qkv.reshape(B, T, 3, H, D)  # (B, T, 3C) -> (B, T, 3, H, D)
+        cache.k[:, start:start + T] = packed[:, :, 1]  # (B, T, H, D) into (B, max_len, H, D)
         cache.v[:, start:start + T] = packed[:, :, 2]
         cache.length = start + T
+        # queries (B, T, H, D) over keys/values (B, start + T, H, D) -> (B, T, H, D)
         out, _ = attention_forward(packed[:, :, 0], cache.k[:, :start + T], cache.v[:, :start + T],
                                    1.0 / math.sqrt(D))
-        return Tensor._wrap(out.reshape(B, T, H * D))
+        return Tensor._wrap(out.reshape(B, T, H * D))  # (B, T, H, D) -> (B, T, C)
 
     def extra_repr(self):
         return f"emb_dim={self.emb_dim}, n_heads={self.n_heads}, dropout={self.dropout}"
@@ -84,9 +82,9 @@ class MultiHeadAttention(Module):
 def simplified_self_attention(x):
     """Attention without trainable weights: each row's context is softmax(x x^T) @ x (x: (T, d))."""
     x = x if isinstance(x, Tensor) else Tensor(np.asarray(x))
-    scores = x @ x.T
-    weights = F.softmax(scores, axis=-1)
-    return weights @ x
+    scores = x @ x.T  # (T, d) @ (d, T) -> (T, T)
+    weights = F.softmax(scores, axis=-1)  # (T, T), each row sums to 1
+    return weights @ x  # (T, T) @ (T, d) -> (T, d)
 
 
 class SelfAttention(Module):
@@ -100,10 +98,10 @@ class SelfAttention(Module):
         self.d_out = d_out
 
     def forward(self, x):
-        q, k, v = self.W_query(x), self.W_key(x), self.W_value(x)
-        scores = q @ k.transpose(-1, -2)
-        weights = F.softmax(scores / math.sqrt(self.d_out), axis=-1)
-        return weights @ v
+        q, k, v = self.W_query(x), self.W_key(x), self.W_value(x)  # (..., T, d_in) -> (..., T, d_out) each
+        scores = q @ k.transpose(-1, -2)  # (..., T, d_out) @ (..., d_out, T) -> (..., T, T)
+        weights = F.softmax(scores / math.sqrt(self.d_out), axis=-1)  # (..., T, T)
+        return weights @ v  # (..., T, T) @ (..., T, d_out) -> (..., T, d_out)
 
 
 class CausalAttention(Module):
@@ -123,11 +121,11 @@ class CausalAttention(Module):
         T = x.shape[1]
         if T > self.context_length:
             raise MiniGPTError(f"sequence length {T} exceeds context_length {self.context_length}")
-        q, k, v = self.W_query(x), self.W_key(x), self.W_value(x)
-        scores = q @ k.transpose(-1, -2)
-        scores = F.masked_fill(scores, self.mask[:T, :T], -np.inf)
-        weights = self.dropout(F.softmax(scores / math.sqrt(self.d_out), axis=-1))
-        return weights @ v
+        q, k, v = self.W_query(x), self.W_key(x), self.W_value(x)  # (B, T, d_in) -> (B, T, d_out) each
+        scores = q @ k.transpose(-1, -2)  # (B, T, d_out) @ (B, d_out, T) -> (B, T, T)
+        scores = F.masked_fill(scores, self.mask[:T, :T], -np.inf)  # future positions -> -inf
+        weights = self.dropout(F.softmax(scores / math.sqrt(self.d_out), axis=-1))  # (B, T, T)
+        return weights @ v  # (B, T, T) @ (B, T, d_out) -> (B, T, d_out)
 
 
 class MultiHeadAttentionWrapper(Module):
@@ -140,4 +138,4 @@ class MultiHeadAttentionWrapper(Module):
                                 for _ in range(num_heads))
 
     def forward(self, x):
-        return F.concatenate([h(x) for h in self.heads], axis=-1)
+        return F.concatenate([h(x) for h in self.heads], axis=-1)  # num_heads x (B, T, d_out) -> (B, T, num_heads * d_out)

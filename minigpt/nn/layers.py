@@ -1,4 +1,4 @@
-"""Layers: Linear, Embedding, LayerNorm, Dropout, FeedForward, TransformerBlock.
+"""Layers: Linear, Embedding, LayerNorm, Dropout, GELU, FeedForward (TransformerBlock is in block.py).
 
 Each layer holds its Parameters and calls one fused op from ``minigpt.functional``; the ops' backward
 passes are in ``minigpt/ops/``.
@@ -40,7 +40,7 @@ class Linear(Module):
         self.bias = Parameter(b.astype(dtype)) if bias else None
 
     def forward(self, x):
-        return F.linear(x, self.weight, self.bias)
+        return F.linear(x, self.weight, self.bias)  # (..., in) @ (in, out) + (out,) -> (..., out)
 
     def extra_repr(self):
         return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"
@@ -57,7 +57,7 @@ class Embedding(Module):
         self.weight = Parameter(get_rng().normal(0.0, init_std, (num_embeddings, dim)).astype(dtype))
 
     def forward(self, ids):
-        return F.embedding(ids, self.weight)
+        return F.embedding(ids, self.weight)  # ids (...) -> (..., dim): row ids[i] of the (num, dim) table
 
     def extra_repr(self):
         return f"{self.num_embeddings}, {self.dim}"
@@ -73,7 +73,7 @@ class LayerNorm(Module):
         self.bias = Parameter(np.zeros(dim, dtype=dtype))
 
     def forward(self, x):
-        return F.layer_norm(x, self.weight, self.bias, self.eps)
+        return F.layer_norm(x, self.weight, self.bias, self.eps)  # (..., dim) -> (..., dim)
 
     def extra_repr(self):
         return f"{self.dim}, eps={self.eps}"
@@ -89,7 +89,7 @@ class Dropout(Module):
         self.p = p
 
     def forward(self, x):
-        return F.dropout(x, self.p, training=self.training)
+        return F.dropout(x, self.p, training=self.training)  # any shape, unchanged
 
     def extra_repr(self):
         return f"p={self.p}"
@@ -97,7 +97,7 @@ class Dropout(Module):
 
 class GELU(Module):
     def forward(self, x):
-        return F.gelu(x)
+        return F.gelu(x)  # elementwise: any shape, unchanged
 
 
 class FeedForward(Module):
@@ -112,27 +112,7 @@ class FeedForward(Module):
 
     def forward(self, x):
         if type(self.fc) is not Linear:  # a wrapped layer (LoRA): its own forward, then GELU
-            return self.proj(F.gelu(self.fc(x)))
-        # gelu(fc(x)) as one fused op: bias and GELU in one pass over the (N, 4d) activations
-        return self.proj(F.linear_gelu(x, self.fc.weight, self.fc.bias))
-
-
-class TransformerBlock(Module):
-    """Pre-LayerNorm block: x + drop(attn(ln1(x))), then x + drop(ff(ln2(x)))."""
-
-    def __init__(self, emb_dim: int, n_heads: int, drop_rate: float = 0.0, qkv_bias: bool = True,
-                 n_layers_for_init: int = 1, dtype=np.float32):
-        super().__init__()
-        from .attention import MultiHeadAttention
-
-        proj_std = 0.02 / math.sqrt(2 * n_layers_for_init)  # GPT-2's scaled init of residual projections
-        self.norm1 = LayerNorm(emb_dim, dtype=dtype)
-        self.attn = MultiHeadAttention(emb_dim, n_heads, dropout=drop_rate, qkv_bias=qkv_bias,
-                                       proj_std=proj_std, dtype=dtype)
-        self.norm2 = LayerNorm(emb_dim, dtype=dtype)
-        self.ff = FeedForward(emb_dim, proj_std=proj_std, dtype=dtype)
-        self.drop = Dropout(drop_rate)
-
-    def forward(self, x, cache=None):
-        x = x + self.drop(self.attn(self.norm1(x), cache=cache))
-        return x + self.drop(self.ff(self.norm2(x)))
+            return self.proj(F.gelu(self.fc(x)))  # (B, T, C) -> (B, T, 4C) -> (B, T, C)
+        # gelu(fc(x)) as one fused op: bias and GELU in one pass over the (N, 4C) activations
+        h = F.linear_gelu(x, self.fc.weight, self.fc.bias)  # (B, T, C) -> (B, T, 4C)
+        return self.proj(h)  # (B, T, 4C) -> (B, T, C)

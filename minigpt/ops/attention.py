@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import MiniGPTError
 from ..kernels import attention
+from ..random import as_generator
 from ..tensor import Function, Tensor
 from ._util import as_tensor, check_float
 
@@ -70,8 +71,6 @@ def causal_attention(qkv, n_heads: int, dropout_p: float = 0.0, training: bool =
     p = float(dropout_p) if training else 0.0
     seed = 0
     if p > 0:
-        from ..random import as_generator
-
         seed = int(as_generator(rng).integers(0, 2**62))
     return CausalAttentionOp.apply(qkv, n_heads=int(n_heads), dropout_p=p, seed=seed)
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import MiniGPTError
 from ..kernels import bias, gelu, layernorm
+from ..random import as_generator
 from ..tensor import FLOAT_DTYPES, Function, Tensor
 from . import elementwise
 from ._util import as_tensor, check_float
@@ -206,7 +207,5 @@ def dropout(x, p: float = 0.5, training: bool = True, rng=None) -> Tensor:
         return x
     if x.dtype not in FLOAT_DTYPES:
         raise MiniGPTError(f"dropout needs a float tensor, got {x.dtype}")
-    from ..random import as_generator
-
     return DropoutOp.apply(x, p=float(p), rng=as_generator(rng))
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import MiniGPTError
 from ..tensor import Function, Tensor
 from ._util import as_tensor, check_float, normalize_axis
 
@@ -73,7 +74,5 @@ def mean(x, axis=None, keepdims=False) -> Tensor:
 def max(x, axis=None, keepdims=False) -> Tensor:  # noqa: A001 - the op's name
     x = as_tensor(x)
     if x.size == 0:
-        from ..errors import MiniGPTError
-
         raise MiniGPTError("max of an empty tensor")
     return _reduce(Max, "max", x, axis, keepdims)

@@ -34,9 +34,13 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MiniGPTError
+from ..io import read_json
 from ..kernels import bpe as bpe_kernels
 from ..kernels.registry import kernel
-from .patterns import _NON_ASCII, Splitter, resolve_pattern, safe_cut_after, safe_cut_before
+from .limits import MAX_FILE_BYTES, MAX_TOKEN_BYTES, MAX_VOCAB_BYTES
+from .patterns import NON_ASCII, Splitter, resolve_pattern, safe_cut_after, safe_cut_before, surrogate_error
+from .special import ENDOFTEXT
+from .training import train_bpe
 
 FORMAT = "minigpt-bpe"
 FORMAT_VERSION = 1
@@ -44,12 +48,14 @@ _CACHE_LIMIT = 1 << 19  # pre-tokens (besides the vocabulary) kept in the encode
 _READ_CHARS = 1 << 20  # characters read from a training file at a time
 
 
-def _surrogate_error(word: str) -> MiniGPTError:
-    bad = next(c for c in word if 0xD800 <= ord(c) <= 0xDFFF)
-    return MiniGPTError(
-        f"the text contains a lone surrogate {bad!r} (U+{ord(bad):04X}), which has no UTF-8 encoding; "
-        "clean the text first (e.g. s.encode('utf-8', 'replace').decode('utf-8'))"
-    )
+def _is_int(x) -> bool:
+    """An integer (Python or NumPy), not a bool or a float."""
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
+def _short(x, limit: int = 60) -> str:
+    r = repr(x)
+    return r if len(r) <= limit else r[:limit] + "..."
 
 
 def gpt2_bytes_to_unicode() -> dict[int, str]:
@@ -72,7 +78,7 @@ def _utf8_words(words: list) -> list:
     try:
         return [w.encode("utf-8") for w in words]
     except UnicodeEncodeError:
-        raise _surrogate_error("".join(words)) from None
+        raise surrogate_error("".join(words)) from None
 
 
 def _ends(bs: list) -> np.ndarray:
@@ -142,23 +148,47 @@ class BPETokenizer:
         self._splitter = Splitter(pattern)
         if byte_ids is None:
             byte_ids = list(range(256))
+        if not isinstance(byte_ids, (list, tuple)) or len(byte_ids) != 256 or not all(map(_is_int, byte_ids)):
+            raise MiniGPTError("byte_ids must be a list of 256 integers, a permutation of 0..255 (the ids of the "
+                               f"256 single bytes), got {_short(byte_ids)}")
         byte_ids = [int(x) for x in byte_ids]
         if sorted(byte_ids) != list(range(256)):
             raise MiniGPTError("byte_ids must be a permutation of 0..255 (the ids of the 256 single bytes)")
-        tokens: list[bytes] = [b""] * 256
-        for b, i in enumerate(byte_ids):
-            tokens[i] = bytes([b])
-        self._merges: list[tuple[int, int]] = []
+        if not isinstance(merges, (list, tuple)):
+            raise MiniGPTError(f"merges must be a list of [a, b] pairs of token ids, got {_short(merges)}")
+        # the lengths first (cheap): a hostile merge list (e.g. a chain that grows one token by a byte per merge)
+        # would otherwise spell out gigabytes of token bytes
+        lengths = [1] * (256 + len(merges))
+        total = 256
+        pairs: list[tuple[int, int]] = []
         for i, m in enumerate(merges):
             try:
-                a, b = (int(x) for x in m)
+                a, b = m
             except (TypeError, ValueError):
-                raise MiniGPTError(f"merge {i} must be a pair of token ids, got {m!r}") from None
+                a = b = None
+            if type(a) is not int or type(b) is not int:  # the fast test; NumPy integers pass the slow one
+                if not (_is_int(a) and _is_int(b)):
+                    raise MiniGPTError(f"merge {i} must be a pair of integer token ids [a, b], got {_short(m)}")
+                a, b = int(a), int(b)
             n = 256 + i
             if not (0 <= a < n and 0 <= b < n):
                 raise MiniGPTError(f"merge {i} ({a}, {b}) refers to a token that does not exist yet (ids < {n})")
+            size = lengths[a] + lengths[b]
+            if size > MAX_TOKEN_BYTES:
+                raise MiniGPTError(f"merge {i} ({a}, {b}) makes a token of {size} bytes; tokens are limited to "
+                                   f"{MAX_TOKEN_BYTES} bytes")
+            total += size
+            if total > MAX_VOCAB_BYTES:
+                raise MiniGPTError(f"the merges up to merge {i} make tokens of {total:,} bytes in total; a "
+                                   f"vocabulary is limited to {MAX_VOCAB_BYTES:,} bytes")
+            lengths[n] = size
+            pairs.append((a, b))
+        tokens: list[bytes] = [b""] * 256
+        for b, i in enumerate(byte_ids):
+            tokens[i] = bytes([b])
+        for a, b in pairs:
             tokens.append(tokens[a] + tokens[b])
-            self._merges.append((a, b))
+        self._merges = pairs
         self._encoder: dict[bytes, int] = {t: i for i, t in enumerate(tokens)}
         if len(self._encoder) != len(tokens):
             seen: dict[bytes, int] = {}
@@ -169,13 +199,16 @@ class BPETokenizer:
                 seen[t] = i
         n_regular = len(tokens)
         special_tokens = dict(special_tokens or {})
+        for s, i in special_tokens.items():
+            if not isinstance(s, str) or not s or len(s) > MAX_TOKEN_BYTES:
+                raise MiniGPTError(f"a special token must be a non-empty string of at most {MAX_TOKEN_BYTES} "
+                                   f"characters, got {_short(s)}")
+            if not _is_int(i):
+                raise MiniGPTError(f"the id of special token {s!r} must be an integer, got {_short(i)}")
         ids = sorted(special_tokens.values())
         if ids != list(range(n_regular, n_regular + len(ids))):
             raise MiniGPTError(f"special token ids must be {n_regular}..{n_regular + len(ids) - 1} (right after "
                                f"the {n_regular} byte and merged tokens), got {ids}")
-        for s in special_tokens:
-            if not isinstance(s, str) or not s:
-                raise MiniGPTError(f"a special token must be a non-empty string, got {s!r}")
         self._special: dict[str, int] = {s: int(i) for s, i in sorted(special_tokens.items(), key=lambda x: x[1])}
         self._n_regular = n_regular
         self._byte_ids = byte_ids
@@ -315,7 +348,7 @@ class BPETokenizer:
                 try:
                     b = w.encode("utf-8")
                 except UnicodeEncodeError:
-                    raise _surrogate_error(w) from None
+                    raise surrogate_error(w) from None
                 i = enc.get(b)
                 ids = [i] if i is not None else encode_word_python(b, self._byte_ids, self._pair_dict)
                 code[w] = ids
@@ -340,11 +373,11 @@ class BPETokenizer:
         try:
             data = text.encode("utf-8")
         except UnicodeEncodeError:
-            raise _surrogate_error(text) from None
+            raise surrogate_error(text) from None
         regions, cuts = [], []
         prev = 0  # in characters
         at = 0  # the byte offset of text[prev]
-        for m in _NON_ASCII.finditer(text):
+        for m in NON_ASCII.finditer(text):
             a, b = m.span()
             if a < prev:
                 continue  # inside the region already given to `regex`
@@ -474,7 +507,7 @@ class BPETokenizer:
 
     # --- training --------------------------------------------------------------------------------------
     @classmethod
-    def train(cls, texts, vocab_size: int, special_tokens=("<|endoftext|>",), pattern="gpt2",
+    def train(cls, texts, vocab_size: int, special_tokens=(ENDOFTEXT,), pattern="gpt2",
               progress: bool = False) -> "BPETokenizer":
         """Learn a vocabulary of exactly ``vocab_size`` tokens (256 bytes + merges + special tokens).
 
@@ -484,8 +517,6 @@ class BPETokenizer:
         not learnt from. ``pattern``: ``"gpt2"``, ``"gpt4"`` or a regular expression. ``progress``: show
         progress bars (tqdm). Raises MiniGPTError when the text is too small to yield ``vocab_size`` tokens.
         """
-        from .training import train_bpe
-
         return train_bpe(cls, texts, vocab_size, special_tokens, pattern, progress)
 
     # --- the project's own format ----------------------------------------------------------------------
@@ -520,12 +551,7 @@ class BPETokenizer:
         if path.is_dir():
             raise MiniGPTError(f"{path} is a directory; BPETokenizer.load expects the JSON file written by save() "
                                "(for GPT-2's encoder.json + vocab.bpe use BPETokenizer.from_gpt2)")
-        try:
-            d = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise MiniGPTError(f"{path} is not a minigpt tokenizer file (invalid JSON: {e})") from None
-        except UnicodeDecodeError:
-            raise MiniGPTError(f"{path} is not a minigpt tokenizer file (not UTF-8 text)") from None
+        d = read_json(path, "minigpt tokenizer file", max_bytes=MAX_FILE_BYTES)
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise MiniGPTError(f"{path} is not a minigpt tokenizer file (no \"format\": \"{FORMAT}\")")
         if d.get("version") != FORMAT_VERSION:
@@ -536,7 +562,12 @@ class BPETokenizer:
                 raise MiniGPTError(f"{path} lacks the field {key!r}")
         if not isinstance(d["special_tokens"], dict) or not isinstance(d["merges"], list):
             raise MiniGPTError(f"{path}: 'special_tokens' must be an object and 'merges' a list")
-        return cls(d["merges"], d["special_tokens"], d["pattern"], d.get("byte_ids"))
+        if not isinstance(d["pattern"], str):
+            raise MiniGPTError(f"{path}: 'pattern' must be a string, got {_short(d['pattern'])}")
+        try:
+            return cls(d["merges"], d["special_tokens"], d["pattern"], d.get("byte_ids"))
+        except MiniGPTError as e:
+            raise MiniGPTError(f"{path}: {e}") from None
 
     # --- GPT-2's original files ------------------------------------------------------------------------
     @classmethod
@@ -556,12 +587,10 @@ class BPETokenizer:
         for p in (encoder_json, vocab_bpe):
             if not p.is_file():
                 raise MiniGPTError(f"GPT-2 vocabulary file not found: {p}")
-        try:
-            encoder = json.loads(encoder_json.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise MiniGPTError(f"{encoder_json} is not GPT-2's encoder.json ({e})") from None
-        if not isinstance(encoder, dict):
-            raise MiniGPTError(f"{encoder_json} is not GPT-2's encoder.json (not a JSON object)")
+        encoder = read_json(encoder_json, "GPT-2 encoder.json", max_bytes=MAX_FILE_BYTES)
+        bad = next((k for k, v in encoder.items() if type(v) is not int), None)
+        if bad is not None:
+            raise MiniGPTError(f"{encoder_json}: the id of {bad!r} must be an integer, got {_short(encoder[bad])}")
         u2b = {c: b for b, c in gpt2_bytes_to_unicode().items()}
 
         def to_bytes(s, where):
@@ -570,7 +599,12 @@ class BPETokenizer:
             except KeyError:
                 raise MiniGPTError(f"{where}: {s!r} uses characters outside GPT-2's byte alphabet") from None
 
-        lines = vocab_bpe.read_text(encoding="utf-8").split("\n")
+        try:
+            if vocab_bpe.stat().st_size > MAX_FILE_BYTES:
+                raise MiniGPTError(f"{vocab_bpe} is larger than the {MAX_FILE_BYTES:,} bytes allowed")
+            lines = vocab_bpe.read_text(encoding="utf-8").split("\n")
+        except UnicodeDecodeError:
+            raise MiniGPTError(f"{vocab_bpe} is not GPT-2's vocab.bpe (not UTF-8 text)") from None
         if lines and lines[0].startswith("#version"):
             lines = lines[1:]
         by_id = {int(i): s for s, i in encoder.items()}

@@ -46,7 +46,15 @@ _FAST = {
         rf""" ?[^{_WS}A-Za-z0-9]+[\r\n]*|[{_WS}]*[\r\n]|[{_WS}]+(?![^{_WS}])|[{_WS}]+"""
     ),
 }
-_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+
+
+def surrogate_error(word: str) -> MiniGPTError:
+    bad = next(c for c in word if 0xD800 <= ord(c) <= 0xDFFF)
+    return MiniGPTError(
+        f"the text contains a lone surrogate {bad!r} (U+{ord(bad):04X}), which has no UTF-8 encoding; "
+        "clean the text first (e.g. s.encode('utf-8', 'replace').decode('utf-8'))"
+    )
 _WS_CHARS = frozenset("\t\n\x0b\x0c\r ")
 _BLOCK = 2048  # characters per block when the text is not all ASCII
 
@@ -140,7 +148,7 @@ class Splitter:
         fast = self._fast.findall
         out: list[str] = []
         prev = 0
-        for m in _NON_ASCII.finditer(text):
+        for m in NON_ASCII.finditer(text):
             a, b = m.span()
             if a < prev:
                 continue  # inside the region already given to `regex`

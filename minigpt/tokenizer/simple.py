@@ -11,10 +11,10 @@ from __future__ import annotations
 import re
 
 from ..errors import MiniGPTError
+from .special import ENDOFTEXT
 
 _SPLIT = re.compile(r'(--|[,.:;?_!"()\']|\s)')
 _SPACE_BEFORE_PUNCT = re.compile(r'\s+([,.:;?!"()\'])')
-EOT = "<|endoftext|>"
 UNK = "<|unk|>"
 
 
@@ -35,11 +35,11 @@ class SimpleTokenizer:
         self.str_to_int = dict(vocab)
         self.int_to_str = {i: s for s, i in vocab.items()}
         self._unk = vocab.get(UNK)
-        specials = [s for s in (EOT, UNK) if s in vocab]
+        specials = [s for s in (ENDOFTEXT, UNK) if s in vocab]
         self._special_rx = re.compile("(" + "|".join(re.escape(s) for s in specials) + ")") if specials else None
 
     @classmethod
-    def from_text(cls, text: str, special_tokens=(EOT, UNK)) -> "SimpleTokenizer":
+    def from_text(cls, text: str, special_tokens=(ENDOFTEXT, UNK)) -> "SimpleTokenizer":
         """A vocabulary of the distinct words of ``text`` in sorted order, then ``special_tokens``."""
         if not isinstance(text, str):
             raise MiniGPTError(f"from_text expects a str, got {type(text).__name__}")

@@ -18,8 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
+from tqdm.auto import tqdm
+
 from ..errors import MiniGPTError
-from .patterns import Splitter, safe_cut_before
+from ..kernels import bpe as K
+from .limits import MAX_TOKEN_BYTES, MAX_VOCAB_SIZE
+from .patterns import Splitter, safe_cut_before, surrogate_error
 
 _READ_CHARS = 1 << 20
 _BATCH = 256  # merges per kernel call (progress bar granularity)
@@ -76,8 +80,6 @@ def count_pretokens(texts, splitter: Splitter, special_tokens=(), progress=False
     special_rx = None
     if special_tokens:
         special_rx = re.compile("|".join(re.escape(s) for s in sorted(special_tokens, key=lambda s: (-len(s), s))))
-    from tqdm.auto import tqdm
-
     bar = tqdm(desc="counting pre-tokens", unit="char", unit_scale=True, disable=not progress, leave=False)
     with bar:
         for text, n in _sources(texts):
@@ -106,9 +108,6 @@ def learn_merges(words: list[bytes], counts: np.ndarray, n_new: int, progress=Fa
 
     Returns ``(merges, n_made)``: the list of ``(a, b)`` pairs that made new tokens ``256, 257, ...`` in order.
     """
-    from ..kernels import bpe as K
-    from tqdm.auto import tqdm
-
     keep = [i for i, w in enumerate(words) if len(w) >= 2]
     words = [words[i] for i in keep]
     wcount = np.ascontiguousarray(counts[keep], dtype=np.int64)
@@ -214,10 +213,11 @@ def train_bpe(cls, texts, vocab_size, special_tokens, pattern, progress):
             raise MiniGPTError(f"special tokens must be non-empty strings, got {s!r}")
     if len(set(special_tokens)) != len(special_tokens):
         raise MiniGPTError(f"special tokens must be distinct, got {list(special_tokens)}")
-    try:
-        vocab_size = int(vocab_size)
-    except (TypeError, ValueError):
-        raise MiniGPTError(f"vocab_size must be an integer, got {vocab_size!r}") from None
+    if not isinstance(vocab_size, (int, np.integer)) or isinstance(vocab_size, bool):
+        raise MiniGPTError(f"vocab_size must be an integer, got {vocab_size!r}")
+    vocab_size = int(vocab_size)
+    if vocab_size > MAX_VOCAB_SIZE:
+        raise MiniGPTError(f"vocab_size {vocab_size:,} is too large: at most {MAX_VOCAB_SIZE:,} tokens")
     lo = 256 + len(special_tokens)
     if vocab_size < lo:
         raise MiniGPTError(f"vocab_size must be at least {lo} (256 byte tokens + {len(special_tokens)} special "
@@ -229,10 +229,15 @@ def train_bpe(cls, texts, vocab_size, special_tokens, pattern, progress):
         try:
             words.append(w.encode("utf-8"))
         except UnicodeEncodeError:
-            from .bpe import _surrogate_error
-
-            raise _surrogate_error(w) from None
+            raise surrogate_error(w) from None
     freq = np.fromiter(counts.values(), np.int64, len(counts))
+    if any(len(w) > MAX_TOKEN_BYTES for w in words):  # learn from pieces: no token may exceed the limit
+        cut_words, cut_freq = [], []
+        for w, c in zip(words, freq.tolist()):
+            for k in range(0, len(w), MAX_TOKEN_BYTES):
+                cut_words.append(w[k:k + MAX_TOKEN_BYTES])
+                cut_freq.append(c)
+        words, freq = cut_words, np.array(cut_freq, np.int64)
     n_new = vocab_size - lo
     merges, made = learn_merges(words, freq, n_new, progress)
     if made < n_new:

@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,15 @@ from ..errors import MiniGPTError
 from ..io import atomic_write_json
 from ..tensor import no_grad
 from .loop import Trainer, TrainConfig, load_checkpoint
+from .. import functional as F
+from ..data.classification import ClassificationDataset, balance, read_labelled, stratified_split
+from ..data import DataLoader
+from ..loading import load_model_and_tokenizer
+from ..model import GPTClassifier
+from .finetune import apply_train_mode
+from ..model.folders import resolve_model_dir, save_adapters
+from ..nn.lora import has_lora, merge_lora
+
 
 ENDOFTEXT = "<|endoftext|>"
 
@@ -87,8 +97,6 @@ def classification_report(y_true, y_pred, labels: list) -> dict:
 
 def predict_dataset(model, ds, batch_size: int = 32):
     """(mean loss, predicted label ids, probabilities) over a whole ClassificationDataset, no_grad."""
-    from .. import functional as F
-
     was = model.training
     model.eval()
     preds, probs, total = [], [], 0.0
@@ -113,8 +121,6 @@ def _encode_all(tok, texts):
 
 def prepare_data(path, tok, cfg: ClassifyConfig, context_length: int, id2label=None, log=print):
     """Read, balance, split and encode; returns (datasets dict, id2label, info dict)."""
-    from ..data.classification import ClassificationDataset, balance, read_labelled, stratified_split
-
     texts, labels, where = read_labelled(path, cfg.format, cfg.text_column, cfg.label_column)
     classes = sorted(set(labels))
     if id2label is None:
@@ -166,11 +172,6 @@ def _fingerprint(ds) -> str:
 def finetune_classify(out_dir, init=None, data=None, cfg: ClassifyConfig | None = None, resume: bool = False,
                       progress: bool = True, log=print, tokenizer: str | None = None) -> dict:
     """Finetune a classifier from ``init`` (any model folder) on ``data``; returns the final metrics."""
-    from ..data import DataLoader
-    from ..loading import load_model_and_tokenizer
-    from ..model import GPTClassifier
-    from .finetune import apply_train_mode
-
     out_dir = Path(out_dir)
     latest = out_dir / "latest.json"
     if latest.exists() and not resume:
@@ -239,11 +240,6 @@ def finetune_classify(out_dir, init=None, data=None, cfg: ClassifyConfig | None 
 
 
 def _save_final(model, tok, path: Path, cfg: ClassifyConfig, init) -> None:
-    from ..model.checkpoint import resolve_model_dir, save_adapters
-    from ..nn.lora import has_lora, merge_lora
-
-    import shutil
-
     tmp = path.parent / f".tmp-{path.name}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -311,8 +307,6 @@ class Classifier:
 
     @classmethod
     def from_pretrained(cls, path, tokenizer: str | None = None) -> "Classifier":
-        from ..loading import load_model_and_tokenizer
-
         model, tok = load_model_and_tokenizer(path, tokenizer, kind="classifier")
         return cls(model, tok)
 
@@ -321,8 +315,6 @@ class Classifier:
         return list(self.model.id2label)
 
     def predict_proba(self, texts, batch_size: int = 32) -> np.ndarray:
-        from ..data.classification import ClassificationDataset
-
         texts = [texts] if isinstance(texts, str) else list(texts)
         for i, t in enumerate(texts):
             if not t.strip():

@@ -24,6 +24,16 @@ from .. import random as mrandom
 from ..errors import MiniGPTError
 from ..io import atomic_write_json
 from .loop import Trainer, TrainConfig, load_checkpoint
+from ..data.instruct import format_prompt
+from ..model import generate
+from tqdm import tqdm
+from ..data import DataLoader
+from ..data.instruct import TEMPLATES, InstructionDataset, read_instructions, split_instructions
+from ..loading import load_model_and_tokenizer
+from .classify import _save_final
+from .finetune import apply_train_mode
+from .loop import evaluate
+from ..model.folders import resolve_model_dir
 
 ENDOFTEXT = "<|endoftext|>"
 
@@ -92,9 +102,6 @@ def score_responses(responses: list[str], references: list[str]) -> dict:
 # --- answering ------------------------------------------------------------------------------------------
 def respond(model, tok, entry: dict, template: str, max_new_tokens: int) -> str:
     """Greedy response to one entry, stopped at end-of-text."""
-    from ..data.instruct import format_prompt
-    from ..model import generate
-
     eos = tok.special_tokens.get(ENDOFTEXT)
     ids = tok.encode_ordinary(format_prompt(entry, template))
     ctx = model.config.context_length
@@ -114,8 +121,6 @@ def respond(model, tok, entry: dict, template: str, max_new_tokens: int) -> str:
 def answer_all(model, tok, entries, template, max_new_tokens, progress=False, desc="answering") -> list[str]:
     it = entries
     if progress:
-        from tqdm import tqdm
-
         it = tqdm(entries, desc=desc, unit="entry", file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
     return [respond(model, tok, e, template, max_new_tokens) for e in it]
 
@@ -125,8 +130,6 @@ def judge_scores(url: str, entries, responses, template: str = "alpaca", model: 
                  timeout: float = 60.0) -> list[int | None]:
     """0-100 scores from an Ollama-compatible server (``POST {url}/api/chat``); None where the reply holds
     no number. A clear MiniGPTError when nothing listens at ``url``."""
-    from ..data.instruct import format_prompt
-
     scores = []
     for e, resp in zip(entries, responses):
         prompt = (f"Here is a task: `{format_prompt(e, template)}`; its reference answer: `{e['output']}`. "
@@ -166,12 +169,6 @@ def _fingerprint(entries) -> str:
 def finetune_instruct(out_dir, init=None, data=None, cfg: InstructConfig | None = None, resume: bool = False,
                       progress: bool = True, log=print, tokenizer: str | None = None,
                       judge_url: str | None = None, judge_model: str = "llama3") -> dict:
-    from ..data import DataLoader
-    from ..data.instruct import TEMPLATES, InstructionDataset, read_instructions, split_instructions
-    from ..loading import load_model_and_tokenizer
-    from .classify import _save_final
-    from .finetune import apply_train_mode
-
     out_dir = Path(out_dir)
     latest = out_dir / "latest.json"
     if latest.exists() and not resume:
@@ -229,8 +226,6 @@ def finetune_instruct(out_dir, init=None, data=None, cfg: InstructConfig | None 
     if resume:
         val_before = state.get("val_loss_before")
     else:
-        from .loop import evaluate
-
         val_before = evaluate(model, val_loader, len(val_loader))
         log(f"validation loss before finetuning: {val_before:.3f}")
     extra = {"task": "instruct", "instruct": dataclasses.asdict(cfg), "data": str(data), "init": str(init),
@@ -268,8 +263,6 @@ def finetune_instruct(out_dir, init=None, data=None, cfg: InstructConfig | None 
 
 def template_of(folder, default: str = "alpaca") -> str:
     """The prompt template an instruction-finetuned model folder was trained with (instruct.json)."""
-    from ..model.checkpoint import resolve_model_dir
-
     for cand in (Path(folder), resolve_model_dir(folder)):
         f = cand / "instruct.json"
         if f.exists():

@@ -19,57 +19,85 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from safetensors.numpy import load_file, save
+from tqdm import tqdm
 
 from .. import random as mrandom
+from .. import runtime
 from ..errors import MiniGPTError
-from ..io import _fsync_dir, atomic_write_bytes, atomic_write_json, atomic_write_text
-from ..model.checkpoint import resolve_model_dir
+from ..io import _fsync_dir, atomic_write_bytes, atomic_write_json, atomic_write_text, dumps, read_json
+from ..model import generate
+from ..model.checkpoint import _read_safetensors, check_finite
+from ..model.folders import load_model, save_model
+from ..optim import AdamW, CosineWithWarmup, clip_grad_norm, split_decay_groups
 from ..tensor import no_grad
+from ..tokenizer import BPETokenizer
+
+
+def _setting(default, help: str):
+    """A dataclass field with its help text: the one place a setting is declared (``minigpt train``'s
+    options are generated from these fields, see minigpt/cli/options.py)."""
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass
 class TrainConfig:
-    steps: int = 600                 # the defaults make the README's quick start: ~2 minutes on 2 cores
-    batch_size: int = 8
-    lr: float = 1e-3
-    min_lr: float | None = None      # cosine floor; default lr / 10
-    warmup: int = 30
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    eval_every: int = 100
-    eval_batches: int = 10
-    sample_every: int = 0            # 0: only at the end
-    sample_prompt: str = "The"
-    sample_tokens: int = 80
-    checkpoint_every: int = 0        # 0: at every evaluation and at the end
-    keep_checkpoints: int = 2
-    seed: int = 123
-    log_every: int = 1
+    # the defaults make the README's quick start: ~2 minutes on 2 cores
+    steps: int = _setting(600, "optimizer steps")
+    batch_size: int = _setting(8, "sequences per step")
+    lr: float = _setting(1e-3, "peak learning rate")
+    min_lr: float | None = _setting(None, "floor of the cosine decay (default: lr/10)")
+    warmup: int = _setting(30, "linear warmup steps")
+    weight_decay: float = _setting(0.1, "AdamW weight decay (matrices only; not biases, norms)")
+    grad_clip: float = _setting(1.0, "clip the global gradient norm (0: off)")
+    eval_every: int = _setting(100, "evaluate on the validation windows and save every N steps")
+    eval_batches: int = _setting(10, "validation batches per evaluation")
+    sample_every: int = _setting(0, "print a sample every N steps (0: only at the end)")
+    sample_prompt: str = _setting("The", "prompt of the printed samples")
+    sample_tokens: int = _setting(80, "tokens per printed sample")
+    checkpoint_every: int = _setting(0, "save every N steps (0: at every evaluation and at the end)")
+    keep_checkpoints: int = _setting(2, "checkpoints kept in the output folder (older ones are deleted)")
+    seed: int = _setting(123, "random seed (initialisation, batch order, dropout, samples)")
+    log_every: int = _setting(1, "write a line to log.jsonl every N steps (and at every evaluation)")
 
     def __post_init__(self):
-        for name in ("steps", "batch_size"):
-            if getattr(self, name) < 1:
-                raise MiniGPTError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup", "eval_every", "eval_batches", "sample_every", "checkpoint_every", "sample_tokens"):
-            if getattr(self, name) < 0:
-                raise MiniGPTError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise MiniGPTError(f"lr must be a positive number, got {self.lr}")
+        def fail(name, want):
+            raise MiniGPTError(f"{name.replace('_', '-')} must be {want}, got {getattr(self, name)!r}")
+
+        for name, lo in (("steps", 1), ("batch_size", 1), ("warmup", 0), ("eval_every", 0), ("eval_batches", 1),
+                         ("sample_every", 0), ("sample_tokens", 0), ("checkpoint_every", 0),
+                         ("keep_checkpoints", 1), ("log_every", 0), ("seed", None)):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or (lo is not None and v < lo):
+                fail(name, "an integer" + (f" >= {lo}" if lo is not None else ""))
+        for name, positive in (("lr", True), ("min_lr", False), ("weight_decay", False), ("grad_clip", False)):
+            v = getattr(self, name)
+            if v is None and name == "min_lr":
+                continue
+            if not isinstance(v, (int, float, np.floating)) or isinstance(v, bool) or not math.isfinite(v) \
+                    or v < 0 or (positive and v == 0):
+                fail(name, "a finite number " + ("> 0" if positive else ">= 0" + (" (0: off)" if name == "grad_clip"
+                                                                                else "")))
+        if not isinstance(self.sample_prompt, str):
+            fail("sample_prompt", "a string")
         if self.warmup > self.steps:
             self.warmup = self.steps
-        if self.keep_checkpoints < 1:
-            raise MiniGPTError("keep_checkpoints must be >= 1")
 
 
 class TrainingDiverged(MiniGPTError):
     """The loss or the gradient norm became NaN or infinite."""
+
+
+def _all_finite(a: np.ndarray) -> bool:
+    return bool(np.isfinite(a.sum(dtype=a.dtype))) or bool(np.isfinite(a).all())  # the sum may overflow
 
 
 def evaluate(model, loader, max_batches: int | None = None) -> float:
@@ -93,11 +121,80 @@ def perplexity(loss: float) -> float:
     return float(math.exp(min(loss, 700.0)))
 
 
-# --- checkpoints ------------------------------------------------------------------------------------
+# --- checkpoints ---------------------------------------------------------------------------------------
+CHECKPOINT_FILES = ("config.json", "model.safetensors", "optimizer.safetensors", "trainer_state.json")
+_STEP_DIR = re.compile(r"step-(\d{6,})")
+# what marks a folder as holding (part of) a training run: a fresh run never writes into such a folder
+RUN_MARKERS = ("latest.json", "checkpoints", "log.jsonl", "trainer_state.json", "model.safetensors")
+
+
+def complete_checkpoints(out_dir) -> list[tuple[int, Path]]:
+    """``(step, folder)`` of every complete checkpoint in ``out_dir/checkpoints`` (all its files present),
+    oldest first. A checkpoint is renamed into place only once complete, so one that is listed is whole even
+    when a kill came before ``latest.json`` was updated."""
+    root = Path(out_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = []
+    for p in root.iterdir():
+        m = _STEP_DIR.fullmatch(p.name)
+        if m and p.is_dir() and not p.is_symlink() and all((p / f).is_file() for f in CHECKPOINT_FILES):
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def _read_latest(out_dir: Path) -> Path | None:
+    """The checkpoint folder ``latest.json`` names, checked to be a ``checkpoints/step-N`` folder of this run
+    (never a path outside it); None when there is no latest.json."""
+    latest = out_dir / "latest.json"
+    if not latest.exists():
+        return None
+    d = read_json(latest, "latest.json", max_bytes=1 << 16)
+    rel = d.get("checkpoint")
+    if not isinstance(rel, str):
+        raise MiniGPTError(f"{latest} is damaged: 'checkpoint' must be a path such as \"checkpoints/step-000400\", "
+                           f"got {rel!r}")
+    parts = Path(rel).parts
+    if Path(rel).is_absolute() or len(parts) != 2 or parts[0] != "checkpoints" or not _STEP_DIR.fullmatch(parts[1]):
+        raise MiniGPTError(f"{latest} is damaged: it points at {rel!r}, which is not a checkpoint of this run "
+                           "(only checkpoints/step-N folders inside the run folder count)")
+    return out_dir / "checkpoints" / parts[1]
+
+
+def latest_checkpoint(out_dir) -> Path | None:
+    """The newest complete checkpoint of the run in ``out_dir``: the one ``latest.json`` names, or a newer complete
+    one (a kill between renaming a checkpoint into place and updating ``latest.json`` leaves it stale), or with
+    no ``latest.json`` the newest complete one. None when the run has no complete checkpoint."""
+    out_dir = Path(out_dir)
+    named = _read_latest(out_dir)
+    found = complete_checkpoints(out_dir)
+    if named is not None and not named.is_symlink() and all((named / f).is_file() for f in CHECKPOINT_FILES[:2]):
+        m = _STEP_DIR.fullmatch(named.name)
+        if not found or int(m.group(1)) >= found[-1][0]:
+            return named
+    return found[-1][1] if found else None
+
+
+def resolve_model_dir(path) -> Path:
+    """A training output directory resolves to its latest complete checkpoint; a model directory to itself."""
+    path = Path(path)
+    if (path / "latest.json").exists() or (path / "checkpoints").is_dir():
+        ck = latest_checkpoint(path)
+        if ck is None:
+            raise MiniGPTError(f"{path} is a training run folder without a complete checkpoint (the run stopped "
+                               "before its first one)")
+        return ck
+    if (path / "model.safetensors").exists():
+        return path
+    if not path.exists():
+        raise MiniGPTError(f"model directory {path} does not exist")
+    if not path.is_dir():
+        raise MiniGPTError(f"{path} is a file; --model expects a training output folder or a model folder")
+    raise MiniGPTError(f"{path} holds neither a checkpoint (latest.json) nor a model (model.safetensors)")
+
+
 def save_checkpoint(out_dir, step: int, model, optimizer, tokenizer, state: dict, keep: int = 2) -> Path:
     """Write a complete checkpoint for ``step`` and point ``latest.json`` at it (see module docstring)."""
-    from safetensors.numpy import save
-
     out_dir = Path(out_dir)
     ckroot = out_dir / "checkpoints"
     ckroot.mkdir(parents=True, exist_ok=True)
@@ -107,7 +204,7 @@ def save_checkpoint(out_dir, step: int, model, optimizer, tokenizer, state: dict
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    model.save_pretrained(tmp)
+    save_model(model, tmp)  # a classifier's head and LoRA adapters beside the GPT-2 files
     if tokenizer is not None:
         tokenizer.save(tmp / "tokenizer.json")
     opt_sd = optimizer.state_dict()
@@ -134,23 +231,50 @@ def save_checkpoint(out_dir, step: int, model, optimizer, tokenizer, state: dict
 
 
 def load_checkpoint(out_dir):
-    """(model, optimizer state dict, tokenizer or None, trainer state) of the latest checkpoint."""
-    from safetensors.numpy import load_file
+    """(model, optimizer state dict, tokenizer or None, trainer state) of the latest complete checkpoint.
 
-    from ..model.checkpoint import load_model
-
+    Every file is checked as it is read: a damaged, truncated or missing one is a ``MiniGPTError`` naming it.
+    """
     ck = resolve_model_dir(out_dir)
     if not (ck / "trainer_state.json").exists():
         raise MiniGPTError(f"{ck} is a model, not a training checkpoint (no trainer_state.json)")
-    model = load_model(ck)
-    state = json.loads((ck / "trainer_state.json").read_text())
-    opt_arrays = load_file(str(ck / "optimizer.safetensors"))
+    model = load_model(ck)  # a GPT, or a classifier / LoRA model of a finetuning run
+    state_path = ck / "trainer_state.json"
+    state = read_json(state_path, "trainer_state.json")
+    check_trainer_state(state, state_path)
+    opt_path = ck / "optimizer.safetensors"
+    if not opt_path.is_file():
+        raise MiniGPTError(f"{ck} lacks optimizer.safetensors; the checkpoint is incomplete")
+    opt_arrays = _read_safetensors(opt_path)
+    for k, a in opt_arrays.items():
+        if a.dtype.kind != "f":
+            raise MiniGPTError(f"{opt_path}: {k} has dtype {a.dtype}; optimizer moments must be floating point")
+    check_finite(opt_arrays, opt_path)
     tok = None
     if (ck / "tokenizer.json").exists():
-        from ..tokenizer import BPETokenizer
-
         tok = BPETokenizer.load(ck / "tokenizer.json")
     return model, {"arrays": opt_arrays, "meta": state.pop("optimizer_meta")}, tok, state
+
+
+def check_trainer_state(state: dict, path) -> None:
+    """Refuse a ``trainer_state.json`` whose fields are missing or of the wrong type, naming the field."""
+    kinds = {"step": int, "tokens_seen": int, "train_config": dict, "loader": dict, "schedule": dict,
+             "rng": dict, "history": list, "optimizer_meta": dict}
+    for key, kind in kinds.items():
+        v = state.get(key)
+        if not isinstance(v, kind) or isinstance(v, bool) or (kind is int and v < 0):
+            raise MiniGPTError(f"{path} is damaged: {key!r} must be {'a JSON object' if kind is dict else 'a list' if kind is list else 'an integer >= 0'}, got {str(v)[:60]!r}")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = set(state["train_config"]) - known
+    if unknown:
+        raise MiniGPTError(f"{path} is damaged: unknown train_config field(s) {sorted(unknown)}")
+    try:
+        TrainConfig(**state["train_config"])
+    except (TypeError, ValueError) as e:
+        raise MiniGPTError(f"{path} is damaged: train_config: {e}") from None
+    for h in state["history"]:
+        if not (isinstance(h, list) and len(h) == 4):
+            raise MiniGPTError(f"{path} is damaged: 'history' entries must be [step, tokens, loss, val_loss]")
 
 
 # --- the loop ----------------------------------------------------------------------------------------
@@ -164,8 +288,7 @@ class Trainer:
 
     def __init__(self, model, tokenizer, train_loader, val_loader, cfg: TrainConfig, out_dir,
                  log=print, progress: bool = True, extra_state: dict | None = None, eval_fn=None):
-        from ..optim import AdamW, CosineWithWarmup, split_decay_groups
-
+        runtime.configure(warn=False)  # tuned thread pools and allocator (results are the same without)
         self.model, self.tokenizer, self.cfg = model, tokenizer, cfg
         self.train_loader, self.val_loader = train_loader, val_loader
         self.out_dir = Path(out_dir)
@@ -181,6 +304,8 @@ class Trainer:
         # eval_fn(trainer) -> dict of metrics logged at every evaluation instead of the validation loss
         # (its "val_loss" entry, if any, is the validation loss); used by finetuning
         self.eval_fn = eval_fn
+        self._bar = None
+        self.last_checkpoint: Path | None = None  # the newest checkpoint of this run written or resumed from
 
     # state that makes a resumed run identical to an uninterrupted one
     def trainer_state(self) -> dict:
@@ -203,6 +328,7 @@ class Trainer:
         self.step = int(state["step"])
         self.tokens_seen = int(state["tokens_seen"])
         self.history = [tuple(h) for h in state.get("history", [])]
+        self.last_checkpoint = latest_checkpoint(self.out_dir)
         self._truncate_log(self.step)
 
     def _truncate_log(self, step: int) -> None:
@@ -213,19 +339,38 @@ class Trainer:
         keep = []
         for line in path.read_text().splitlines():
             try:
-                if json.loads(line).get("step", 0) <= step:
-                    keep.append(line)
-            except json.JSONDecodeError:
+                rec = json.loads(line)
+            except (json.JSONDecodeError, RecursionError):
                 continue  # a torn last line from a crash
+            if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] <= step:
+                keep.append(line)
         atomic_write_text(path, "".join(line + "\n" for line in keep))
 
     def save(self) -> Path:
-        return save_checkpoint(self.out_dir, self.step, self.model, self.optimizer, self.tokenizer,
-                               self.trainer_state(), keep=self.cfg.keep_checkpoints)
+        """Write a checkpoint, only when the weights and the optimizer's moments are all finite (else the run has
+        diverged: ``TrainingDiverged``, and the previous checkpoint stays the latest)."""
+        bad = next((n for n, p in self.model.named_parameters() if not _all_finite(p.data)), None)
+        if bad is None:
+            opt = self.optimizer
+            bad = next((f"the optimizer's {key} of parameter {i}" for i, st in enumerate(opt.state)
+                        for key in opt._state_arrays if key in st and not _all_finite(st[key])), None)
+        if bad is not None:
+            raise TrainingDiverged(f"step {self.step}: {bad} holds NaN or infinity; stopping without saving it. "
+                                   + self._kept())
+        self.last_checkpoint = save_checkpoint(self.out_dir, self.step, self.model, self.optimizer, self.tokenizer,
+                                               self.trainer_state(), keep=self.cfg.keep_checkpoints)
+        return self.last_checkpoint
+
+    def _kept(self) -> str:
+        """What a diverged run leaves behind, truthfully."""
+        ck = self.last_checkpoint
+        if ck is None or not ck.is_dir():
+            return (f"No checkpoint was written before it: {self.out_dir} has nothing to resume from. Try a lower "
+                    "--lr or more --warmup")
+        return (f"The last good checkpoint, {ck.relative_to(self.out_dir)}, is kept (`--resume` continues from "
+                "it); try a lower --lr or more --warmup")
 
     def sample(self, prompt: str | None = None, max_new_tokens: int | None = None) -> str:
-        from ..model import generate
-
         if self.tokenizer is None:
             return ""
         prompt = self.cfg.sample_prompt if prompt is None else prompt
@@ -240,15 +385,11 @@ class Trainer:
         loss = self.model.loss(*batch)
         self.optimizer.zero_grad()
         loss.backward()
-        from ..optim import clip_grad_norm
-
         norm = clip_grad_norm(self.params, self.cfg.grad_clip) if self.cfg.grad_clip > 0 else float("nan")
         lv = float(loss.item())
         if not math.isfinite(lv) or (self.cfg.grad_clip > 0 and not math.isfinite(norm)):
-            raise TrainingDiverged(
-                f"step {self.step + 1}: the loss became {lv} (gradient norm {norm}); stopping. The last good "
-                f"checkpoint in {self.out_dir} is kept; try a lower --lr or more --warmup"
-            )
+            raise TrainingDiverged(f"step {self.step + 1}: the loss became {lv} (gradient norm {norm}); stopping. "
+                                   + self._kept())
         self.optimizer.step()
         self.schedule.step()
         return lv, norm
@@ -259,8 +400,6 @@ class Trainer:
         log_path = self.out_dir / "log.jsonl"
         bar = None
         if self.progress:
-            from tqdm import tqdm
-
             bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
                        file=sys.stderr, mininterval=0.5)
         self._bar = bar
@@ -268,7 +407,8 @@ class Trainer:
         last_val = None
         self.model.train()
         try:
-            with open(log_path, "a", encoding="utf-8") as logf:
+            # a fresh run starts its log afresh (a resumed one was cut back to its checkpoint's step in restore)
+            with open(log_path, "a" if self.step else "w", encoding="utf-8") as logf:
                 while self.step < cfg.steps:
                     batch = next(batches)
                     x = batch[0]
@@ -292,10 +432,13 @@ class Trainer:
                         val = evaluate(self.model, self.val_loader, cfg.eval_batches)
                         rec["val_loss"] = round(val, 6)
                         last_val = val
-                    self.history.append((self.step, self.tokens_seen, loss, val))
                     if cfg.log_every and (self.step % cfg.log_every == 0 or val is not None):
-                        logf.write(json.dumps(rec) + "\n")
+                        logf.write(dumps(rec) + "\n")  # standard JSON: a NaN is written as null
                         logf.flush()
+                    if val is not None and not math.isfinite(val):
+                        raise TrainingDiverged(f"step {self.step}: the validation loss became {val}; stopping. "
+                                               + self._kept())
+                    self.history.append((self.step, self.tokens_seen, loss, val))
                     if bar is not None:
                         post = {"loss": f"{loss:.3f}", "tok/s": f"{tps:,.0f}"}
                         if last_val is not None:
@@ -321,7 +464,7 @@ class Trainer:
 
     def say(self, msg: str) -> None:
         """Print a message (above the progress bar while one runs), e.g. from an ``eval_fn``."""
-        self._say(getattr(self, "_bar", None), msg)
+        self._say(self._bar, msg)
 
     def _say(self, bar, msg: str) -> None:
         if bar is not None:

@@ -1,0 +1,31 @@
+"""TransformerBlock: the pre-LayerNorm GPT block, built from the layers (layers.py) and attention
+(attention.py) below it."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .attention import MultiHeadAttention
+from .layers import Dropout, FeedForward, LayerNorm
+from .module import Module
+
+
+class TransformerBlock(Module):
+    """Pre-LayerNorm block: x + drop(attn(ln1(x))), then x + drop(ff(ln2(x)))."""
+
+    def __init__(self, emb_dim: int, n_heads: int, drop_rate: float = 0.0, qkv_bias: bool = True,
+                 n_layers_for_init: int = 1, dtype=np.float32):
+        super().__init__()
+        proj_std = 0.02 / math.sqrt(2 * n_layers_for_init)  # GPT-2's scaled init of residual projections
+        self.norm1 = LayerNorm(emb_dim, dtype=dtype)
+        self.attn = MultiHeadAttention(emb_dim, n_heads, dropout=drop_rate, qkv_bias=qkv_bias,
+                                       proj_std=proj_std, dtype=dtype)
+        self.norm2 = LayerNorm(emb_dim, dtype=dtype)
+        self.ff = FeedForward(emb_dim, proj_std=proj_std, dtype=dtype)
+        self.drop = Dropout(drop_rate)
+
+    def forward(self, x, cache=None):
+        # x: (B, T, C)
+        x = x + self.drop(self.attn(self.norm1(x), cache=cache))  # (B, T, C) -> (B, T, C), residual 1
+        return x + self.drop(self.ff(self.norm2(x)))  # (B, T, C) -> (B, T, C), residual 2

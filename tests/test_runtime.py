@@ -1,0 +1,169 @@
+"""``import minigpt`` changes nothing; ``minigpt.runtime.configure()`` applies the tuned runtime.
+
+Each check runs in a fresh interpreter (the settings are per process and read once)."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+USER_VARS = ("NUMBA_THREADING_LAYER", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")
+LINUX = sys.platform.startswith("linux")
+
+
+def run(code, **env):
+    full = {k: v for k, v in os.environ.items() if k not in USER_VARS}
+    full["PYTHONPATH"] = ROOT + os.pathsep + full.get("PYTHONPATH", "")
+    full.update(env)
+    out = subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+IMPORT_ALL = r"""
+import json, os
+def maps():
+    try:
+        return open("/proc/self/maps").read()
+    except OSError:
+        return ""
+env0, maps0 = dict(os.environ), maps()
+import numpy, numba, urllib.request, tqdm, regex, safetensors  # dependencies (and their libraries)
+env1, libs1 = dict(os.environ), set(l.split()[-1] for l in maps().splitlines() if ".so" in l)
+import minigpt
+from minigpt import Tensor, GPT
+import minigpt.kernels, minigpt.kernels.attention, minigpt.kernels.layernorm, minigpt.kernels.adamw
+import minigpt.model, minigpt.nn, minigpt.ops, minigpt.optim, minigpt.tokenizer, minigpt.train, minigpt.cli
+import minigpt.runtime
+libs2 = set(l.split()[-1] for l in maps().splitlines() if ".so" in l)
+print(json.dumps({"env_same": env1 == dict(os.environ) == env0,
+                  "new_libs": sorted(l for l in libs2 - libs1 if not l.endswith(".cpython-311-x86_64-linux-gnu.so")
+                                     and "/site-packages/" not in l and "/lib-dynload/" not in l),
+                  "libgomp": "libgomp" in maps(),
+                  "configured": minigpt.runtime.describe()["configured"]}))
+"""
+
+
+def test_import_changes_no_environment_and_loads_no_runtime():
+    r = run(IMPORT_ALL)
+    assert r["env_same"]
+    assert not r["libgomp"]
+    assert r["new_libs"] == []  # nothing beyond Python's own extension modules
+    assert r["configured"] is False
+
+
+def test_import_minigpt_alone_does_not_import_numpy_or_numba():
+    r = run("import json, sys, minigpt; print(json.dumps({'np': 'numpy' in sys.modules, 'nb': 'numba' in sys.modules}))")
+    assert r == {"np": False, "nb": False}
+
+
+PROBE = r"""
+import json, os, sys
+EARLY = {early}
+if EARLY:
+    import minigpt.runtime as R
+    R.configure()
+import minigpt
+from minigpt.model import GPT, GPTConfig
+import minigpt.runtime as R
+if not EARLY:
+    R.configure()
+import numba, numpy as np
+cfg = GPTConfig(vocab_size=64, context_length=16, emb_dim=16, n_layers=1, n_heads=2, drop_rate=0.0)
+import minigpt.random; minigpt.random.manual_seed(0)
+model = GPT(cfg)
+logits = model(np.arange(8, dtype=np.int64).reshape(1, 8))
+d = R.describe()
+print(json.dumps({{"layer": numba.threading_layer(), "d_layer": d["threading_layer"], "configured": d["configured"],
+                  "spin_env": os.environ.get("GOMP_SPINCOUNT"), "timeout": d["openblas_thread_timeout"],
+                  "malloc": d["malloc_tuned"], "blas": d["blas"], "notes": d["notes"],
+                  "libgomp": d["libgomp_loaded"], "sum": float(np.asarray(logits.data, np.float64).sum()),
+                  "again": R.configure()["threading_layer"]}}))
+"""
+
+
+@pytest.mark.skipif(not LINUX, reason="the OpenMP layer and mallopt are used on Linux only")
+@pytest.mark.parametrize("early", [True, False])
+def test_configure_applies_the_tuned_runtime(early):
+    r = run(PROBE.format(early=early))
+    assert r["configured"]
+    assert r["layer"] == r["d_layer"] == r["again"]
+    assert r["layer"] in ("omp", "workqueue")
+    assert r["spin_env"] is None  # set only while libgomp loads: later libraries keep their defaults
+    assert r["malloc"] is True
+    assert r["blas"].get("name")
+    if early:  # before NumPy: OpenBLAS's short spin is in force
+        assert r["timeout"] == "4" and r["notes"] == []
+    else:  # after NumPy: said so, not silently ignored
+        assert r["timeout"] is None and any("OPENBLAS_THREAD_TIMEOUT" in n for n in r["notes"])
+
+
+def test_results_are_identical_with_and_without_configure():
+    code = PROBE.replace("R.configure()\nimport numba", "pass\nimport numba")
+    plain = run(code.format(early=False).replace("\"again\": R.configure()[\"threading_layer\"]", "\"again\": 0"))
+    tuned = run(PROBE.format(early=True))
+    assert plain["configured"] is False
+    assert plain["sum"] == tuned["sum"]
+
+
+def test_a_layer_chosen_by_the_user_wins():
+    r = run(PROBE.format(early=True), NUMBA_THREADING_LAYER="workqueue")
+    assert r["layer"] == "workqueue"
+
+
+def test_a_spin_chosen_by_the_user_is_kept():
+    r = run(PROBE.format(early=True), GOMP_SPINCOUNT="123")
+    assert r["spin_env"] == "123"
+
+
+LATE = r"""
+import json, warnings, numba, numpy as np
+@numba.njit(parallel=True)
+def f(a):
+    for i in numba.prange(a.size):
+        a[i] += 1.0
+f(np.zeros(64))
+layer = numba.threading_layer()
+import minigpt.runtime as R
+with warnings.catch_warnings(record=True) as w:
+    warnings.simplefilter("always")
+    d = R.configure()
+print(json.dumps({"layer": layer, "d_layer": d["threading_layer"], "warned": [str(x.message) for x in w],
+                  "notes": d["notes"]}))
+"""
+
+
+def test_configure_after_numbas_pool_started_warns_and_keeps_the_layer():
+    r = run(LATE)
+    assert r["d_layer"] == r["layer"]
+    assert any("after Numba's thread pool started" in m for m in r["warned"])
+    assert any("after Numba's thread pool started" in m for m in r["notes"])
+
+
+TORCH_AFTER = r"""
+import json, os
+import minigpt
+from minigpt.model import GPT
+import torch
+print(json.dumps({"env": {k: os.environ.get(k) for k in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY",
+                                                         "NUMBA_THREADING_LAYER", "OPENBLAS_THREAD_TIMEOUT")},
+                  "threads": torch.get_num_threads(), "gomp_before_torch": False}))
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
+def test_torch_imported_after_minigpt_keeps_its_own_openmp_settings():
+    # minigpt loaded no OpenMP runtime and set no variable, so torch starts as it would alone.
+    r = run(TORCH_AFTER)
+    assert all(v is None for v in r["env"].values())
+    alone = run("import json, torch; print(json.dumps({'threads': torch.get_num_threads()}))")
+    assert r["threads"] == alone["threads"]
+
+
+def test_lazy_names_stay_the_functions_after_their_modules_load():
+    r = run("import json, minigpt.gradcheck, minigpt.tensor\nfrom minigpt import gradcheck, tensor\n"
+            "print(json.dumps([callable(gradcheck) and gradcheck.__name__, tensor.__name__]))")
+    assert r == ["gradcheck", "tensor"]
