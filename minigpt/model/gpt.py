@@ -11,7 +11,8 @@ from ..errors import MiniGPTError
 from ..nn import Dropout, Embedding, KVCache, LayerNorm, Module, ModuleList, Parameter, TransformerBlock
 from ..random import get_rng
 from ..io import read_json
-from .checkpoint import is_classifier_config, read_pretrained, resolve_model_dir, write_pretrained
+from .checkpoint import (ADAPTER_CONFIG, ADAPTER_FILE, is_classifier_config, read_pretrained, resolve_model_dir,
+                         write_pretrained)
 from .config import PRESETS, GPTConfig  # noqa: F401  (re-exported: minigpt.model.gpt.GPTConfig)
 
 
@@ -137,6 +138,9 @@ class GPT(Module):
         if (path / "config.json").exists() and is_classifier_config(read_json(path / "config.json", "config.json")):
             raise MiniGPTError(f"{path} holds a classifier, not a language model: use `minigpt classify --model "
                                f"{path}` (it cannot generate text)")
+        if (path / ADAPTER_FILE).exists() or (path / ADAPTER_CONFIG).exists():
+            raise MiniGPTError(f"{path} holds LoRA adapters, which GPT.from_pretrained would leave out: load it with "
+                               "minigpt.model.folders.load_model (or minigpt.loading.load_model_and_tokenizer)")
         config, state = read_pretrained(path)
         model = cls(config, dtype=dtype)
         model.load_state_dict(state)
