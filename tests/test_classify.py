@@ -230,7 +230,7 @@ def test_cli_lora_adapters_and_merge(base, tmp_path, capsys):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert main(args + ["--out", str(tmp_path / "merged"), "--merge"]) == 0
     merged = tmp_path / "merged" / "model"
-    assert {p.name for p in merged.iterdir()} == {"config.json", "model.safetensors", "tokenizer.json"}
+    assert {p.name for p in merged.iterdir()} == {"config.json", "model.safetensors", "score.safetensors", "tokenizer.json"}
     c = Classifier.from_pretrained(merged).predict_proba(["free prize call", "lunch love"])
     np.testing.assert_allclose(a, c, rtol=1e-4, atol=1e-5)  # same seed, same run: merge changes nothing
     with pytest.raises(MiniGPTError, match="larger than the width"):
