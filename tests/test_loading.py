@@ -69,7 +69,7 @@ def test_folder_errors(tmp_path, run):
     # a damaged latest.json names its file
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "latest.json").write_text("{")
-    with pytest.raises(MiniGPTError, match="latest.json is damaged"):
+    with pytest.raises(MiniGPTError, match="latest.json is not a valid latest.json"):
         load_model_and_tokenizer(tmp_path / "bad")
 
 
