@@ -19,7 +19,9 @@ def _cmd_chat(args):
     from ..loading import load_model_and_tokenizer
     from ..train.instruct import respond, template_of
 
-    model, tok = load_model_and_tokenizer(args.model, args.tokenizer, kind="lm")
+    from .generate import model_dir
+
+    model, tok = load_model_and_tokenizer(model_dir(args.model), args.tokenizer, kind="lm")
     template = args.template or template_of(args.model)
     interactive = sys.stdin.isatty()
     while True:

@@ -20,7 +20,9 @@ def add(sub):
 def _cmd_classify(args):
     from ..train.classify import Classifier
 
-    clf = Classifier.from_pretrained(args.model, args.tokenizer)
+    from .generate import model_dir
+
+    clf = Classifier.from_pretrained(model_dir(args.model), args.tokenizer)
     texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     if not texts:
         raise MiniGPTError("no text to classify: pass texts as arguments or lines on standard input")

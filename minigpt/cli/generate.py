@@ -24,10 +24,21 @@ def add(sub):
     p.set_defaults(func=_cmd_generate)
 
 
+def model_dir(arg):
+    """A run folder -> its newest complete checkpoint (the training loop's own rule, with its checks of
+    latest.json); any other folder as given."""
+    from pathlib import Path
+
+    from ..train import resolve_model_dir
+
+    p = Path(arg)
+    return resolve_model_dir(p) if (p / "latest.json").exists() or (p / "checkpoints").is_dir() else p
+
+
 def _load_model_and_tokenizer(model_arg, tokenizer_arg):
     from ..loading import load_model_and_tokenizer
 
-    return load_model_and_tokenizer(model_arg, tokenizer_arg, kind="lm")
+    return load_model_and_tokenizer(model_dir(model_arg), tokenizer_arg, kind="lm")
 
 
 def _cmd_generate(args):
