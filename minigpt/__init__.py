@@ -1,9 +1,11 @@
 """minigpt: a GPT built from scratch on NumPy, with its own autograd engine and Numba kernels.
 
 Layers, bottom up (each imports only the layers below it; nothing imports the CLI):
-errors, io, random, runtime -> kernels (Numba + NumPy reference, arrays only) -> tensor (autograd core)
--> ops (forward + backward of every op) -> functional, gradcheck -> nn (layers) -> model (GPT,
-generation) -> model.checkpoint -> tokenizer, data, optim -> train -> cli.
+errors, io, random, runtime, progress -> kernels (Numba + NumPy reference, arrays only) -> tensor
+(autograd core), grad_buffers (gradient-buffer reuse in backward) -> ops (forward + backward of every op)
+-> functional, gradcheck -> nn (layers) -> model (config -> checkpoint -> gpt, generation) -> tokenizer,
+download, data.shared -> data, optim -> train -> cli. (tensor.py imports the ops at its end, by design:
+its operators are the ops.)
 
 ``import minigpt`` changes nothing in the process: no environment variable, no thread pool, no allocator
 setting. The tuned runtime is one explicit call, :func:`minigpt.runtime.configure`. The names below load on
@@ -31,6 +33,7 @@ _LAZY = {
     "GPTConfig": ("minigpt.model", "GPTConfig"),
     "generate": ("minigpt.model", "generate"),
     "Classifier": ("minigpt.train.classify", "Classifier"),
+    "profile": ("minigpt.inspect.profiler", "profile"),
 }
 
 

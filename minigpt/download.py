@@ -16,20 +16,22 @@ The cache folder is ``cache_dir`` if given, else ``$MINIGPT_CACHE``, else ``~/.c
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import socket
 import sys
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from pathlib import Path
 
-from tqdm import tqdm
-
 from .errors import MiniGPTError
 from .io import cache_dir as minigpt_cache_dir
+from .progress import progress_bar
 
 __all__ = ["fetch", "load_manifest", "known_names", "sha256_file", "MANIFEST_PATH"]
 
@@ -230,8 +232,7 @@ def _download_to(url: str, sink_write, desc: str, quiet: bool) -> None:
         total = r.headers.get("Content-Length")
         bar = None
         if not quiet:
-            bar = tqdm(total=int(total) if total else None, unit="B", unit_scale=True, desc=desc,
-                       file=sys.stderr, leave=False)
+            bar = progress_bar(int(total) if total else None, unit="B", unit_scale=True, desc=desc, leave=False)
         try:
             while chunk := r.read(_CHUNK):
                 sink_write(chunk)
@@ -242,15 +243,32 @@ def _download_to(url: str, sink_write, desc: str, quiet: bool) -> None:
                 bar.close()
 
 
+class NetworkUnreachable(MiniGPTError):
+    """No URL of a file could be reached at all (no DNS, no route, connection refused or timed out)."""
+
+
+def _is_unreachable(e: BaseException) -> bool:
+    """True when ``e`` (or the reason of a URLError) means the server could not be reached at all, as
+    opposed to a server that answered with an error or a file that failed its checks."""
+    reason = getattr(e, "reason", e)
+    if isinstance(reason, (socket.gaierror, ConnectionError, TimeoutError, socket.timeout)):
+        return True
+    return isinstance(reason, OSError) and reason.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH,
+                                                            errno.ENETDOWN, errno.EHOSTDOWN)
+
+
 def _fetch_url(spec: dict, dest: Path, no_verify: bool, quiet: bool) -> dict:
-    errors = []
+    errors, unreachable = [], []
     for url in spec.get("urls", []):
         sink = _Sink(dest, spec.get("size"), url)
         try:
             _download_to(url, sink.write, spec["name"], quiet)
         except (urllib.error.URLError, OSError, ValueError) as e:
             sink.discard()
-            errors.append(f"{url}: {getattr(e, 'reason', None) or e}")
+            reason = getattr(e, "reason", None) or e
+            errors.append(f"{url}: {reason}")
+            if _is_unreachable(e):
+                unreachable.append(f"{urllib.parse.urlsplit(url).netloc}: {getattr(reason, 'strerror', None) or reason}")
             continue
         except BaseException:
             sink.discard()
@@ -259,6 +277,8 @@ def _fetch_url(spec: dict, dest: Path, no_verify: bool, quiet: bool) -> dict:
             return sink.commit(spec, url, no_verify)
         except MiniGPTError as e:
             errors.append(str(e))
+    if errors and len(unreachable) == len(errors):
+        raise NetworkUnreachable(f"network unreachable ({'; '.join(dict.fromkeys(unreachable))})")
     raise MiniGPTError(f"could not download {spec['name']}:\n  " + "\n  ".join(errors or ["no URL listed"]))
 
 
@@ -327,6 +347,7 @@ def fetch(name: str, size: str | None = None, *, cache_dir=None, from_dir=None, 
             f"no sha256 is recorded for {', '.join(unverifiable)} of {rel.as_posix()}, so minigpt cannot verify "
             f"what it would install and refuses to; pass --no-verify (no_verify=True) to accept the files "
             f"unchecked")
+    created = [p for p in (folder, *folder.parents) if not p.exists()]  # removed again if nothing lands
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -362,14 +383,22 @@ def fetch(name: str, size: str | None = None, *, cache_dir=None, from_dir=None, 
             via_archive = [s for s in missing if not s.get("urls")]
             for spec in direct:
                 say(f"downloading {spec['name']} ...")
-                stamp[spec["name"]] = _fetch_url(spec, folder / spec["name"], no_verify, quiet)
+                try:
+                    stamp[spec["name"]] = _fetch_url(spec, folder / spec["name"], no_verify, quiet)
+                except NetworkUnreachable as e:
+                    raise NetworkUnreachable(f"cannot download {name}: {e}; install it from a local copy "
+                                             f"instead: minigpt download {name} --from DIR") from None
             if via_archive:
                 if not archive:
                     raise MiniGPTError(f"manifest entry {name} lists no URL for "
                                        f"{', '.join(s['name'] for s in via_archive)}")
                 zdest = folder / archive["name"]
                 say(f"downloading {archive['name']} ...")
-                _fetch_url({**archive}, zdest, no_verify, quiet)  # verified against the archive's sha256
+                try:
+                    _fetch_url({**archive}, zdest, no_verify, quiet)  # verified against the archive's sha256
+                except NetworkUnreachable as e:
+                    raise NetworkUnreachable(f"cannot download {name}: {e}; install it from a local copy "
+                                             f"instead: minigpt download {name} --from DIR") from None
                 try:
                     _install_from_archive(zdest, archive, via_archive, folder, no_verify, stamp,
                                           check_archive=False)
@@ -377,7 +406,14 @@ def fetch(name: str, size: str | None = None, *, cache_dir=None, from_dir=None, 
                     _unlink(zdest)
     finally:
         stamp = {k: v for k, v in stamp.items() if (folder / k).is_file()}
-        _write_stamp(folder, stamp)
+        if stamp or not created:
+            _write_stamp(folder, stamp)
+        else:  # nothing was installed into folders made by this call: leave no empty folder behind
+            for p in created:  # innermost first
+                try:
+                    p.rmdir()
+                except OSError:
+                    break
     if not missing:
         say(f"{rel.as_posix()}: already installed and verified")
     for spec in specs:

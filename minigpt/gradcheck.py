@@ -62,7 +62,13 @@ def gradcheck(fn, *inputs, eps: float = 1e-6, atol: float = 1e-8, rtol: float = 
     A NaN or infinity in either gradient (analytic or numeric) is a failure, naming the first such element
     (check points where the function is differentiable: not ``sqrt`` at 0 or ``log`` at -1).
 
-    Returns a report ``{"ok", "max_abs_err", "max_rel_err", "worst": {...}}``; raises
+    Returns a report ``{"ok", "max_abs_err", "max_rel_err", "worst": {...}, "grads": {i: (analytic,
+    numeric)}}`` (``grads``: the two gradient arrays of every checked input ``i``): ``max_abs_err`` is the
+    largest ``|analytic - numeric|``; ``max_rel_err`` the largest ``|analytic - numeric| / |numeric|`` over
+    the elements whose absolute error exceeds ``atol`` (others count as 0); ``worst`` the element with the
+    largest ``|analytic - numeric| - (atol + rtol * |numeric|)`` as ``{"input", "index", "analytic",
+    "numeric"}`` (``input``: the position among ``inputs``; the first non-finite element instead, with
+    ``"non_finite": True``, when there is one). Raises
     ``GradcheckError`` naming the worst element (input, index, analytic and numeric values) when an
     element fails and ``raise_on_failure`` is true.
     """
@@ -85,12 +91,13 @@ def gradcheck(fn, *inputs, eps: float = 1e-6, atol: float = 1e-8, rtol: float = 
 
     tsum(mul(out, Tensor(w))).backward()
 
-    report = {"ok": True, "max_abs_err": 0.0, "max_rel_err": 0.0, "worst": None}
+    report = {"ok": True, "max_abs_err": 0.0, "max_rel_err": 0.0, "worst": None, "grads": {}}
     worst_score = -1.0
     for i in checked:
         x = inputs[i]
         analytic = x.grad if x.grad is not None else np.zeros_like(x.data)
         (numeric,) = numeric_gradient(lambda: scalar(inputs), [x.data], eps)
+        report["grads"][i] = (analytic, numeric)
         # a NaN or infinity on either side is a failure (never a match, even NaN against NaN)
         bad = ~(np.isfinite(analytic) & np.isfinite(numeric))
         if bad.any():

@@ -28,6 +28,8 @@ What ``configure()`` sets, and why (measured on the project's 2-core machines, s
   ``MINIGPT_MALLOC_TUNING=0`` leaves malloc alone.
 - **Thread counts:** Numba's and OpenBLAS's pools keep one thread per core; they take turns (a kernel, then
   a GEMM), never run at the same time, so they do not oversubscribe. ``configure(threads=N)`` sets both.
+  Under an MPI launcher that started several ranks on this machine, each rank's pools get cores / ranks
+  threads (:func:`threads_per_rank`).
 
 Every setting is a default: a value already in the environment wins (``NUMBA_THREADING_LAYER``,
 ``GOMP_SPINCOUNT`` / ``OMP_WAIT_POLICY``, ``OPENBLAS_THREAD_TIMEOUT``, ``OPENBLAS_NUM_THREADS``,
@@ -176,6 +178,41 @@ def _set_threads(threads: int, notes: list) -> None:
             fn(ctypes.c_int(int(threads)))
 
 
+# number of ranks an MPI launcher started on this machine: MPICH/Hydra, Open MPI, MVAPICH
+_LOCAL_RANKS_VARS = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "MV2_COMM_WORLD_LOCAL_SIZE")
+
+
+def mpi_local_ranks(environ=None) -> int:
+    """How many ranks an MPI launcher started on this machine (1 outside MPI); reads the environment only.
+
+    >>> mpi_local_ranks({"MPI_LOCALNRANKS": "2"}), mpi_local_ranks({})
+    (2, 1)
+    """
+    env = os.environ if environ is None else environ
+    for var in _LOCAL_RANKS_VARS:
+        if var in env:
+            try:
+                return max(1, int(env[var]))
+            except ValueError:
+                pass
+    return 1
+
+
+def threads_per_rank(environ=None, cpus: int | None = None) -> int | None:
+    """Under ``mpiexec -n N`` on one machine: cores // N threads per rank (N ranks with a pool of one thread
+    per core each would run N x cores threads and slow every step down); None outside MPI.
+
+    >>> threads_per_rank({"MPI_LOCALNRANKS": "2"}, cpus=8), threads_per_rank({}, cpus=8)
+    (4, None)
+    """
+    n = mpi_local_ranks(environ)
+    if n <= 1:
+        return None
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cpus // n)
+
+
 def configure(threads: int | None = None, warn: bool = True) -> dict:
     """Apply the tuned runtime (see the module docstring). Idempotent; returns :func:`describe`'s dict.
 
@@ -199,6 +236,9 @@ def configure(threads: int | None = None, warn: bool = True) -> dict:
         _state["openblas_thread_timeout"] = os.environ["OPENBLAS_THREAD_TIMEOUT"]
     _state["threading_layer"] = _choose_threading_layer(notes, warn)
     _state["malloc_tuned"] = _tune_malloc()
+    if threads is None and not any(v in os.environ for v in ("OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS",
+                                                             "OMP_NUM_THREADS")):
+        threads = threads_per_rank()  # several MPI ranks on this machine share its cores
     if threads is not None:
         _set_threads(threads, notes)
     _state["configured"] = True

@@ -21,6 +21,7 @@ import numpy as np
 
 from .errors import MiniGPTError
 from .grad_buffers import GradSums, RowGrad, set_grad_optimizations  # noqa: F401  (re-exported)
+from .hooks import RemovableHandle
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 DEFAULT_DTYPE = np.dtype(np.float32)
@@ -74,7 +75,7 @@ class Tensor:
     gradients; integer tensors (token ids, targets) may not.
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "_op", "name", "__weakref__")
+    __slots__ = ("data", "grad", "requires_grad", "_op", "name", "_hooks", "__weakref__")
     __array_priority__ = 1000  # so that `ndarray + Tensor` defers to Tensor.__radd__
 
     def __init__(self, data, requires_grad: bool = False, dtype=None, name: str | None = None):
@@ -88,6 +89,7 @@ class Tensor:
         self.requires_grad = bool(requires_grad)
         self._op = None
         self.name = name
+        self._hooks = None  # {handle id: fn}, and RETAIN for retain_grad(); None: no hook (the common case)
 
     @classmethod
     def _wrap(cls, arr: np.ndarray, requires_grad: bool = False) -> "Tensor":
@@ -98,6 +100,7 @@ class Tensor:
         t.requires_grad = requires_grad
         t._op = None
         t.name = None
+        t._hooks = None
         return t
 
     # --- array-like properties ------------------------------------------------------------------
@@ -147,6 +150,33 @@ class Tensor:
     def zero_grad(self) -> None:
         self.grad = None
 
+    # --- hooks ------------------------------------------------------------------------------------------
+    def retain_grad(self) -> None:
+        """Keep this tensor's gradient in ``.grad`` after backward (leaves always do; an intermediate
+        tensor otherwise only passes its gradient on). Repeated backward passes add up, as for leaves."""
+        if not self.requires_grad:
+            raise MiniGPTError("retain_grad() on a tensor that does not require grad")
+        if self._op is not None:
+            self._hook_dict()[_RETAIN] = _RETAIN
+
+    def register_hook(self, fn):
+        """Call ``fn(grad)`` during backward with the gradient flowing into this tensor (a NumPy array of
+        its shape, the sum over all its uses). If ``fn`` returns an array, that replaces the gradient from
+        there on (for a leaf: before it is added to ``.grad``). Returns a handle; ``.remove()`` unregisters."""
+        if not self.requires_grad:
+            raise MiniGPTError("register_hook() on a tensor that does not require grad (no gradient reaches it)")
+        if not callable(fn):
+            raise MiniGPTError(f"a hook must be callable, got {type(fn).__name__}")
+        hooks = self._hook_dict()
+        handle = RemovableHandle(hooks)
+        hooks[handle.id] = fn
+        return handle
+
+    def _hook_dict(self) -> dict:
+        if self._hooks is None:
+            self._hooks = {}
+        return self._hooks
+
     def __repr__(self) -> str:
         body = np.array2string(self.data, precision=4, threshold=20, edgeitems=2, separator=", ")
         extra = ", requires_grad=True" if self.requires_grad else ""
@@ -163,11 +193,13 @@ class Tensor:
         return id(self)
 
     # --- backward ---------------------------------------------------------------------------------
-    def backward(self, grad=None) -> None:
+    def backward(self, grad=None, retain_graph: bool = False) -> None:
         """Accumulate d(self)/d(leaf) into every leaf tensor that requires a gradient.
 
         ``grad`` is the gradient of some scalar with respect to this tensor; it may be omitted only
-        when this tensor holds a single element (then it is 1).
+        when this tensor holds a single element (then it is 1). Each op releases what its forward saved
+        once its backward has run, so a graph can be back-propagated once (as in PyTorch); a second
+        ``backward()`` through it is an error, unless the first one passed ``retain_graph=True``.
         """
         if not self.requires_grad:
             raise MiniGPTError("backward() on a tensor that does not require grad (no graph was recorded)")
@@ -184,11 +216,15 @@ class Tensor:
                 raise MiniGPTError(f"backward() gradient has shape {grad.shape}, the tensor has {self.shape}")
 
         order = _topological_order(self)  # every tensor self depends on, inputs before outputs
+        _check_not_released(order)          # before any gradient is added anywhere
         grads = GradSums(self, grad)        # tensor -> sum of the gradients it has received so far
         for node in reversed(order):        # outputs before inputs: a node's sum is complete when reached
             g = grads.pop(node)
             if g is None:
                 continue
+            if node._hooks:                 # hooks see the complete sum (the no-hook path: this check only)
+                g = _run_hooks(node, g)
+                grads.owned.discard(id(node))   # a hook may keep g: no op may overwrite it now
             op = node._op
             if op is None:                  # a leaf: accumulate into .grad
                 grads.add_to_leaf(node, g)
@@ -201,6 +237,8 @@ class Tensor:
                 if ig is not None and inp.requires_grad:
                     _check_grad_shape(op, inp, ig)
                     grads.add(inp, ig, g, in_grads)   # grads[inp] += ig
+            if not retain_graph:
+                op.release()                # frees the op's saved arrays now, not when the graph dies
 
     # --- operators (defined in ops/, bound at the bottom of this module) ---------------------------
     def __neg__(self):
@@ -331,6 +369,27 @@ def _raw(x):
     return x.data if isinstance(x, Tensor) else x
 
 
+_RETAIN = "retain_grad"  # the key under which retain_grad() marks a tensor in its hook dict
+
+
+def _run_hooks(node: Tensor, g):
+    """Apply ``node``'s hooks to its complete gradient ``g``; keep it in ``.grad`` if retained."""
+    if isinstance(g, RowGrad):
+        g = g.dense()
+    for key, fn in list(node._hooks.items()):
+        if key == _RETAIN:
+            continue
+        r = fn(g)
+        if r is not None:
+            r = np.asarray(r.data if isinstance(r, Tensor) else r)
+            if r.shape != g.shape:
+                raise MiniGPTError(f"a hook returned a gradient of shape {r.shape} for a tensor of shape {g.shape}")
+            g = r.astype(g.dtype, copy=False)
+    if _RETAIN in node._hooks and node._op is not None:
+        node.grad = g.copy() if node.grad is None else node.grad + g
+    return g
+
+
 def _topological_order(root: Tensor) -> list:
     """The tensors ``root`` depends on (those requiring grad), each after all of its inputs. Iterative
     (a post-order depth-first search with an explicit stack), so deep graphs do not hit Python's
@@ -348,6 +407,17 @@ def _topological_order(root: Tensor) -> list:
         if node._op is not None:
             stack.extend((inp, False) for inp in node._op.inputs if inp.requires_grad and id(inp) not in visited)
     return order
+
+
+def _check_not_released(order) -> None:
+    op = next((n._op for n in order if n._op is not None and n._op.released), None)
+    if op is not None:
+        raise MiniGPTError(
+            f"backward() through a graph that was already back-propagated: the first backward() released "
+            f"what its ops saved ({type(op).__name__} among them). To back-propagate the same graph again, pass "
+            f"retain_graph=True to the first backward(); to accumulate gradients on purpose (several batches "
+            f"per optimizer step), run a forward pass for each and call backward() on each loss: .grad adds "
+            f"up until zero_grad()")
 
 
 def _check_grad_shape(op, inp: Tensor, ig) -> None:
@@ -377,6 +447,7 @@ class Function:
 
     inputs: tuple = ()
     needs: tuple = ()
+    released: bool = False          # True once backward ran without retain_graph: the saved arrays are gone
     grad_is_scratch: bool = False  # set by backward (grad_buffers.GradSums.is_scratch): may reuse grad's memory
 
     def forward(self, *arrays, **params):  # pragma: no cover - abstract
@@ -384,6 +455,13 @@ class Function:
 
     def backward(self, grad):  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def release(self) -> None:
+        """Drop everything forward saved on ``self`` (the graph's links, ``inputs`` and ``needs``, stay)."""
+        keep = {k: v for k, v in self.__dict__.items() if k in ("inputs", "needs")}
+        self.__dict__.clear()
+        self.__dict__.update(keep)
+        self.released = True
 
     @classmethod
     def apply(cls, *inputs: Tensor, **params) -> Tensor:

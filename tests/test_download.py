@@ -232,3 +232,57 @@ def test_cli_download(shared_data, tmp_path, capsys):
 
 def test_manifest_path_is_the_repository_data_folder():
     assert MANIFEST_PATH.name == "manifest.json" and MANIFEST_PATH.parent.name == "data"
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:  # bind, read the port, close: nothing listens there afterwards
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_offline_download_says_so_and_leaves_no_folder(tmp_path, capsys, monkeypatch):
+    """No network involved: the URLs point at a closed port of this machine, or name resolution fails."""
+    import socket
+
+    from minigpt.cli import main
+
+    m = copy.deepcopy(load_manifest())
+    port = _closed_port()
+    m["entries"]["tiny-shakespeare"]["files"][0]["urls"] = [f"http://127.0.0.1:{port}/input.txt",
+                                                            f"http://127.0.0.1:{port}/mirror/input.txt"]
+    cache = tmp_path / "cache"
+    with pytest.raises(MiniGPTError) as e:
+        fetch("tiny-shakespeare", cache_dir=cache, manifest=m, quiet=True)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.count("127.0.0.1") == 1  # one line, one mention of the host
+    assert msg.startswith("cannot download tiny-shakespeare: network unreachable")
+    assert "minigpt download tiny-shakespeare --from DIR" in msg
+    assert not cache.exists()  # neither the entry's folder nor the cache root it had to create
+
+    # name resolution failing (the usual offline case): the CLI's one-line error, and no folder either
+    def no_dns(*a, **k):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    monkeypatch.setattr("minigpt.download.load_manifest", lambda *a: m)
+    m["entries"]["tiny-shakespeare"]["files"][0]["urls"] = ["https://raw.example.invalid/input.txt"]
+    cache.mkdir()
+    assert main(["download", "tiny-shakespeare", "--cache-dir", str(cache)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("minigpt: error: cannot download tiny-shakespeare: network unreachable "
+                              "(raw.example.invalid: Name or service not known)")
+    assert err[-1].endswith("--from DIR")
+    assert list(cache.iterdir()) == []  # the existing cache root is kept, nothing is left inside it
+
+
+def test_failed_download_keeps_an_existing_install_folder(shared_data, tmp_path):
+    m = copy.deepcopy(load_manifest())
+    fetch("the-verdict", cache_dir=tmp_path, from_dir=shared_data, quiet=True)
+    m["entries"]["tiny-shakespeare"]["files"][0]["urls"] = [f"http://127.0.0.1:{_closed_port()}/input.txt"]
+    (tmp_path / "tiny-shakespeare").mkdir()
+    with pytest.raises(MiniGPTError, match="network unreachable"):
+        fetch("tiny-shakespeare", cache_dir=tmp_path, manifest=m, quiet=True)
+    assert (tmp_path / "tiny-shakespeare").is_dir()  # it existed before: not ours to remove
+    assert (tmp_path / "the-verdict" / "the-verdict.txt").is_file()

@@ -8,7 +8,8 @@ PKG = Path(__file__).resolve().parent.parent / "minigpt"
 
 # Bottom up. A module may import modules of its own layer or of a lower one, never of a higher one.
 LAYERS = [
-    ["minigpt", "minigpt.errors", "minigpt.io", "minigpt.random", "minigpt.runtime"],
+    ["minigpt", "minigpt.errors", "minigpt.io", "minigpt.random", "minigpt.runtime", "minigpt.progress",
+     "minigpt.hooks"],
     ["minigpt.kernels"],
     ["minigpt.tensor", "minigpt.grad_buffers"],
     ["minigpt.ops"],
@@ -16,8 +17,9 @@ LAYERS = [
     ["minigpt.nn"],
     ["minigpt.model"],
     ["minigpt.tokenizer", "minigpt.download", "minigpt.data.shared"],
-    ["minigpt.data", "minigpt.optim", "minigpt.loading"],
+    ["minigpt.data", "minigpt.optim", "minigpt.distributed", "minigpt.loading"],
     ["minigpt.train"],
+    ["minigpt.inspect", "minigpt.viz"],
     ["minigpt.cli", "minigpt.__main__"],
 ]
 

@@ -139,3 +139,32 @@ def test_numba_and_numpy_backends_agree_on_the_whole_model(drop_rate):
     assert l1 == pytest.approx(l2, rel=1e-12)
     for n in g1:
         np.testing.assert_allclose(g1[n], g2[n], rtol=1e-9, atol=1e-12, err_msg=n)
+
+
+def test_summary_table_shapes_params_and_frozen_layers():
+    from minigpt.model import GPT, GPTConfig
+
+    cfg = GPTConfig.preset("nano")
+    model = GPT(cfg)
+    C, V = cfg.emb_dim, cfg.vocab_size
+    model.blocks[0].requires_grad_(False)
+    model.train()
+    s = model.summary(batch_size=2, seq_len=16)
+    assert model.training  # mode restored
+    rows = {r["name"]: r for r in s.rows}
+    assert rows["tok_emb"]["output_shape"] == (2, 16, C) and rows["pos_emb"]["output_shape"] == (16, C)
+    assert rows["blocks.0.attn.qkv"]["output_shape"] == (2, 16, 3 * C)
+    assert rows["blocks.1.ff.fc"]["output_shape"] == (2, 16, 4 * C)  # run inside the fused linear_gelu
+    assert rows["blocks.0.attn"]["params"] == C * 3 * C + (3 * C if cfg.qkv_bias else 0) + C * C + C
+    assert rows["blocks.0"]["trainable"] == 0 and rows["blocks.1"]["trainable"] == rows["blocks.1"]["params"]
+    assert s.params == model.num_parameters() == sum(r["params"] for r in s.rows if r["depth"] == 1)
+    assert s.frozen == rows["blocks.0"]["params"] and s.trainable == s.params - s.frozen
+    assert s.input_shape == (2, 16) and s.output_shape == (2, 16, V)
+    text = str(s)
+    assert "blocks.0.attn.qkv (Linear)" in text and "(2, 16, 192)" in text
+    assert f"parameters: {s.params:,} (trainable {s.trainable:,}, frozen {s.frozen:,}" in text
+    assert "blocks.0 (TransformerBlock)" in text and "frozen" in text.split("blocks.0 (TransformerBlock)")[1].split("\n")[0]
+    top = model.summary(max_depth=1)
+    assert [r["name"] for r in top.rows] == ["tok_emb", "pos_emb", "drop_emb", "blocks", "final_norm"]
+    assert top.output_shape == (1, cfg.context_length, V)
+    assert model.blocks[0].norm1.summary().rows == []  # a leaf layer, no input: just the totals

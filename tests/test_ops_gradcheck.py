@@ -435,6 +435,10 @@ def test_linear_cross_entropy_second_backward_is_an_error():
     loss.backward()
     with pytest.raises(ValueError, match="already back-propagated"):
         loss.backward()
+    loss = F.linear_cross_entropy(x, w, np.array([1, 2]))
+    loss.backward(retain_graph=True)  # its logits buffer cannot be kept: still refused, saying so
+    with pytest.raises(ValueError, match="even with retain_graph=True"):
+        loss.backward()
 
 
 def test_embedding_sparse_gradient_mixes_with_dense_ones():

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import minigpt
-from minigpt import Tensor, no_grad, tensor
+from minigpt import MiniGPTError, Tensor, no_grad, tensor
 
 
 def test_construction_dtypes():
@@ -72,12 +72,53 @@ def test_backward_accumulates_and_handles_reuse():
     assert a.grad is None
 
 
-def test_backward_twice_through_same_graph():
+def test_backward_twice_through_same_graph_needs_retain_graph():
     a = tensor([1.0, 2.0], requires_grad=True)
     loss = (a * a).sum()
     loss.backward()
-    loss.backward()
+    with pytest.raises(MiniGPTError, match="already back-propagated") as e:
+        loss.backward()
+    assert "retain_graph=True" in str(e.value) and "zero_grad()" in str(e.value)  # how to do it on purpose
+    np.testing.assert_allclose(a.grad, 2 * a.data)  # the refused call added nothing
+
+    a.zero_grad()
+    loss = (a * a).sum()
+    loss.backward(retain_graph=True)
+    loss.backward()  # allowed: the graph was retained; gradients add up
     np.testing.assert_allclose(a.grad, 4 * a.data)
+    with pytest.raises(MiniGPTError, match="already back-propagated"):
+        loss.backward()  # the second call did not retain it
+
+
+def test_a_released_subgraph_is_refused_from_another_loss():
+    a = tensor([1.0, 2.0], requires_grad=True)
+    h = a * 3.0
+    h.sum().backward()
+    with pytest.raises(MiniGPTError, match="already back-propagated"):
+        (h * h).sum().backward()  # goes through h's released op
+    a.zero_grad()
+    h = a * 3.0
+    h.sum().backward(retain_graph=True)
+    (h * h).sum().backward()
+    np.testing.assert_allclose(a.grad, 3.0 + 18.0 * a.data)
+
+
+def test_backward_releases_what_the_ops_saved():
+    import minigpt.functional as F
+
+    def arrays(op):
+        vals = [v for k, v in vars(op).items() if k not in ("inputs", "needs")]
+        flat = [x for v in vals for x in (v if isinstance(v, tuple) else (v,))]
+        return [x for x in flat if isinstance(x, np.ndarray)]
+
+    x = tensor(np.linspace(-1, 1, 6).reshape(2, 3), requires_grad=True)
+    w = tensor(np.ones((3, 3)), requires_grad=True)
+    y = F.gelu(F.layer_norm(x @ w, tensor(np.ones(3)), tensor(np.zeros(3))))
+    ops = [y._op, y._op.inputs[0]._op]
+    assert all(arrays(op) for op in ops)  # forward saved arrays for backward
+    y.sum().backward()
+    assert not any(arrays(op) for op in ops) and all(op.released for op in ops)
+    assert y._op.inputs[0]._op is ops[1]  # the graph's links stay (for tools that walk it)
 
 
 def test_leaf_grad_not_aliased_between_inputs():

@@ -37,7 +37,7 @@ def test_gpt2_folder(capsys, shared_data):
 @pytest.mark.parametrize("argv, message", [
     (["tokenizer", "decode", "--tokenizer", "{tok}", "1", "x"], "must be integers"),
     (["tokenizer", "decode", "--tokenizer", "{tok}", "99999"], "out of range"),
-    (["tokenizer", "encode", "--tokenizer", "{tok}", "--text", "a<|endoftext|>"], "not allowed"),
+    (["tokenizer", "encode", "--tokenizer", "{tok}", "--text", "a<|endoftext|>"], "pass --allow-special"),
     (["tokenizer", "encode", "--tokenizer", "{tmp}/missing.json", "--text", "a"], "not found"),
     (["tokenizer", "train", "--text", "{tmp}/missing.txt", "--vocab-size", "300", "--out", "{tmp}/t.json"],
      "not found"),
@@ -51,3 +51,11 @@ def test_user_errors_exit_2(tmp_path, capsys, argv, message):
     argv = [a.format(tok=tok, tmp=tmp_path, src=src) for a in argv]
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_special_token_error_names_the_flag_not_python(tmp_path, capsys):
+    tok = BPETokenizer.train(CORPUS, vocab_size=280).save(tmp_path / "tok.json")
+    assert main(["tokenizer", "encode", "--tokenizer", str(tok), "--text", "a<|endoftext|>b"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("minigpt: error: ") and err.count("\n") == 1
+    assert "--allow-special" in err and "allowed_special" not in err and "disallowed_special" not in err

@@ -180,3 +180,35 @@ def test_resume_can_extend_a_finished_run(tmp_path, verdict):
     assert rc == 0
     assert json.loads((tmp_path / "r" / "latest.json").read_text())["step"] == 9
     assert [r["step"] for r in read_log(tmp_path / "r")] == list(range(1, 10))
+
+
+def test_resume_with_nothing_left_reports_the_last_losses_not_nan(tmp_path, verdict, capsys):
+    done = small_run(tmp_path / "r", verdict, steps=6, eval_every=3)
+    rc = main(["train", "--out", str(tmp_path / "r"), "--text", str(verdict), "--resume", "--quiet"])
+    assert rc == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    assert "nan" not in line
+    assert line.startswith("no step ran (the run is at step 6)")
+    assert f"train loss {done['train_loss']:.3f}" in line and f"val loss {done['val_loss']:.3f}" in line
+
+
+def test_from_pretrained_takes_a_run_folder_like_the_cli(tmp_path):
+    from minigpt.data import DataLoader, SlidingWindowDataset
+    from minigpt.model import GPT, GPTConfig
+
+    minigpt.random.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=16, context_length=8, emb_dim=8, n_heads=2, n_layers=1, drop_rate=0.0))
+    ids = np.random.default_rng(0).integers(0, 16, 200)
+    loader = DataLoader(SlidingWindowDataset(ids, 8, 8), 4, drop_last=True)
+    run = tmp_path / "run"
+    Trainer(model, None, loader, None, TrainConfig(steps=3, warmup=1, checkpoint_every=2), run, log=quiet,
+            progress=False).run()
+    loaded = GPT.from_pretrained(run)  # the run folder: its latest checkpoint (step 3)
+    assert resolve_model_dir(run).name == "step-000003"
+    for (name, p), (name2, q) in zip(model.named_parameters(), loaded.named_parameters()):
+        assert name == name2 and np.array_equal(p.data, q.data)
+    x = ids[:8][None]
+    assert np.array_equal(GPT.from_pretrained(resolve_model_dir(run))(x).data, loaded(x).data)
+    (run / "latest.json").write_text("{}")
+    with pytest.raises(minigpt.MiniGPTError, match="latest.json is damaged"):
+        GPT.from_pretrained(run)

@@ -10,12 +10,13 @@ To add a command group: write ``cli/<group>.py`` with ``add(sub)`` and list it b
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
 import sys
 import traceback
 from pathlib import Path
 
-from .. import runtime
+from .. import __version__, runtime
 from ..errors import MiniGPTError
 
 # The command groups, in the order `minigpt --help` lists them.
@@ -24,19 +25,75 @@ COMMANDS = (
     "generate",
     "tokenizer",
     "download",
+    "inspect",
     "finetune",
     "classify",
     "chat",
 )
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default ("(default: 8)"), unless the help already speaks of its
+    default or there is none to show (None, a flag); options without a help text get the default alone.
+    Options generated from a config dataclass get the same treatment as hand-written ones."""
+
+    def __init__(self, prog, indent_increment=2, max_help_position=30, width=None):
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+    def add_argument(self, action):
+        super().add_argument(action)
+        if isinstance(action, argparse._SubParsersAction):  # argparse undercounts their indent: names
+            for sub in action._get_subactions():            # such as "tokenizer" would wrap their help
+                width = len(self._format_action_invocation(sub)) + self._current_indent + 2 * self._indent_increment
+                self._action_max_length = max(self._action_max_length, width)
+
+    @staticmethod
+    def _shows_default(action) -> bool:
+        return (bool(action.option_strings) and action.nargs != 0 and action.default is not None
+                and action.default is not argparse.SUPPRESS and action.default is not False)
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if not self._shows_default(action) or "default" in text.lower():
+            return text
+        return (text + " " if text else "") + "(default: %(default)s)"
+
+    def _format_action(self, action):
+        if not (action.help or "").strip() and self._shows_default(action):
+            action = copy.copy(action)
+            action.help = "(default: %(default)s)"
+        return super()._format_action(action)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """minigpt's parser: the defaults-showing help formatter, for every sub-command too (sub-parsers are
+    made with the class of their parent)."""
+
+    def __init__(self, *args, formatter_class=HelpFormatter, **kwargs):
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
+
+
+def _subcommands(parser):
+    """(name, one-line help, sub-parser) of every sub-command of ``parser``, recursively."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help for a in action._choices_actions}
+            for name, sp in action.choices.items():
+                yield name, helps.get(name), sp
+                yield from _subcommands(sp)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="minigpt", description="A GPT built from scratch on NumPy, trained on a CPU.")
+    p = ArgumentParser(prog="minigpt", description="A GPT built from scratch on NumPy, trained on a CPU.")
+    p.add_argument("--version", action="version", version=f"minigpt {__version__}")
     p.add_argument("--debug", action="store_true", help="print the traceback of an error (also accepted after "
                    "the command)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"{__name__}.{name}").add(sub)
+    for _name, helptext, sp in _subcommands(p):  # `minigpt X --help` opens with the line `minigpt --help` shows
+        if sp.description is None and helptext:
+            sp.description = helptext[0].upper() + helptext[1:] + "."
     return p
 
 
@@ -57,12 +114,12 @@ def main(argv=None) -> int:
     runtime.configure()  # first, before NumPy loads OpenBLAS: the tuned runtime (results are the same without)
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv  # accepted anywhere on the line, also after the command
-    parser = build_parser()
-    args = parser.parse_args([a for a in argv if a != "--debug"])
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
     try:
+        parser = build_parser()  # imports the command modules: a bad MINIGPT_* variable is reported here
+        args = parser.parse_args([a for a in argv if a != "--debug"])
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("minigpt: interrupted", file=sys.stderr)

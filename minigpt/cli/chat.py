@@ -5,7 +5,7 @@ import sys
 
 
 def add(sub):
-    p = sub.add_parser("chat", help="answer instructions with a model made by `minigpt finetune instruct`",
+    p = sub.add_parser("chat", help="answer instructions typed at a prompt",
                        description="Reads one instruction per line (standard input or an interactive prompt) and "
                        "prints the model's greedy answer, using the prompt template the model was trained with.")
     p.add_argument("--model", required=True, metavar="DIR", help="an instruction finetuning run or its model/ folder")

@@ -7,7 +7,7 @@ from ..errors import MiniGPTError
 
 
 def add(sub):
-    p = sub.add_parser("classify", help="label texts with a classifier made by `minigpt finetune classify`",
+    p = sub.add_parser("classify", help="label texts with a finetuned classifier",
                        description="Print the predicted label and its probability for each text (arguments, "
                        "or one text per line of standard input).")
     p.add_argument("--model", required=True, metavar="DIR", help="the classifier: a finetuning run folder or "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 def add(sub):
     p = sub.add_parser(
-        "download", help="fetch a data set or GPT-2's weights/vocabulary, checksummed, into the cache",
+        "download", help="fetch data sets or GPT-2's files, checksummed",
         description="Download a file set listed in data/manifest.json into the cache folder (or install it "
                     "from a local copy with --from), verify every file's sha256, and print the folder that "
                     "holds it. Files already installed and verified are not fetched again.",

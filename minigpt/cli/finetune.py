@@ -39,8 +39,9 @@ def _fields(args, cls, names):
 def add(sub):
     from ..train.classify import ClassifyConfig
 
-    top = sub.add_parser("finetune", help="finetune a pretrained model: classify (labelled texts) or instruct "
-                         "(instruction/response pairs)")
+    top = sub.add_parser("finetune", help="finetune a pretrained model (classify, instruct)",
+                         description="Finetune a pretrained model: 'classify' trains a classifier on labelled "
+                         "texts, 'instruct' teaches a language model to follow instructions.")
     fsub = top.add_subparsers(dest="task", metavar="TASK")
     d = ClassifyConfig()
     p = fsub.add_parser("classify", help="train a classifier (e.g. spam / ham) from a pretrained model",

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import sys
 
-from ..errors import MiniGPTError
+from ..errors import DisallowedSpecialTokenError, MiniGPTError
 
 
 def add(sub):
-    p = sub.add_parser("tokenizer", help="train a byte-level BPE tokenizer; encode and decode text",
+    p = sub.add_parser("tokenizer", help="train a BPE tokenizer; encode and decode text",
                        description="Train a byte-level BPE tokenizer, or encode/decode text with one (a file "
                        "written by 'minigpt tokenizer train', or GPT-2's encoder.json + vocab.bpe).")
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
@@ -19,7 +19,7 @@ def add(sub):
     t.add_argument("--out", required=True, metavar="PATH", help="output file (JSON, the project's format); "
                    "an existing folder gets PATH/tokenizer.json")
     t.add_argument("--pattern", default="gpt2", help="split pattern: gpt2 (default), gpt4 or a regular expression")
-    t.add_argument("--special", nargs="*", default=["<|endoftext|>"], metavar="TOKEN",
+    t.add_argument("--special", nargs="*", default=None, metavar="TOKEN",
                    help="special tokens, given the last ids (default: <|endoftext|>; none: --special with no value)")
     t.add_argument("--gpt2-files", action="store_true", help="also write encoder.json + vocab.bpe beside --out")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -67,7 +67,9 @@ def _cmd_tokenizer_train(args):
     from pathlib import Path
 
     from ..tokenizer import BPETokenizer
+    from ..tokenizer.special import ENDOFTEXT
 
+    special = [ENDOFTEXT] if args.special is None else args.special  # `--special` alone: none
     files = [Path(f) for f in args.text]
     for f in files:
         if not f.is_file():
@@ -76,7 +78,7 @@ def _cmd_tokenizer_train(args):
     if out.is_dir():
         out = out / "tokenizer.json"
     t0 = time.perf_counter()
-    tok = BPETokenizer.train(files, vocab_size=args.vocab_size, special_tokens=tuple(args.special),
+    tok = BPETokenizer.train(files, vocab_size=args.vocab_size, special_tokens=tuple(special),
                              pattern=args.pattern, progress=not args.quiet)
     seconds = time.perf_counter() - t0
     tok.save(out)
@@ -101,7 +103,11 @@ def _cmd_tokenizer_encode(args):
             raise MiniGPTError(f"{args.file} is not UTF-8 text ({e})") from None
     else:
         text = sys.stdin.read()
-    ids = tok.encode(text, allowed_special="all" if args.allow_special else ())
+    try:
+        ids = tok.encode(text, allowed_special="all" if args.allow_special else ())
+    except DisallowedSpecialTokenError as e:  # the library's advice names Python arguments; name the flag
+        raise MiniGPTError(f"the text contains the special token {e.token!r}: pass --allow-special to encode "
+                           "it as its special token") from None
     print(" ".join(map(str, ids)))
     return 0
 

@@ -26,6 +26,8 @@ Training state
 """
 from __future__ import annotations
 
+import heapq
+
 import numpy as np
 
 from numba import njit
@@ -487,6 +489,8 @@ def encode_bytes(data, pos, kind, rlo, rhi, cuts, out, n_out, byte_ids, ta, tb, 
 def encode_word_python(word: bytes, byte_ids, pair_to_id: dict) -> list[int]:
     """The plain-Python twin of the merge loop (:func:`_merge`) for one word that is not a token as a whole."""
     parts = [int(byte_ids[b]) for b in word]
+    if len(parts) > _LONG_WORD:
+        return _encode_long_python(parts, pair_to_id)
     while len(parts) > 1:
         best, bi = None, -1
         for i in range(len(parts) - 1):
@@ -497,6 +501,35 @@ def encode_word_python(word: bytes, byte_ids, pair_to_id: dict) -> list[int]:
             break
         parts[bi : bi + 2] = [best]
     return parts
+
+
+def _encode_long_python(parts: list[int], pair_to_id: dict) -> list[int]:
+    """The plain-Python twin of :func:`_merge_long`: the same ids in O(m log m). A linked list of positions and
+    a heap of ``(rank, position)`` pairs; a popped pair is used only while the pair at its position still has
+    that rank (stale entries left by earlier merges are skipped)."""
+    m = len(parts)
+    nxt = list(range(1, m)) + [-1]
+    prv = list(range(-1, m - 1))
+    alive = [True] * m
+    heap = [(r, i) for i in range(m - 1) if (r := pair_to_id.get((parts[i], parts[i + 1]))) is not None]
+    heapq.heapify(heap)
+    while heap:
+        r, i = heapq.heappop(heap)
+        j = nxt[i] if alive[i] else -1
+        if j == -1 or pair_to_id.get((parts[i], parts[j])) != r:
+            continue
+        parts[i] = r
+        alive[j] = False
+        k = nxt[j]
+        nxt[i] = k
+        if k != -1:
+            prv[k] = i
+            if (r2 := pair_to_id.get((parts[i], parts[k]))) is not None:
+                heapq.heappush(heap, (r2, i))
+        h = prv[i]
+        if h != -1 and (r2 := pair_to_id.get((parts[h], parts[i]))) is not None:
+            heapq.heappush(heap, (r2, h))
+    return [p for p, a in zip(parts, alive) if a]
 
 
 # --------------------------------------------------------------------------------------------------

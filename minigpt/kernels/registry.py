@@ -26,6 +26,14 @@ arrays around a ``LazyKernel`` built from an ``@njit``-able loop) in a module of
 ``foo = kernel(foo_numpy, foo_numba, "docstring")`` below them; add one line with example arguments to
 ``EXAMPLES`` in ``tests/test_kernels_registry.py`` (which checks ``foo_numba`` against ``foo_numpy``). An op
 calls ``module.foo(...)`` and names ``kernels/module.py::foo_numpy`` in its docstring.
+
+The one exception: BPE training (``kernels/bpe.py``: ``train_init``, ``train_merges`` and their helpers) is
+Numba only, with no declaration. Its kernels are not functions of arrays but steps of one resumable state
+machine (a pair table, linked word nodes and a count heap, grown by the caller between calls), so a NumPy
+version of the same signature would be a second copy of that machine rather than a readable reference; and
+training is never run on the hot path of a model. The math is checked instead against a plain-Python
+reference of the whole algorithm (count pairs, merge the most frequent, repeat): ``reference_train`` in
+``tests/test_tokenizer_bpe.py``. BPE *encoding* is declared as usual (``tokenizer/bpe.py``).
 """
 import functools
 import os

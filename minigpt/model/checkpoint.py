@@ -245,6 +245,77 @@ def _read_safetensors(path: Path) -> dict:
         raise MiniGPTError(f"cannot read {path}: {e}") from None
 
 
+# --- where a training run's checkpoints are (GPT.from_pretrained and the CLI take run folders) ----------
+CHECKPOINT_FILES = ("config.json", "model.safetensors", "optimizer.safetensors", "trainer_state.json")
+_STEP_DIR = re.compile(r"step-(\d{6,})")
+
+
+def complete_checkpoints(out_dir) -> list[tuple[int, Path]]:
+    """``(step, folder)`` of every complete checkpoint in ``out_dir/checkpoints`` (all its files present),
+    oldest first. A checkpoint is renamed into place only once complete, so one that is listed is whole even
+    when a kill came before ``latest.json`` was updated."""
+    root = Path(out_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = []
+    for p in root.iterdir():
+        m = _STEP_DIR.fullmatch(p.name)
+        if m and p.is_dir() and not p.is_symlink() and all((p / f).is_file() for f in CHECKPOINT_FILES):
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def _read_latest(out_dir: Path) -> Path | None:
+    """The checkpoint folder ``latest.json`` names, checked to be a ``checkpoints/step-N`` folder of this run
+    (never a path outside it); None when there is no latest.json."""
+    latest = out_dir / "latest.json"
+    if not latest.exists():
+        return None
+    d = read_json(latest, "latest.json", max_bytes=1 << 16)
+    rel = d.get("checkpoint")
+    if not isinstance(rel, str):
+        raise MiniGPTError(f"{latest} is damaged: 'checkpoint' must be a path such as \"checkpoints/step-000400\", "
+                           f"got {rel!r}")
+    parts = Path(rel).parts
+    if Path(rel).is_absolute() or len(parts) != 2 or parts[0] != "checkpoints" or not _STEP_DIR.fullmatch(parts[1]):
+        raise MiniGPTError(f"{latest} is damaged: it points at {rel!r}, which is not a checkpoint of this run "
+                           "(only checkpoints/step-N folders inside the run folder count)")
+    return out_dir / "checkpoints" / parts[1]
+
+
+def latest_checkpoint(out_dir) -> Path | None:
+    """The newest complete checkpoint of the run in ``out_dir``: the one ``latest.json`` names, or a newer complete
+    one (a kill between renaming a checkpoint into place and updating ``latest.json`` leaves it stale), or with
+    no ``latest.json`` the newest complete one. None when the run has no complete checkpoint."""
+    out_dir = Path(out_dir)
+    named = _read_latest(out_dir)
+    found = complete_checkpoints(out_dir)
+    if named is not None and not named.is_symlink() and all((named / f).is_file() for f in CHECKPOINT_FILES[:2]):
+        m = _STEP_DIR.fullmatch(named.name)
+        if not found or int(m.group(1)) >= found[-1][0]:
+            return named
+    return found[-1][1] if found else None
+
+
+def resolve_model_dir(path) -> Path:
+    """A training output directory resolves to its latest complete checkpoint; a model directory to itself."""
+    path = Path(path)
+    if (path / "latest.json").exists() or (path / "checkpoints").is_dir():
+        ck = latest_checkpoint(path)
+        if ck is None:
+            raise MiniGPTError(f"{path} is a training run folder without a complete checkpoint (the run stopped "
+                               "before its first one)")
+        return ck
+    if (path / "model.safetensors").exists() or (path / ADAPTER_CONFIG).exists():
+        return path
+    if not path.exists():
+        raise MiniGPTError(f"model directory {path} does not exist")
+    if not path.is_dir():
+        raise MiniGPTError(f"{path} is a file; --model expects a training output folder or a model folder")
+    raise MiniGPTError(f"{path} holds no model weights: neither a run (latest.json) nor a model "
+                       "(model.safetensors) nor LoRA adapters (adapter_config.json)")
+
+
 def check_finite(arrays: dict, path) -> None:
     """Refuse arrays holding NaN or infinity (a damaged or diverged file), naming the first such tensor."""
     for name, arr in arrays.items():
@@ -254,13 +325,16 @@ def check_finite(arrays: dict, path) -> None:
 
 
 def read_pretrained(path) -> tuple[GPTConfig, dict]:
-    """Read a Hugging Face GPT-2 directory (config.json + model.safetensors): the config and the
-    state dict in minigpt's parameter names (``GPT.from_pretrained`` builds the model from them).
+    """Read a Hugging Face GPT-2 directory (config.json + model.safetensors), or a training output
+    directory (its latest complete checkpoint, as ``minigpt generate --model`` takes it): the config and
+    the state dict in minigpt's parameter names (``GPT.from_pretrained`` builds the model from them).
 
     The config is checked field by field and against the shapes in the safetensors header before any array is
     read; weights must be floating point and finite.
     """
     path = Path(path)
+    if (path / "latest.json").exists() or (path / "checkpoints").is_dir():  # a run folder: its checkpoint
+        path = resolve_model_dir(path)
     if not path.is_dir():
         raise MiniGPTError(f"model directory {path} does not exist")
     cfg_path, w_path = path / "config.json", path / "model.safetensors"
@@ -321,31 +395,3 @@ ADAPTER_CONFIG = "adapter_config.json"
 def is_classifier_config(hf_cfg: dict) -> bool:
     """True for the config.json of a classifier (architectures GPT2ForSequenceClassification)."""
     return any("ForSequenceClassification" in str(a) for a in hf_cfg.get("architectures") or [])
-
-
-def resolve_model_dir(path) -> Path:
-    """A training run folder (with ``latest.json``) resolves to its latest checkpoint; a model folder
-    (``model.safetensors``, or an adapter folder with ``adapter_config.json``) to itself."""
-    path = Path(path)
-    latest = path / "latest.json"
-    if latest.exists():
-        rel = read_json(latest, "latest.json", max_bytes=1 << 16).get("checkpoint")
-        parts = Path(rel).parts if isinstance(rel, str) else ()
-        if len(parts) != 2 or parts[0] != "checkpoints" or Path(rel).is_absolute():
-            raise MiniGPTError(f"{latest} is damaged: it points at {rel!r}, not at a checkpoints/step-N folder")
-        target = path / rel
-        if not (target / "model.safetensors").exists():
-            raise MiniGPTError(f"{latest} points at {target}, which has no model.safetensors")
-        return target
-    if (path / "model.safetensors").exists() or (path / ADAPTER_CONFIG).exists():
-        return path
-    if not path.exists():
-        raise MiniGPTError(f"model directory {path} does not exist")
-    if not path.is_dir():
-        raise MiniGPTError(f"{path} is a file, not a model folder")
-    raise MiniGPTError(f"{path} holds no model weights: neither a run (latest.json) nor a model "
-                       "(model.safetensors) nor LoRA adapters (adapter_config.json)")
-
-
-
-

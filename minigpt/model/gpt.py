@@ -129,6 +129,14 @@ class GPT(Module):
         return (f"vocab={c.vocab_size}, ctx={c.context_length}, dim={c.emb_dim}, heads={c.n_heads}, "
                 f"layers={c.n_layers}, params={self.num_parameters():,}")
 
+    def summary(self, batch_size: int = 1, seq_len: int | None = None, max_depth: int | None = None):
+        """Per-layer table (name, output shape, parameters, trainable or frozen) for a batch of
+        ``batch_size`` sequences of ``seq_len`` tokens (default: the context length); ``print`` it.
+        Also ``Module.summary(*inputs)`` for any module and input."""
+        T = self.config.context_length if seq_len is None else int(seq_len)
+        ids = np.zeros((int(batch_size), T), dtype=np.int64)
+        return super().summary(ids, max_depth=max_depth)
+
     # checkpoints: the file format (GPT-2's layout <-> config + state dict) is model/checkpoint.py's
     @classmethod
     def from_pretrained(cls, path, dtype=np.float32) -> "GPT":

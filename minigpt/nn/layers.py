@@ -115,4 +115,5 @@ class FeedForward(Module):
             return self.proj(F.gelu(self.fc(x)))  # (B, T, C) -> (B, T, 4C) -> (B, T, C)
         # gelu(fc(x)) as one fused op: bias and GELU in one pass over the (N, 4C) activations
         h = F.linear_gelu(x, self.fc.weight, self.fc.bias)  # (B, T, C) -> (B, T, 4C)
+        self.fc._ran(h)  # fc's work, done inside the fused op (its output shape for summary())
         return self.proj(h)  # (B, T, 4C) -> (B, T, C)

@@ -11,7 +11,9 @@ from collections import OrderedDict
 import numpy as np
 
 from ..errors import MiniGPTError
-from ..tensor import FLOAT_DTYPES, Tensor
+from ..hooks import RemovableHandle
+from ..ops import reshape
+from ..tensor import FLOAT_DTYPES, Tensor, is_grad_enabled, no_grad
 
 
 class Parameter(Tensor):
@@ -29,8 +31,67 @@ class Parameter(Tensor):
         return f"Parameter(shape={self.shape}, dtype={self.dtype}, requires_grad={self.requires_grad})"
 
 
+# Functions ``hook(module, output)`` called after every module call; ``summary()`` records output shapes
+# with one. Empty (one truth test per call) the rest of the time.
+_CALL_HOOKS: list = []
+
+
+def _shape_of(out):
+    if isinstance(out, Tensor | np.ndarray):
+        return tuple(out.shape)
+    if isinstance(out, tuple | list) and out:
+        return _shape_of(out[0])
+    return None
+
+
+class ModelSummary:
+    """The table ``Module.summary()`` returns: print it, or read ``rows`` (one dict per module:
+    ``name``, ``type``, ``depth``, ``output_shape`` (None if the module did not run), ``params``,
+    ``trainable``) and the totals ``params``, ``trainable``, ``frozen``, ``input_shape``, ``output_shape``."""
+
+    def __init__(self, title, rows, params, trainable, input_shape, output_shape):
+        self.title, self.rows = title, rows
+        self.params, self.trainable, self.frozen = params, trainable, params - trainable
+        self.input_shape, self.output_shape = input_shape, output_shape
+
+    def __str__(self) -> str:
+        def state(r):
+            if r["params"] == 0:
+                return "-"
+            return ("trainable" if r["trainable"] == r["params"] else "frozen" if r["trainable"] == 0
+                    else f"{r['trainable']:,} trainable")
+
+        def shape(s):
+            return "-" if s is None else "(" + ", ".join(map(str, s)) + ")"
+
+        cells = [("layer (type)", "output shape", "params", "trainable")]
+        cells += [("  " * (r["depth"] - 1) + f"{r['name']} ({r['type']})", shape(r["output_shape"]),
+                   f"{r['params']:,}", state(r)) for r in self.rows]
+        w = [max(len(c[i]) for c in cells) for i in range(4)]
+        line = "-" * (sum(w) + 6)
+        out = [self.title, line]
+        for k, c in enumerate(cells):
+            out.append(f"{c[0]:<{w[0]}}  {c[1]:<{w[1]}}  {c[2]:>{w[2]}}  {c[3]}".rstrip())
+            if k == 0:
+                out.append(line)
+        out += [line, f"parameters: {self.params:,} (trainable {self.trainable:,}, frozen {self.frozen:,}; "
+                      "a shared parameter counted once)"]
+        if self.input_shape is not None:
+            out.append(f"input {shape(self.input_shape)} -> output {shape(self.output_shape)}")
+        return "\n".join(out)
+
+    __repr__ = __str__
+
+
 class Module:
-    """Base class of layers and models. Subclasses define ``forward``; call the module to run it."""
+    """Base class of layers and models. Subclasses define ``forward``; call the module to run it.
+
+    ``register_forward_hook(fn)`` and ``register_backward_hook(fn)`` let you observe a module while it
+    runs (see their docstrings); with no hook registered, calling a module is just ``forward``.
+    """
+
+    _forward_hooks = None   # {handle id: fn}, created on the instance by the first registration
+    _backward_hooks = None
 
     def __init__(self):
         object.__setattr__(self, "_parameters", OrderedDict())
@@ -57,7 +118,66 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        if self._forward_hooks or self._backward_hooks:
+            out = self._call_with_hooks(args, kwargs)
+        else:
+            out = self.forward(*args, **kwargs)
+        if _CALL_HOOKS:
+            self._ran(out)
+        return out
+
+    def _ran(self, out) -> None:
+        """Tell the call hooks this module produced ``out``: for a sub-module whose work a fused op of
+        its parent did without calling it (``FeedForward.fc`` inside ``linear_gelu``)."""
+        for hook in _CALL_HOOKS:
+            hook(self, out)
+
+    # --- hooks --------------------------------------------------------------------------------------
+    def register_forward_hook(self, fn):
+        """Call ``fn(module, inputs, output)`` after every forward of this module (``inputs``: the
+        positional arguments). If ``fn`` returns something other than None, it replaces the output.
+        Returns a handle; ``handle.remove()`` unregisters the hook."""
+        return self._add_hook("_forward_hooks", fn)
+
+    def register_backward_hook(self, fn):
+        """Call ``fn(module, grad_inputs, grad_outputs)`` during backward, once the gradients with respect
+        to this module's tensor inputs are known: ``grad_outputs`` is a 1-tuple with the gradient of the
+        output, ``grad_inputs`` one gradient array per positional argument (None for arguments that are
+        not tensors requiring a gradient). These are the gradients through this module only, even when
+        an input is also used elsewhere. Observe only: the return value is ignored. Returns a handle."""
+        return self._add_hook("_backward_hooks", fn)
+
+    def _add_hook(self, attr, fn):
+        if not callable(fn):
+            raise MiniGPTError(f"a hook must be callable, got {type(fn).__name__}")
+        hooks = self.__dict__.get(attr)
+        if hooks is None:
+            hooks = {}
+            object.__setattr__(self, attr, hooks)
+        handle = RemovableHandle(hooks)
+        hooks[handle.id] = fn
+        return handle
+
+    def _call_with_hooks(self, args, kwargs):
+        backward = list((self._backward_hooks or {}).values())
+        watch = []
+        if backward and is_grad_enabled():
+            # Each tensor input goes through its own identity node (a reshape to the same shape), so the
+            # gradient arriving there is the part that flows through this module alone.
+            args = list(args)
+            for i, a in enumerate(args):
+                if isinstance(a, Tensor) and a.requires_grad:
+                    args[i] = reshape(a, a.shape)
+                    watch.append(i)
+            args = tuple(args)
+        out = self.forward(*args, **kwargs)
+        for fn in list((self._forward_hooks or {}).values()):
+            r = fn(self, args, out)
+            if r is not None:
+                out = r
+        if backward and isinstance(out, Tensor) and out.requires_grad:
+            _BackwardHookCall(self, backward, args, watch, out)
+        return out
 
     # --- the tree ---------------------------------------------------------------------------------
     def named_modules(self, prefix: str = ""):
@@ -155,6 +275,39 @@ class Module:
         ps = self.parameters()
         return ps[0].dtype if ps else np.dtype(np.float32)
 
+    # --- summary --------------------------------------------------------------------------------------
+    def summary(self, *inputs, max_depth: int | None = None) -> ModelSummary:
+        """A per-layer table: every sub-module's name and type, its output shape when the module runs
+        on ``inputs`` (in eval mode, without a graph; omit ``inputs`` for the parameters alone), its
+        number of parameters and whether they are trainable or frozen. ``max_depth`` limits how deep
+        the tree is listed (1: direct children only)."""
+        shapes, out = {}, None
+        if inputs:
+            def record(module, output):
+                shapes[id(module)] = _shape_of(output)
+
+            was_training = self.training
+            self.eval()
+            _CALL_HOOKS.append(record)
+            try:
+                with no_grad():
+                    out = self(*inputs)
+            finally:
+                _CALL_HOOKS.remove(record)
+                self.train(was_training)
+        rows = []
+        for name, m in self.named_modules():
+            depth = name.count(".") + 1 if name else 0
+            if depth == 0 or (max_depth is not None and depth > max_depth):
+                continue
+            params = m.parameters()  # every parameter under the module
+            rows.append({"name": name, "type": type(m).__name__, "depth": depth,
+                         "output_shape": shapes.get(id(m)), "params": int(sum(p.size for p in params)),
+                         "trainable": int(sum(p.size for p in params if p.requires_grad))})
+        return ModelSummary(f"{type(self).__name__}: {self.extra_repr()}" if self.extra_repr() else type(self).__name__,
+                            rows, self.num_parameters(), self.num_parameters(trainable_only=True),
+                            _shape_of(inputs[0]) if inputs else None, _shape_of(out))
+
     # --- repr ---------------------------------------------------------------------------------------
     def extra_repr(self) -> str:
         return ""
@@ -190,3 +343,31 @@ class ModuleList(Module):
 
     def __iter__(self):
         return iter(self._list)
+
+
+class _BackwardHookCall:
+    """Collects one forward call's output gradient and input gradients, then calls the backward hooks."""
+
+    def __init__(self, module, fns, args, watch, out):
+        self.module, self.fns, self.n = module, fns, len(args)
+        self.grad_out = None
+        self.grad_in = [None] * len(args)
+        self.pending = len(watch)
+        out.register_hook(self._on_output)
+        for i in watch:
+            args[i].register_hook(lambda g, i=i: self._on_input(i, g))
+
+    def _on_output(self, g):
+        self.grad_out = g
+        if self.pending == 0:  # no input needs a gradient: the output's is all there is
+            self._fire()
+
+    def _on_input(self, i, g):
+        self.grad_in[i] = g
+        self.pending -= 1
+        if self.pending == 0:
+            self._fire()
+
+    def _fire(self):
+        for fn in self.fns:
+            fn(self.module, tuple(self.grad_in), (self.grad_out,))

@@ -157,8 +157,9 @@ class LinearCrossEntropyOp(Function):
 
     def backward(self, g):
         if self.saved is None:
-            raise MiniGPTError("linear_cross_entropy: this graph was already back-propagated (its logits buffer "
-                               "holds the gradient now); run the forward pass again")
+            raise MiniGPTError("linear_cross_entropy: this graph was already back-propagated; its logits "
+                               "buffer goes back to the pool in its first backward, even with retain_graph=True, "
+                               "so run the forward pass again")
         x2, w, logits, targets, lse, ignore_index, n_valid, xshape = self.saved
         self.saved = None
         # The gradient goes to a second pooled buffer, not over the logits (why: benchmarks/README.md,

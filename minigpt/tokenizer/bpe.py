@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import MiniGPTError
+from ..errors import DisallowedSpecialTokenError, MiniGPTError
 from ..io import read_json
 from ..kernels import bpe as bpe_kernels
 from ..kernels.registry import kernel
@@ -435,10 +435,10 @@ class BPETokenizer:
         allowed, disallowed = self._special_sets(allowed_special, disallowed_special)
         for s in disallowed:
             if s in text:
-                raise MiniGPTError(
+                raise DisallowedSpecialTokenError(
                     f"the text contains the special token {s!r}, which is not allowed here: pass "
                     f"allowed_special={{{s!r}}} (or 'all') to encode it as its special token, or "
-                    "disallowed_special=() to encode it as ordinary text")
+                    "disallowed_special=() to encode it as ordinary text", token=s)
         if not allowed or not any(s in text for s in allowed):
             return self.encode_ordinary(text)
         key = frozenset(allowed)

@@ -18,10 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tqdm.auto import tqdm
-
 from ..errors import MiniGPTError
-from ..kernels import bpe as K
+from ..kernels import bpe as bpe_kernels
+from ..progress import progress_bar
 from .limits import MAX_TOKEN_BYTES, MAX_VOCAB_SIZE
 from .patterns import Splitter, safe_cut_before, surrogate_error
 
@@ -80,7 +79,7 @@ def count_pretokens(texts, splitter: Splitter, special_tokens=(), progress=False
     special_rx = None
     if special_tokens:
         special_rx = re.compile("|".join(re.escape(s) for s in sorted(special_tokens, key=lambda s: (-len(s), s))))
-    bar = tqdm(desc="counting pre-tokens", unit="char", unit_scale=True, disable=not progress, leave=False)
+    bar = progress_bar(desc="counting pre-tokens", unit="char", unit_scale=True, disable=not progress, leave=False)
     with bar:
         for text, n in _sources(texts):
             if text:
@@ -134,7 +133,7 @@ def learn_merges(words: list[bytes], counts: np.ndarray, n_new: int, progress=Fa
     hs = np.empty(N, np.int32)
     ht = np.full(_pow2(4 * N), -1, np.int32)
     st = np.zeros(8, np.int64)
-    K.train_init(sym, start, wlen, wcount, ht, sa, sb, scount, shead, sstamp, node_w, node_next,
+    bpe_kernels.train_init(sym, start, wlen, wcount, ht, sa, sb, scount, shead, sstamp, node_w, node_next,
                  hc, ha, hb, hs, st)
 
     max_tokens = 256 + n_new
@@ -146,9 +145,9 @@ def learn_merges(words: list[bytes], counts: np.ndarray, n_new: int, progress=Fa
     tok_buf[:256] = np.arange(256, dtype=np.uint8)
     bh_key = np.zeros(_pow2(2 * max_tokens), np.uint64)
     bh_id = np.full(bh_key.size, -1, np.int32)
-    K.token_table_init(tok_buf, tok_start, tok_len, 256, bh_key, bh_id)
-    st[K.ST_TOKENS] = 256
-    st[K.ST_TOKBYTES] = 256
+    bpe_kernels.token_table_init(tok_buf, tok_start, tok_len, 256, bh_key, bh_id)
+    st[bpe_kernels.ST_TOKENS] = 256
+    st[bpe_kernels.ST_TOKBYTES] = 256
     wstamp = np.zeros(max(n_words, 1), np.int64)
     tmp_cov = np.zeros(max_len + 1, np.int8)
     tmp_new = np.zeros(max_len + 1, np.int8)
@@ -158,42 +157,43 @@ def learn_merges(words: list[bytes], counts: np.ndarray, n_new: int, progress=Fa
     out_b = np.empty(cap, np.int32)
     out_id = np.empty(cap, np.int32)
 
-    bar = tqdm(total=n_new, desc="learning merges", unit="token", disable=not progress, leave=False)
+    bar = progress_bar(n_new, desc="learning merges", unit="token", disable=not progress, leave=False)
     made = 0
     with bar:
         while True:
-            room = out_a.size - int(st[K.ST_MERGES])
+            room = out_a.size - int(st[bpe_kernels.ST_MERGES])
             if room == 0:
                 out_a, out_b, out_id = (_grow(x, 2 * x.size) for x in (out_a, out_b, out_id))
                 continue
-            status = K.train_merges(sym, start, wlen, wcount, ht, sa, sb, scount, shead, sstamp, node_w, node_next,
-                                    hc, ha, hb, hs, st, tok_start, tok_len, tok_buf, bh_key, bh_id, wstamp,
-                                    tmp_cov, tmp_new, touched, out_a, out_b, out_id, max_tokens,
-                                    min(_BATCH, room))
-            now = int(st[K.ST_TOKENS]) - 256
+            status = bpe_kernels.train_merges(sym, start, wlen, wcount, ht, sa, sb, scount, shead, sstamp, node_w,
+                                              node_next, hc, ha, hb, hs, st, tok_start, tok_len, tok_buf, bh_key,
+                                              bh_id, wstamp, tmp_cov, tmp_new, touched, out_a, out_b, out_id,
+                                              max_tokens, min(_BATCH, room))
+            now = int(st[bpe_kernels.ST_TOKENS]) - 256
             bar.update(now - made)
             made = now
             if status == 0:
                 break
             if status == 2:
-                need = int(st[K.ST_NEED])
-                n_slots, n_nodes, n_heap = int(st[K.ST_SLOTS]), int(st[K.ST_NODES]), int(st[K.ST_HEAP])
+                need = int(st[bpe_kernels.ST_NEED])
+                n_slots = int(st[bpe_kernels.ST_SLOTS])
+                n_nodes, n_heap = int(st[bpe_kernels.ST_NODES]), int(st[bpe_kernels.ST_HEAP])
                 if n_slots + need > sa.size:
                     size = max(2 * sa.size, n_slots + need)
                     sa, sb = _grow(sa, size), _grow(sb, size)
                     scount, shead, sstamp = _grow(scount, size), _grow(shead, size), _grow(sstamp, size)
                     touched = np.empty(size, np.int32)
                 if 2 * (n_slots + need) > ht.size:
-                    ht = K.rebuild_slot_table(sa, sb, n_slots, _pow2(4 * (n_slots + need)))
+                    ht = bpe_kernels.rebuild_slot_table(sa, sb, n_slots, _pow2(4 * (n_slots + need)))
                 if n_nodes + need > node_w.size:
                     size = max(2 * node_w.size, n_nodes + need)
                     node_w, node_next = _grow(node_w, size), _grow(node_next, size)
                 if n_heap + need > hc.size:
                     size = max(2 * hc.size, n_heap + need)
                     hc, ha, hb, hs = _grow(hc, size), _grow(ha, size), _grow(hb, size), _grow(hs, size)
-                if int(st[K.ST_TOKBYTES]) + need > tok_buf.size:
-                    tok_buf = _grow(tok_buf, max(2 * tok_buf.size, int(st[K.ST_TOKBYTES]) + need))
-    n_merges = int(st[K.ST_MERGES])
+                if int(st[bpe_kernels.ST_TOKBYTES]) + need > tok_buf.size:
+                    tok_buf = _grow(tok_buf, max(2 * tok_buf.size, int(st[bpe_kernels.ST_TOKBYTES]) + need))
+    n_merges = int(st[bpe_kernels.ST_MERGES])
     merges = []
     nxt = 256
     for a, b, t in zip(out_a[:n_merges].tolist(), out_b[:n_merges].tolist(), out_id[:n_merges].tolist()):

@@ -19,7 +19,6 @@ import dataclasses
 import json
 import math
 import os
-import re
 import shutil
 import sys
 import time
@@ -28,18 +27,21 @@ from pathlib import Path
 
 import numpy as np
 from safetensors.numpy import load_file, save
-from tqdm import tqdm
 
 from .. import random as mrandom
 from .. import runtime
+from ..distributed import Single
 from ..errors import MiniGPTError
 from ..io import _fsync_dir, atomic_write_bytes, atomic_write_json, atomic_write_text, dumps, read_json
-from ..model import generate
-from ..model.checkpoint import _read_safetensors, check_finite
+from ..model import GPT, generate
+from ..model.checkpoint import (CHECKPOINT_FILES, _read_latest, _read_safetensors, check_finite,  # noqa: F401
+                                complete_checkpoints, latest_checkpoint, resolve_model_dir)  # (re-exported)
 from ..model.folders import load_model, save_model
 from ..optim import AdamW, CosineWithWarmup, clip_grad_norm, split_decay_groups
+from ..progress import progress_bar
 from ..tensor import no_grad
 from ..tokenizer import BPETokenizer
+from . import kernel_cache
 
 
 def _setting(default, help: str):
@@ -52,7 +54,9 @@ def _setting(default, help: str):
 class TrainConfig:
     # the defaults make the README's quick start: ~2 minutes on 2 cores
     steps: int = _setting(600, "optimizer steps")
-    batch_size: int = _setting(8, "sequences per step")
+    batch_size: int = _setting(8, "windows per micro-batch on each rank")
+    grad_accum: int = _setting(1, "micro-batches summed per optimizer step (global batch: batch size x ranks x "
+                                  "grad-accum)")
     lr: float = _setting(1e-3, "peak learning rate")
     min_lr: float | None = _setting(None, "floor of the cosine decay (default: lr/10)")
     warmup: int = _setting(30, "linear warmup steps")
@@ -72,7 +76,7 @@ class TrainConfig:
         def fail(name, want):
             raise MiniGPTError(f"{name.replace('_', '-')} must be {want}, got {getattr(self, name)!r}")
 
-        for name, lo in (("steps", 1), ("batch_size", 1), ("warmup", 0), ("eval_every", 0), ("eval_batches", 1),
+        for name, lo in (("steps", 1), ("batch_size", 1), ("grad_accum", 1), ("warmup", 0), ("eval_every", 0), ("eval_batches", 1),
                          ("sample_every", 0), ("sample_tokens", 0), ("checkpoint_every", 0),
                          ("keep_checkpoints", 1), ("log_every", 0), ("seed", None)):
             v = getattr(self, name)
@@ -100,18 +104,25 @@ def _all_finite(a: np.ndarray) -> bool:
     return bool(np.isfinite(a.sum(dtype=a.dtype))) or bool(np.isfinite(a).all())  # the sum may overflow
 
 
-def evaluate(model, loader, max_batches: int | None = None) -> float:
-    """Mean cross-entropy over the first ``max_batches`` batches of ``loader`` (eval mode, no graph)."""
+def evaluate(model, loader, max_batches: int | None = None, dist=None) -> float:
+    """Mean cross-entropy over the first ``max_batches`` batches of ``loader`` (eval mode, no graph).
+
+    With a distributed context ``dist`` the batches are dealt round-robin to the ranks and the sums
+    reduced: every rank returns the mean over the same batches a single process would read."""
     was_training = model.training
     model.eval()
     total, n = 0.0, 0
+    rank, world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
     try:
         with no_grad():
-            for batch in loader.iter_epoch(0, max_batches):
-                total += float(model.loss(*batch).item())
-                n += 1
+            for b, batch in enumerate(loader.iter_epoch(0, max_batches)):
+                if b % world == rank:
+                    total += float(model.loss(*batch).item())
+                    n += 1
     finally:
         model.train(was_training)
+    if world > 1:
+        total, n = dist.sum_scalars([total, n])
     if n == 0:
         raise MiniGPTError("evaluate: the loader yielded no batch")
     return total / n
@@ -122,75 +133,10 @@ def perplexity(loss: float) -> float:
 
 
 # --- checkpoints ---------------------------------------------------------------------------------------
-CHECKPOINT_FILES = ("config.json", "model.safetensors", "optimizer.safetensors", "trainer_state.json")
-_STEP_DIR = re.compile(r"step-(\d{6,})")
+# Where a run's checkpoints are (complete_checkpoints, latest_checkpoint, resolve_model_dir) is in
+# model/checkpoint.py, so that GPT.from_pretrained takes a run folder as the command line does.
 # what marks a folder as holding (part of) a training run: a fresh run never writes into such a folder
 RUN_MARKERS = ("latest.json", "checkpoints", "log.jsonl", "trainer_state.json", "model.safetensors")
-
-
-def complete_checkpoints(out_dir) -> list[tuple[int, Path]]:
-    """``(step, folder)`` of every complete checkpoint in ``out_dir/checkpoints`` (all its files present),
-    oldest first. A checkpoint is renamed into place only once complete, so one that is listed is whole even
-    when a kill came before ``latest.json`` was updated."""
-    root = Path(out_dir) / "checkpoints"
-    if not root.is_dir():
-        return []
-    found = []
-    for p in root.iterdir():
-        m = _STEP_DIR.fullmatch(p.name)
-        if m and p.is_dir() and not p.is_symlink() and all((p / f).is_file() for f in CHECKPOINT_FILES):
-            found.append((int(m.group(1)), p))
-    return sorted(found)
-
-
-def _read_latest(out_dir: Path) -> Path | None:
-    """The checkpoint folder ``latest.json`` names, checked to be a ``checkpoints/step-N`` folder of this run
-    (never a path outside it); None when there is no latest.json."""
-    latest = out_dir / "latest.json"
-    if not latest.exists():
-        return None
-    d = read_json(latest, "latest.json", max_bytes=1 << 16)
-    rel = d.get("checkpoint")
-    if not isinstance(rel, str):
-        raise MiniGPTError(f"{latest} is damaged: 'checkpoint' must be a path such as \"checkpoints/step-000400\", "
-                           f"got {rel!r}")
-    parts = Path(rel).parts
-    if Path(rel).is_absolute() or len(parts) != 2 or parts[0] != "checkpoints" or not _STEP_DIR.fullmatch(parts[1]):
-        raise MiniGPTError(f"{latest} is damaged: it points at {rel!r}, which is not a checkpoint of this run "
-                           "(only checkpoints/step-N folders inside the run folder count)")
-    return out_dir / "checkpoints" / parts[1]
-
-
-def latest_checkpoint(out_dir) -> Path | None:
-    """The newest complete checkpoint of the run in ``out_dir``: the one ``latest.json`` names, or a newer complete
-    one (a kill between renaming a checkpoint into place and updating ``latest.json`` leaves it stale), or with
-    no ``latest.json`` the newest complete one. None when the run has no complete checkpoint."""
-    out_dir = Path(out_dir)
-    named = _read_latest(out_dir)
-    found = complete_checkpoints(out_dir)
-    if named is not None and not named.is_symlink() and all((named / f).is_file() for f in CHECKPOINT_FILES[:2]):
-        m = _STEP_DIR.fullmatch(named.name)
-        if not found or int(m.group(1)) >= found[-1][0]:
-            return named
-    return found[-1][1] if found else None
-
-
-def resolve_model_dir(path) -> Path:
-    """A training output directory resolves to its latest complete checkpoint; a model directory to itself."""
-    path = Path(path)
-    if (path / "latest.json").exists() or (path / "checkpoints").is_dir():
-        ck = latest_checkpoint(path)
-        if ck is None:
-            raise MiniGPTError(f"{path} is a training run folder without a complete checkpoint (the run stopped "
-                               "before its first one)")
-        return ck
-    if (path / "model.safetensors").exists():
-        return path
-    if not path.exists():
-        raise MiniGPTError(f"model directory {path} does not exist")
-    if not path.is_dir():
-        raise MiniGPTError(f"{path} is a file; --model expects a training output folder or a model folder")
-    raise MiniGPTError(f"{path} holds neither a checkpoint (latest.json) nor a model (model.safetensors)")
 
 
 def save_checkpoint(out_dir, step: int, model, optimizer, tokenizer, state: dict, keep: int = 2) -> Path:
@@ -287,13 +233,20 @@ class Trainer:
     """
 
     def __init__(self, model, tokenizer, train_loader, val_loader, cfg: TrainConfig, out_dir,
-                 log=print, progress: bool = True, extra_state: dict | None = None, eval_fn=None):
+                 log=print, progress: bool = True, extra_state: dict | None = None, dist=None,
+                 callbacks=(), eval_fn=None):
         runtime.configure(warn=False)  # tuned thread pools and allocator (results are the same without)
         self.model, self.tokenizer, self.cfg = model, tokenizer, cfg
         self.train_loader, self.val_loader = train_loader, val_loader
         self.out_dir = Path(out_dir)
         self.log, self.progress = log, progress
         self.params = [p for p in model.parameters() if p.requires_grad]
+        # data parallelism: rank 0's weights everywhere, gradients in flat buffers reduced every step
+        self.dist = dist if dist is not None else Single()
+        self.dist.broadcast_params(self.params)
+        self.dist.bind_grads(self.params)
+        if not self.dist.is_main:
+            self.log, self.progress = (lambda msg: None), False
         self.optimizer = AdamW(split_decay_groups(model.named_parameters(), cfg.weight_decay), lr=cfg.lr)
         min_lr = cfg.lr / 10 if cfg.min_lr is None else cfg.min_lr
         self.schedule = CosineWithWarmup(self.optimizer, cfg.lr, cfg.warmup, cfg.steps, min_lr=min(min_lr, cfg.lr))
@@ -304,7 +257,14 @@ class Trainer:
         # eval_fn(trainer) -> dict of metrics logged at every evaluation instead of the validation loss
         # (its "val_loss" entry, if any, is the validation loss); used by finetuning
         self.eval_fn = eval_fn
-        self._bar = None
+        # Observers (e.g. minigpt.inspect.stats.StatsRecorder): begin(trainer) once, then around every step
+        # before_step(trainer) and after_step(trainer, log record). They watch; they change nothing.
+        self.callbacks = list(callbacks)
+        self._bar = None  # the progress bar while run() is running (messages go above it)
+        self._plot_warned = False
+        # set by pretrain() when it announced the compilation itself (before training the tokenizer, whose
+        # kernels compile too): when that started, so the first run's whole compile time is measured
+        self.compile_started = None
         self.last_checkpoint: Path | None = None  # the newest checkpoint of this run written or resumed from
 
     # state that makes a resumed run identical to an uninterrupted one
@@ -334,7 +294,7 @@ class Trainer:
     def _truncate_log(self, step: int) -> None:
         """Drop log lines of steps after ``step`` (written after the checkpoint we resume from)."""
         path = self.out_dir / "log.jsonl"
-        if not path.exists():
+        if not self.dist.is_main or not path.exists():
             return
         keep = []
         for line in path.read_text().splitlines():
@@ -346,9 +306,11 @@ class Trainer:
                 keep.append(line)
         atomic_write_text(path, "".join(line + "\n" for line in keep))
 
-    def save(self) -> Path:
-        """Write a checkpoint, only when the weights and the optimizer's moments are all finite (else the run has
-        diverged: ``TrainingDiverged``, and the previous checkpoint stays the latest)."""
+    def save(self) -> Path | None:
+        """Write a checkpoint (rank 0 alone), only when the weights and the optimizer's moments are all finite
+        (else the run has diverged: ``TrainingDiverged``, and the previous checkpoint stays the latest)."""
+        if not self.dist.is_main:
+            return None
         bad = next((n for n, p in self.model.named_parameters() if not _all_finite(p.data)), None)
         if bad is None:
             opt = self.optimizer
@@ -380,32 +342,51 @@ class Trainer:
         return self.tokenizer.decode(out.tolist())
 
     def train_step(self, *batch) -> tuple[float, float]:
-        """One optimizer step on ``batch`` (the arguments of ``model.loss``: inputs and targets for a language
-        model; ids, labels and lengths for a classifier)."""
-        loss = self.model.loss(*batch)
-        self.optimizer.zero_grad()
-        loss.backward()
+        """One optimizer step on the global ``batch`` (the arguments of ``model.loss``: inputs and targets for
+        a language model; ids, labels and lengths for a classifier): this rank's shard of it, in ``grad_accum``
+        micro-batches, each loss weighted 1 / (ranks x micro-batches) so the summed gradient is the mean over
+        the global batch; gradients and loss reduced over the ranks before clipping."""
+        dist, k = self.dist, self.cfg.grad_accum
+        shards = [dist.shard(a) for a in batch]
+        n = shards[0].shape[0]
+        if n % k:
+            raise MiniGPTError(f"a batch of {n} per rank cannot be split into {k} micro-batches")
+        mb = n // k
+        weight = 1.0 / (k * dist.world_size)
+        dist.seed_dropout(self.cfg.seed, self.step)
+        dist.zero_grads()
+        lv = 0.0
+        for i in range(k):
+            loss = self.model.loss(*(a[i * mb:(i + 1) * mb] for a in shards))
+            loss.backward(None if weight == 1.0 else np.asarray(weight, dtype=loss.dtype))
+            lv += float(loss.item()) * weight
+        lv = dist.allreduce_grads(lv)
         norm = clip_grad_norm(self.params, self.cfg.grad_clip) if self.cfg.grad_clip > 0 else float("nan")
-        lv = float(loss.item())
         if not math.isfinite(lv) or (self.cfg.grad_clip > 0 and not math.isfinite(norm)):
-            raise TrainingDiverged(f"step {self.step + 1}: the loss became {lv} (gradient norm {norm}); stopping. "
+            err = TrainingDiverged(f"step {self.step + 1}: the loss became {lv} (gradient norm {norm}); stopping. "
                                    + self._kept())
+            err.all_ranks = True  # reduced values: every rank stops at the same step
+            raise err
         self.optimizer.step()
         self.schedule.step()
         return lv, norm
 
     def run(self) -> dict:
+        """Train up to ``cfg.steps``. The progress report starts after the first step of this process, so
+        the kernels' compilation on a first run (announced beforehand) stays out of its rate."""
         cfg = self.cfg
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self.out_dir / "log.jsonl"
-        bar = None
-        if self.progress:
-            bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
-                       file=sys.stderr, mininterval=0.5)
-        self._bar = bar
+        main = self.dist.is_main
+        if main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.out_dir / "log.jsonl" if main else os.devnull
+        cold = kernel_cache.numba_in_use() and not kernel_cache.is_warm()
+        if cold and self.compile_started is None:
+            self._say(None, kernel_cache.compile_note())
         batches = self.train_loader.batches()
         last_val = None
         self.model.train()
+        for cb in self.callbacks:
+            cb.begin(self)
         try:
             # a fresh run starts its log afresh (a resumed one was cut back to its checkpoint's step in restore)
             with open(log_path, "a" if self.step else "w", encoding="utf-8") as logf:
@@ -413,6 +394,8 @@ class Trainer:
                     batch = next(batches)
                     x = batch[0]
                     lr = self.optimizer.param_groups[0]["lr"]
+                    for cb in self.callbacks:
+                        cb.before_step(self)
                     t0 = time.perf_counter()
                     loss, norm = self.train_step(*batch)
                     dt = time.perf_counter() - t0
@@ -421,6 +404,15 @@ class Trainer:
                     tps = x.size / dt if dt > 0 else float("inf")
                     rec = {"step": self.step, "tokens": self.tokens_seen, "loss": round(loss, 6), "lr": lr,
                            "grad_norm": None if math.isnan(norm) else round(norm, 6), "tokens_per_s": round(tps, 1)}
+                    bar_started = False
+                    if cold:
+                        started = t0 if self.compile_started is None else self.compile_started
+                        kernel_cache.mark_warm(time.perf_counter() - started)
+                        cold = False
+                    if self.progress and self._bar is None:  # from here on the rate is the steady one
+                        self._bar = progress_bar(cfg.steps, desc="train", unit="step", initial=self.step)
+                        bar_started = True
+                    bar = self._bar
                     val = None
                     evaluate_now = cfg.eval_every and (self.step % cfg.eval_every == 0 or self.step == cfg.steps)
                     if evaluate_now and self.eval_fn is not None:
@@ -429,38 +421,53 @@ class Trainer:
                         val = metrics.get("val_loss")
                         last_val = val if val is not None else last_val
                     elif evaluate_now and self.val_loader is not None:
-                        val = evaluate(self.model, self.val_loader, cfg.eval_batches)
+                        val = evaluate(self.model, self.val_loader, cfg.eval_batches, dist=self.dist)
                         rec["val_loss"] = round(val, 6)
                         last_val = val
                     if cfg.log_every and (self.step % cfg.log_every == 0 or val is not None):
                         logf.write(dumps(rec) + "\n")  # standard JSON: a NaN is written as null
                         logf.flush()
                     if val is not None and not math.isfinite(val):
-                        raise TrainingDiverged(f"step {self.step}: the validation loss became {val}; stopping. "
+                        err = TrainingDiverged(f"step {self.step}: the validation loss became {val}; stopping. "
                                                + self._kept())
+                        err.all_ranks = True  # a reduced value: every rank stops here
+                        raise err
                     self.history.append((self.step, self.tokens_seen, loss, val))
+                    for cb in self.callbacks:
+                        cb.after_step(self, rec)
                     if bar is not None:
                         post = {"loss": f"{loss:.3f}", "tok/s": f"{tps:,.0f}"}
                         if last_val is not None:
                             post["val"] = f"{last_val:.3f}"
                         bar.set_postfix(post, refresh=False)
-                        bar.update(1)
+                        if not bar_started:  # the step that started the report is its `initial`
+                            bar.update(1)
                     if val is not None:
                         self._say(bar, f"step {self.step}: train loss {loss:.3f}, val loss {val:.3f} "
                                        f"(ppl {perplexity(val):.1f})")
                     save_now = (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or \
                                (not cfg.checkpoint_every and evaluate_now) or self.step == cfg.steps
-                    if save_now:
+                    if save_now and not self.dist.in_sync(self.params):
+                        self._say(bar, f"step {self.step}: the ranks' weights had drifted apart (rounding of the "
+                                       "reduction); rank 0's were sent to all")
+                    if save_now and main:
                         self.save()
                         self.plot()
-                    if cfg.sample_every and self.step % cfg.sample_every == 0 and self.step != cfg.steps:
+                    if cfg.sample_every and self.step % cfg.sample_every == 0 and self.step != cfg.steps and main:
                         self._say(bar, f"--- sample at step {self.step} ---\n{self.sample()}\n---")
         finally:
-            self._bar = None
-            if bar is not None:
-                bar.close()
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None
+        return self.summary()
+
+    def summary(self) -> dict:
+        """Step, tokens seen, and the last logged train and validation losses (None where none was
+        logged): after a resume with nothing left to run, these are the losses the run ended with."""
+        vals = [h[3] for h in self.history if h[3] is not None]
         return {"step": self.step, "tokens_seen": self.tokens_seen,
-                "train_loss": self.history[-1][2] if self.history else None, "val_loss": last_val}
+                "train_loss": self.history[-1][2] if self.history else None,
+                "val_loss": vals[-1] if vals else None}
 
     def say(self, msg: str) -> None:
         """Print a message (above the progress bar while one runs), e.g. from an ``eval_fn``."""
@@ -480,8 +487,12 @@ class Trainer:
             matplotlib.use("Agg")
             import matplotlib.pyplot as plt
         except ImportError:
+            if not self._plot_warned:  # once per run, with the command that enables it
+                self._plot_warned = True
+                self._say(self._bar, f"note: no {self.out_dir / 'loss.png'}: plotting needs matplotlib "
+                                     "(pip install matplotlib, or pip install -e \".[plot]\" in a checkout)")
             return None
-        if not self.history:
+        if not self.history or not self.dist.is_main:
             return None
         steps, toks, tr, va = zip(*self.history)
         fig, ax = plt.subplots(figsize=(6, 4))

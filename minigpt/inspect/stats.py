@@ -1,0 +1,319 @@
+"""Training statistics every N steps (``minigpt train --stats-every N``) and their dashboards
+(``minigpt plot RUN``).
+
+:class:`StatsRecorder` is a callback of the training loop. On a sampled step it snapshots the weights
+before the optimizer step and watches the forward pass through module forward hooks; after the step it
+appends one JSON line to ``stats.jsonl`` in the run folder::
+
+    {"step": 100, "stats_seconds": 0.004,
+     "params": {"blocks.0.attn.qkv.weight": {"grad_norm": 0.031, "weight_norm": 4.5, "update_ratio": -3.1}, ...},
+     "layers": [{"layer": 0, "resid_mean": 0.001, "resid_std": 0.61, "gelu_tail": 0.02,
+                 "attn_entropy": [1.9, 2.3, ...], "resid_hist": {"edges": [...], "counts": [...], "stride": 1},
+                 "gelu_hist": {...}}, ...]}
+
+- ``grad_norm``: L2 norm of the parameter's gradient as the optimizer used it (after clipping);
+- ``update_ratio``: log10(|w_after - w_before| / |w_before|), the size of the AdamW step relative to the
+  weight (around -3 is the usual healthy value);
+- ``resid_mean`` / ``resid_std``: the residual stream after the block (the whole batch);
+- ``gelu_tail``: the fraction of the feed-forward's GELU inputs below -3, where GELU is flat (its slope is
+  under 0.012 in magnitude) and passes almost no gradient;
+- ``attn_entropy``: per head, the mean entropy (nats) of the attention rows of the batch's first sequence
+  (0: every query looks at one key; log(t+1) for query t: uniform).
+
+The per-layer numbers of GELU inputs and attention are computed from the first sequence of the batch
+only (from the q/k/v projection and the GELU inputs that the recorded graph already holds; recomputed when
+there is none), and histograms from at most ~16k evenly strided values (``stride``), which keeps the cost of a
+sampled step small next to the step itself (``stats_seconds`` records it).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import MiniGPTError
+from ..io import atomic_write_text
+from .maps import causal_softmax_weights
+from .plots import _plt, _save
+
+GELU_TAIL = -3.0
+HIST_BINS = 40
+
+
+HIST_SAMPLE = 16384  # histograms of larger arrays use an evenly strided sample of about this many values
+
+
+def _hist(a: np.ndarray) -> dict:
+    flat = a.ravel()
+    stride = max(1, flat.size // HIST_SAMPLE)
+    counts, edges = np.histogram(flat[::stride], bins=HIST_BINS)
+    return {"edges": [round(float(e), 5) for e in edges], "counts": counts.tolist(), "stride": stride}
+
+
+class StatsRecorder:
+    """Samples every ``every``-th step (and the first) of a ``Trainer`` into ``<run>/stats.jsonl``."""
+
+    def __init__(self, every: int):
+        if not isinstance(every, int) or every < 1:
+            raise MiniGPTError(f"--stats-every must be a positive number of steps, got {every!r}")
+        self.every = every
+        self._before = None
+        self._handles = []
+        self._layers = {}
+        self._cost = 0.0
+
+    def due(self, step: int) -> bool:
+        return step == 1 or step % self.every == 0
+
+    # --- the three calls the training loop makes -------------------------------------------------------
+    def begin(self, trainer) -> None:
+        """Drop records of steps after the one the run (re)starts from."""
+        path = Path(trainer.out_dir) / "stats.jsonl"
+        if path.exists():
+            keep = []
+            for line in path.read_text().splitlines():
+                try:
+                    if json.loads(line).get("step", 0) <= trainer.step:
+                        keep.append(line)
+                except json.JSONDecodeError:
+                    continue
+            atomic_write_text(path, "".join(line + "\n" for line in keep))
+
+    def before_step(self, trainer) -> None:
+        if not self.due(trainer.step + 1):
+            return
+        t0 = time.perf_counter()
+        model = trainer.model
+        self._before = {n: p.data.copy() for n, p in model.named_parameters() if p.requires_grad}
+        self._layers = {}
+        blocks = getattr(model, "blocks", None) or []
+        for i, blk in enumerate(blocks):
+            self._handles.append(blk.register_forward_hook(self._on_block(i)))
+            if hasattr(blk, "attn") and hasattr(blk.attn, "qkv"):
+                self._handles.append(blk.attn.register_forward_hook(self._on_attn(i)))
+            if hasattr(blk, "ff") and hasattr(blk.ff, "fc"):
+                self._handles.append(blk.ff.register_forward_hook(self._on_ff(i)))
+        self._cost = time.perf_counter() - t0
+
+    def after_step(self, trainer, record: dict) -> None:
+        if self._before is None:
+            return
+        t0 = time.perf_counter()
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        params = {}
+        for n, p in trainer.model.named_parameters():
+            if n not in self._before:
+                continue
+            old = self._before[n]
+            # norms in the parameters' own dtype (BLAS nrm2 scales as it sums: no overflow, and cheap)
+            w = float(np.linalg.norm(old.ravel()))
+            upd = float(np.linalg.norm(np.subtract(p.data, old, out=old).ravel()))
+            g = None if p.grad is None else round(float(np.linalg.norm(np.asarray(p.grad).ravel())), 8)
+            params[n] = {"grad_norm": g, "weight_norm": round(float(np.linalg.norm(p.data.ravel())), 6),
+                         "update_ratio": round(math.log10(upd / w), 4) if upd > 0 and w > 0 else None}
+        self._before = None
+        layers = [dict(layer=i, **self._layers[i]) for i in sorted(self._layers)]
+        rec = {"step": trainer.step, "loss": record.get("loss"), "params": params, "layers": layers}
+        self._cost += time.perf_counter() - t0
+        rec["stats_seconds"] = round(self._cost, 6)
+        with open(Path(trainer.out_dir) / "stats.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(rec) + "\n")
+
+    # --- forward hooks ------------------------------------------------------------------------------
+    def _timed(self, fn):
+        def hook(module, args, out):
+            t0 = time.perf_counter()
+            fn(module, args, out)
+            self._cost += time.perf_counter() - t0
+        return hook
+
+    def _on_block(self, i):
+        def fn(module, args, out):
+            r = out.data.reshape(-1)                                          # the whole batch
+            mean = float(r.sum(dtype=np.float64)) / r.size
+            var = max(0.0, float(r @ r) / r.size - mean * mean)               # one BLAS dot, no temporaries
+            self._layers.setdefault(i, {}).update(
+                resid_mean=round(mean, 6), resid_std=round(math.sqrt(var), 6), resid_hist=_hist(out.data[0]))
+        return self._timed(fn)
+
+    def _on_attn(self, i):
+        def fn(attn, args, out):
+            x = args[0].data[0]                                               # (T, C): first sequence
+            T = x.shape[0]
+            qkv = _recorded_input(out, 3 * x.shape[1])                        # the graph's q/k/v, if recorded
+            if qkv is not None:
+                qkv = qkv[0]
+            else:                                                             # (no graph): recompute them
+                qkv = x @ attn.qkv.weight.data                                # (T, 3C)
+                if attn.qkv.bias is not None:
+                    qkv = qkv + attn.qkv.bias.data
+            H, D = attn.n_heads, attn.head_dim
+            packed = qkv.reshape(T, 3, H, D)
+            p = causal_softmax_weights(packed[:, 0], packed[:, 1], 1.0 / math.sqrt(D), dtype=np.float32)
+            ent = -(p * np.log(np.maximum(p, 1e-30))).sum(-1).mean(-1)                   # (H,)
+            self._layers.setdefault(i, {})["attn_entropy"] = [round(float(e), 5) for e in ent]
+        return self._timed(fn)
+
+    def _on_ff(self, i):
+        def fn(ff, args, out):
+            x = args[0].data[0]                                               # (T, C)
+            T, hidden = x.shape[0], ff.fc.weight.shape[1]
+            h = _saved_preactivation(out, hidden)
+            if h is not None:
+                pre = h[:T]                                                   # the fused op kept them: (T, 4C)
+            else:
+                pre = x @ ff.fc.weight.data + ff.fc.bias.data                 # (T, 4C): GELU's inputs
+            self._layers.setdefault(i, {}).update(gelu_tail=round(float((pre < GELU_TAIL).mean()), 6),
+                                                  gelu_hist=_hist(pre))
+        return self._timed(fn)
+
+
+def _recorded_input(out, width: int):
+    """The packed q/k/v the attention op received, read from the recorded graph (out = proj(attention(qkv)))
+    instead of being recomputed; None when there is no graph or it has another shape."""
+    try:
+        att = out._op.inputs[0]._op
+        qkv = att.inputs[0].data
+    except (AttributeError, IndexError):
+        return None
+    return qkv if qkv.ndim == 3 and qkv.shape[-1] == width else None
+
+
+def _saved_preactivation(out, hidden: int):
+    """The GELU inputs (N, hidden) that the fused linear + GELU op kept for its backward (out =
+    proj(linear_gelu(x))); None when there is no graph or no such array."""
+    try:
+        h = out._op.inputs[0]._op.h
+    except (AttributeError, IndexError):
+        return None
+    return h if isinstance(h, np.ndarray) and h.ndim == 2 and h.shape[1] == hidden else None
+
+
+# --- reading a run and drawing it ---------------------------------------------------------------------
+def _read_jsonl(path: Path) -> list:
+    out = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise MiniGPTError(f"{path}, line {n}: not valid JSON") from None
+    return out
+
+
+def load_run(run) -> dict:
+    """``{"log": [...] (log.jsonl), "stats": [...] (stats.jsonl)}`` of a training output folder."""
+    run = Path(run)
+    if not run.is_dir():
+        raise MiniGPTError(f"run folder {run} does not exist")
+    stats = run / "stats.jsonl"
+    if not stats.exists():
+        raise MiniGPTError(f"{run} has no stats.jsonl: train with `minigpt train --stats-every N` to record "
+                           "the statistics these dashboards draw")
+    log = run / "log.jsonl"
+    return {"log": _read_jsonl(log) if log.exists() else [], "stats": _read_jsonl(stats)}
+
+
+def dashboards(run, out=None, hist_steps=None) -> list:
+    """Draw the dashboards of a run folder into ``out`` (default: the run folder); returns the paths."""
+    data = load_run(run)
+    stats, log = data["stats"], data["log"]
+    if not stats:
+        raise MiniGPTError(f"{Path(run) / 'stats.jsonl'} is empty: the run recorded no statistics yet")
+    plt = _plt()
+    out = Path(out or run)
+    out.mkdir(parents=True, exist_ok=True)
+    steps = [r["step"] for r in stats]
+    names = [n for n in stats[-1]["params"] if n.endswith("weight") and "norm" not in n]  # the matrices
+    paths = []
+
+    # 1. loss
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if log:
+        ax.plot([r["step"] for r in log], [r["loss"] for r in log], lw=1, label="train")
+        val = [(r["step"], r["val_loss"]) for r in log if r.get("val_loss") is not None]
+        if val:
+            ax.plot(*zip(*val), "o-", label="validation")
+    else:
+        ax.plot(steps, [r.get("loss") for r in stats], "o-", label="train (sampled steps)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    paths.append(_save(fig, out / "dash-loss.png"))
+
+    # 2. gradient norms and 3. update ratios, one line per weight tensor
+    for key, fname, ylabel, ref in (("grad_norm", "dash-grad-norm.png", "gradient L2 norm", None),
+                                    ("update_ratio", "dash-update-ratio.png", "log10(|update| / |weight|)", -3.0)):
+        fig, ax = plt.subplots(figsize=(9, 5))
+        for n in names:
+            ys = [r["params"].get(n, {}).get(key) for r in stats]
+            ax.plot(steps, [np.nan if y is None else y for y in ys], lw=1, label=n)
+        if ref is not None:
+            ax.axhline(ref, color="k", ls="--", lw=1, label="1e-3 reference")
+        if key == "grad_norm":
+            ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=6, ncol=2, loc="best")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        paths.append(_save(fig, out / fname))
+
+    # 4. activation histograms (residual stream and GELU inputs per layer) at chosen steps
+    chosen = _pick_steps(steps, hist_steps)
+    n_layers = len(stats[-1]["layers"])
+    if n_layers:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4), squeeze=False)
+        for col, key, title in ((0, "resid_hist", "residual stream after each block"),
+                                (1, "gelu_hist", f"GELU inputs (tail: < {GELU_TAIL:g})")):
+            ax = axes[0][col]
+            for s in chosen:
+                rec = stats[steps.index(s)]
+                for lay in rec["layers"]:
+                    h = lay.get(key)
+                    if h:
+                        e = np.asarray(h["edges"])
+                        ax.plot((e[:-1] + e[1:]) / 2, h["counts"], lw=1, label=f"step {s}, layer {lay['layer']}")
+            ax.set_title(title, fontsize=10)
+            ax.set_xlabel("value")
+            ax.set_ylabel("count")
+            ax.legend(fontsize=6)
+            ax.grid(alpha=0.3)
+        fig.tight_layout()
+        paths.append(_save(fig, out / "dash-activations.png"))
+
+        # 5. attention entropy per head over training
+        n_heads = max((len(lay.get("attn_entropy", [])) for lay in stats[-1]["layers"]), default=0)
+        fig, axes = plt.subplots(1, n_layers, figsize=(4 * n_layers, 3.5), squeeze=False, sharey=True)
+        for l in range(n_layers):
+            ax = axes[0][l]
+            for h in range(n_heads):
+                ax.plot(steps, [r["layers"][l]["attn_entropy"][h] if l < len(r["layers"]) and
+                                "attn_entropy" in r["layers"][l] else np.nan for r in stats], lw=1, label=f"head {h}")
+            ax.set_title(f"layer {l}", fontsize=10)
+            ax.set_xlabel("step")
+            ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel("attention entropy (nats)")
+        axes[0][0].legend(fontsize=7)
+        fig.tight_layout()
+        paths.append(_save(fig, out / "dash-attention-entropy.png"))
+    return paths
+
+
+def _pick_steps(steps: list, wanted) -> list:
+    if not wanted:
+        idx = sorted({0, len(steps) // 2, len(steps) - 1})
+        return [steps[i] for i in idx]
+    missing = [s for s in wanted if s not in steps]
+    if missing:
+        raise MiniGPTError(f"--hist-steps {','.join(map(str, missing))}: not a sampled step; stats.jsonl has steps "
+                           f"{', '.join(map(str, steps[:12]))}{' ...' if len(steps) > 12 else ''}")
+    return list(wanted)
