@@ -32,6 +32,7 @@ _LAZY = {
     "GPT": ("minigpt.model", "GPT"),
     "GPTConfig": ("minigpt.model", "GPTConfig"),
     "generate": ("minigpt.model", "generate"),
+    "Classifier": ("minigpt.train.classify", "Classifier"),
     "profile": ("minigpt.inspect.profiler", "profile"),
 }
 

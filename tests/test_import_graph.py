@@ -17,7 +17,7 @@ LAYERS = [
     ["minigpt.nn"],
     ["minigpt.model"],
     ["minigpt.tokenizer", "minigpt.download", "minigpt.data.shared"],
-    ["minigpt.data", "minigpt.optim", "minigpt.distributed"],
+    ["minigpt.data", "minigpt.optim", "minigpt.distributed", "minigpt.loading"],
     ["minigpt.train"],
     ["minigpt.inspect", "minigpt.viz"],
     ["minigpt.cli", "minigpt.__main__"],

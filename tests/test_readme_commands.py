@@ -10,7 +10,8 @@ How it works
   command's standard output contains TEXT.
 - They run in README order, in process (`minigpt.cli.main`), inside one scratch folder shared by all of
   them (so `train --out runs/quickstart` makes the run a later `generate --model runs/quickstart`
-  uses), with the cache (`MINIGPT_CACHE`) in that folder, empty standard input, and small text files
+  uses), with the cache (`MINIGPT_CACHE`) in that folder, empty standard input (or the text of an
+  `echo "TEXT" |` in front of the command), and small text files
   for the names the README uses as placeholders (`corpus.txt`, `more.txt`, `input.txt`, `notes.txt`,
   `book.txt`). `../shared/data` is replaced by the real shared data folder; without it, the commands
   that mention it are skipped (with that reason).
@@ -46,6 +47,10 @@ EXCLUDED = {
     "--batch-size 4 --steps 500": "an MPI launch (covered by tests/test_distributed.py)",
     "mpiexec -f hosts -n 8 minigpt train --out runs/ddp8 --text corpus.txt --config small --batch-size 4":
         "needs a host file of several machines",
+    "minigpt finetune classify ... --train lora --merge": "a fragment: the flags to add to the command above it",
+    "minigpt finetune instruct --init ~/.cache/minigpt/gpt2/355M --data instruction-data.json --out "
+    "runs/gpt2-355m-ins --lr 5e-5 --epochs 2 --max-length 256": "needs GPT-2 355M's weights (a 1.4 GB download)",
+    "minigpt chat --model runs/gpt2-355m-ins": "needs the GPT-2 355M run of the command above it",
 }
 
 # sub-command words -> flags appended to make a README example quick
@@ -55,6 +60,8 @@ TINY_FLAGS = {
                  "--quiet"],
     ("generate",): ["--max-new-tokens", "4"],
     ("tokenizer", "train"): ["--vocab-size", "300", "--quiet"],
+    ("finetune", "classify"): ["--epochs", "0.01", "--quiet"],
+    ("finetune", "instruct"): ["--epochs", "0.01", "--eval-limit", "2", "--max-new-tokens", "4", "--quiet"],
 }
 
 PLACEHOLDER_TEXTS = ("corpus.txt", "more.txt", "input.txt", "notes.txt", "book.txt")
@@ -131,6 +138,9 @@ def normalise(cmd: str) -> str:
     return " ".join(cmd.split())
 
 
+STDIN = {}  # README command -> the text that an `echo "..." |` in front of it pipes in
+
+
 def readme_commands(text: str | None = None):
     """[(command, expected stdout text or None)] in README order, and [lines calling minigpt indirectly]."""
     text = README.read_text(encoding="utf-8") if text is None else text
@@ -141,13 +151,18 @@ def readme_commands(text: str | None = None):
         for line in _logical_lines(lines):
             body, comment = _split_comment(line)
             expect = re.search(r'prints "([^"]+)"', comment)
+            prev = ""
             for part in _split_chain(body):
                 cmd = normalise(part)
+                piped = re.match(r"""^echo\s+(["'])(.*)\1$""", prev)
+                prev = cmd
                 words = cmd.split()
                 while words and re.match(r"^[A-Z_][A-Z0-9_]*=", words[0]):
                     words = words[1:]
                 if words[:1] == ["minigpt"] or words[:3] == ["python", "-m", "minigpt"]:
                     found.append((cmd, expect.group(1) if expect else None))
+                    if piped:  # `echo "text" | minigpt ...`: the test pipes the same text in
+                        STDIN[cmd] = piped.group(2) + "\n"
                 elif re.search(r"\bminigpt\s+[a-z]", cmd) and not re.search(r"pip install|pytest", cmd):
                     indirect.append(cmd)
     return found, indirect
@@ -190,8 +205,9 @@ def workspace(tmp_path_factory):
 def _tiny(argv: list[str]) -> list[str]:
     for words, flags in sorted(TINY_FLAGS.items(), key=lambda kv: -len(kv[0])):
         if tuple(argv[:len(words)]) == words:
-            if "--epochs" in argv:
-                flags = [f for f in flags if f not in ("--steps", "2")] + ["--epochs", "0.01"]
+            if "--epochs" in argv and "--steps" in flags:  # --steps and --epochs exclude each other
+                i = flags.index("--steps")
+                flags = flags[:i] + flags[i + 2:] + ["--epochs", "0.01"]
             return argv + flags
     return argv
 
@@ -202,6 +218,7 @@ def test_readme_command_runs(command, expect, workspace, monkeypatch, capsys):
         pytest.skip(f"excluded from the README check: {EXCLUDED[command]}")
     from minigpt.cli import main
 
+    stdin = STDIN.get(command, "")
     if "../shared/data" in command:
         if workspace["shared"] is None:
             pytest.skip("needs the shared data folder (MINIGPT_DATA or ../shared/data)")
@@ -209,7 +226,7 @@ def test_readme_command_runs(command, expect, workspace, monkeypatch, capsys):
     root = workspace["root"]
     monkeypatch.chdir(root)
     monkeypatch.setenv("MINIGPT_CACHE", str(root / "cache"))
-    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
     words = shlex.split(command)
     while re.match(r"^[A-Z_][A-Z0-9_]*=", words[0]):
         name, _, value = words.pop(0).partition("=")

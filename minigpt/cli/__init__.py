@@ -27,6 +27,9 @@ COMMANDS = (
     "tokenizer",
     "download",
     "inspect",
+    "finetune",
+    "classify",
+    "chat",
 )
 
 

@@ -28,22 +28,23 @@ def add(sub):
     p.set_defaults(func=_cmd_generate)
 
 
-def _load_model_and_tokenizer(model_arg, tokenizer_arg, quantize=None, group_size=0):
-    from ..model import GPT
-    from ..train import make_tokenizer, resolve_model_dir
+def model_dir(arg):
+    """A run folder -> its newest complete checkpoint (the training loop's own rule, with its checks of
+    latest.json); any other folder as given."""
+    from pathlib import Path
 
-    folder = resolve_model_dir(model_arg)
-    model = GPT.from_pretrained(folder)
+    from ..train import resolve_model_dir
+
+    p = Path(arg)
+    return resolve_model_dir(p) if (p / "latest.json").exists() or (p / "checkpoints").is_dir() else p
+
+
+def _load_model_and_tokenizer(model_arg, tokenizer_arg, quantize=None, group_size=0):
+    from ..loading import load_model_and_tokenizer
+
+    model, tok = load_model_and_tokenizer(model_dir(model_arg), tokenizer_arg, kind="lm")
     if quantize and not model.quantization:
         model.quantize(quantize, group_size)
-    if tokenizer_arg:
-        tok = make_tokenizer(tokenizer_arg, "", 0)
-    elif (folder / "tokenizer.json").exists() or (folder / "encoder.json").exists():
-        tok = make_tokenizer(str(folder), "", 0)
-    else:
-        tok = make_tokenizer("gpt2", "", 0)
-    if tok.vocab_size > model.config.vocab_size:
-        raise MiniGPTError(f"the tokenizer has {tok.vocab_size} tokens but the model only {model.config.vocab_size}")
     return model, tok
 
 

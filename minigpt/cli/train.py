@@ -19,6 +19,9 @@ def add(sub):
                    "<|endoftext|>)")
     p.add_argument("--out", required=True, help="output folder (checkpoints, log.jsonl, loss.png)")
     p.add_argument("--config", default="mini", help="model preset: nano, tiny, mini, small, gpt2-small, ...")
+    p.add_argument("--init", default=None, metavar="DIR", help="start from these weights and their tokenizer "
+                   "instead of a new model: a run folder, a checkpoint folder or a GPT-2 folder (keep pretraining; "
+                   "--config is then ignored, --context-length may only lower the model's)")
     p.add_argument("--context-length", type=int, default=None)
     p.add_argument("--dropout", type=float, default=None, help="drop rate (default: the preset's)")
     p.add_argument("--tokenizer", default="bpe", help="bpe (train one on the text), gpt2, or a tokenizer file")
@@ -73,7 +76,7 @@ def _cmd_train(args):
         summary = pretrain(args.out, text_files=args.text, config=args.config, config_overrides=overrides,
                            tokenizer=args.tokenizer, vocab_size=args.vocab_size, train_cfg=cfg, epochs=args.epochs,
                            val_fraction=args.val_fraction, resume=args.resume, progress=not args.quiet, log=log,
-                           dist=dist, callbacks=callbacks)
+                           dist=dist, callbacks=callbacks, init=args.init)
     except BaseException as e:
         if dist.world_size == 1:
             raise

@@ -3,5 +3,6 @@ its generation loop (generation.py)."""
 from .generation import generate, generate_stream
 from .config import PRESETS, GPTConfig
 from .gpt import GPT, count_gpt2_parameters
+from .classifier import GPTClassifier
 
-__all__ = ["GPT", "GPTConfig", "PRESETS", "count_gpt2_parameters", "generate", "generate_stream"]
+__all__ = ["GPT", "GPTClassifier", "GPTConfig", "PRESETS", "count_gpt2_parameters", "generate", "generate_stream"]

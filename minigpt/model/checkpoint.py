@@ -309,13 +309,14 @@ def resolve_model_dir(path) -> Path:
             raise MiniGPTError(f"{path} is a training run folder without a complete checkpoint (the run stopped "
                                "before its first one)")
         return ck
-    if (path / "model.safetensors").exists():
+    if (path / "model.safetensors").exists() or (path / ADAPTER_CONFIG).exists():
         return path
     if not path.exists():
         raise MiniGPTError(f"model directory {path} does not exist")
     if not path.is_dir():
         raise MiniGPTError(f"{path} is a file; --model expects a training output folder or a model folder")
-    raise MiniGPTError(f"{path} holds neither a checkpoint (latest.json) nor a model (model.safetensors)")
+    raise MiniGPTError(f"{path} holds no model weights: neither a run (latest.json) nor a model "
+                       "(model.safetensors) nor LoRA adapters (adapter_config.json)")
 
 
 def check_finite(arrays: dict, path) -> None:
@@ -469,3 +470,16 @@ def read_checkpoint(path):
         raise MiniGPTError(f"{w_path} has tensors that are not GPT-2 parameters: {', '.join(unknown[:8])}")
     cfg.qkv_bias = any(k.endswith(".attn.qkv.bias") for k in state)
     return cfg, state, quant
+
+
+# --- model folders ------------------------------------------------------------------------------------------
+# Beside config.json + model.safetensors (always a plain GPT-2 file) a folder may hold a classifier's head
+# and LoRA adapters; an adapter-only folder names its base (see model/folders.py).
+HEAD_FILE = "score.safetensors"
+ADAPTER_FILE = "adapter.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def is_classifier_config(hf_cfg: dict) -> bool:
+    """True for the config.json of a classifier (architectures GPT2ForSequenceClassification)."""
+    return any("ForSequenceClassification" in str(a) for a in hf_cfg.get("architectures") or [])

@@ -13,8 +13,10 @@ from ..nn import (Dropout, Embedding, Int8Embedding, Int8Linear, KVCache, LayerN
                   TransformerBlock, uninitialized)
 from ..nn.layers import skip_init
 from ..random import get_rng
+from ..io import read_json
 from ..tensor import is_grad_enabled
-from .checkpoint import QUANT_SCHEMES, SCALE_SUFFIX, read_checkpoint, write_pretrained
+from .checkpoint import (ADAPTER_CONFIG, ADAPTER_FILE, QUANT_SCHEMES, SCALE_SUFFIX, is_classifier_config,
+                         read_checkpoint, resolve_model_dir, write_pretrained)
 from .config import PRESETS, GPTConfig  # noqa: F401  (re-exported: minigpt.model.gpt.GPTConfig)
 
 # The linear layers of a block that quantize() converts (attribute paths inside TransformerBlock).
@@ -222,10 +224,18 @@ class GPT(Module):
     # checkpoints: the file format (GPT-2's layout <-> config + state dict) is model/checkpoint.py's
     @classmethod
     def from_pretrained(cls, path, dtype=np.float32) -> "GPT":
-        """Load a directory in the Hugging Face GPT-2 layout (config.json + model.safetensors), a training
-        output directory (its latest checkpoint), or a folder written by ``save_pretrained`` from an
-        int8-quantized model: that file is memory-mapped and its int8 weights go straight into int8 layers
-        of a model allocated without initialisation (no float32 copy of them is ever made)."""
+        """Load a directory in the Hugging Face GPT-2 layout (config.json + model.safetensors), a checkpoint
+        folder, a ``minigpt train`` run folder (its latest checkpoint), or a folder written by
+        ``save_pretrained`` from an int8-quantized model: that file is memory-mapped and its int8 weights go
+        straight into int8 layers of a model allocated without initialisation (no float32 copy of them is ever
+        made). A classifier folder, or one carrying LoRA adapters, is refused (see minigpt.model.folders)."""
+        path = resolve_model_dir(path)
+        if (path / "config.json").exists() and is_classifier_config(read_json(path / "config.json", "config.json")):
+            raise MiniGPTError(f"{path} holds a classifier, not a language model: use `minigpt classify --model "
+                               f"{path}` (it cannot generate text)")
+        if (path / ADAPTER_FILE).exists() or (path / ADAPTER_CONFIG).exists():
+            raise MiniGPTError(f"{path} holds LoRA adapters, which GPT.from_pretrained would leave out: load it with "
+                               "minigpt.model.folders.load_model (or minigpt.loading.load_model_and_tokenizer)")
         config, state, quant = read_checkpoint(path)
         with uninitialized():  # every weight is about to be read from the file
             model = cls(config, dtype=dtype)
@@ -253,6 +263,9 @@ class GPT(Module):
         """Write config.json + model.safetensors in the Hugging Face GPT-2 layout, atomically (an int8
         model: its int8 weights and scales, the scheme in config.json; only minigpt reads that)."""
         state = dict(self.state_dict())
+        if any(n.endswith((".lora_A", ".lora_B")) for n in state):
+            raise MiniGPTError("this model carries LoRA adapters: save it with minigpt.model.folders.save_model "
+                               "(adapters beside the weights) or fold them in with merge_lora first")
         if self.quantization:
             for name, m in self.named_modules():
                 if isinstance(m, (Int8Linear, Int8Embedding)) and name != "head_int8":

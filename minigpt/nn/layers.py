@@ -139,8 +139,8 @@ class FeedForward(Module):
         self.proj = Linear(hidden_dim, emb_dim, init_std=proj_std or init_std, dtype=dtype)
 
     def forward(self, x):
-        if type(self.fc) is not Linear:  # a quantized layer (model.quantize): its own product, then GELU
-            return self.proj(F.gelu(self.fc(x)))
+        if type(self.fc) is not Linear:  # a wrapped or quantized layer (LoRA, int8): its own product, then GELU
+            return self.proj(F.gelu(self.fc(x)))  # (B, T, C) -> (B, T, 4C) -> (B, T, C)
         # gelu(fc(x)) as one fused op: bias and GELU in one pass over the (N, 4C) activations
         h = F.linear_gelu(x, self.fc.weight, self.fc.bias)  # (B, T, C) -> (B, T, 4C)
         self.fc._ran(h)  # fc's work, done inside the fused op (its output shape for summary())

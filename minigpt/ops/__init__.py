@@ -9,6 +9,7 @@
 - ``nn``: linear, linear_gelu (linear + GELU, fused), layer_norm, dropout
 - ``attention``: causal_attention (fused multi-head causal self-attention)
 - ``quantized``: int8_linear, int8_embedding (int8 weights, inference only: no backward)
+- ``lora``: lora (the low-rank update ``scale * x @ A @ B`` of a LoRA layer)
 
 Each op is a ``Function`` subclass followed by its public function (``LayerNormOp`` then ``layer_norm`` in
 ``nn.py``). The fused ops and every op whose name a layer also has are called ``<Name>Op``, so that
@@ -18,6 +19,7 @@ it runs (``math: kernels/layernorm.py::layer_norm_backward_numpy``).
 """
 from .arithmetic import add, div, matmul, mul, neg, pow, sub
 from .attention import causal_attention
+from .lora import lora
 from .elementwise import cast, exp, gelu, log, relu, sqrt, tanh
 from .nn import dropout, layer_norm, linear, linear_gelu, linear_t
 from .quantized import int8_embedding, int8_linear
@@ -36,4 +38,5 @@ __all__ = [
     "linear", "linear_t", "linear_gelu", "layer_norm", "dropout",
     "causal_attention",
     "int8_linear", "int8_embedding",
+    "lora",
 ]

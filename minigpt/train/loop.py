@@ -36,6 +36,7 @@ from ..io import _fsync_dir, atomic_write_bytes, atomic_write_json, atomic_write
 from ..model import GPT, generate
 from ..model.checkpoint import (CHECKPOINT_FILES, _read_latest, _read_safetensors, check_finite,  # noqa: F401
                                 complete_checkpoints, latest_checkpoint, resolve_model_dir)  # (re-exported)
+from ..model.folders import load_model, save_model
 from ..optim import AdamW, CosineWithWarmup, clip_grad_norm, split_decay_groups
 from ..progress import progress_bar
 from ..tensor import no_grad
@@ -114,9 +115,9 @@ def evaluate(model, loader, max_batches: int | None = None, dist=None) -> float:
     rank, world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
     try:
         with no_grad():
-            for b, (x, y) in enumerate(loader.iter_epoch(0, max_batches)):
+            for b, batch in enumerate(loader.iter_epoch(0, max_batches)):
                 if b % world == rank:
-                    total += float(model.loss(x, y).item())
+                    total += float(model.loss(*batch).item())
                     n += 1
     finally:
         model.train(was_training)
@@ -149,7 +150,7 @@ def save_checkpoint(out_dir, step: int, model, optimizer, tokenizer, state: dict
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    model.save_pretrained(tmp)
+    save_model(model, tmp)  # a classifier's head and LoRA adapters beside the GPT-2 files
     if tokenizer is not None:
         tokenizer.save(tmp / "tokenizer.json")
     opt_sd = optimizer.state_dict()
@@ -183,7 +184,7 @@ def load_checkpoint(out_dir):
     ck = resolve_model_dir(out_dir)
     if not (ck / "trainer_state.json").exists():
         raise MiniGPTError(f"{ck} is a model, not a training checkpoint (no trainer_state.json)")
-    model = GPT.from_pretrained(ck)
+    model = load_model(ck)  # a GPT, or a classifier / LoRA model of a finetuning run
     state_path = ck / "trainer_state.json"
     state = read_json(state_path, "trainer_state.json")
     check_trainer_state(state, state_path)
@@ -233,7 +234,7 @@ class Trainer:
 
     def __init__(self, model, tokenizer, train_loader, val_loader, cfg: TrainConfig, out_dir,
                  log=print, progress: bool = True, extra_state: dict | None = None, dist=None,
-                 callbacks=()):
+                 callbacks=(), eval_fn=None):
         runtime.configure(warn=False)  # tuned thread pools and allocator (results are the same without)
         if getattr(model, "quantization", None):
             raise MiniGPTError(model._quantized_msg("cannot be trained"))
@@ -255,6 +256,9 @@ class Trainer:
         self.tokens_seen = 0
         self.history = []  # (step, tokens, train_loss, val_loss or None)
         self.extra_state = dict(extra_state or {})  # saved in every checkpoint as is (e.g. a data fingerprint)
+        # eval_fn(trainer) -> dict of metrics logged at every evaluation instead of the validation loss
+        # (its "val_loss" entry, if any, is the validation loss); used by finetuning
+        self.eval_fn = eval_fn
         # Observers (e.g. minigpt.inspect.stats.StatsRecorder): begin(trainer) once, then around every step
         # before_step(trainer) and after_step(trainer, log record). They watch; they change nothing.
         self.callbacks = list(callbacks)
@@ -339,21 +343,23 @@ class Trainer:
                        top_k=40, seed=self.cfg.seed + self.step)
         return self.tokenizer.decode(out.tolist())
 
-    def train_step(self, x, y) -> tuple[float, float]:
-        """One optimizer step on the global batch ``(x, y)``: this rank's shard of it, in ``grad_accum``
-        micro-batches, each loss weighted 1 / (ranks x micro-batches) so the summed gradient is the mean
-        over the global batch; gradients and loss reduced over the ranks before clipping."""
+    def train_step(self, *batch) -> tuple[float, float]:
+        """One optimizer step on the global ``batch`` (the arguments of ``model.loss``: inputs and targets for
+        a language model; ids, labels and lengths for a classifier): this rank's shard of it, in ``grad_accum``
+        micro-batches, each loss weighted 1 / (ranks x micro-batches) so the summed gradient is the mean over
+        the global batch; gradients and loss reduced over the ranks before clipping."""
         dist, k = self.dist, self.cfg.grad_accum
-        xs, ys = dist.shard(x), dist.shard(y)
-        if xs.shape[0] % k:
-            raise MiniGPTError(f"a batch of {xs.shape[0]} per rank cannot be split into {k} micro-batches")
-        mb = xs.shape[0] // k
+        shards = [dist.shard(a) for a in batch]
+        n = shards[0].shape[0]
+        if n % k:
+            raise MiniGPTError(f"a batch of {n} per rank cannot be split into {k} micro-batches")
+        mb = n // k
         weight = 1.0 / (k * dist.world_size)
         dist.seed_dropout(self.cfg.seed, self.step)
         dist.zero_grads()
         lv = 0.0
         for i in range(k):
-            loss = self.model.loss(xs[i * mb:(i + 1) * mb], ys[i * mb:(i + 1) * mb])
+            loss = self.model.loss(*(a[i * mb:(i + 1) * mb] for a in shards))
             loss.backward(None if weight == 1.0 else np.asarray(weight, dtype=loss.dtype))
             lv += float(loss.item()) * weight
         lv = dist.allreduce_grads(lv)
@@ -387,12 +393,13 @@ class Trainer:
             # a fresh run starts its log afresh (a resumed one was cut back to its checkpoint's step in restore)
             with open(log_path, "a" if self.step else "w", encoding="utf-8") as logf:
                 while self.step < cfg.steps:
-                    x, y = next(batches)
+                    batch = next(batches)
+                    x = batch[0]
                     lr = self.optimizer.param_groups[0]["lr"]
                     for cb in self.callbacks:
                         cb.before_step(self)
                     t0 = time.perf_counter()
-                    loss, norm = self.train_step(x, y)
+                    loss, norm = self.train_step(*batch)
                     dt = time.perf_counter() - t0
                     self.step += 1
                     self.tokens_seen += x.size
@@ -410,7 +417,12 @@ class Trainer:
                     bar = self._bar
                     val = None
                     evaluate_now = cfg.eval_every and (self.step % cfg.eval_every == 0 or self.step == cfg.steps)
-                    if evaluate_now and self.val_loader is not None:
+                    if evaluate_now and self.eval_fn is not None:
+                        metrics = self.eval_fn(self)
+                        rec.update(metrics)
+                        val = metrics.get("val_loss")
+                        last_val = val if val is not None else last_val
+                    elif evaluate_now and self.val_loader is not None:
                         val = evaluate(self.model, self.val_loader, cfg.eval_batches, dist=self.dist)
                         rec["val_loss"] = round(val, 6)
                         last_val = val
@@ -458,6 +470,10 @@ class Trainer:
         return {"step": self.step, "tokens_seen": self.tokens_seen,
                 "train_loss": self.history[-1][2] if self.history else None,
                 "val_loss": vals[-1] if vals else None}
+
+    def say(self, msg: str) -> None:
+        """Print a message (above the progress bar while one runs), e.g. from an ``eval_fn``."""
+        self._say(self._bar, msg)
 
     def _say(self, bar, msg: str) -> None:
         if bar is not None:

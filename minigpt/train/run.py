@@ -16,6 +16,7 @@ import numpy as np
 from .. import random as mrandom
 from ..data import DataLoader, SlidingWindowDataset, default_corpus, load_texts, shared_file, train_val_split
 from ..distributed import Single
+from ..loading import load_model_and_tokenizer, shrink_context
 from ..errors import MiniGPTError
 from ..io import cache_dir
 from ..model import GPT, GPTConfig
@@ -177,8 +178,12 @@ def check_settings(config: str, config_overrides: dict | None, tokenizer: str, v
 def pretrain(out_dir, text_files=None, config: str = "mini", config_overrides: dict | None = None,
              tokenizer: str = "bpe", vocab_size: int = 2048, train_cfg: TrainConfig | None = None,
              epochs: float | None = None, val_fraction: float = 0.1, resume: bool = False,
-             progress: bool = True, log=print, dist=None, callbacks=()) -> dict:
+             progress: bool = True, log=print, dist=None, callbacks=(), init=None) -> dict:
     """Train a GPT from scratch (or resume a run) and return a summary with a final text sample.
+
+    ``init``: a model folder (run, checkpoint or GPT-2 folder) whose weights and tokenizer start the run
+    instead of a fresh model ("keep pretraining"); ``config`` is then ignored and only a lower
+    ``context_length`` may be given in ``config_overrides``.
 
     ``dist``: a context of :mod:`minigpt.distributed` (default: one process). Under MPI every rank calls
     this with the same arguments; rank 0 alone reads the checkpoint to resume from and writes the output.
@@ -253,12 +258,23 @@ def pretrain(out_dir, text_files=None, config: str = "mini", config_overrides: d
     def prepare():
         text, source = load_corpus(text_files)
         if resume:
-            return None, np.asarray(tok.encode(text, allowed_special="all"), dtype=np.int64)
+            return None, None, np.asarray(tok.encode(text, allowed_special="all"), dtype=np.int64)
         log(f"corpus: {source}, {len(text):,} characters")
-        new_tok = make_tokenizer(tokenizer, text, vocab_size, progress=progress)
-        return new_tok, np.asarray(new_tok.encode(text, allowed_special="all"), dtype=np.int64)
+        if init is not None:
+            init_model, new_tok = load_model_and_tokenizer(init, None if tokenizer == "bpe" else tokenizer, kind="lm",
+                                                           strict_vocab=True)
+            extra = set(config_overrides or {}) - {"context_length"}
+            if extra:
+                raise MiniGPTError(f"--init keeps the initial model's architecture; {', '.join(sorted(extra))} "
+                                   "cannot be changed")
+            init_model = shrink_context(init_model, (config_overrides or {}).get(
+                "context_length", init_model.config.context_length))
+            log(f"initial weights: {init}")
+        else:
+            init_model, new_tok = None, make_tokenizer(tokenizer, text, vocab_size, progress=progress)
+        return init_model, new_tok, np.asarray(new_tok.encode(text, allowed_special="all"), dtype=np.int64)
 
-    new_tok, ids = _on_all_ranks(dist, prepare)
+    init_model, new_tok, ids = _on_all_ranks(dist, prepare)
     if resume:
         def same_text():
             if fingerprint(ids) != state.get("data_fingerprint"):
@@ -267,6 +283,10 @@ def pretrain(out_dir, text_files=None, config: str = "mini", config_overrides: d
 
         _on_all_ranks(dist, same_text)
         ctx = model.config.context_length
+    elif init is not None:
+        tok = new_tok
+        mcfg = init_model.config
+        ctx = mcfg.context_length
     else:
         tok = new_tok
         overrides = dict(config_overrides or {})
@@ -281,12 +301,13 @@ def pretrain(out_dir, text_files=None, config: str = "mini", config_overrides: d
             if epochs <= 0:
                 raise MiniGPTError(f"--epochs must be positive, got {epochs}")
             cfg = dataclasses.replace(cfg, steps=max(1, math.ceil(epochs * len(train_loader))))
-        model = GPT(mcfg)
+        model = init_model if init is not None else GPT(mcfg)
         batch = (f"batch {train_loader.batch_size}" if global_batch == cfg.batch_size else
                  f"global batch {global_batch} = {cfg.batch_size} x {dist.world_size} rank(s) x grad-accum "
                  f"{cfg.grad_accum}")
         log(f"tokens: {ids.size:,} ({len(train_loader.dataset)} training windows of {ctx}); vocab {tok.vocab_size}; "
-            f"model {config}: {model.num_parameters():,} parameters; {cfg.steps} steps of {batch}")
+            f"model {config if init is None else init}: {model.num_parameters():,} parameters; {cfg.steps} steps of "
+            f"{batch}")
     if dist.rank == 0:
         warn_if_too_big(model, train_loader.batch_size, ctx, log)
     # every rank must run the same model on the same data with the same settings

@@ -1,0 +1,42 @@
+"""`minigpt chat`: answer instructions typed at a prompt with an instruction-finetuned model."""
+from __future__ import annotations
+
+import sys
+
+
+def add(sub):
+    p = sub.add_parser("chat", help="answer instructions typed at a prompt",
+                       description="Reads one instruction per line (standard input or an interactive prompt) and "
+                       "prints the model's greedy answer, using the prompt template the model was trained with.")
+    p.add_argument("--model", required=True, metavar="DIR", help="an instruction finetuning run or its model/ folder")
+    p.add_argument("--template", default=None, help="alpaca or phi3 (default: the one it was trained with)")
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--tokenizer", default=None, help="override the model folder's tokenizer")
+    p.set_defaults(func=_cmd_chat)
+
+
+def _cmd_chat(args):
+    from ..loading import load_model_and_tokenizer
+    from ..train.instruct import respond, template_of
+
+    from .generate import model_dir
+
+    model, tok = load_model_and_tokenizer(model_dir(args.model), args.tokenizer, kind="lm")
+    template = args.template or template_of(args.model)
+    interactive = sys.stdin.isatty()
+    while True:
+        if interactive:
+            try:
+                line = input("instruction> ")
+            except EOFError:
+                print()
+                break
+        else:
+            line = sys.stdin.readline()
+            if not line:
+                break
+        line = line.strip()
+        if not line:
+            continue
+        print(respond(model, tok, {"instruction": line, "input": ""}, template, args.max_new_tokens), flush=True)
+    return 0
