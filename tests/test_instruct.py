@@ -137,6 +137,9 @@ def test_finetune_instruct_and_chat_end_to_end(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("sys.stdin", io.StringIO("Name colour 3.\n\nName colour 5.\n"))
     assert main(["chat", "--model", str(tmp_path / "run"), "--max-new-tokens", "3"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 2
+    monkeypatch.setattr("sys.stdin", io.StringIO("Name colour 3.\n"))  # the same, with int8 weights
+    assert main(["chat", "--model", str(tmp_path / "run"), "--max-new-tokens", "3", "--quantize", "int8"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1
     # an LM is required: a classifier folder is refused; a missing key names its entry
     (tmp_path / "bad.json").write_text(json.dumps(entries[:3] + [{"instruction": "x", "output": "y"}]))
     assert main(args[:4] + ["--data", str(tmp_path / "bad.json"), "--out", str(tmp_path / "bad")]) == 2

@@ -12,16 +12,19 @@ def add(sub):
     p.add_argument("--template", default=None, help="alpaca or phi3 (default: the one it was trained with)")
     p.add_argument("--max-new-tokens", type=int, default=200)
     p.add_argument("--tokenizer", default=None, help="override the model folder's tokenizer")
+    p.add_argument("--quantize", choices=["int8"], default=None, help="answer with int8 weights (weight-only, "
+                   "quantized after loading; see `minigpt generate --quantize`)")
+    p.add_argument("--group-size", type=int, default=0, help="with --quantize: one scale per this many inputs "
+                   "of a row (0: one scale per output row)")
     p.set_defaults(func=_cmd_chat)
 
 
 def _cmd_chat(args):
-    from ..loading import load_model_and_tokenizer
     from ..train.instruct import respond, template_of
 
-    from .generate import model_dir
+    from .generate import _load_model_and_tokenizer
 
-    model, tok = load_model_and_tokenizer(model_dir(args.model), args.tokenizer, kind="lm")
+    model, tok = _load_model_and_tokenizer(args.model, args.tokenizer, args.quantize, args.group_size)
     template = args.template or template_of(args.model)
     interactive = sys.stdin.isatty()
     while True:
