@@ -96,3 +96,26 @@ def test_unsupported_field_types_are_refused():
 
     with pytest.raises(TypeError, match="unsupported option type"):
         add_dataclass_options(argparse.ArgumentParser(), Bad)
+
+
+@pytest.mark.parametrize("task, module, cls_name, by_hand", [
+    ("classify", "minigpt.train.classify", "ClassifyConfig", {"split": (0.7, 0.1, 0.2)}),
+    ("instruct", "minigpt.train.instruct", "InstructConfig", {}),
+])
+def test_every_finetuning_setting_has_an_option_with_its_default_and_help(task, module, cls_name, by_hand):
+    import importlib
+
+    cls = getattr(importlib.import_module(module), cls_name)
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    fsub = next(a for a in sub.choices["finetune"]._actions if isinstance(a, argparse._SubParsersAction))
+    p = fsub.choices[task]
+    dests = p.get_default("settings")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    assert set(dests) == set(fields) - set(by_hand)
+    by_dest = {a.dest: a for a in p._actions}
+    for name, dest in dests.items():
+        f = fields[name]
+        assert by_dest[dest].default == f.default, name
+        assert f.metadata.get("help") and by_dest[dest].help.startswith(f.metadata["help"]), name
+    args = p.parse_args(["--out", "x"])
+    assert dataclass_from_args(cls, args, dests, **by_hand) == cls()

@@ -6,34 +6,18 @@ import json
 import sys
 
 from ..errors import MiniGPTError
+from .options import add_dataclass_options, dataclass_from_args
 
 
-def _common(p, d):
+def _common(p):
+    """The options that are not settings: what to start from, read and write."""
     p.add_argument("--init", default=None, metavar="DIR", help="the starting model: a `minigpt train` run "
                    "folder, a checkpoint folder or a GPT-2 folder (its tokenizer comes along)")
     p.add_argument("--data", default=None, metavar="PATH", help="the training data")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (checkpoints, log.jsonl, plots, model/)")
     p.add_argument("--tokenizer", default=None, help="override the model folder's tokenizer")
-    p.add_argument("--train", default=d.train, metavar="MODE", help="what to train: head, last-blocks:K, all "
-                   f"or lora (default {d.train})")
-    p.add_argument("--lora-rank", type=int, default=d.lora_rank)
-    p.add_argument("--lora-alpha", type=float, default=d.lora_alpha)
-    p.add_argument("--merge", action="store_true", help="with --train lora: save a plain model folder with the "
-                   "adapters folded in, instead of the adapters only")
-    p.add_argument("--epochs", type=float, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--warmup", type=int, default=d.warmup)
-    p.add_argument("--max-length", type=int, default=None, help="truncate longer inputs (default: the longest "
-                   "training example, capped at the model's context length)")
-    p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def _fields(args, cls, names):
-    return cls(**{n: getattr(args, n) for n in names if getattr(args, n, None) is not None})
 
 
 def add(sub):
@@ -43,18 +27,13 @@ def add(sub):
                          description="Finetune a pretrained model: 'classify' trains a classifier on labelled "
                          "texts, 'instruct' teaches a language model to follow instructions.")
     fsub = top.add_subparsers(dest="task", metavar="TASK")
-    d = ClassifyConfig()
     p = fsub.add_parser("classify", help="train a classifier (e.g. spam / ham) from a pretrained model",
                         description="Replace the LM head by a classification head on the last real token and "
                         "finetune on labelled texts (SMS Spam Collection format, CSV, TSV or JSONL).")
-    _common(p, d)
-    p.add_argument("--format", default=d.format, help="auto, sms (label<TAB>text), csv, tsv or jsonl")
-    p.add_argument("--text-column", default=d.text_column)
-    p.add_argument("--label-column", default=d.label_column)
-    p.add_argument("--no-balance", dest="balance", action="store_false", help="keep every example instead of "
-                   "undersampling the larger classes")
+    _common(p)
+    settings = add_dataclass_options(p, ClassifyConfig, exclude=("split",))  # one option per setting
     p.add_argument("--split", default="0.7,0.1,0.2", help="train,validation,test fractions (stratified)")
-    p.set_defaults(func=_cmd_classify)
+    p.set_defaults(func=_cmd_classify, settings=settings)
     add_instruct(fsub)
     top.set_defaults(func=lambda args: (top.print_help(), 2)[1])
 
@@ -70,10 +49,7 @@ def _cmd_classify(args):
         split = tuple(float(x) for x in args.split.split(","))
     except ValueError:
         raise MiniGPTError(f"--split {args.split!r}: expected three fractions like 0.7,0.1,0.2") from None
-    args.split = split
-    cfg = _fields(args, ClassifyConfig, ["format", "text_column", "label_column", "balance", "split", "max_length",
-                                         "train", "lora_rank", "lora_alpha", "epochs", "batch_size", "lr",
-                                         "weight_decay", "warmup", "seed", "merge"])
+    cfg = dataclass_from_args(ClassifyConfig, args, args.settings, split=split)
     rep = finetune_classify(args.out, init=args.init, data=args.data, cfg=cfg, resume=args.resume,
                             progress=not args.quiet, log=_log(args), tokenizer=args.tokenizer)
     print(f"trained {rep['trainable_parameters']:,} parameters (--train {rep['train']}) for {rep['steps']} steps")
@@ -89,27 +65,21 @@ def _cmd_classify(args):
 def add_instruct(fsub):
     from ..train.instruct import InstructConfig
 
-    d = InstructConfig()
     p = fsub.add_parser("instruct", help="finetune a language model to follow instructions",
                         description="Finetune on a JSON list of {instruction, input, output} entries (seeded "
                         "85/5/10 split), then answer the test split before/after and score the answers.")
-    _common(p, d)
-    p.add_argument("--template", default=d.template, help="prompt template: alpaca or phi3")
-    p.add_argument("--mask-prompt", action="store_true", help="no loss on the prompt's tokens")
-    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help="length cap of the test answers")
-    p.add_argument("--eval-limit", type=int, default=None, help="answer only the first N test entries")
+    _common(p)
+    settings = add_dataclass_options(p, InstructConfig)  # one option per setting
     p.add_argument("--judge-url", default=None, help="also score the answers with an LLM judge at this "
                    "Ollama-compatible URL (e.g. http://localhost:11434)")
-    p.add_argument("--judge-model", default="llama3", help="the judge's model name (default llama3)")
-    p.set_defaults(func=_cmd_instruct)
+    p.add_argument("--judge-model", default="llama3", help="the judge's model name")
+    p.set_defaults(func=_cmd_instruct, settings=settings)
 
 
 def _cmd_instruct(args):
     from ..train.instruct import InstructConfig, finetune_instruct
 
-    cfg = _fields(args, InstructConfig, ["template", "mask_prompt", "max_length", "max_new_tokens", "eval_limit",
-                                         "train", "lora_rank", "lora_alpha", "epochs", "batch_size", "lr",
-                                         "weight_decay", "warmup", "seed", "merge"])
+    cfg = dataclass_from_args(InstructConfig, args, args.settings)
     s = finetune_instruct(args.out, init=args.init, data=args.data, cfg=cfg, resume=args.resume,
                           progress=not args.quiet, log=_log(args), tokenizer=args.tokenizer,
                           judge_url=args.judge_url, judge_model=args.judge_model)

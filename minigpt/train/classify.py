@@ -26,7 +26,7 @@ from .. import random as mrandom
 from ..errors import MiniGPTError
 from ..io import atomic_write_json
 from ..tensor import no_grad
-from .loop import Trainer, TrainConfig, load_checkpoint
+from .loop import Trainer, TrainConfig, _setting, load_checkpoint
 from .. import functional as F
 from ..data.classification import ClassificationDataset, balance, read_labelled, stratified_split
 from ..data import DataLoader
@@ -42,23 +42,26 @@ ENDOFTEXT = "<|endoftext|>"
 
 @dataclass
 class ClassifyConfig:
-    format: str = "auto"                 # auto (by extension), sms, csv, tsv, jsonl
-    text_column: str = "text"
-    label_column: str = "label"
-    balance: bool = True                 # undersample every class to the smallest (747 / 747 on SMS spam)
-    split: tuple = (0.7, 0.1, 0.2)       # stratified train / validation / test fractions
-    max_length: int | None = None        # default: the longest training text, capped at the context length
-    train: str = "last-blocks:1"         # head | last-blocks:K | all | lora
-    lora_rank: int = 16
-    lora_alpha: float = 16.0
-    epochs: float = 5.0
-    batch_size: int = 8
-    lr: float = 5e-4
-    weight_decay: float = 0.1
-    warmup: int = 0
-    grad_clip: float = 1.0
-    seed: int = 123
-    merge: bool = False                  # LoRA: save a merged plain folder instead of adapters only
+    format: str = _setting("auto", "data format: auto (by extension), sms (label<TAB>text), csv, tsv or jsonl")
+    text_column: str = _setting("text", "the text column of a CSV / TSV / JSONL file")
+    label_column: str = _setting("label", "the label column of a CSV / TSV / JSONL file")
+    balance: bool = _setting(True, "undersample every class to the smallest (747 / 747 on SMS spam); "
+                                   "--no-balance keeps every example")
+    split: tuple = (0.7, 0.1, 0.2)       # stratified train / validation / test fractions (--split, by hand)
+    max_length: int | None = _setting(None, "truncate longer texts (default: the longest training text, capped "
+                                            "at the model's context length)")
+    train: str = _setting("last-blocks:1", "what to train: head, last-blocks:K, all or lora")
+    lora_rank: int = _setting(16, "LoRA rank r (with --train lora)")
+    lora_alpha: float = _setting(16.0, "LoRA scale alpha: the update is (alpha / r) x A B")
+    epochs: float = _setting(5.0, "passes over the training split")
+    batch_size: int = _setting(8, "texts per step")
+    lr: float = _setting(5e-4, "peak learning rate")
+    weight_decay: float = _setting(0.1, "AdamW weight decay")
+    warmup: int = _setting(0, "linear warmup steps")
+    grad_clip: float = _setting(1.0, "clip the global gradient norm (0: off)")
+    seed: int = _setting(123, "the split, the head's initialisation, shuffling and dropout follow it")
+    merge: bool = _setting(False, "with --train lora: save a plain model folder with the adapters folded in, "
+                                  "instead of the adapters only")
 
     def __post_init__(self):
         self.split = tuple(float(f) for f in self.split)
