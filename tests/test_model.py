@@ -168,3 +168,22 @@ def test_summary_table_shapes_params_and_frozen_layers():
     assert [r["name"] for r in top.rows] == ["tok_emb", "pos_emb", "drop_emb", "blocks", "final_norm"]
     assert top.output_shape == (1, cfg.context_length, V)
     assert model.blocks[0].norm1.summary().rows == []  # a leaf layer, no input: just the totals
+
+
+def test_loading_a_float_checkpoint_reads_tensor_by_tensor(tmp_path, monkeypatch):
+    """GPT.from_pretrained reads each tensor from the mapped file, never the whole file as one object."""
+    import safetensors.numpy as stnp
+
+    import minigpt.model.checkpoint as ck
+
+    model = GPT(GPTConfig.preset("nano", vocab_size=64, context_length=16))
+    model.save_pretrained(tmp_path)
+
+    def refuse(*a, **k):
+        raise AssertionError("the whole file was read into memory")
+
+    for mod, name in ((stnp, "load_file"), (stnp, "load"), (ck, "load_file")):
+        monkeypatch.setattr(mod, name, refuse)
+    back = GPT.from_pretrained(tmp_path)
+    for (na, a), (nb, b) in zip(model.state_dict().items(), back.state_dict().items()):
+        assert na == nb and np.array_equal(a, b)

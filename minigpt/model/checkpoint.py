@@ -241,6 +241,17 @@ def _check_header(cfg: GPTConfig, header: dict, w_path: Path, cfg_path: Path) ->
     return names
 
 
+def _read_tensors(path: Path, names) -> dict:
+    """The named tensors of a safetensors file, read one at a time from the memory-mapped file: loading never
+    holds the whole file as one bytes object beside the arrays made from it (a 6 GB checkpoint needs ~6 GB,
+    not 12)."""
+    try:
+        with safe_open(str(path), "np") as f:
+            return {name: f.get_tensor(name) for name in names}
+    except (SafetensorError, OSError, ValueError, TypeError, RuntimeError) as e:
+        raise MiniGPTError(f"cannot read {path}: {e}") from None
+
+
 def _read_safetensors(path: Path) -> dict:
     try:
         return load_file(str(path))
@@ -349,7 +360,7 @@ def read_pretrained(path) -> tuple[GPTConfig, dict]:
     hf_cfg = read_json(cfg_path, "config.json", max_bytes=1 << 20)
     cfg = config_from_hf(hf_cfg, str(cfg_path))
     names = _check_header(cfg, _read_header(w_path), w_path, cfg_path)
-    tensors = _read_safetensors(w_path)
+    tensors = _read_tensors(w_path, names.values())
     check_finite(tensors, w_path)
     state = {ours: tensors[name] for ours, name in names.items()}
     if "out_head" in state:  # an lm_head equal to wte is just the tied head stored twice
