@@ -184,6 +184,26 @@ def test_cli_finetune_classify_end_to_end_and_resume(base, tmp_path, capsys):
     assert "holds a language model, not a classifier" in capsys.readouterr().err
 
 
+def test_finetuning_guards_its_output_folder_like_pretraining(base, tmp_path, capsys):
+    """A run folder without latest.json is still a run: a fresh finetuning refuses it (nothing overwritten)
+    and --resume finds its newest complete checkpoint; a log alone is refused by --resume, saying why."""
+    args = ["finetune", "classify", "--init", str(base / "pre"), "--data", str(base / "sms.txt"), "--lr", "3e-3",
+            "--batch-size", "4", "--quiet", "--format", "sms", "--out", str(tmp_path / "a")]
+    assert main(args + ["--epochs", "1"]) == 0
+    (tmp_path / "a" / "latest.json").unlink()
+    log_before = (tmp_path / "a" / "log.jsonl").read_bytes()
+    capsys.readouterr()
+    assert main(args + ["--epochs", "1"]) == 2
+    assert "already holds a training run (checkpoints, log.jsonl)" in capsys.readouterr().err
+    assert (tmp_path / "a" / "log.jsonl").read_bytes() == log_before
+    assert main(args + ["--resume"]) == 0  # nothing left to run, but the checkpoint is found
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "log.jsonl").write_text("{}\n")
+    capsys.readouterr()
+    assert main(args[:-1] + [str(tmp_path / "b"), "--resume"]) == 2
+    assert "stopped before its first checkpoint" in capsys.readouterr().err
+
+
 def test_resume_continues_exactly(base, tmp_path, monkeypatch):
     from minigpt.train import Trainer
 

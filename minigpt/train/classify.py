@@ -26,7 +26,7 @@ from .. import random as mrandom
 from ..errors import MiniGPTError
 from ..io import atomic_write_json
 from ..tensor import no_grad
-from .loop import Trainer, TrainConfig, _setting, load_checkpoint
+from .loop import Trainer, TrainConfig, _setting, check_run_folder, load_checkpoint
 from .. import functional as F
 from ..data.classification import ClassificationDataset, balance, read_labelled, stratified_split
 from ..data import DataLoader
@@ -176,12 +176,8 @@ def finetune_classify(out_dir, init=None, data=None, cfg: ClassifyConfig | None 
                       progress: bool = True, log=print, tokenizer: str | None = None) -> dict:
     """Finetune a classifier from ``init`` (any model folder) on ``data``; returns the final metrics."""
     out_dir = Path(out_dir)
-    latest = out_dir / "latest.json"
-    if latest.exists() and not resume:
-        raise MiniGPTError(f"{out_dir} already holds a run; pass --resume to continue it, or choose another --out")
+    check_run_folder(out_dir, resume)  # nothing of an earlier run is overwritten; --resume needs a checkpoint
     if resume:
-        if not latest.exists():
-            raise MiniGPTError(f"--resume: {out_dir} holds no checkpoint to resume from")
         model, opt_state, tok, state = load_checkpoint(out_dir)
         if state.get("task") != "classify":
             raise MiniGPTError(f"--resume: {out_dir} is not a classification run")

@@ -23,7 +23,7 @@ import numpy as np
 from .. import random as mrandom
 from ..errors import MiniGPTError
 from ..io import atomic_write_json
-from .loop import Trainer, TrainConfig, _setting, load_checkpoint
+from .loop import Trainer, TrainConfig, _setting, check_run_folder, load_checkpoint
 from ..data.instruct import format_prompt
 from ..model import generate
 from tqdm import tqdm
@@ -171,12 +171,8 @@ def finetune_instruct(out_dir, init=None, data=None, cfg: InstructConfig | None 
                       progress: bool = True, log=print, tokenizer: str | None = None,
                       judge_url: str | None = None, judge_model: str = "llama3") -> dict:
     out_dir = Path(out_dir)
-    latest = out_dir / "latest.json"
-    if latest.exists() and not resume:
-        raise MiniGPTError(f"{out_dir} already holds a run; pass --resume to continue it, or choose another --out")
+    check_run_folder(out_dir, resume)  # nothing of an earlier run is overwritten; --resume needs a checkpoint
     if resume:
-        if not latest.exists():
-            raise MiniGPTError(f"--resume: {out_dir} holds no checkpoint to resume from")
         model, opt_state, tok, state = load_checkpoint(out_dir)
         if state.get("task") != "instruct":
             raise MiniGPTError(f"--resume: {out_dir} is not an instruction finetuning run")

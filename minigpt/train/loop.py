@@ -139,6 +139,26 @@ def perplexity(loss: float) -> float:
 RUN_MARKERS = ("latest.json", "checkpoints", "log.jsonl", "trainer_state.json", "model.safetensors")
 
 
+def check_run_folder(out_dir, resume: bool) -> Path | None:
+    """The guard of every training command's output folder (pretraining and finetuning alike). Without
+    ``resume``: a new or empty folder; any trace of a run (checkpoints, log, state, ``latest.json``) refuses
+    the run, so nothing of it is overwritten. With ``resume``: the run's newest complete checkpoint (found
+    even when ``latest.json`` is missing or stale), returned."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise MiniGPTError(f"--out {out_dir} is a file; it must be a folder (new or holding a run to --resume)")
+    found = [m for m in RUN_MARKERS if (out_dir / m).exists()]
+    if found and not resume:
+        raise MiniGPTError(f"{out_dir} already holds a training run ({', '.join(found)}); pass --resume to "
+                           "continue it, or choose another --out")
+    ck = latest_checkpoint(out_dir) if resume else None
+    if resume and ck is None:
+        what = (f"only {', '.join(found)} of a run that stopped before its first checkpoint; remove them to "
+                "start afresh" if found else "no training run")
+        raise MiniGPTError(f"--resume: {out_dir} holds no checkpoint to resume from ({what})")
+    return ck
+
+
 def save_checkpoint(out_dir, step: int, model, optimizer, tokenizer, state: dict, keep: int = 2) -> Path:
     """Write a complete checkpoint for ``step`` and point ``latest.json`` at it (see module docstring)."""
     out_dir = Path(out_dir)

@@ -23,7 +23,7 @@ from ..model import GPT, GPTConfig
 from ..tokenizer import BPETokenizer
 from ..tokenizer.special import ENDOFTEXT
 from . import kernel_cache
-from .loop import RUN_MARKERS, Trainer, TrainConfig, latest_checkpoint, load_checkpoint
+from .loop import Trainer, TrainConfig, check_run_folder, latest_checkpoint, load_checkpoint
 
 
 def load_corpus(text_files=None) -> tuple[str, str]:
@@ -200,18 +200,7 @@ def pretrain(out_dir, text_files=None, config: str = "mini", config_overrides: d
         """Rank 0's output folder: a new one, or a run with a checkpoint to resume from (returned)."""
         if not main:
             return None
-        if out_dir.exists() and not out_dir.is_dir():
-            raise MiniGPTError(f"--out {out_dir} is a file; it must be a folder (new or holding a run to --resume)")
-        found = [m for m in RUN_MARKERS if (out_dir / m).exists()]
-        if found and not resume:  # any trace of a run, not only latest.json: nothing of it may be overwritten
-            raise MiniGPTError(f"{out_dir} already holds a training run ({', '.join(found)}); pass --resume to "
-                               "continue it, or choose another --out")
-        ck = latest_checkpoint(out_dir) if resume else None
-        if resume and ck is None:
-            what = (f"only {', '.join(found)} of a run that stopped before its first checkpoint; remove them to "
-                    "start afresh" if found else "no training run")
-            raise MiniGPTError(f"--resume: {out_dir} holds no checkpoint to resume from ({what})")
-        return ck
+        return check_run_folder(out_dir, resume)
 
     if not resume:  # every setting checked before minutes go into the corpus and the tokenizer
         _on_all_ranks(dist, lambda: check_settings(config, config_overrides, tokenizer, vocab_size, epochs,
