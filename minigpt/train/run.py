@@ -14,11 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from .. import random as mrandom
-from ..data import DataLoader, SlidingWindowDataset, default_corpus, load_texts, shared_file, train_val_split
+from ..data import DataLoader, SlidingWindowDataset, default_corpus, load_texts, train_val_split
 from ..distributed import Single
-from ..loading import load_model_and_tokenizer, shrink_context
+from ..loading import gpt2_vocab_dir, load_model_and_tokenizer, shrink_context, tokenizer_from_spec
 from ..errors import MiniGPTError
-from ..io import cache_dir
 from ..model import GPT, GPTConfig
 from ..tokenizer import BPETokenizer
 from ..tokenizer.special import ENDOFTEXT
@@ -39,28 +38,10 @@ def make_tokenizer(spec: str, text: str, vocab_size: int, progress: bool = False
     encoder.json + vocab.bpe."""
     if spec == "bpe":
         return BPETokenizer.train(text, vocab_size, special_tokens=(ENDOFTEXT,), pattern="gpt2", progress=progress)
-    if spec == "gpt2":
-        return BPETokenizer.from_gpt2(_gpt2_vocab_dir())
-    p = Path(spec)
-    if p.is_dir():
-        if (p / "tokenizer.json").exists():
-            return BPETokenizer.load(p / "tokenizer.json")
-        return BPETokenizer.from_gpt2(p)
-    if p.is_file():
-        return BPETokenizer.load(p)
-    raise MiniGPTError(f"--tokenizer {spec!r}: expected 'bpe', 'gpt2', a tokenizer .json file or a folder with "
-                       "GPT-2's encoder.json and vocab.bpe")
-
-
-def _gpt2_vocab_dir() -> Path:
-    for cand in (cache_dir() / "gpt2-vocab", cache_dir() / "gpt2" / "124M"):
-        if (cand / "encoder.json").exists() and (cand / "vocab.bpe").exists():
-            return cand
-    f = shared_file("gpt2/encoder.json")
-    if f is not None:
-        return f.parent
-    raise MiniGPTError("GPT-2's vocabulary files are not installed: run `minigpt download gpt2-vocab` "
-                       "(or `--from DIR` with a local copy), or pass --tokenizer DIR")
+    if spec != "gpt2" and not Path(spec).exists():
+        raise MiniGPTError(f"--tokenizer {spec!r}: expected 'bpe', 'gpt2', a tokenizer .json file or a folder with "
+                           "GPT-2's encoder.json and vocab.bpe")
+    return tokenizer_from_spec(spec)  # the same rules as every command that loads a model folder's tokenizer
 
 
 def fingerprint(ids: np.ndarray) -> str:
@@ -165,7 +146,7 @@ def check_settings(config: str, config_overrides: dict | None, tokenizer: str, v
             raise MiniGPTError(f"--vocab-size must be an integer of at least 257 (256 byte tokens + "
                                f"<|endoftext|>), got {vocab_size!r}")
     elif tokenizer == "gpt2":
-        _gpt2_vocab_dir()
+        gpt2_vocab_dir()
     elif not Path(tokenizer).exists():
         raise MiniGPTError(f"--tokenizer {tokenizer!r}: expected 'bpe', 'gpt2', a tokenizer .json file or a "
                            "folder with GPT-2's encoder.json and vocab.bpe (no such file or folder)")
