@@ -192,6 +192,22 @@ def test_resume_with_nothing_left_reports_the_last_losses_not_nan(tmp_path, verd
     assert f"train loss {done['train_loss']:.3f}" in line and f"val loss {done['val_loss']:.3f}" in line
 
 
+def test_resume_with_steps_already_reached_does_not_run_on_to_the_saved_count(tmp_path, verdict, capsys):
+    """A run stopped at step 6 of 12: `--resume --steps 6` (or fewer) leaves it at 6, never trains to 12."""
+    small_run(tmp_path / "r", verdict, steps=6, eval_every=3)
+    ck = tmp_path / "r" / json.loads((tmp_path / "r" / "latest.json").read_text())["checkpoint"]
+    state = json.loads((ck / "trainer_state.json").read_text())
+    state["train_config"]["steps"] = 12  # as if killed after step 6 of a 12-step run
+    (ck / "trainer_state.json").write_text(json.dumps(state))
+    for steps, said in (("6", "has already run 6 steps (all 6)"), ("4", "more than the 4 asked for")):
+        capsys.readouterr()
+        rc = main(["train", "--out", str(tmp_path / "r"), "--text", str(verdict), "--resume", "--steps", steps])
+        assert rc == 0
+        assert said in capsys.readouterr().err
+        assert json.loads((tmp_path / "r" / "latest.json").read_text())["step"] == 6
+        assert len(read_log(tmp_path / "r")) == 6
+
+
 def test_from_pretrained_takes_a_run_folder_like_the_cli(tmp_path):
     from minigpt.data import DataLoader, SlidingWindowDataset
     from minigpt.model import GPT, GPTConfig

@@ -208,8 +208,9 @@ def pretrain(out_dir, text_files=None, config: str = "mini", config_overrides: d
             if src != ck_dir:
                 shutil.rmtree(src, ignore_errors=True)
         saved = state["train_config"]
-        cfg = TrainConfig(**{**saved, **({"steps": train_cfg.steps} if train_cfg and train_cfg.steps != saved["steps"]
-                                         and train_cfg.steps > state["step"] else {})})
+        # the saved settings, but a --steps given now counts (a larger one extends the run, one that the run
+        # has already reached leaves it as it is, never continues it to the saved count)
+        cfg = TrainConfig(**{**saved, **({"steps": train_cfg.steps} if train_cfg else {})})
         global_batch = int(state["loader"]["batch_size"])
         if cfg.batch_size * cfg.grad_accum * dist.world_size != global_batch:
             b, k = split_global_batch(global_batch, dist.world_size, cfg.batch_size)
@@ -305,7 +306,9 @@ def pretrain(out_dir, text_files=None, config: str = "mini", config_overrides: d
         log(f"resuming {out_dir} at step {trainer.step} of {cfg.steps}")
     first_step = trainer.step
     if trainer.step >= cfg.steps:
-        log(f"{out_dir} has already run all {cfg.steps} steps; pass a larger --steps to continue")
+        log(f"{out_dir} has already run {trainer.step} steps"
+            + (f" (all {cfg.steps})" if trainer.step == cfg.steps else f", more than the {cfg.steps} asked for")
+            + "; pass a larger --steps to continue")
         summary = trainer.summary()
     else:
         summary = trainer.run()
