@@ -480,3 +480,51 @@ def test_linear_gelu_errors_and_no_bias():
         F.linear_gelu(x, w, np.zeros(3))
     with pytest.raises(ValueError, match="linear_gelu: input is float32"):
         F.linear_gelu(x.astype(np.float32), w, np.zeros(4))
+
+
+@given(array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=4), st.integers(1, 6), st.integers(1, 5), seeds,
+       st.booleans(), st.sampled_from(["numba", "numpy"]))
+def test_feed_forward_fused(xshape, n_hidden, n_out, seed, noncontig, backend):
+    """The whole feed-forward layer as one op (GELU output recomputed in backward): gradcheck, and the same
+    bits as linear(linear_gelu(...)) forward and backward."""
+    from minigpt import kernels
+
+    x = make(xshape, seed, noncontig)
+    w1, b1 = make((xshape[-1], n_hidden), seed + 1), make((n_hidden,), seed + 2)
+    w2, b2 = make((n_hidden, n_out), seed + 3), make((n_out,), seed + 4)
+    args = (x, w1, b1, w2, b2)
+    with kernels.use_backend(backend):
+        check(lambda *a: F.feed_forward(*a), *args)
+        grads = []
+        for f in (lambda: F.feed_forward(*args), lambda: F.linear(F.linear_gelu(x, w1, b1), w2, b2)):
+            for t in args:
+                t.grad = None
+            y = f()
+            (y * y).sum().backward()
+            grads.append([y.data] + [t.grad for t in args])
+    for a, b in zip(*grads):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_feed_forward_float32_bits_and_errors():
+    rng = np.random.default_rng(0)
+    x = Tensor(rng.standard_normal((2, 5, 8), dtype=np.float32), requires_grad=True)
+    w1, b1 = (Tensor(rng.standard_normal(s, dtype=np.float32), requires_grad=True) for s in ((8, 32), (32,)))
+    w2, b2 = (Tensor(rng.standard_normal(s, dtype=np.float32), requires_grad=True) for s in ((32, 8), (8,)))
+    out = []
+    for f in (F.feed_forward, lambda x, w1, b1, w2, b2: F.linear(F.linear_gelu(x, w1, b1), w2, b2)):
+        for t in (x, w1, b1, w2, b2):
+            t.grad = None
+        y = f(x, w1, b1, w2, b2)
+        y.sum().backward()
+        out.append([y.data] + [t.grad for t in (x, w1, b1, w2, b2)])
+    for a, b in zip(*out):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="feed_forward: second weight of shape"):
+        F.feed_forward(x, w1, b1, Tensor(np.ones((31, 8), np.float32)), b2)
+    with pytest.raises(ValueError, match=r"feed_forward: second bias must have shape \(8,\)"):
+        F.feed_forward(x, w1, b1, w2, np.zeros(7, np.float32))
+    with pytest.raises(ValueError, match="feed_forward: both biases"):
+        F.feed_forward(x, w1, None, w2, b2)
+    with pytest.raises(ValueError, match="feed_forward: input is float32"):
+        F.feed_forward(x, w1, b1, w2.astype(np.float64), b2)

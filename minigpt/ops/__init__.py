@@ -6,7 +6,8 @@
 - ``shape``: reshape, transpose/permute, getitem (indexing), concatenate, stack, split
 - ``select``: where, masked_fill, embedding
 - ``softmax``: softmax, log_softmax, cross_entropy, linear_cross_entropy (LM head + loss, fused)
-- ``nn``: linear, linear_gelu (linear + GELU, fused), layer_norm, dropout
+- ``nn``: linear, linear_gelu (linear + GELU, fused), feed_forward (linear + GELU + linear, fused), layer_norm,
+  dropout
 - ``attention``: causal_attention (fused multi-head causal self-attention)
 - ``quantized``: int8_linear, int8_embedding (int8 weights, inference only: no backward)
 - ``lora``: lora (the low-rank update ``scale * x @ A @ B`` of a LoRA layer)
@@ -21,7 +22,7 @@ from .arithmetic import add, div, matmul, mul, neg, pow, sub
 from .attention import causal_attention
 from .lora import lora
 from .elementwise import cast, exp, gelu, log, relu, sqrt, tanh
-from .nn import dropout, layer_norm, linear, linear_gelu, linear_t
+from .nn import dropout, feed_forward, layer_norm, linear, linear_gelu, linear_t
 from .quantized import int8_embedding, int8_linear
 from .reduce import max, mean, sum
 from .select import embedding, masked_fill, where
@@ -35,7 +36,7 @@ __all__ = [
     "reshape", "transpose", "permute", "getitem", "concatenate", "cat", "stack", "split",
     "where", "masked_fill", "embedding",
     "softmax", "log_softmax", "cross_entropy", "linear_cross_entropy",
-    "linear", "linear_t", "linear_gelu", "layer_norm", "dropout",
+    "linear", "linear_t", "linear_gelu", "feed_forward", "layer_norm", "dropout",
     "causal_attention",
     "int8_linear", "int8_embedding",
     "lora",

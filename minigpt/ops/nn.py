@@ -1,4 +1,4 @@
-"""Fused layer ops: linear (x @ W + b), layer_norm, dropout.
+"""Fused layer ops: linear (x @ W + b), linear + GELU, the whole feed-forward layer, layer_norm, dropout.
 
 ``linear`` keeps W as (in, out) — GPT-2's Conv1D layout — and works on (..., in) inputs as one GEMM over
 all leading axes flattened, so the weight gradient is a single (in, N) @ (N, out) product.
@@ -64,6 +64,47 @@ class LinearGELUOp(Function):
         dx = (dh @ w.T).reshape(self.xshape) if self.needs[0] else None   # dx = dh W^T: (N, 4C) @ (4C, C)
         dw = self.x2.T @ dh if self.needs[1] else None                    # dW = x^T dh: (C, N) @ (N, 4C)
         return (dx, dw, db if self.needs[2] else None)
+
+
+class FeedForwardOp(Function):
+    """y = gelu(x @ W1 + b1) @ W2 + b2: the transformer's whole feed-forward layer as one op.
+
+    Forward keeps only the pre-activation ``h = x @ W1 + b1`` (N, 4C); the GELU output ``gelu(h)``, the
+    other (N, 4C) array of the layer, is freed as soon as the second GEMM has read it, and backward
+    recomputes it from ``h`` (one cheap element-wise pass) for W2's gradient. That halves what the layer
+    keeps for backward. The arithmetic is exactly that of ``linear(linear_gelu(x, W1, b1), W2, b2)``, so
+    results are bit-identical to the unfused pair.
+    math: kernels/gelu.py::bias_gelu_forward_numpy, gelu_forward_numpy, bias_gelu_backward_numpy;
+    kernels/bias.py::add_bias_numpy, bias_grad_numpy
+    """
+
+    def forward(self, x, w1, b1, w2, b2):
+        n_in, n_hidden = w1.shape
+        x2 = x.reshape(-1, n_in)                 # (..., C) -> (N, C)
+        h = x2 @ w1                              # (N, C) @ (C, 4C) -> (N, 4C)
+        y = gelu.bias_gelu_forward(h, b1)        # h += b1 in place (kept); y = gelu(h): (N, 4C), not kept
+        out = y @ w2                             # (N, 4C) @ (4C, C) -> (N, C)
+        bias.add_bias(out, b2)                   # (N, C) += (C,)
+        self.x2, self.w1, self.w2, self.h, self.xshape = x2, w1, w2, h, x.shape
+        return out.reshape(*x.shape[:-1], w2.shape[1])
+
+    def backward(self, g):
+        w1, w2, h = self.w1, self.w2, self.h
+        g2 = g.reshape(-1, w2.shape[1])                          # (..., C) -> (N, C)
+        needs = self.needs
+        dw2 = db2 = None
+        y = gelu.gelu_forward(h)                                 # y = gelu(h) again: (N, 4C)
+        if needs[3]:
+            dw2 = y.T @ g2                                       # dW2 = y^T g: (4C, N) @ (N, C)
+        if needs[4]:
+            db2 = bias.bias_grad(g2)                             # db2 = sum_n g: (C,)
+        if not (needs[0] or needs[1] or needs[2]):
+            return (None, None, None, dw2, db2)
+        dy = np.matmul(g2, w2.T, out=y)                          # dy = g W2^T: (N, C) @ (C, 4C), over y
+        dh, db1 = gelu.bias_gelu_backward(dy, h, out=dy)         # dh = dy * gelu'(h): (N, 4C); db1 = sum_n dh
+        dx = (dh @ w1.T).reshape(self.xshape) if needs[0] else None  # dx = dh W1^T: (N, 4C) @ (4C, C)
+        dw1 = self.x2.T @ dh if needs[1] else None                # dW1 = x^T dh: (C, N) @ (N, 4C)
+        return (dx, dw1, db1 if needs[2] else None, dw2, db2)
 
 
 class LinearTOp(Function):
@@ -165,6 +206,26 @@ def linear_gelu(x, weight, bias) -> Tensor:
     x, weight = as_tensor(x), as_tensor(weight)
     _check_linear(x, weight, bias, "linear_gelu")
     return LinearGELUOp.apply(x, weight, as_tensor(bias, like=weight))
+
+
+def feed_forward(x, w1, b1, w2, b2) -> Tensor:
+    """``linear(gelu(linear(x, w1, b1)), w2, b2)`` as one op that keeps only the (N, hidden) pre-activation
+    for backward (the GELU output is recomputed there). ``w1`` (C, hidden), ``b1`` (hidden,), ``w2``
+    (hidden, C_out), ``b2`` (C_out,); same checks and bit-identical results as the three ops."""
+    x, w1, w2 = as_tensor(x), as_tensor(w1), as_tensor(w2)
+    _check_linear(x, w1, b1, "feed_forward")
+    if b1 is None or b2 is None:
+        raise MiniGPTError("feed_forward: both biases are required (use linear and gelu without them)")
+    if w2.ndim != 2 or w2.shape[0] != w1.shape[1]:
+        raise MiniGPTError(f"feed_forward: second weight of shape {w2.shape} does not match the hidden size "
+                           f"{w1.shape[1]} of the first {w1.shape}")
+    b2 = as_tensor(b2, like=w2)
+    if w2.dtype != x.dtype or b2.dtype != x.dtype:
+        raise MiniGPTError(f"feed_forward: input is {x.dtype} but the second weight and bias are {w2.dtype} and "
+                           f"{b2.dtype}")
+    if b2.shape != (w2.shape[1],):
+        raise MiniGPTError(f"feed_forward: second bias must have shape ({w2.shape[1]},), got {b2.shape}")
+    return FeedForwardOp.apply(x, w1, as_tensor(b1, like=w1), w2, b2)
 
 
 def linear_t(x, weight) -> Tensor:

@@ -110,11 +110,11 @@ class CrossEntropyOp(Function):
 class LinearCrossEntropyOp(Function):
     """loss = cross_entropy(x @ W.T, targets): an LM head over a (vocab, dim) table and its loss, fused.
 
-    The (N, vocab) logits are the largest buffer of a training step. This op never keeps the
-    log-probabilities: forward computes each row's log-sum-exp and the loss in one pass; backward writes
-    ``softmax - onehot`` from it into a second buffer and hands the logits buffer back. Both buffers
-    come from ``LOGITS_POOL`` (ops/_util.py), so steps reuse them. The graph through this op can be
-    back-propagated once (a second backward is an error).
+    The (N, vocab) logits are the largest buffer of a training step, and this op keeps only that one:
+    forward computes each row's log-sum-exp and the loss in one pass (never the log-probabilities), and
+    backward writes ``softmax - onehot`` over the logits in place, then reads the gradient from there for
+    dx and dW. The buffer comes from ``LOGITS_POOL`` (ops/_util.py), so steps reuse it. The graph through
+    this op can be back-propagated once (a second backward is an error).
     math: kernels/softmax.py::cross_entropy_forward_numpy, cross_entropy_backward_numpy
     """
 
@@ -139,12 +139,11 @@ class LinearCrossEntropyOp(Function):
                                "so run the forward pass again")
         x2, w, logits, targets, lse, ignore_index, n_valid, xshape = self.saved
         self.saved = None
-        # The gradient goes to a second pooled buffer, not over the logits (why: benchmarks/README.md,
-        # "Gradient buffers").
-        dlogits = LOGITS_POOL.take(logits.shape, logits.dtype)
-        # dlogits = g / n_valid * (softmax(logits) - onehot(targets)): (N, V)
-        softmax_kernels.cross_entropy_backward(logits, targets, lse, float(g) / n_valid, ignore_index, out=dlogits)
-        del logits  # free for the pool again
+        # dlogits = g / n_valid * (softmax(logits) - onehot(targets)), written over the logits: (N, V).
+        # The same kernel arithmetic as CrossEntropyOp's, so the book's loss path gets the same bits.
+        dlogits = softmax_kernels.cross_entropy_backward(logits, targets, lse, float(g) / n_valid, ignore_index,
+                                                         out=logits)
+        del logits
         dx = (dlogits @ w).reshape(xshape) if self.needs[0] else None   # dx = dlogits W: (N, V) @ (V, C)
         dw = dlogits.T @ x2 if self.needs[1] else None                  # dW = dlogits^T x: (V, N) @ (N, C)
         return dx, dw
