@@ -185,10 +185,12 @@ def _recorded_input(out, width: int):
 
 
 def _saved_preactivation(out, hidden: int):
-    """The GELU inputs (N, hidden) that the fused linear + GELU op kept for its backward (out =
-    proj(linear_gelu(x))); None when there is no graph or no such array."""
+    """The GELU inputs (N, hidden) that the fused feed-forward op (out = feed_forward(x)) or the fused
+    linear + GELU op (out = proj(linear_gelu(x))) kept for its backward; None when there is no graph or no
+    such array."""
     try:
-        h = out._op.inputs[0]._op.h
+        op = out._op
+        h = op.h if hasattr(op, "h") else op.inputs[0]._op.h
     except (AttributeError, IndexError):
         return None
     return h if isinstance(h, np.ndarray) and h.ndim == 2 and h.shape[1] == hidden else None

@@ -194,7 +194,12 @@ class GPT(Module):
 
     def memory_estimate(self, batch_size: int = 1, context_length: int | None = None, training: bool = True) -> dict:
         """Approximate bytes: parameters, gradients + AdamW moments (training), and activations kept
-        for backward (a rough per-layer count of the saved (B, T, C) buffers and the logits)."""
+        for backward (a per-layer count of the saved (B, T, C)-sized buffers, plus one (B*T, vocab) logits
+        buffer, the only one ``loss`` keeps).
+
+        A training step peaks during the forward pass: the previous step's gradients are still held
+        then (``zero_grad`` runs after the forward in the usual loop), next to every saved activation.
+        """
         c = self.config
         T = context_length or c.context_length
         item = np.dtype(self.dtype).itemsize
@@ -203,8 +208,11 @@ class GPT(Module):
         if training:
             est["gradients"] = params
             est["optimizer"] = 2 * params
-            per_layer = batch_size * T * c.emb_dim * (2 + 3 + 1 + 1 + 2 + 4 + 4 + 4) * item
-            est["activations"] = c.n_layers * per_layer + 2 * batch_size * T * c.vocab_size * item
+            # per block, in (B, T, C) units: layer norm 1's output 1, packed q/k/v 3, attention output 1,
+            # its projection 1, residual 1, layer norm 2's output 1, the feed-forward pre-activation 4 (its
+            # GELU output is recomputed in backward), its output 1, residual 1
+            per_layer = batch_size * T * c.emb_dim * (1 + 3 + 1 + 1 + 1 + 1 + 4 + 1 + 1) * item
+            est["activations"] = c.n_layers * per_layer + batch_size * T * c.vocab_size * item
         est["total"] = sum(est.values())
         return est
 

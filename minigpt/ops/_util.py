@@ -123,5 +123,9 @@ class BufferPool:
         self.bufs.clear()
 
 
-# The pool of the LM head's logits and their gradients (ops/nn.py LinearTOp, ops/softmax.py).
-LOGITS_POOL = BufferPool(keep=2)
+# The pool of the LM head's logits (ops/nn.py LinearTOp, ops/softmax.py). One buffer per shape: the fused
+# loss (linear_cross_entropy) writes its gradient over its logits, and the book's loss path, which needs a
+# second (N, vocab) array for the gradient while the caller still holds the logits, gets that one fresh
+# (and gives it back to the system after the step) rather than have the pool keep it idle through every
+# forward pass, where the training step's memory peaks.
+LOGITS_POOL = BufferPool(keep=1)

@@ -100,8 +100,9 @@ class CrossEntropyOp(Function):
         logits = self.logits
         out = None
         if logits.ndim == 2 and logits.flags.c_contiguous:
-            # as large as the logits (e.g. (B*T, vocab) from the LM head): a pooled buffer, so that the
-            # book's loss path, cross_entropy(model(x)...), faults no fresh pages in at every step
+            # as large as the logits (e.g. (B*T, vocab) from the LM head): the pooled buffer when it is
+            # free (logits made elsewhere); in the book's loss path, cross_entropy(model(x)...), the
+            # logits hold it, and this is a fresh array (ops/_util.py LOGITS_POOL says why)
             out = LOGITS_POOL.take(logits.shape, logits.dtype)
         return (softmax_kernels.cross_entropy_backward(logits, self.targets, self.lse, scale, self.ignore_index,
                                                        out=out),)
