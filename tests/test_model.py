@@ -187,3 +187,29 @@ def test_loading_a_float_checkpoint_reads_tensor_by_tensor(tmp_path, monkeypatch
     back = GPT.from_pretrained(tmp_path)
     for (na, a), (nb, b) in zip(model.state_dict().items(), back.state_dict().items()):
         assert na == nb and np.array_equal(a, b)
+
+
+def test_blocks_add_residuals_inside_their_ops_with_the_same_bits():
+    """Without dropout, a block adds its skip connections inside attention's projection and the fused
+    feed-forward op (the sub-layers' outputs are never kept): the same loss and gradients, bit for bit, as
+    the plain additions (taken when a hook watches a sub-layer)."""
+    import minigpt
+
+    minigpt.random.manual_seed(0)
+    model = GPT(GPTConfig.preset("nano"), drop_rate=0.0)
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 512, (2, 8)), rng.integers(0, 512, (2, 8))
+    assert all(blk._fused_residuals() for blk in model.blocks)
+    runs = []
+    for hooked in (False, True):
+        handles = [blk.ff.register_forward_hook(lambda m, a, o: None) for blk in model.blocks] if hooked else []
+        assert all(blk._fused_residuals() != hooked for blk in model.blocks)
+        for p in model.parameters():
+            p.grad = None
+        loss = model.loss(x, y)
+        loss.backward()
+        runs.append([loss.data] + [p.grad.copy() for p in model.parameters()])
+        for h in handles:
+            h.remove()
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)

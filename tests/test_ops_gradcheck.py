@@ -528,3 +528,31 @@ def test_feed_forward_float32_bits_and_errors():
         F.feed_forward(x, w1, None, w2, b2)
     with pytest.raises(ValueError, match="feed_forward: input is float32"):
         F.feed_forward(x, w1, b1, w2.astype(np.float64), b2)
+
+
+@given(array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=4), st.integers(1, 5), st.integers(1, 5), seeds,
+       st.booleans())
+def test_residual_inside_linear_and_feed_forward(xshape, n_hidden, n_out, seed, noncontig):
+    """``residual=`` adds a skip connection inside the op: gradcheck, and the same bits as adding it after."""
+    x = make(xshape, seed, noncontig)
+    w, b = make((xshape[-1], n_out), seed + 1), make((n_out,), seed + 2)
+    w1, b1 = make((xshape[-1], n_hidden), seed + 3), make((n_hidden,), seed + 4)
+    w2 = make((n_hidden, n_out), seed + 5)
+    r = make((*xshape[:-1], n_out), seed + 6, noncontig)
+    check(lambda *a: F.linear(a[0], a[1], a[2], residual=a[3]), x, w, b, r)
+    check(lambda *a: F.feed_forward(*a[:5], residual=a[5]), x, w1, b1, w2, b, r)
+    pairs = [((x, w, b, r), lambda: F.linear(x, w, b, residual=r), lambda: F.linear(x, w, b) + r),
+             ((x, w1, b1, w2, b, r), lambda: F.feed_forward(x, w1, b1, w2, b, residual=r),
+              lambda: r + F.linear(F.linear_gelu(x, w1, b1), w2, b))]
+    for args, fused, plain in pairs:
+        got = []
+        for f in (fused, plain):
+            for t in args:
+                t.grad = None
+            y = f()
+            (y * y).sum().backward()
+            got.append([y.data] + [t.grad for t in args])
+        for a, c in zip(*got):
+            np.testing.assert_array_equal(a, c)
+    with pytest.raises(ValueError, match="linear: residual must be"):
+        F.linear(x, w, b, residual=np.zeros((*xshape[:-1], n_out + 1)))

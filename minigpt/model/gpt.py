@@ -209,9 +209,9 @@ class GPT(Module):
             est["gradients"] = params
             est["optimizer"] = 2 * params
             # per block, in (B, T, C) units: layer norm 1's output 1, packed q/k/v 3, attention output 1,
-            # its projection 1, residual 1, layer norm 2's output 1, the feed-forward pre-activation 4 (its
-            # GELU output is recomputed in backward), its output 1, residual 1
-            per_layer = batch_size * T * c.emb_dim * (1 + 3 + 1 + 1 + 1 + 1 + 4 + 1 + 1) * item
+            # residual 1 (the projection adds it in place), layer norm 2's output 1, the feed-forward
+            # pre-activation 4 (its GELU output is recomputed in backward), residual 1
+            per_layer = batch_size * T * c.emb_dim * (1 + 3 + 1 + 1 + 1 + 4 + 1) * item
             est["activations"] = c.n_layers * per_layer + batch_size * T * c.vocab_size * item
         est["total"] = sum(est.values())
         return est

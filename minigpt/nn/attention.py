@@ -49,14 +49,24 @@ class MultiHeadAttention(Module):
         self.qkv = Linear(emb_dim, 3 * emb_dim, bias=qkv_bias, init_std=init_std, dtype=dtype)
         self.proj = Linear(emb_dim, emb_dim, init_std=proj_std or init_std, dtype=dtype)
 
-    def forward(self, x, cache: KVCache | None = None):
+    def forward(self, x, cache: KVCache | None = None, residual=None):
+        """(B, T, C) -> (B, T, C); ``+ residual`` (B, T, C) when given, added inside the output projection
+        when it can be (a transformer block's skip connection: the projection's own output is then never
+        kept)."""
         qkv = self.qkv(x)  # (B, T, C) -> (B, T, 3C): [q | k | v], each C = H * D wide
         if cache is None:
             # per head h: softmax(q_h k_h^T / sqrt(D), causal) v_h, heads side by side again
             ctx = F.causal_attention(qkv, self.n_heads, dropout_p=self.dropout, training=self.training)  # -> (B, T, C)
         else:
             ctx = self._attend_with_cache(qkv.data, cache)  # (B, T, 3C) -> (B, T, C)
-        return self.proj(ctx)  # (B, T, C) -> (B, T, C)
+        if residual is None:
+            return self.proj(ctx)  # (B, T, C) -> (B, T, C)
+        proj = self.proj
+        if type(proj) is Linear and proj.bias is not None and not (proj._forward_hooks or proj._backward_hooks):
+            y = F.linear(ctx, proj.weight, proj.bias, residual=residual)  # ctx @ W + b + residual: (B, T, C)
+            proj._ran(y)  # the projection's work, done here (its output shape for summary())
+            return y
+        return self.proj(ctx) + residual
 
     def _attend_with_cache(self, qkv: np.ndarray, cache: KVCache) -> Tensor:
         """Inference only: store the new keys/values, attend the new queries over all cached positions."""

@@ -27,5 +27,16 @@ class TransformerBlock(Module):
 
     def forward(self, x, cache=None):
         # x: (B, T, C)
+        if self._fused_residuals():
+            # the same sums, each added inside the op that makes the sub-layer's output (attention's
+            # projection, the feed-forward op), so those outputs are never kept as tensors of their own
+            x = self.attn(self.norm1(x), cache=cache, residual=x)  # x + attn(ln1(x)): (B, T, C), residual 1
+            return self.ff(self.norm2(x), residual=x)  # x + ff(ln2(x)): (B, T, C), residual 2
         x = x + self.drop(self.attn(self.norm1(x), cache=cache))  # (B, T, C) -> (B, T, C), residual 1
         return x + self.drop(self.ff(self.norm2(x)))  # (B, T, C) -> (B, T, C), residual 2
+
+    def _fused_residuals(self) -> bool:
+        """Whether the residual additions can go inside the sub-layers: dropout is the identity (p = 0 or
+        eval mode) and no hook watches the sub-layers' own outputs."""
+        return ((self.drop.p == 0 or not self.drop.training)
+                and not any(m._forward_hooks or m._backward_hooks for m in (self.attn, self.ff, self.drop)))

@@ -138,19 +138,23 @@ class FeedForward(Module):
         self.fc = Linear(emb_dim, hidden_dim, init_std=init_std, dtype=dtype)
         self.proj = Linear(hidden_dim, emb_dim, init_std=proj_std or init_std, dtype=dtype)
 
-    def forward(self, x):
-        if type(self.fc) is not Linear:  # a wrapped or quantized layer (LoRA, int8): its own product, then GELU
-            return self.proj(F.gelu(self.fc(x)))  # (B, T, C) -> (B, T, 4C) -> (B, T, C)
+    def forward(self, x, residual=None):
+        """(B, T, C) -> (B, T, C); ``+ residual`` (B, T, C) when given, added inside the last op when it can
+        be (a transformer block's skip connection: the layer's own output is then never kept)."""
         proj = self.proj
-        if (type(proj) is Linear and self.fc.bias is not None and proj.bias is not None
+        if (type(self.fc) is Linear and type(proj) is Linear and self.fc.bias is not None and proj.bias is not None
                 and not (proj._forward_hooks or proj._backward_hooks)):
             # the whole layer as one op, which keeps only the (N, 4C) pre-activation for backward
-            y = F.feed_forward(x, self.fc.weight, self.fc.bias, proj.weight, proj.bias)  # (B, T, C) -> (B, T, C)
+            y = F.feed_forward(x, self.fc.weight, self.fc.bias, proj.weight, proj.bias, residual=residual)
             hidden = self.fc.weight.shape[1]
-            self.fc._ran(np.broadcast_to(np.zeros((), x.dtype), (*x.shape[:-1], hidden)))  # its output shape
+            self.fc._ran(np.broadcast_to(np.zeros((), x.dtype), (*x.shape[:-1], hidden)))  # output shapes
             proj._ran(y)                                                                     # for summary()
             return y
-        # gelu(fc(x)) as one fused op: bias and GELU in one pass over the (N, 4C) activations
-        h = F.linear_gelu(x, self.fc.weight, self.fc.bias)  # (B, T, C) -> (B, T, 4C)
-        self.fc._ran(h)  # fc's work, done inside the fused op (its output shape for summary())
-        return self.proj(h)  # (B, T, 4C) -> (B, T, C)
+        if type(self.fc) is not Linear:  # a wrapped or quantized layer (LoRA, int8): its own product, then GELU
+            h = F.gelu(self.fc(x))  # (B, T, C) -> (B, T, 4C)
+        else:
+            # gelu(fc(x)) as one fused op: bias and GELU in one pass over the (N, 4C) activations
+            h = F.linear_gelu(x, self.fc.weight, self.fc.bias)  # (B, T, C) -> (B, T, 4C)
+            self.fc._ran(h)  # fc's work, done inside the fused op (its output shape for summary())
+        y = self.proj(h)  # (B, T, 4C) -> (B, T, C)
+        return y if residual is None else y + residual

@@ -18,23 +18,29 @@ from ._util import LOGITS_POOL, as_tensor, check_float
 
 
 class LinearOp(Function):
-    """y = x @ W + b.  math: kernels/bias.py::add_bias_numpy, bias_grad_numpy"""
+    """y = x @ W + b (+ r: a residual of y's shape, e.g. a transformer block's skip connection, added in
+    place, so the product is never kept as a tensor of its own).
+    math: kernels/bias.py::add_bias_numpy, bias_grad_numpy"""
 
-    def forward(self, x, w, b=None):
+    def forward(self, x, w, b=None, r=None):
         n_in, n_out = w.shape
         x2 = x.reshape(-1, n_in)                 # (..., C_in) -> (N, C_in)
         y = x2 @ w                               # (N, C_in) @ (C_in, C_out) -> (N, C_out)
         if b is not None:
             bias.add_bias(y, b)                  # (N, C_out) += (C_out,)
+        if r is not None:
+            y += r.reshape(y.shape)              # (N, C_out) += residual (N, C_out)
         self.x2, self.w, self.xshape = x2, w, x.shape
         return y.reshape(*x.shape[:-1], n_out)   # (N, C_out) -> (..., C_out)
 
     def backward(self, g):
-        w = self.w
+        w, needs = self.w, self.needs
         g2 = g.reshape(-1, w.shape[1])                                      # (..., C_out) -> (N, C_out)
-        dx = (g2 @ w.T).reshape(self.xshape) if self.needs[0] else None     # dx = g W^T: (N, C_out) @ (C_out, C_in)
-        dw = self.x2.T @ g2 if self.needs[1] else None                      # dW = x^T g: (C_in, N) @ (N, C_out)
-        db = bias.bias_grad(g2) if len(self.needs) > 2 and self.needs[2] else None  # db = sum_n g: (C_out,)
+        dx = (g2 @ w.T).reshape(self.xshape) if needs[0] else None          # dx = g W^T: (N, C_out) @ (C_out, C_in)
+        dw = self.x2.T @ g2 if needs[1] else None                           # dW = x^T g: (C_in, N) @ (N, C_out)
+        db = bias.bias_grad(g2) if len(needs) > 2 and needs[2] else None    # db = sum_n g: (C_out,)
+        if len(needs) > 3:
+            return (dx, dw, db, g if needs[3] else None)                    # dr = g
         return (dx, dw, db)
 
 
@@ -67,7 +73,8 @@ class LinearGELUOp(Function):
 
 
 class FeedForwardOp(Function):
-    """y = gelu(x @ W1 + b1) @ W2 + b2: the transformer's whole feed-forward layer as one op.
+    """y = gelu(x @ W1 + b1) @ W2 + b2 (+ r, a residual added in place as in LinearOp): the transformer's
+    whole feed-forward layer as one op.
 
     Forward keeps only the pre-activation ``h = x @ W1 + b1`` (N, 4C); the GELU output ``gelu(h)``, the
     other (N, 4C) array of the layer, is freed as soon as the second GEMM has read it, and backward
@@ -78,13 +85,15 @@ class FeedForwardOp(Function):
     kernels/bias.py::add_bias_numpy, bias_grad_numpy
     """
 
-    def forward(self, x, w1, b1, w2, b2):
+    def forward(self, x, w1, b1, w2, b2, r=None):
         n_in, n_hidden = w1.shape
         x2 = x.reshape(-1, n_in)                 # (..., C) -> (N, C)
         h = x2 @ w1                              # (N, C) @ (C, 4C) -> (N, 4C)
         y = gelu.bias_gelu_forward(h, b1)        # h += b1 in place (kept); y = gelu(h): (N, 4C), not kept
         out = y @ w2                             # (N, 4C) @ (4C, C) -> (N, C)
         bias.add_bias(out, b2)                   # (N, C) += (C,)
+        if r is not None:
+            out += r.reshape(out.shape)          # (N, C) += residual (N, C)
         self.x2, self.w1, self.w2, self.h, self.xshape = x2, w1, w2, h, x.shape
         return out.reshape(*x.shape[:-1], w2.shape[1])
 
@@ -98,13 +107,14 @@ class FeedForwardOp(Function):
             dw2 = y.T @ g2                                       # dW2 = y^T g: (4C, N) @ (N, C)
         if needs[4]:
             db2 = bias.bias_grad(g2)                             # db2 = sum_n g: (C,)
+        dr = (g if needs[5] else None,) if len(needs) > 5 else ()  # dr = g
         if not (needs[0] or needs[1] or needs[2]):
-            return (None, None, None, dw2, db2)
+            return (None, None, None, dw2, db2) + dr
         dy = np.matmul(g2, w2.T, out=y)                          # dy = g W2^T: (N, C) @ (C, 4C), over y
         dh, db1 = gelu.bias_gelu_backward(dy, h, out=dy)         # dh = dy * gelu'(h): (N, 4C); db1 = sum_n dh
         dx = (dh @ w1.T).reshape(self.xshape) if needs[0] else None  # dx = dh W1^T: (N, 4C) @ (4C, C)
         dw1 = self.x2.T @ dh if needs[1] else None                # dW1 = x^T dh: (C, N) @ (N, 4C)
-        return (dx, dw1, db1 if needs[2] else None, dw2, db2)
+        return (dx, dw1, db1 if needs[2] else None, dw2, db2) + dr
 
 
 class LinearTOp(Function):
@@ -189,10 +199,26 @@ def _check_linear(x, weight, bias, name):
             raise MiniGPTError(f"{name}: bias is {bias.dtype} but weight is {weight.dtype}")
 
 
-def linear(x, weight, bias=None) -> Tensor:
-    """``x @ weight + bias`` with ``weight`` of shape (in, out) and ``bias`` of shape (out,)."""
+def _check_residual(residual, x, n_out, name):
+    residual = as_tensor(residual, like=x)
+    shape = (*x.shape[:-1], n_out)
+    if residual.shape != shape or residual.dtype != x.dtype:
+        raise MiniGPTError(f"{name}: residual must be a {x.dtype} array of the output's shape {shape}, got "
+                           f"{residual.dtype} {residual.shape}")
+    return residual
+
+
+def linear(x, weight, bias=None, residual=None) -> Tensor:
+    """``x @ weight + bias`` with ``weight`` of shape (in, out) and ``bias`` of shape (out,);
+    ``+ residual`` (the output's shape) when given, added in the same op: the product itself is never
+    kept, as ``linear(x, w, b) + residual`` would keep it."""
     x, weight = as_tensor(x), as_tensor(weight)
     _check_linear(x, weight, bias, "linear")
+    if residual is not None:
+        residual = _check_residual(residual, x, weight.shape[1], "linear")
+        if bias is None:
+            return LinearOp.apply(x, weight) + residual
+        return LinearOp.apply(x, weight, as_tensor(bias, like=weight), residual)
     if bias is None:
         return LinearOp.apply(x, weight)
     return LinearOp.apply(x, weight, as_tensor(bias, like=weight))
@@ -208,10 +234,11 @@ def linear_gelu(x, weight, bias) -> Tensor:
     return LinearGELUOp.apply(x, weight, as_tensor(bias, like=weight))
 
 
-def feed_forward(x, w1, b1, w2, b2) -> Tensor:
+def feed_forward(x, w1, b1, w2, b2, residual=None) -> Tensor:
     """``linear(gelu(linear(x, w1, b1)), w2, b2)`` as one op that keeps only the (N, hidden) pre-activation
     for backward (the GELU output is recomputed there). ``w1`` (C, hidden), ``b1`` (hidden,), ``w2``
-    (hidden, C_out), ``b2`` (C_out,); same checks and bit-identical results as the three ops."""
+    (hidden, C_out), ``b2`` (C_out,); same checks and bit-identical results as the three ops. ``residual``
+    (the output's shape) is added in the same op, as in :func:`linear`."""
     x, w1, w2 = as_tensor(x), as_tensor(w1), as_tensor(w2)
     _check_linear(x, w1, b1, "feed_forward")
     if b1 is None or b2 is None:
@@ -225,6 +252,9 @@ def feed_forward(x, w1, b1, w2, b2) -> Tensor:
                            f"{b2.dtype}")
     if b2.shape != (w2.shape[1],):
         raise MiniGPTError(f"feed_forward: second bias must have shape ({w2.shape[1]},), got {b2.shape}")
+    if residual is not None:
+        residual = _check_residual(residual, x, w2.shape[1], "feed_forward")
+        return FeedForwardOp.apply(x, w1, as_tensor(b1, like=w1), w2, b2, residual)
     return FeedForwardOp.apply(x, w1, as_tensor(b1, like=w1), w2, b2)
 
 
