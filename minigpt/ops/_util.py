@@ -80,8 +80,7 @@ def normalize_axis(axis, ndim: int, opname: str):
 
 
 class BufferPool:
-    """Large scratch arrays reused from step to step: the (N, vocab) logits of the LM head and their
-    gradient. A buffer of hundreds of MB is mapped fresh by the operating system at each allocation,
+    """Large scratch arrays reused from step to step: the (N, vocab) logits of the LM head. A buffer of hundreds of MB is mapped fresh by the operating system at each allocation,
     and faulting its pages in costs about as much as a pass over it; handing out last step's buffer
     avoids that.
 
