@@ -140,3 +140,22 @@ def test_bad_targets_name_the_value(backend):
             S.cross_entropy_forward(x, np.array([0, 1]))
         # ignore_index is not out of range, whatever its value
         assert S.cross_entropy_forward(x, np.array([7, 7, 7]), ignore_index=7)[:2] == (0.0, 0)
+
+
+def test_cross_entropy_backward_in_place_has_the_same_bits_float32():
+    """The in-place gradient (read through a tile per row) equals the two-buffer one bit for bit, over
+    rows wider than the tile, with a partial last tile and an ignored row: model.loss and the book's
+    loss path rely on it."""
+    from minigpt.kernels.softmax import _TILE
+
+    rng = np.random.default_rng(3)
+    v = 2 * _TILE + 77
+    x = (rng.standard_normal((5, v)) * 4).astype(np.float32)
+    t = rng.integers(0, v, 5)
+    t[2] = -100
+    _, n_valid, lse = S.cross_entropy_forward(x, t)
+    d = S.cross_entropy_backward(x, t, lse, 1.0 / n_valid)
+    xi = x.copy()
+    S.cross_entropy_backward(xi, t, lse, 1.0 / n_valid, out=xi)
+    np.testing.assert_array_equal(xi, d)
+    assert not xi[2].any()
