@@ -223,7 +223,12 @@ def memory_child(name, side, args):
     else:
         mg = import_minigpt()
         step, model = make_minigpt_trainer(mg, cfg, B, book=side == "minigpt-book")
-        est = model.memory_estimate(B, cfg["seq_len"]) if hasattr(model, "memory_estimate") else None
+        est = None
+        if hasattr(model, "memory_estimate"):
+            try:
+                est = model.memory_estimate(B, cfg["seq_len"], loss_path="book" if side == "minigpt-book" else "fused")
+            except TypeError:  # an older model without loss_path
+                est = model.memory_estimate(B, cfg["seq_len"])
     base = _status_kb("VmRSS")  # the process with its libraries and the model, before any step
     try:  # reset the peak (VmHWM) to the current RSS (Linux >= 4.0)
         with open("/proc/self/clear_refs", "w") as f:

@@ -19,6 +19,10 @@ from .checkpoint import (ADAPTER_CONFIG, ADAPTER_FILE, QUANT_SCHEMES, SCALE_SUFF
                          read_checkpoint, resolve_model_dir, write_pretrained)
 from .config import PRESETS, GPTConfig  # noqa: F401  (re-exported: minigpt.model.gpt.GPTConfig)
 
+# Resident memory of the process besides the model's arrays: the interpreter, NumPy, Numba's compiled
+# kernels and OpenBLAS (measured 100-115 MB on Linux x86-64, benchmarks/bench_train.py --memory).
+RUNTIME_BYTES = 100 * 2**20
+
 # The linear layers of a block that quantize() converts (attribute paths inside TransformerBlock).
 _BLOCK_LINEARS = ("attn.qkv", "attn.proj", "ff.fc", "ff.proj")
 
@@ -192,14 +196,21 @@ class GPT(Module):
         n = max_len or c.context_length
         return [KVCache(batch_size, n, c.n_heads, c.emb_dim // c.n_heads, dtype=self.dtype) for _ in self.blocks]
 
-    def memory_estimate(self, batch_size: int = 1, context_length: int | None = None, training: bool = True) -> dict:
-        """Approximate bytes: parameters, gradients + AdamW moments (training), and activations kept
-        for backward (a per-layer count of the saved (B, T, C)-sized buffers, plus one (B*T, vocab) logits
-        buffer, the only one ``loss`` keeps).
+    def memory_estimate(self, batch_size: int = 1, context_length: int | None = None, training: bool = True,
+                        loss_path: str = "fused") -> dict:
+        """Approximate bytes of a process training (or running) this model: parameters, gradients + AdamW
+        moments (training), the activations kept for backward (a per-layer count of the saved (B, T, C)-
+        sized buffers, plus the (B*T, vocab) logits), and the runtime itself (``RUNTIME_BYTES``: Python,
+        NumPy, Numba's kernels, OpenBLAS).
 
-        A training step peaks during the forward pass: the previous step's gradients are still held
-        then (``zero_grad`` runs after the forward in the usual loop), next to every saved activation.
+        ``loss_path``: ``"fused"`` for ``model.loss`` (one (B*T, vocab) buffer: its gradient is written
+        over the logits), ``"book"`` for ``F.cross_entropy(model(x)...)``, whose backward needs a second one.
+        A training step with ``model.loss`` peaks during the forward pass: the previous step's gradients
+        are still held then (``zero_grad`` runs after the forward in the usual loop), next to every saved
+        activation.
         """
+        if loss_path not in ("fused", "book"):
+            raise MiniGPTError(f"memory_estimate: loss_path must be 'fused' or 'book', got {loss_path!r}")
         c = self.config
         T = context_length or c.context_length
         item = np.dtype(self.dtype).itemsize
@@ -212,7 +223,9 @@ class GPT(Module):
             # residual 1 (the projection adds it in place), layer norm 2's output 1, the feed-forward
             # pre-activation 4 (its GELU output is recomputed in backward), residual 1
             per_layer = batch_size * T * c.emb_dim * (1 + 3 + 1 + 1 + 1 + 4 + 1) * item
-            est["activations"] = c.n_layers * per_layer + batch_size * T * c.vocab_size * item
+            logits = batch_size * T * c.vocab_size * item
+            est["activations"] = c.n_layers * per_layer + logits * (2 if loss_path == "book" else 1)
+        est["runtime"] = RUNTIME_BYTES
         est["total"] = sum(est.values())
         return est
 
