@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from minigpt.errors import MiniGPTError
+from minigpt.kernels import bpe as kbpe
 from minigpt.tokenizer import BPETokenizer, gpt2_bytes_to_unicode
 from minigpt.tokenizer import gpt2_vocab
 
@@ -88,6 +89,12 @@ def test_gpt2_whole_file_reader_equals_the_line_reader(shared_data, tmp_path):
     ids = slow.encode(text)
     assert fast.encode(text) == ids and cached.encode(text) == ids and cached_first.encode(text) == ids
     assert cached._tokens == slow._tokens and cached.merges == slow.merges
+    # the cached pair-table entries are those the Numba pass finds, and those of the Python walk
+    fresh = BPETokenizer.from_gpt2(d, cache=False)
+    fresh._kernel_state(kbpe)
+    assert cached._pair_entries is not None
+    for x, y, z in zip(cached._pair_entries, fresh._pair_entries, slow._pairs()):
+        assert np.array_equal(x, y) and np.array_equal(x, z)
 
 
 def test_the_cache_is_used_and_gives_the_same_tokenizer(trained, tmp_path, monkeypatch):

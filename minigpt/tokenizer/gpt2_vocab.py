@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..io import atomic_write_bytes
 from .limits import MAX_TOKEN_BYTES, MAX_VOCAB_BYTES
 
 CACHE_FORMAT = "minigpt-gpt2-vocab"
@@ -202,8 +203,6 @@ def _checksum(payload) -> str:
 
 def write_cache(path: Path, key: str, v: Vocab) -> None:
     """Write ``v`` (with its pair entries) as a safetensors file, atomically. OSError when it cannot."""
-    from ..io import atomic_write_bytes
-
     arrays = {"tok_buf": v.tok_buf.astype(np.uint8), "lens": v.lens.astype(np.int32),
               "merges": v.merges.astype(np.int32), "pairs": np.stack([np.asarray(p, np.int32) for p in v.pairs])}
     header, chunks, at = {}, [], 0
