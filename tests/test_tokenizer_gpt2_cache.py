@@ -73,6 +73,21 @@ def test_whole_file_reader_equals_the_line_reader(trained, tmp_path):
     assert not _cache_files(tmp_path)  # cache=False writes nothing
 
 
+def test_both_ways_of_finding_the_merge_ids_agree(trained, tmp_path):
+    enc, bpe = _files(trained, tmp_path)
+    encoder, text = json.loads(enc.read_text(encoding="utf-8")), bpe.read_text(encoding="utf-8")
+    by_dict = gpt2_vocab.parse(encoder, text)
+
+    def pairs_of(tok_buf, tok_off):
+        t = BPETokenizer._from_vocab(by_dict, "gpt2", joined=True)
+        return tuple(np.array(x, np.int32) for x in t._pairs())
+
+    by_pairs = gpt2_vocab.parse(encoder, text, pairs_of)
+    assert np.array_equal(by_dict.merges, by_pairs.merges) and by_pairs.pairs is not None
+    assert np.array_equal(by_dict.merges, np.array(trained.merges))
+    assert np.array_equal(by_dict.tok_buf, by_pairs.tok_buf) and np.array_equal(by_dict.lens, by_pairs.lens)
+
+
 def test_gpt2_whole_file_reader_equals_the_line_reader(shared_data, tmp_path):
     d = shared_data / "gpt2"
     if not (d / "encoder.json").is_file():
@@ -213,6 +228,10 @@ def test_hostile_files_are_refused(tmp_path, cache):
     enc["ab"], enc["abc"] = 256, 257
     with pytest.raises(MiniGPTError, match="expected two tokens"):
         BPETokenizer.from_gpt2(_write(tmp_path, enc, ["a b c", "ab"]), cache=cache)
+    enc = _base()
+    enc["ab"], enc["abc"] = 256, 257
+    with pytest.raises(MiniGPTError, match="'bc' is not in encoder.json"):  # a part that is not a token
+        BPETokenizer.from_gpt2(_write(tmp_path, enc, ["a b", "a bc"]), cache=cache)
     enc = _base()
     enc["ab"] = "256"
     with pytest.raises(MiniGPTError, match="must be an integer"):

@@ -328,13 +328,13 @@ class BPETokenizer:
 
     def _kernel_state(self, kern):
         """The Numba encode cache, with the pair table and the byte ids as arrays (built on first use)."""
-        if self._kcache is None:
+        if self._pair_table is None:  # the cache may be seeded already (from_gpt2), not used yet
             if self._tok_arrays is None:
                 tokens = self._tokens[: self._n_regular]
                 off = np.zeros(len(tokens) + 1, np.int64)
                 np.cumsum(np.fromiter(map(len, tokens), np.int64, len(tokens)), out=off[1:])
                 self._tok_arrays = (np.frombuffer(b"".join(tokens), np.uint8), off)
-            cache = _EncodeCache(kern, *self._tok_arrays)
+            cache = self._kcache if self._kcache is not None else _EncodeCache(kern, *self._tok_arrays)
             if self._pair_entries is None:
                 # the pair table's entries, found through the freshly seeded cache (a Numba pass, ~100x faster
                 # than the Python dictionary walk of _pairs(), which the NumPy path keeps)
@@ -649,8 +649,17 @@ class BPETokenizer:
             bpe_text = vocab_bpe.read_text(encoding="utf-8")
         except UnicodeDecodeError:
             raise MiniGPTError(f"{vocab_bpe} is not GPT-2's vocab.bpe (not UTF-8 text)") from None
-        v = gpt2_vocab.parse(encoder, bpe_text)
+        seeded = []
+
+        def pairs_of(tok_buf, tok_off):  # the encode cache seeded with the tokens finds the pairs (kept for encode)
+            seeded.append(_EncodeCache(bpe_kernels, tok_buf, tok_off))
+            c = seeded[0]
+            return bpe_kernels.vocab_pairs(c.tok_buf, c.tok_off, 256, c.tab, c.kbuf)
+
+        v = gpt2_vocab.parse(encoder, bpe_text, pairs_of if backend() == "numba" else None)
         tok = cls._from_vocab(v, pattern, joined=False) if v is not None else None  # parse() matched the strings
+        if tok is not None and seeded and tok._tok_arrays[0] is seeded[0].tok_buf:
+            tok._kcache = seeded[0]
         if tok is None:  # not in the usual shape: line by line, naming the first fault
             tok = cls._from_gpt2_lines(encoder, bpe_text, encoder_json, vocab_bpe, pattern)
         if cached is not None and tok._n_regular - 256 >= gpt2_vocab.CACHE_MIN_MERGES and backend() == "numba":

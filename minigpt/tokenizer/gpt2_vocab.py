@@ -76,9 +76,17 @@ class Vocab(NamedTuple):
         return off
 
 
-def parse(encoder: dict, bpe_text: str) -> Vocab | None:
+def parse(encoder: dict, bpe_text: str, pairs_of=None) -> Vocab | None:
     """The vocabulary of a parsed ``encoder.json`` and the text of ``vocab.bpe``, or None when the files are
-    not in the usual shape (the caller's line-by-line reading then decides)."""
+    not in the usual shape (the caller's line-by-line reading then decides).
+
+    The merge lines must spell the merged tokens in id order, one per line, split by one space; this is
+    checked on the characters as arrays (the lines without their separators equal the tokens back to back,
+    and each line ends where its token ends). The ids of a line's two parts then come from
+    ``pairs_of(tok_buf, tok_off)`` when given -- a function returning every split of a token into two tokens
+    as ``(pa, pb, pv)`` (the pair table's entries, sorted by ``pv``), which the result keeps -- else from
+    ``encoder`` (a dictionary lookup per part).
+    """
     ids = list(encoder.values())
     if set(map(type, ids)) != {int}:
         return None
@@ -94,38 +102,58 @@ def parse(encoder: dict, bpe_text: str) -> Vocab | None:
         nl = body.find("\n")
         body = "" if nl < 0 else body[nl + 1:]
     body = body[:-1] if body.endswith("\n") else body
-    parts = []
-    if body:
-        codes = np.frombuffer(body.encode("utf-32-le", "surrogatepass"), np.uint32)
-        seps = codes[(codes == 32) | (codes == 10)]
-        if seps.size % 2 == 0 or np.any(seps[0::2] != 32) or np.any(seps[1::2] != 10):
-            return None  # a line without exactly one space, a blank line
-        parts = body.replace("\n", " ").split(" ")
-    m = len(parts) // 2
-    if 256 + m > n:
-        return None
-    left, right = parts[0::2], parts[1::2]
+    codes = np.frombuffer(body.encode("utf-32-le", "surrogatepass"), np.uint32)
+    is_sep = (codes == 32) | (codes == 10)
+    at = np.flatnonzero(is_sep)  # the separators: space, newline, space, ..., space (one line each)
+    if body and (at.size % 2 == 0 or np.any(codes[at[0::2]] != 32) or np.any(codes[at[1::2]] != 10)):
+        return None  # a line without exactly one space, a blank line
+    m = (at.size + 1) // 2
     n_regular = 256 + m
-    if list(map(str.__add__, left, right)) != keys[256:n_regular]:
-        return None
-    a = list(map(encoder.get, left))
-    b = list(map(encoder.get, right))
-    if None in a or None in b:
+    if n_regular > n:
         return None
     regular = keys[:n_regular]
-    if sum(map(len, regular)) > MAX_VOCAB_BYTES:
+    lens = np.fromiter(map(len, regular), np.int64, n_regular)
+    if int(lens.sum()) > MAX_VOCAB_BYTES or int(lens.max()) > MAX_TOKEN_BYTES:
+        return None  # (the line reader names the first token past the limits)
+    chars = np.frombuffer("".join(regular).encode("utf-32-le", "surrogatepass"), np.uint32)
+    off = np.zeros(n_regular + 1, np.int64)
+    np.cumsum(lens, out=off[1:])
+    # line j, its separators removed, is token 256 + j: the same characters, and each line ends where its token
+    # ends (positions counted without the separators: 2j of them come before line j's space)
+    if not np.array_equal(codes[~is_sep], chars[off[256]:]):
         return None
-    codes = np.frombuffer("".join(regular).encode("utf-32-le", "surrogatepass"), np.uint32)
-    if codes.size and codes.max() >= _CHARS.size:
+    j = np.arange(m)
+    ends = off[257:] - off[256]
+    if not np.array_equal(at[1::2] - 2 * j[:-1] - 1, ends[:-1]):
         return None
-    tok_buf = _CHARS[codes]
+    split = at[0::2] - 2 * j - (ends - lens[256:])  # the length of each line's first part
+    if m and (split.min() < 1 or np.any(split >= lens[256:])):
+        return None
+    if chars.size and chars.max() >= _CHARS.size:
+        return None
+    tok_buf = _CHARS[chars]
     if tok_buf.size and tok_buf.min() < 0:
         return None
+    tok_buf = np.frombuffer(tok_buf.astype(np.uint8).tobytes(), np.uint8)  # read-only, like every tok_buf
+    special = dict(zip(keys[n_regular:], range(n_regular, n)))
     merges = np.empty((m, 2), np.int64)
+    if pairs_of is not None:
+        pa, pb, pv = pairs = pairs_of(tok_buf, off)
+        # the entry of each token whose first part has the line's length (tokens are distinct: one at most)
+        pick = np.flatnonzero(lens[pa] == split[pv - 256])
+        if not np.array_equal(pv[pick], np.arange(256, n_regular)):
+            return None  # a part that is not a token
+        merges[:, 0] = pa[pick]
+        merges[:, 1] = pb[pick]
+        return Vocab(tok_buf, lens, merges, special, pairs)
+    parts = body.replace("\n", " ").split(" ") if body else []
+    a = list(map(encoder.get, parts[0::2]))
+    b = list(map(encoder.get, parts[1::2]))
+    if None in a or None in b:
+        return None
     merges[:, 0] = a
     merges[:, 1] = b
-    lens = np.fromiter(map(len, regular), np.int64, n_regular)
-    return Vocab(tok_buf.astype(np.uint8), lens, merges, dict(zip(keys[n_regular:], range(n_regular, n))))
+    return Vocab(tok_buf, lens, merges, special)
 
 
 def _joined(tok_buf: np.ndarray, off: np.ndarray, x: np.ndarray, y: np.ndarray, t: np.ndarray) -> bool:
