@@ -6,8 +6,9 @@ order) with their lengths, the merges, the special tokens, and optionally the pa
 of tokens whose joined bytes are a token; computed on a tokenizer's first encode, kept in the cache).
 
 :func:`parse` turns the two files into a :class:`Vocab` without a Python step per entry: the stand-in
-characters of all tokens are mapped to bytes in one NumPy lookup, the merge lines are split in one call and
-checked against the tokens with list comparisons. It returns None at the first thing it does not expect
+characters of all tokens are mapped to bytes in one NumPy lookup, the merge lines are checked against the
+tokens as character arrays, and the ids of each line's two parts come from the pair table's entries (or a
+dictionary lookup per part without the Numba backend). It returns None at the first thing it does not expect
 (blank lines, ids out of order, a character outside the byte alphabet, ...); the caller then reads the files
 line by line, which either accepts them or names the faulty line. :func:`check` verifies a :class:`Vocab`
 with array operations: merge ids in range, token lengths within the limits, every merged token equal to its
