@@ -27,6 +27,8 @@ from .registry import kernel
 
 QMAX = 127
 ROW_BLOCK = 8  # output rows dequantised together by the multi-row kernel
+ROWS = 4  # output rows the matrix-vector kernel computes per pass over x
+GEMV_BLOCK = 64  # output rows per work item of the matrix-vector kernel
 
 
 # ---- quantisation (NumPy: runs once per matrix) --------------------------------------------------
@@ -96,25 +98,62 @@ def int8_matmul_numpy(x, q, scales):
 
 # ---- Numba --------------------------------------------------------------------------------------------
 
-def _gemv(x, q, scales, y):
-    """y[0, j] = sum over groups g of scales[j, g] * (x[0, group g] . q[j, group g]): one row of x."""
-    n_out, n_in = q.shape
-    g = scales.shape[1]
+@numba.njit(fastmath=FASTMATH, cache=True)
+def rows_int8(x, q, s, j0, j1, y):
+    """y[r, j] = sum over groups of s[j, g] * (x[r, group g] . q[j, group g]) for j in [j0, j1), ROWS at a
+    time: each element of x is loaded once per ROWS weight rows."""
+    n = x.shape[0]
+    n_in = q.shape[1]
+    g = s.shape[1]
     gs = n_in // g
-    xr = x[0]
-    for j in numba.prange(n_out):
-        row = q[j]
-        total = np.float32(0.0)
-        for k in range(g):
-            # slices, so that the loop index starts at 0: Numba then knows it is never negative and
-            # emits no wraparound check, and the loop vectorises
-            xg = xr[k * gs:(k + 1) * gs]
-            rg = row[k * gs:(k + 1) * gs]
-            acc = np.float32(0.0)
-            for i in range(gs):
-                acc += xg[i] * np.float32(rg[i])
-            total += acc * scales[j, k]
-        y[0, j] = total
+    j = j0
+    while j + ROWS <= j1:
+        for r in range(n):
+            xr = x[r]
+            t0 = t1 = t2 = t3 = np.float32(0.0)
+            for k in range(g):
+                xg = xr[k * gs:(k + 1) * gs]
+                q0 = q[j, k * gs:(k + 1) * gs]
+                q1 = q[j + 1, k * gs:(k + 1) * gs]
+                q2 = q[j + 2, k * gs:(k + 1) * gs]
+                q3 = q[j + 3, k * gs:(k + 1) * gs]
+                a0 = a1 = a2 = a3 = np.float32(0.0)
+                for i in range(gs):
+                    xi = xg[i]
+                    a0 += xi * np.float32(q0[i])
+                    a1 += xi * np.float32(q1[i])
+                    a2 += xi * np.float32(q2[i])
+                    a3 += xi * np.float32(q3[i])
+                t0 += a0 * s[j, k]
+                t1 += a1 * s[j + 1, k]
+                t2 += a2 * s[j + 2, k]
+                t3 += a3 * s[j + 3, k]
+            y[r, j] = t0
+            y[r, j + 1] = t1
+            y[r, j + 2] = t2
+            y[r, j + 3] = t3
+        j += ROWS
+    while j < j1:
+        for r in range(n):
+            xr = x[r]
+            t = np.float32(0.0)
+            for k in range(g):
+                xg = xr[k * gs:(k + 1) * gs]
+                qg = q[j, k * gs:(k + 1) * gs]
+                a = np.float32(0.0)
+                for i in range(gs):
+                    a += xg[i] * np.float32(qg[i])
+                t += a * s[j, k]
+            y[r, j] = t
+        j += 1
+
+
+def _gemv(x, q, scales, y):
+    """y = x @ W.T for few rows of x: blocks of output rows, each computed ROWS rows at a time."""
+    n_out = q.shape[0]
+    nblk = (n_out + GEMV_BLOCK - 1) // GEMV_BLOCK
+    for b in numba.prange(nblk):
+        rows_int8(x, q, scales, b * GEMV_BLOCK, min((b + 1) * GEMV_BLOCK, n_out), y)
 
 
 def _gemm(x, q, scales, y):
