@@ -11,11 +11,13 @@ symmetric: ``scale = max|w| / 127`` over the group and ``q = round(w / scale)`` 
 - ``int8_matmul(x, q, scales) -> y``: ``y = x @ dequantize_int8(q, scales).T`` for ``x`` (M, in) float32.
 
 The Numba kernel never makes a float32 copy of the matrix. For one row of ``x`` (a generated token) it is
-a matrix-vector product parallel over output rows: each output is a dot product of ``x`` with the int8 row,
-converted to float32 in registers, one sum per group multiplied by that group's scale. Generation is bound
-by reading the weights, and int8 rows are a quarter of the bytes of float32 ones. For several rows of
-``x`` (a prompt) it works through blocks of eight output rows: the block is dequantised (scales applied)
-into a small float32 buffer that stays in the core's cache, and every row of ``x`` is multiplied with it.
+a matrix-vector product parallel over blocks of output rows, ``ROWS`` (4) rows per pass over ``x``: each
+element of ``x`` is loaded once for four int8 rows, which are converted to float32 in vector registers; one
+sum per group and row, multiplied by that group's scale (``rows_int8``, which the fused decoding step of
+``kernels/decode.py`` shares). Generation is bound by reading the weights, and int8 rows are a quarter of
+the bytes of float32 ones. For several rows of ``x`` (a prompt) it works through blocks of eight output
+rows: the block is dequantised (scales applied) into a small float32 buffer that stays in the core's
+cache, and every row of ``x`` is multiplied with it.
 """
 import numba
 import numpy as np
