@@ -37,7 +37,7 @@ from .int8 import ROWS, int8_matmul_numpy, rows_int8
 from .layernorm import layer_norm_forward_numpy
 from .registry import kernel
 
-SPLITS = 4  # bands of input rows of a float32 matrix-vector product (fixed: results do not depend on threads)
+BAND = 96  # input rows per band of a float32 matrix-vector product (fixed: results do not depend on threads)
 
 _GELU_C = math.sqrt(2.0 / math.pi)
 _GELU_A = 0.044715
@@ -160,19 +160,20 @@ def _partial_f32(x, w, i0, i1, acc):
 
 @numba.njit(parallel=True, fastmath=FASTMATH, cache=True)
 def _linear_f32(x, w, b, y):
-    """y = x @ w + b, w (in, out): SPLITS bands of w's rows in parallel (each a contiguous stretch of
-    memory, streamed once), then the bands' partial sums added in a fixed order."""
+    """y = x @ w + b, w (in, out): bands of BAND rows of w in parallel (each a contiguous stretch of
+    memory, streamed once; a thread takes consecutive bands), then the bands' partial sums added in a
+    fixed order."""
     n = x.shape[0]
     n_in, n_out = w.shape
-    part = np.empty((SPLITS, n, n_out), dtype=np.float32)
-    band = (n_in + SPLITS - 1) // SPLITS
-    for t in numba.prange(SPLITS):
-        _partial_f32(x, w, min(t * band, n_in), min((t + 1) * band, n_in), part[t])
+    nbands = (n_in + BAND - 1) // BAND
+    part = np.empty((nbands, n, n_out), dtype=np.float32)
+    for t in numba.prange(nbands):
+        _partial_f32(x, w, t * BAND, min((t + 1) * BAND, n_in), part[t])
     for r in range(n):
         yr = y[r]
         for j in range(n_out):
             yr[j] = b[j]
-        for t in range(SPLITS):
+        for t in range(nbands):
             pt = part[t, r]
             for j in range(n_out):
                 yr[j] += pt[j]
