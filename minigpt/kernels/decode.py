@@ -28,10 +28,11 @@ import math
 
 import numba
 import numpy as np
+from numba import types
 
 from ..errors import MiniGPTError
 from .attention import attention_forward_numpy
-from .fastmath import FASTMATH, fast_exp
+from .fastmath import FASTMATH, LazyKernel, array_type, fast_exp
 from .gelu import gelu_forward_numpy
 from .int8 import ROWS, int8_matmul_numpy, rows_int8
 from .layernorm import layer_norm_forward_numpy
@@ -224,7 +225,6 @@ def _store_kv(qkv, k_cache, v_cache, pos):
                 v_cache[b, pos, hd, d] = qkv[b, 2 * C + hd * D + d]
 
 
-@numba.njit(parallel=True, fastmath=FASTMATH, cache=True)
 def _block_f32(x, ln1_w, ln1_b, qkv_w, qkv_b, proj_w, proj_b, ln2_w, ln2_b, fc_w, fc_b, out_w, out_b,
                k_cache, v_cache, pos, eps, nthreads):
     B, C = x.shape
@@ -265,7 +265,6 @@ def _linear_int8(x, q, s, b, y, nthreads):
                 y[r, j] += b[j]
 
 
-@numba.njit(parallel=True, fastmath=FASTMATH, cache=True)
 def _block_int8(x, ln1_w, ln1_b, qkv_q, qkv_s, qkv_b, proj_q, proj_s, proj_b, ln2_w, ln2_b,
                 fc_q, fc_s, fc_b, out_q, out_s, out_b, k_cache, v_cache, pos, eps, nthreads):
     B, C = x.shape
@@ -291,7 +290,6 @@ def _block_int8(x, ln1_w, ln1_b, qkv_q, qkv_s, qkv_b, proj_q, proj_s, proj_b, ln
     x += a
 
 
-@numba.njit(parallel=True, fastmath=FASTMATH, cache=True)
 def _matvec_rows(x, table, y):
     n_out, n_in = table.shape
     nb = (n_out + ROWS - 1) // ROWS
@@ -319,6 +317,29 @@ def _matvec_rows(x, table, y):
                     y[r, jj] = a
 
 
+# One explicit signature each (weights read-only, so memory-mapped int8 folders share the build), compiled
+# on first use.
+def _ro(t, nd):
+    return array_type(t, nd, readonly=True)
+
+
+def _block_f32_types(f):
+    w1, w2 = _ro(f, 1), _ro(f, 2)
+    return (array_type(f, 2), w1, w1, w2, w1, w2, w1, w1, w1, w2, w1, w2, w1, array_type(f, 4), array_type(f, 4),
+            types.int64, f, types.int64)
+
+
+def _block_int8_types(f):
+    w1, q, sc = _ro(f, 1), _ro(types.int8, 2), _ro(f, 2)
+    return (array_type(f, 2), w1, w1, q, sc, w1, q, sc, w1, w1, w1, q, sc, w1, q, sc, w1, array_type(f, 4),
+            array_type(f, 4), types.int64, f, types.int64)
+
+
+_block_f32_kernel = LazyKernel(_block_f32, _block_f32_types)
+_block_int8_kernel = LazyKernel(_block_int8, _block_int8_types)
+_matvec_rows_kernel = LazyKernel(_matvec_rows, lambda f: (_ro(f, 2), _ro(f, 2), array_type(f, 2)))
+
+
 def _f32(*arrays):
     return all(isinstance(a, np.ndarray) and a.dtype == np.float32 for a in arrays)
 
@@ -333,7 +354,7 @@ def decode_block_numba(x, ln1_w, ln1_b, qkv_w, qkv_b, proj_w, proj_b, ln2_w, ln2
     if not _f32(*args) or not (x.flags.c_contiguous and k_cache.flags.c_contiguous and v_cache.flags.c_contiguous):
         return decode_block_numpy(*args[:15], pos, eps)   # float64 (references, gradient checks): NumPy
     _check(x, k_cache, v_cache, pos, qkv_w.shape[0])
-    _block_f32(x, *(_c(a) for a in args[1:13]), k_cache, v_cache, int(pos), np.float32(eps),
+    _block_f32_kernel[np.float32](x, *(_c(a) for a in args[1:13]), k_cache, v_cache, int(pos), np.float32(eps),
                numba.get_num_threads())
 
 
@@ -345,7 +366,7 @@ def decode_block_int8_numba(x, ln1_w, ln1_b, qkv_q, qkv_s, qkv_b, proj_q, proj_s
     if not _f32(*floats) or not (x.flags.c_contiguous and k_cache.flags.c_contiguous and v_cache.flags.c_contiguous):
         return decode_block_int8_numpy(*args, pos, eps)
     _check(x, k_cache, v_cache, pos, qkv_q.shape[1])
-    _block_int8(x, *(_c(a) for a in args[1:17]), k_cache, v_cache, int(pos), np.float32(eps),
+    _block_int8_kernel[np.float32](x, *(_c(a) for a in args[1:17]), k_cache, v_cache, int(pos), np.float32(eps),
                 numba.get_num_threads())
 
 
@@ -356,7 +377,7 @@ def matvec_rows_numba(x, table):
     if x.ndim != 2 or table.ndim != 2 or x.shape[1] != table.shape[1]:
         raise MiniGPTError(f"matvec_rows: x {x.shape} does not match a table of shape {table.shape}")
     y = np.empty((x.shape[0], table.shape[0]), dtype=np.float32)
-    _matvec_rows(_c(x), _c(table), y)
+    _matvec_rows_kernel[np.float32](_c(x), _c(table), y)
     return y
 
 
