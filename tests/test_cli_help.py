@@ -23,6 +23,23 @@ def test_every_subcommand_has_a_one_line_description():
         assert parser.description, name  # `minigpt NAME --help` says what NAME does
 
 
+@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["finetune", "classify", "--help"]])
+def test_help_loads_no_numerical_stack(argv):
+    """Building the parser imports only the settings (minigpt/settings.py): no NumPy, Numba or training code."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, runpy; sys.argv = ['minigpt', *sys.argv[1:]]\n"
+            "try:\n    runpy.run_module('minigpt', run_name='__main__')\n"
+            "except SystemExit:\n    pass\n"
+            "heavy = sorted(m for m in ('numpy', 'numba', 'minigpt.train', 'minigpt.tensor') if m in sys.modules)\n"
+            "print('HEAVY', heavy, file=sys.stderr)")
+    repo = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-c", code, *argv], cwd=repo, capture_output=True, text=True, timeout=60)
+    assert "usage: minigpt" in r.stdout and "HEAVY []" in r.stderr, r.stderr
+
+
 def _options(parser):
     return [a for a in parser._actions if a.option_strings]
 

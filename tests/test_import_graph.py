@@ -9,7 +9,7 @@ PKG = Path(__file__).resolve().parent.parent / "minigpt"
 # Bottom up. A module may import modules of its own layer or of a lower one, never of a higher one.
 LAYERS = [
     ["minigpt", "minigpt.errors", "minigpt.io", "minigpt.random", "minigpt.runtime", "minigpt.progress",
-     "minigpt.hooks"],
+     "minigpt.hooks", "minigpt.settings"],
     ["minigpt.kernels"],
     ["minigpt.tensor", "minigpt.grad_buffers"],
     ["minigpt.ops"],

@@ -21,7 +21,7 @@ def _common(p):
 
 
 def add(sub):
-    from ..train.classify import ClassifyConfig
+    from ..settings import ClassifyConfig
 
     top = sub.add_parser("finetune", help="finetune a pretrained model (classify, instruct)",
                          description="Finetune a pretrained model: 'classify' trains a classifier on labelled "
@@ -63,7 +63,7 @@ def _cmd_classify(args):
 
 
 def add_instruct(fsub):
-    from ..train.instruct import InstructConfig
+    from ..settings import InstructConfig
 
     p = fsub.add_parser("instruct", help="finetune a language model to follow instructions",
                         description="Finetune on a JSON list of {instruction, input, output} entries (seeded "

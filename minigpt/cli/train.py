@@ -10,7 +10,7 @@ from .options import add_dataclass_options, dataclass_from_args
 
 
 def add(sub):
-    from ..train import TrainConfig
+    from ..settings import TrainConfig
 
     p = sub.add_parser("train", help="pretrain a GPT on text files or the built-in corpus",
                        description="Pretrain a GPT from scratch. Without --text it trains on the built-in corpus "

@@ -17,7 +17,6 @@ import json
 import math
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,8 @@ from .. import random as mrandom
 from ..errors import MiniGPTError
 from ..io import atomic_write_json
 from ..tensor import no_grad
-from .loop import Trainer, TrainConfig, _setting, check_run_folder, load_checkpoint
+from ..settings import ClassifyConfig, TrainConfig  # noqa: F401  (ClassifyConfig re-exported)
+from .loop import Trainer, check_run_folder, load_checkpoint
 from .. import functional as F
 from ..data.classification import ClassificationDataset, balance, read_labelled, stratified_split
 from ..data import DataLoader
@@ -38,37 +38,6 @@ from ..nn.lora import has_lora, merge_lora
 
 
 ENDOFTEXT = "<|endoftext|>"
-
-
-@dataclass
-class ClassifyConfig:
-    format: str = _setting("auto", "data format: auto (by extension), sms (label<TAB>text), csv, tsv or jsonl")
-    text_column: str = _setting("text", "the text column of a CSV / TSV / JSONL file")
-    label_column: str = _setting("label", "the label column of a CSV / TSV / JSONL file")
-    balance: bool = _setting(True, "undersample every class to the smallest (747 / 747 on SMS spam); "
-                                   "--no-balance keeps every example")
-    split: tuple = (0.7, 0.1, 0.2)       # stratified train / validation / test fractions (--split, by hand)
-    max_length: int | None = _setting(None, "truncate longer texts (default: the longest training text, capped "
-                                            "at the model's context length)")
-    train: str = _setting("last-blocks:1", "what to train: head, last-blocks:K, all or lora")
-    lora_rank: int = _setting(16, "LoRA rank r (with --train lora)")
-    lora_alpha: float = _setting(16.0, "LoRA scale alpha: the update is (alpha / r) x A B")
-    epochs: float = _setting(5.0, "passes over the training split")
-    batch_size: int = _setting(8, "texts per step")
-    lr: float = _setting(5e-4, "peak learning rate")
-    weight_decay: float = _setting(0.1, "AdamW weight decay")
-    warmup: int = _setting(0, "linear warmup steps")
-    grad_clip: float = _setting(1.0, "clip the global gradient norm (0: off)")
-    seed: int = _setting(123, "the split, the head's initialisation, shuffling and dropout follow it")
-    merge: bool = _setting(False, "with --train lora: save a plain model folder with the adapters folded in, "
-                                  "instead of the adapters only")
-
-    def __post_init__(self):
-        self.split = tuple(float(f) for f in self.split)
-        if len(self.split) != 3:
-            raise MiniGPTError(f"split needs 3 fractions (train, validation, test), got {self.split}")
-        if not self.epochs > 0:
-            raise MiniGPTError(f"epochs must be positive, got {self.epochs}")
 
 
 # --- metrics ------------------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ import math
 import sys
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,8 @@ import numpy as np
 from .. import random as mrandom
 from ..errors import MiniGPTError
 from ..io import atomic_write_json
-from .loop import Trainer, TrainConfig, _setting, check_run_folder, load_checkpoint
+from ..settings import InstructConfig, TrainConfig  # noqa: F401  (InstructConfig re-exported)
+from .loop import Trainer, check_run_folder, load_checkpoint
 from ..data.instruct import format_prompt
 from ..model import generate
 from tqdm import tqdm
@@ -36,26 +36,6 @@ from .loop import evaluate
 from ..model.folders import resolve_model_dir
 
 ENDOFTEXT = "<|endoftext|>"
-
-
-@dataclass
-class InstructConfig:
-    template: str = _setting("alpaca", "prompt template: alpaca or phi3")
-    mask_prompt: bool = _setting(False, "no loss on the prompt's tokens (their targets set to -100)")
-    max_length: int | None = _setting(None, "truncate collated batches (default: the model's context length)")
-    max_new_tokens: int = _setting(100, "length cap of the test split's answers")
-    eval_limit: int | None = _setting(None, "answer only the first N test entries (default: all)")
-    train: str = _setting("all", "what to train: head, last-blocks:K, all or lora")
-    lora_rank: int = _setting(16, "LoRA rank r (with --train lora)")
-    lora_alpha: float = _setting(16.0, "LoRA scale alpha: the update is (alpha / r) x A B")
-    epochs: float = _setting(2.0, "passes over the training split")
-    batch_size: int = _setting(8, "entries per step")
-    lr: float = _setting(5e-4, "peak learning rate")
-    weight_decay: float = _setting(0.1, "AdamW weight decay")
-    warmup: int = _setting(0, "linear warmup steps")
-    seed: int = _setting(123, "the split, shuffling and dropout follow it")
-    merge: bool = _setting(False, "with --train lora: save a plain model folder with the adapters folded in, "
-                                  "instead of the adapters only")
 
 
 # --- scores ---------------------------------------------------------------------------------------------

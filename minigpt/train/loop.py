@@ -22,7 +22,6 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,61 +38,10 @@ from ..model.checkpoint import (CHECKPOINT_FILES, _read_latest, _read_safetensor
 from ..model.folders import load_model, save_model
 from ..optim import AdamW, CosineWithWarmup, clip_grad_norm, split_decay_groups
 from ..progress import progress_bar
+from ..settings import TrainConfig  # noqa: F401  (re-exported)
 from ..tensor import no_grad
 from ..tokenizer import BPETokenizer
 from . import kernel_cache
-
-
-def _setting(default, help: str):
-    """A dataclass field with its help text: the one place a setting is declared (``minigpt train``'s
-    options are generated from these fields, see minigpt/cli/options.py)."""
-    return field(default=default, metadata={"help": help})
-
-
-@dataclass
-class TrainConfig:
-    # the defaults make the README's quick start: ~2 minutes on 2 cores
-    steps: int = _setting(600, "optimizer steps")
-    batch_size: int = _setting(8, "windows per micro-batch on each rank")
-    grad_accum: int = _setting(1, "micro-batches summed per optimizer step (global batch: batch size x ranks x "
-                                  "grad-accum)")
-    lr: float = _setting(1e-3, "peak learning rate")
-    min_lr: float | None = _setting(None, "floor of the cosine decay (default: lr/10)")
-    warmup: int = _setting(30, "linear warmup steps")
-    weight_decay: float = _setting(0.1, "AdamW weight decay (matrices only; not biases, norms)")
-    grad_clip: float = _setting(1.0, "clip the global gradient norm (0: off)")
-    eval_every: int = _setting(100, "evaluate on the validation windows and save every N steps")
-    eval_batches: int = _setting(10, "validation batches per evaluation")
-    sample_every: int = _setting(0, "print a sample every N steps (0: only at the end)")
-    sample_prompt: str = _setting("The", "prompt of the printed samples")
-    sample_tokens: int = _setting(80, "tokens per printed sample")
-    checkpoint_every: int = _setting(0, "save every N steps (0: at every evaluation and at the end)")
-    keep_checkpoints: int = _setting(2, "checkpoints kept in the output folder (older ones are deleted)")
-    seed: int = _setting(123, "random seed (initialisation, batch order, dropout, samples)")
-    log_every: int = _setting(1, "write a line to log.jsonl every N steps (and at every evaluation)")
-
-    def __post_init__(self):
-        def fail(name, want):
-            raise MiniGPTError(f"{name.replace('_', '-')} must be {want}, got {getattr(self, name)!r}")
-
-        for name, lo in (("steps", 1), ("batch_size", 1), ("grad_accum", 1), ("warmup", 0), ("eval_every", 0), ("eval_batches", 1),
-                         ("sample_every", 0), ("sample_tokens", 0), ("checkpoint_every", 0),
-                         ("keep_checkpoints", 1), ("log_every", 0), ("seed", None)):
-            v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or (lo is not None and v < lo):
-                fail(name, "an integer" + (f" >= {lo}" if lo is not None else ""))
-        for name, positive in (("lr", True), ("min_lr", False), ("weight_decay", False), ("grad_clip", False)):
-            v = getattr(self, name)
-            if v is None and name == "min_lr":
-                continue
-            if not isinstance(v, (int, float, np.floating)) or isinstance(v, bool) or not math.isfinite(v) \
-                    or v < 0 or (positive and v == 0):
-                fail(name, "a finite number " + ("> 0" if positive else ">= 0" + (" (0: off)" if name == "grad_clip"
-                                                                                else "")))
-        if not isinstance(self.sample_prompt, str):
-            fail("sample_prompt", "a string")
-        if self.warmup > self.steps:
-            self.warmup = self.steps
 
 
 class TrainingDiverged(MiniGPTError):
