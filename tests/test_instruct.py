@@ -3,6 +3,7 @@ the LLM judge against a local HTTP server, and `finetune instruct` + `chat` end 
 import io
 import json
 import threading
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import numpy as np
@@ -145,3 +146,52 @@ def test_finetune_instruct_and_chat_end_to_end(tmp_path, capsys, monkeypatch):
     assert main(args[:4] + ["--data", str(tmp_path / "bad.json"), "--out", str(tmp_path / "bad")]) == 2
     assert "entry 3 lacks 'input'" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_finetune_instruct_lora_adapters_chat_and_merge(tmp_path, capsys, monkeypatch):
+    """`--train lora` writes an adapter-only model folder naming its base; that folder (and the run) loads
+    and chats; `--merge` (same seed, same run) writes a plain model whose logits are the adapted model's."""
+    from minigpt.model import GPT
+    from minigpt.model.folders import load_model, resolve_model_dir
+    from minigpt.nn.lora import LoRALinear
+
+    (tmp_path / "text.txt").write_text("### Instruction: Name a colour. ### Response: Blue is a colour. " * 40)
+    cfg = TrainConfig(steps=1, batch_size=2, warmup=0, eval_every=1, eval_batches=1, sample_tokens=0, seed=1)
+    pretrain(tmp_path / "pre", text_files=[tmp_path / "text.txt"], config="nano",
+             config_overrides={"context_length": 48}, tokenizer="bpe", vocab_size=280, train_cfg=cfg,
+             progress=False, log=quiet)
+    entries = [{"instruction": f"Name colour {i}.", "input": "", "output": "Blue."} for i in range(20)]
+    (tmp_path / "ins.json").write_text(json.dumps(entries))
+    args = ["finetune", "instruct", "--init", str(tmp_path / "pre"), "--data", str(tmp_path / "ins.json"),
+            "--epochs", "0.5", "--batch-size", "4", "--lr", "1e-2", "--max-new-tokens", "2", "--eval-limit", "1",
+            "--quiet", "--train", "lora", "--lora-rank", "2", "--lora-alpha", "4"]
+    assert main(args + ["--out", str(tmp_path / "lora")]) == 0
+    assert "(--train lora) for 2 steps" in capsys.readouterr().out  # 17 training entries: 4 batches, half an epoch
+    folder = tmp_path / "lora" / "model"
+    assert {p.name for p in folder.iterdir()} == {"adapter.safetensors", "adapter_config.json", "tokenizer.json",
+                                                   "instruct.json"}
+    acfg = json.loads((folder / "adapter_config.json").read_text())
+    assert acfg["kind"] == "lm" and acfg["rank"] == 2 and Path(acfg["base"]) == resolve_model_dir(tmp_path / "pre").resolve()
+    scores = json.loads((tmp_path / "lora" / "scores.json").read_text())
+    E, L = 64, 2  # nano: a rank-2 A (in, 2) and B (2, out) on each block's qkv, proj, fc and proj
+    assert scores["trainable_parameters"] == L * 2 * ((E + 3 * E) + (E + E) + (E + 4 * E) + (4 * E + E))
+
+    adapted = load_model(folder)
+    assert sum(isinstance(m, LoRALinear) for m in adapted.modules()) == 4 * L
+    base = GPT.from_pretrained(tmp_path / "pre")
+    ids = np.array([[3, 17, 42, 99, 5, 250, 7]])
+    logits = adapted(ids).data
+    assert not np.allclose(logits, base(ids).data, atol=1e-6)  # the adapters were trained: they change the output
+    np.testing.assert_array_equal(load_model(tmp_path / "lora").tok_emb.weight.data, base.tok_emb.weight.data)
+    for model_arg in (folder, tmp_path / "lora"):
+        monkeypatch.setattr("sys.stdin", io.StringIO("Name colour 3.\n"))
+        assert main(["chat", "--model", str(model_arg), "--max-new-tokens", "2"]) == 0
+        assert len(capsys.readouterr().out.splitlines()) == 1
+
+    assert main(args + ["--out", str(tmp_path / "merged"), "--merge"]) == 0
+    capsys.readouterr()
+    merged = tmp_path / "merged" / "model"
+    assert {p.name for p in merged.iterdir()} == {"config.json", "model.safetensors", "tokenizer.json", "instruct.json"}
+    plain = GPT.from_pretrained(merged)
+    assert not any(isinstance(m, LoRALinear) for m in plain.modules())
+    np.testing.assert_allclose(plain(ids).data, logits, rtol=1e-4, atol=1e-5)  # same seed, same run

@@ -199,7 +199,13 @@ def workspace(tmp_path_factory):
                    f"Hello world, this is sentence {i % 7} of a small corpus.\n" for i in range(300))
     for name in PLACEHOLDER_TEXTS:
         (root / name).write_text(text, encoding="utf-8")
-    return {"root": root, "shared": shared_data_dir()}
+    # not_made: output folders of commands that were skipped -> why (the commands that use them skip too)
+    return {"root": root, "shared": shared_data_dir(), "not_made": {}}
+
+
+def _outputs(words: list[str], why: str = "skipped") -> dict:
+    """The folders a command writes (the value of its --out), each with the reason it was not made."""
+    return {words[i + 1]: why for i, w in enumerate(words[:-1]) if w == "--out"}
 
 
 def _tiny(argv: list[str]) -> list[str]:
@@ -215,19 +221,26 @@ def _tiny(argv: list[str]) -> list[str]:
 @pytest.mark.parametrize("command, expect", COMMANDS, ids=[c for c, _ in COMMANDS])
 def test_readme_command_runs(command, expect, workspace, monkeypatch, capsys):
     if command in EXCLUDED:
+        workspace["not_made"].update(_outputs(shlex.split(command), "excluded: " + EXCLUDED[command]))
         pytest.skip(f"excluded from the README check: {EXCLUDED[command]}")
     from minigpt.cli import main
 
     stdin = STDIN.get(command, "")
+    words = shlex.split(command)
+    missing = [d for w in words for d in workspace["not_made"] if w == d or w.startswith(d.rstrip("/") + "/")]
+    if missing:  # e.g. `classify --model runs/spam` after the finetuning that makes runs/spam was skipped
+        workspace["not_made"].update(_outputs(words))
+        pytest.skip(f"needs {missing[0]}, which a skipped command above makes ({workspace['not_made'][missing[0]]})")
     if "../shared/data" in command:
         if workspace["shared"] is None:
+            workspace["not_made"].update(_outputs(words, "it needs the shared data folder"))
             pytest.skip("needs the shared data folder (MINIGPT_DATA or ../shared/data)")
         command = command.replace("../shared/data", str(workspace["shared"]))
     root = workspace["root"]
     monkeypatch.chdir(root)
     monkeypatch.setenv("MINIGPT_CACHE", str(root / "cache"))
     monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-    words = shlex.split(command)
+    words = shlex.split(command)  # again: the shared data's path is in it now
     while re.match(r"^[A-Z_][A-Z0-9_]*=", words[0]):
         name, _, value = words.pop(0).partition("=")
         monkeypatch.setenv(name, value)

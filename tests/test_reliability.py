@@ -645,9 +645,9 @@ def test_a_model_folder_carrying_a_hostile_tokenizer(model_dir, capsys):
 
 @pytest.mark.parametrize("name, value", [("MINIGPT_KERNELS", "foo"), ("MINIGPT_GRAD_OPTIMIZATIONS", "maybe")])
 def test_a_bad_environment_variable_is_a_one_line_error(name, value):
-    # the variables are read when the command modules are imported (while the parser is built): a fresh
-    # interpreter, so the modules are imported under the bad value
-    code = "import sys\nfrom minigpt.cli import main\nsys.exit(main(['tokenizer', 'encode', '--text', 'hi']))\n"
+    # the variables are read when a command loads the numerical modules: a fresh interpreter, so they are
+    # imported under the bad value
+    code = "import sys\nfrom minigpt.cli import main\nsys.exit(main(['gradcheck', 'gelu', '--shape', '2,3']))\n"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        env={**os.environ, "PYTHONPATH": str(ROOT), name: value})
     assert r.returncode == 2, r.stderr

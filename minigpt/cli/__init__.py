@@ -116,7 +116,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv  # accepted anywhere on the line, also after the command
     try:
-        parser = build_parser()  # imports the command modules: a bad MINIGPT_* variable is reported here
+        parser = build_parser()  # light: each command loads NumPy and the rest when it runs (below)
         args = parser.parse_args([a for a in argv if a != "--debug"])
         if not getattr(args, "func", None):
             parser.print_help()

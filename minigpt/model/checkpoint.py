@@ -23,6 +23,7 @@ out_head (untied only)            lm_head.weight
 """
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
@@ -241,15 +242,85 @@ def _check_header(cfg: GPTConfig, header: dict, w_path: Path, cfg_path: Path) ->
     return names
 
 
-def _read_tensors(path: Path, names) -> dict:
-    """The named tensors of a safetensors file, read one at a time from the memory-mapped file: loading never
-    holds the whole file as one bytes object beside the arrays made from it (a 6 GB checkpoint needs ~6 GB,
-    not 12)."""
-    try:
-        with safe_open(str(path), "np") as f:
-            return {name: f.get_tensor(name) for name in names}
-    except (SafetensorError, OSError, ValueError, TypeError, RuntimeError) as e:
-        raise MiniGPTError(f"cannot read {path}: {e}") from None
+_NP_DTYPES = {"F16": "<f2", "F32": "<f4", "F64": "<f8"}
+_MAX_HEADER = 100 << 20  # the limit safetensors itself puts on a header
+
+
+class _TensorFile:
+    """The tensors of a safetensors file read straight into arrays the caller owns (``readinto`` at each
+    tensor's offset): no mapping of the file (whose touched pages would count as the process's memory beside
+    the arrays), no copy of a tensor when its dtype is the array's. ``header`` is ``_read_header``'s (already
+    checked by safetensors); the data offsets come from the file's JSON header, checked again here against the
+    shapes, dtypes and the file's size."""
+
+    def __init__(self, path: Path, header: dict):
+        self.path, self.header = path, header
+        try:
+            self.f = open(path, "rb", buffering=0)
+            size = self.f.seek(0, 2)
+            self.f.seek(0)
+            n = int.from_bytes(self._read_exact(8), "little")
+            if n > min(_MAX_HEADER, size - 8):
+                raise ValueError(f"header of {n} bytes in a file of {size}")
+            raw = json.loads(self._read_exact(n))
+        except (OSError, ValueError, UnicodeDecodeError) as e:
+            self.close()
+            raise MiniGPTError(f"cannot read {path}: {e}") from None
+        self.start, self.offsets = 8 + n, {}
+        for name, (shape, dtype) in header.items():
+            entry = raw.get(name) if isinstance(raw, dict) else None
+            offs = entry.get("data_offsets") if isinstance(entry, dict) else None
+            nbytes = math.prod(shape) * np.dtype(_NP_DTYPES.get(dtype, "u1")).itemsize
+            if (not isinstance(offs, list) or len(offs) != 2 or not all(isinstance(o, int) for o in offs)
+                    or offs[1] - offs[0] != nbytes or offs[0] < 0 or self.start + offs[1] > size):
+                self.close()
+                raise MiniGPTError(f"cannot read {path}: tensor {name} has data offsets {offs!r}, which do not "
+                                   f"hold its {nbytes} bytes inside the file")
+            self.offsets[name] = offs[0]
+
+    def _read_exact(self, n: int, out=None):
+        buf = bytearray(n) if out is None else out
+        view, got = memoryview(buf).cast("B"), 0
+        while got < n:
+            k = self.f.readinto(view[got:])
+            if not k:
+                raise ValueError(f"the file ends {n - got} bytes early (truncated?)")
+            got += k
+        return buf
+
+    def read(self, name: str, out: np.ndarray | None = None, lo: int = 0, hi: int | None = None) -> np.ndarray:
+        """Tensor ``name`` (elements ``lo:hi`` of it, flat, when given) read into ``out`` (cast to its dtype;
+        without ``out``, a new array of the file's dtype)."""
+        shape, dtype = self.header[name]
+        src = np.dtype(_NP_DTYPES[dtype])
+        count = math.prod(shape)
+        hi = count if hi is None else hi
+        direct = out is not None and out.dtype == src and out.flags.c_contiguous
+        buf = out if direct else np.empty(hi - lo, dtype=src)
+        if hi > lo:
+            try:
+                self.f.seek(self.start + self.offsets[name] + lo * src.itemsize)
+                self._read_exact((hi - lo) * src.itemsize, buf.reshape(-1).view(np.uint8))
+            except (OSError, ValueError) as e:
+                raise MiniGPTError(f"cannot read tensor {name} of {self.path}: {e}") from None
+        if out is None:
+            return buf if (lo, hi) != (0, count) else buf.reshape(shape)
+        if not direct:
+            np.copyto(out, buf.reshape(out.shape), casting="unsafe")
+        return out
+
+    def equal(self, a: str, b: str, chunk: int = 1 << 22) -> bool:
+        """Whether tensors ``a`` and ``b`` hold the same values, compared a chunk at a time."""
+        n = math.prod(self.header[a][0])
+        if self.header[a][0] != self.header[b][0]:
+            return False
+        return all(np.array_equal(self.read(a, lo=i, hi=min(n, i + chunk)), self.read(b, lo=i, hi=min(n, i + chunk)))
+                   for i in range(0, n, chunk))
+
+    def close(self) -> None:
+        f = getattr(self, "f", None)
+        if f is not None:
+            f.close()
 
 
 def _read_safetensors(path: Path) -> dict:
@@ -338,13 +409,65 @@ def check_finite(arrays: dict, path) -> None:
                 raise MiniGPTError(f"{path}: tensor {name} holds NaN or infinity (a damaged or diverged file)")
 
 
-def read_pretrained(path) -> tuple[GPTConfig, dict]:
-    """Read a Hugging Face GPT-2 directory (config.json + model.safetensors), or a training output
-    directory (its latest complete checkpoint, as ``minigpt generate --model`` takes it): the config and
-    the state dict in minigpt's parameter names (``GPT.from_pretrained`` builds the model from them).
+class PretrainedFile:
+    """A float GPT-2 checkpoint, opened and checked (see :func:`open_pretrained`): ``config`` (tie and q/k/v
+    bias settled from the file) and ``names`` (minigpt name -> tensor name in the file). Its tensors are read
+    one at a time, each straight into the array that keeps it (:meth:`fill`, :meth:`state`), then checked to
+    be finite. A context manager (the file is closed on exit)."""
+
+    def __init__(self, config: GPTConfig, names: dict, tensors: _TensorFile):
+        self.config, self.names, self.tensors = config, names, tensors
+        self.path = tensors.path
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.tensors.close()
+        return False
+
+    def read(self, name: str, out: np.ndarray | None = None) -> np.ndarray:
+        """minigpt parameter ``name`` read into ``out`` (a new array without), refused unless finite."""
+        arr = self.tensors.read(self.names[name], out)
+        check_finite({self.names[name]: arr}, self.path)
+        return arr
+
+    def state(self) -> dict:
+        """The state dict (minigpt names -> new arrays of the file's dtypes)."""
+        return {ours: self.read(ours) for ours in self.names}
+
+    def fill(self, model, extra: dict | None = None) -> None:
+        """Read every tensor into ``model``'s own parameter array (``extra``: more arrays by name, e.g. a
+        classifier's head); names and shapes are checked as ``Module.load_state_dict`` checks them, before
+        anything is read."""
+        own = dict(model.named_parameters())
+        extra = extra or {}
+        missing = [n for n in own if n not in self.names and n not in extra]
+        unexpected = [n for n in (*self.names, *extra) if n not in own]
+        if missing or unexpected:
+            parts = [f"{what} {len(ns)}: {', '.join(ns[:8])}{' ...' if len(ns) > 8 else ''}"
+                     for what, ns in (("missing", missing), ("unexpected", unexpected)) if ns]
+            raise MiniGPTError(f"load_state_dict into {type(model).__name__}: " + "; ".join(parts))
+        shape = lambda n: self.tensors.header[self.names[n]][0] if n in self.names else tuple(np.shape(extra[n]))  # noqa: E731
+        bad = [f"{n}: checkpoint {shape(n)} vs model {p.shape}" for n, p in own.items() if shape(n) != p.shape]
+        if bad:
+            raise MiniGPTError("load_state_dict: shape mismatch for " + "; ".join(bad[:8]))
+        for n, p in own.items():
+            if n in self.names:
+                self.read(n, p.data)
+            else:
+                np.copyto(p.data, np.asarray(extra[n]), casting="unsafe")
+
+
+def open_pretrained(path) -> PretrainedFile:
+    """Open a Hugging Face GPT-2 directory (config.json + model.safetensors), or a training output directory
+    (its latest complete checkpoint, as ``minigpt generate --model`` takes it), for reading.
 
     The config is checked field by field and against the shapes in the safetensors header before any array is
-    read; weights must be floating point and finite.
+    read; weights must be floating point (and finite, as each is read). Whether the head is tied
+    (``lm_head.weight`` absent or equal to ``wte``) and whether the model has a q/k/v bias (a stored one that
+    is all zeros under a config without it is the padding ``write_pretrained`` adds) are settled here, reading
+    only those tensors, a chunk at a time.
     """
     path = Path(path)
     if (path / "latest.json").exists() or (path / "checkpoints").is_dir():  # a run folder: its checkpoint
@@ -359,26 +482,37 @@ def read_pretrained(path) -> tuple[GPTConfig, dict]:
         raise MiniGPTError(f"{path} has no model.safetensors{hint}")
     hf_cfg = read_json(cfg_path, "config.json", max_bytes=1 << 20)
     cfg = config_from_hf(hf_cfg, str(cfg_path))
-    names = _check_header(cfg, _read_header(w_path), w_path, cfg_path)
-    tensors = _read_tensors(w_path, names.values())
-    check_finite(tensors, w_path)
-    state = {ours: tensors[name] for ours, name in names.items()}
-    if "out_head" in state:  # an lm_head equal to wte is just the tied head stored twice
-        if "tok_emb.weight" in state and np.array_equal(state["out_head"], state["tok_emb.weight"]):
-            del state["out_head"]
-            cfg.tie_weights = True
-        else:
-            cfg.tie_weights = False
-    qkv_biases = [k for k in state if k.endswith(".attn.qkv.bias")]
-    if not qkv_biases:
-        cfg.qkv_bias = False
-    elif not cfg.qkv_bias:
-        if all(not np.any(state[k]) for k in qkv_biases):
-            for k in qkv_biases:  # the zeros save_pretrained writes for a model without q/k/v bias
-                del state[k]
-        else:
-            cfg.qkv_bias = True
-    return cfg, state
+    header = _read_header(w_path)
+    names = _check_header(cfg, header, w_path, cfg_path)
+    tensors = _TensorFile(w_path, header)
+    try:
+        if "out_head" in names:  # an lm_head equal to wte is just the tied head stored twice
+            if "tok_emb.weight" in names and tensors.equal(names["out_head"], names["tok_emb.weight"]):
+                del names["out_head"]
+                cfg.tie_weights = True
+            else:
+                cfg.tie_weights = False
+        qkv_biases = [k for k in names if k.endswith(".attn.qkv.bias")]
+        if not qkv_biases:
+            cfg.qkv_bias = False
+        elif not cfg.qkv_bias:
+            if all(not np.any(tensors.read(names[k])) for k in qkv_biases):
+                for k in qkv_biases:  # the zeros save_pretrained writes for a model without q/k/v bias
+                    del names[k]
+            else:
+                cfg.qkv_bias = True
+    except BaseException:
+        tensors.close()
+        raise
+    return PretrainedFile(cfg, names, tensors)
+
+
+def read_pretrained(path) -> tuple[GPTConfig, dict]:
+    """The config and the state dict (minigpt's parameter names, new arrays) of a folder
+    :func:`open_pretrained` opens. To load a model, ``GPT.from_pretrained`` (or ``PretrainedFile.fill``) reads
+    the tensors straight into the model's parameters instead: the state dict and the model never coexist."""
+    with open_pretrained(path) as pf:
+        return pf.config, pf.state()
 
 
 def write_pretrained(path, cfg: GPTConfig, state: dict, quantization: dict | None = None) -> None:

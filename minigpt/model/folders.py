@@ -2,7 +2,7 @@
 or a GPTClassifier from it (with LoRA adapters applied), and writing one.
 
 The GPT-2 weights always stay a plain GPT-2 file (``model.safetensors`` read and checked by
-``checkpoint.read_pretrained``); a classifier adds its head in ``score.safetensors`` and its labels in
+``checkpoint.open_pretrained``, each tensor straight into its parameter); a classifier adds its head in ``score.safetensors`` and its labels in
 ``config.json`` (``num_labels``, ``id2label``, as transformers' GPT2ForSequenceClassification); a LoRA model
 adds ``adapter.safetensors`` (the adapters; rank, alpha and targets in its metadata). An adapter-only folder
 (``adapter_config.json`` + ``adapter.safetensors``) names the base model folder it applies to.
@@ -20,7 +20,8 @@ from safetensors import safe_open
 from safetensors.numpy import save
 
 from ..nn.lora import apply_lora
-from .checkpoint import (ADAPTER_CONFIG, ADAPTER_FILE, HEAD_FILE, _read_safetensors, config_to_hf, read_pretrained,
+from ..nn import uninitialized
+from .checkpoint import (ADAPTER_CONFIG, ADAPTER_FILE, HEAD_FILE, _read_safetensors, config_to_hf, open_pretrained,
                          resolve_model_dir, write_pretrained)
 from .classifier import GPTClassifier, classifier_config
 from .gpt import GPT
@@ -64,24 +65,27 @@ def load_model(path, dtype=np.float32, kind: str | None = None):
         if hf_cfg.get("quantization") is not None and not _is_classifier(hf_cfg):
             _check_kind(path, "lm", kind)  # an int8 folder: GPT reads it without a float32 copy
             return GPT.from_pretrained(path, dtype=dtype)
-    cfg, state = read_pretrained(path)
-    hf_cfg = _read_json(path / "config.json")
+    hf_cfg = _read_json(path / "config.json") if (path / "config.json").is_file() else {}
     is_clf = _is_classifier(hf_cfg)
-    _check_kind(path, "classifier" if is_clf else "lm", kind)
-    if is_clf:
-        labels = _labels(hf_cfg, path)
-        model = GPTClassifier(cfg, labels, dtype=dtype)
-        model.max_length = (hf_cfg.get("minigpt") or {}).get("max_length")
-        if not (path / HEAD_FILE).exists():
-            raise MiniGPTError(f"{path} is a classifier folder without its head ({HEAD_FILE})")
-        head = _read_safetensors(path / HEAD_FILE)
-        if set(head) != {"score.weight", "score.bias"} or head["score.weight"].shape != (cfg.emb_dim, len(labels)):
-            raise MiniGPTError(f"{path / HEAD_FILE}: expected score.weight ({cfg.emb_dim}, {len(labels)}) and "
-                               f"score.bias, found {sorted(head)}")
-        state.update(head)
-    else:
-        model = GPT(cfg, dtype=dtype)
-    model.load_state_dict(state)
+    with open_pretrained(path) as pf:  # checks config.json and the weights' header before anything is built
+        cfg = pf.config
+        _check_kind(path, "classifier" if is_clf else "lm", kind)
+        head = {}
+        if is_clf:
+            labels = _labels(hf_cfg, path)
+            if not (path / HEAD_FILE).exists():
+                raise MiniGPTError(f"{path} is a classifier folder without its head ({HEAD_FILE})")
+            head = _read_safetensors(path / HEAD_FILE)
+            if set(head) != {"score.weight", "score.bias"} or head["score.weight"].shape != (cfg.emb_dim, len(labels)):
+                raise MiniGPTError(f"{path / HEAD_FILE}: expected score.weight ({cfg.emb_dim}, {len(labels)}) and "
+                                   f"score.bias, found {sorted(head)}")
+        with uninitialized():  # every weight is read from the files: no random initialisation
+            if is_clf:
+                model = GPTClassifier(cfg, labels, dtype=dtype)
+                model.max_length = (hf_cfg.get("minigpt") or {}).get("max_length")
+            else:
+                model = GPT(cfg, dtype=dtype)
+        pf.fill(model, head)  # each tensor straight into its parameter: ~1x the file's size in memory
     if (path / ADAPTER_FILE).exists():
         _attach_adapters(model, path / ADAPTER_FILE)
     return model

@@ -16,7 +16,7 @@ from ..random import get_rng
 from ..io import read_json
 from ..tensor import is_grad_enabled
 from .checkpoint import (ADAPTER_CONFIG, ADAPTER_FILE, QUANT_SCHEMES, SCALE_SUFFIX, is_classifier_config,
-                         read_checkpoint, resolve_model_dir, write_pretrained)
+                         open_pretrained, read_checkpoint, resolve_model_dir, write_pretrained)
 from .config import PRESETS, GPTConfig  # noqa: F401  (re-exported: minigpt.model.gpt.GPTConfig)
 
 # The linear layers of a block that quantize() converts (attribute paths inside TransformerBlock).
@@ -228,14 +228,23 @@ class GPT(Module):
         folder, a ``minigpt train`` run folder (its latest checkpoint), or a folder written by
         ``save_pretrained`` from an int8-quantized model: that file is memory-mapped and its int8 weights go
         straight into int8 layers of a model allocated without initialisation (no float32 copy of them is ever
-        made). A classifier folder, or one carrying LoRA adapters, is refused (see minigpt.model.folders)."""
+        made). A float file is read tensor by tensor straight into the parameters of a model allocated without
+        initialisation, each checked as it is read: loading needs about the file's size of memory, not twice
+        it. A classifier folder, or one carrying LoRA adapters, is refused (see minigpt.model.folders)."""
         path = resolve_model_dir(path)
-        if (path / "config.json").exists() and is_classifier_config(read_json(path / "config.json", "config.json")):
+        hf_cfg = read_json(path / "config.json", "config.json") if (path / "config.json").exists() else None
+        if hf_cfg is not None and is_classifier_config(hf_cfg):
             raise MiniGPTError(f"{path} holds a classifier, not a language model: use `minigpt classify --model "
                                f"{path}` (it cannot generate text)")
         if (path / ADAPTER_FILE).exists() or (path / ADAPTER_CONFIG).exists():
             raise MiniGPTError(f"{path} holds LoRA adapters, which GPT.from_pretrained would leave out: load it with "
                                "minigpt.model.folders.load_model (or minigpt.loading.load_model_and_tokenizer)")
+        if hf_cfg is not None and hf_cfg.get("quantization") is None:
+            with open_pretrained(path) as pf:
+                with uninitialized():  # every weight is about to be read from the file
+                    model = cls(pf.config, dtype=dtype)
+                pf.fill(model)
+            return model
         config, state, quant = read_checkpoint(path)
         with uninitialized():  # every weight is about to be read from the file
             model = cls(config, dtype=dtype)
