@@ -21,7 +21,10 @@ cache, and every row of ``x`` is multiplied with it.
 """
 import numba
 import numpy as np
+from llvmlite import ir
 from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from ..errors import MiniGPTError
 from .fastmath import FASTMATH, SMALL_WORK, renamed_copy
@@ -31,6 +34,7 @@ QMAX = 127
 ROW_BLOCK = 8  # output rows dequantised together by the multi-row kernel
 ROWS = 4  # output rows the matrix-vector kernel computes per pass over x
 GEMV_BLOCK = 64  # output rows per work item of the matrix-vector kernel
+PREFETCH_ROWS = 16  # the matrix-vector kernel asks for the rows this far ahead while it works on the current ones
 
 
 # ---- quantisation (NumPy: runs once per matrix) --------------------------------------------------
@@ -100,6 +104,31 @@ def int8_matmul_numpy(x, q, scales):
 
 # ---- Numba --------------------------------------------------------------------------------------------
 
+@intrinsic
+def _prefetch(typingctx, arr, i, j):
+    """Ask the CPU to start loading the cache line of ``arr[i, j]`` (a hint: no result, never faults).
+
+    Streaming int8 rows, the kernel spends more instructions per byte than a float32 product does, so
+    the hardware prefetcher alone keeps too few loads in flight: measured, the int8 matrix-vector chain
+    read ~7 GB/s without this hint and ~18 GB/s (float32's rate) with it."""
+    sig = types.void(arr, i, j)
+
+    def codegen(context, builder, signature, args):
+        aty = signature.args[0]
+        ary = context.make_array(aty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aty, ary, [args[1], args[2]], wraparound=False,
+                                       boundscheck=False)
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                                            "llvm.prefetch.p0")
+        # read, high temporal locality (into every cache level), data cache
+        builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @numba.njit(fastmath=FASTMATH, cache=True)
 def rows_int8(x, q, s, j0, j1, y):
     """y[r, j] = sum over groups of s[j, g] * (x[r, group g] . q[j, group g]) for j in [j0, j1), ROWS at a
@@ -108,8 +137,12 @@ def rows_int8(x, q, s, j0, j1, y):
     n_in = q.shape[1]
     g = s.shape[1]
     gs = n_in // g
+    n_out = q.shape[0]
     j = j0
     while j + ROWS <= j1:
+        for jj in range(j + PREFETCH_ROWS, min(j + PREFETCH_ROWS + ROWS, n_out)):
+            for i in range(0, n_in, 64):  # one hint per 64-byte cache line
+                _prefetch(q, jj, i)
         for r in range(n):
             xr = x[r]
             t0 = t1 = t2 = t3 = np.float32(0.0)
