@@ -26,6 +26,7 @@ vocabulary never holds the same bytes twice and ``vocab_size`` counts distinct t
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -34,9 +35,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DisallowedSpecialTokenError, MiniGPTError
-from ..io import read_json
+from ..io import cache_dir, read_json
 from ..kernels import bpe as bpe_kernels
-from ..kernels.registry import kernel
+from ..kernels.registry import backend, kernel
+from . import gpt2_vocab
+from .gpt2_vocab import gpt2_bytes_to_unicode
 from .limits import MAX_FILE_BYTES, MAX_TOKEN_BYTES, MAX_VOCAB_BYTES
 from .patterns import NON_ASCII, Splitter, resolve_pattern, safe_cut_after, safe_cut_before, surrogate_error
 from .special import ENDOFTEXT
@@ -58,22 +61,6 @@ def _short(x, limit: int = 60) -> str:
     return r if len(r) <= limit else r[:limit] + "..."
 
 
-def gpt2_bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's printable stand-ins for bytes (used in its ``encoder.json`` and ``vocab.bpe``).
-
-    Bytes that are printable and not whitespace stand for themselves; the other 68 are mapped, in byte order,
-    to the characters U+0100, U+0101, ... (so the space 0x20 is ``'Ġ'`` = U+0120).
-    """
-    keep = [b for b in range(256) if 0x21 <= b <= 0x7E or 0xA1 <= b <= 0xAC or 0xAE <= b <= 0xFF]
-    out = {b: chr(b) for b in keep}
-    nxt = 0x100
-    for b in range(256):
-        if b not in out:
-            out[b] = chr(nxt)
-            nxt += 1
-    return out
-
-
 def _utf8_words(words: list) -> list:
     try:
         return [w.encode("utf-8") for w in words]
@@ -92,12 +79,10 @@ class _EncodeCache:
     It starts out holding the regular tokens of the vocabulary; :meth:`clear` goes back to that state.
     """
 
-    def __init__(self, kern, tokens: list[bytes]):
+    def __init__(self, kern, tok_buf: np.ndarray, tok_off: np.ndarray):
+        """``tok_buf[tok_off[t]:tok_off[t + 1]]``: the bytes of regular token ``t``."""
         self._kern = kern
-        n = len(tokens)
-        tok_buf = np.frombuffer(b"".join(tokens), np.uint8)
-        tok_off = np.zeros(n + 1, np.int64)
-        np.cumsum(np.fromiter(map(len, tokens), np.int64, n), out=tok_off[1:])
+        n = tok_off.size - 1
         self.tab = np.zeros((1 << (2 * n + 64).bit_length(), 4), np.int64)
         self.kbuf = np.empty(tok_buf.size + 4096, np.uint8)
         self.vbuf = np.empty(4096, np.int32)
@@ -129,6 +114,19 @@ class _EncodeCache:
             self.kbuf = _grown(self.kbuf, max(2 * self.kbuf.size, kbytes + need))
         if vints + need + 1 > self.vbuf.size:
             self.vbuf = _grown(self.vbuf, max(2 * self.vbuf.size, vints + need + 1))
+
+
+def _unique_encoder(tokens: list[bytes]) -> dict[bytes, int]:
+    """``{token bytes: id}``; a MiniGPTError when two tokens have the same bytes."""
+    encoder = dict(zip(tokens, range(len(tokens))))
+    if len(encoder) != len(tokens):
+        seen: dict[bytes, int] = {}
+        for i, t in enumerate(tokens):
+            if t in seen:
+                raise MiniGPTError(f"tokens {seen[t]} and {i} have the same bytes {t!r}; a vocabulary must "
+                                   "not hold the same bytes twice")
+            seen[t] = i
+    return encoder
 
 
 def _grown(a: np.ndarray, rows: int) -> np.ndarray:
@@ -189,16 +187,15 @@ class BPETokenizer:
             tokens[i] = bytes([b])
         for a, b in pairs:
             tokens.append(tokens[a] + tokens[b])
-        self._merges = pairs
-        self._encoder: dict[bytes, int] = {t: i for i, t in enumerate(tokens)}
-        if len(self._encoder) != len(tokens):
-            seen: dict[bytes, int] = {}
-            for i, t in enumerate(tokens):
-                if t in seen:
-                    raise MiniGPTError(f"tokens {seen[t]} and {i} have the same bytes {t!r}; a vocabulary must "
-                                       "not hold the same bytes twice")
-                seen[t] = i
-        n_regular = len(tokens)
+        self._encoder = _unique_encoder(tokens)
+        self._finish(len(tokens), pairs, tokens, byte_ids, special_tokens)
+
+    def _finish(self, n_regular, merges, tokens, byte_ids, special_tokens, tok_arrays=None, pair_entries=None):
+        """The special tokens' checks and the state shared by every constructor. ``merges`` (a list of pairs)
+        and ``tokens`` (the regular tokens' bytes) may be None when given as arrays instead: ``merges`` an (M, 2)
+        array, ``tok_arrays`` = ``(tok_buf, tok_off)``; the lists are then made on first use. ``pair_entries``:
+        ``(pa, pb, pv)`` as :meth:`_pairs` lists them, as int32 arrays (computed on the first encode when
+        None)."""
         special_tokens = dict(special_tokens or {})
         for s, i in special_tokens.items():
             if not isinstance(s, str) or not s or len(s) > MAX_TOKEN_BYTES:
@@ -210,10 +207,17 @@ class BPETokenizer:
         if ids != list(range(n_regular, n_regular + len(ids))):
             raise MiniGPTError(f"special token ids must be {n_regular}..{n_regular + len(ids) - 1} (right after "
                                f"the {n_regular} byte and merged tokens), got {ids}")
+        if isinstance(merges, list):
+            self._merges = merges
+        else:
+            self._merge_arr = merges
         self._special: dict[str, int] = {s: int(i) for s, i in sorted(special_tokens.items(), key=lambda x: x[1])}
         self._n_regular = n_regular
         self._byte_ids = byte_ids
-        self._tokens: list[bytes] = tokens + [s.encode("utf-8") for s in self._special]
+        if tokens is not None:
+            self._tokens = tokens + [s.encode("utf-8") for s in self._special]
+        self._tok_arrays = tok_arrays
+        self._pair_entries = pair_entries
         self._pair_lists = None  # (a, b, t): every pair of tokens whose joined bytes are token t
         self._pair_table = None  # the same as a Numba hash table (kernels.bpe.build_pair_table)
         self._pair_dict = None  # the same as a dict (the Python path)
@@ -221,14 +225,31 @@ class BPETokenizer:
         self._special_re = {}
         self.clear_cache()
 
+    # --- the lists made on first use when a constructor gave arrays ------------------------------------
+    @functools.cached_property
+    def _tokens(self) -> list[bytes]:
+        """Every token's bytes, by id (a special token's text as UTF-8)."""
+        buf, off = self._tok_arrays
+        data, o = buf.tobytes(), off.tolist()
+        return list(map(data.__getitem__, map(slice, o, o[1:]))) + [s.encode("utf-8") for s in self._special]
+
+    @functools.cached_property
+    def _encoder(self) -> dict[bytes, int]:
+        """The regular tokens' bytes -> id."""
+        return dict(zip(self._tokens[: self._n_regular], range(self._n_regular)))
+
+    @functools.cached_property
+    def _merges(self) -> list[tuple[int, int]]:
+        return list(zip(self._merge_arr[:, 0].tolist(), self._merge_arr[:, 1].tolist()))
+
     # --- properties ------------------------------------------------------------------------------------
     @property
     def vocab_size(self) -> int:
         """Number of tokens: 256 bytes + merged tokens + special tokens."""
-        return len(self._tokens)
+        return self._n_regular + len(self._special)
 
     def __len__(self) -> int:
-        return len(self._tokens)
+        return self.vocab_size
 
     @property
     def pattern(self) -> str:
@@ -266,8 +287,8 @@ class BPETokenizer:
             i = int(token_id)
         except (TypeError, ValueError):
             raise MiniGPTError(f"a token id must be an integer, got {token_id!r}") from None
-        if not 0 <= i < len(self._tokens) or i != token_id:
-            raise MiniGPTError(f"token id {token_id!r} is out of range: ids go from 0 to {len(self._tokens) - 1}")
+        if not 0 <= i < self.vocab_size or i != token_id:
+            raise MiniGPTError(f"token id {token_id!r} is out of range: ids go from 0 to {self.vocab_size - 1}")
         return self._tokens[i]
 
     def token_to_id(self, token) -> int:
@@ -307,11 +328,18 @@ class BPETokenizer:
 
     def _kernel_state(self, kern):
         """The Numba encode cache, with the pair table and the byte ids as arrays (built on first use)."""
-        if self._kcache is None:
-            cache = _EncodeCache(kern, self._tokens[: self._n_regular])
-            # the pair table's entries, found through the freshly seeded cache (a Numba pass, ~100x faster
-            # than the Python dictionary walk of _pairs(), which the NumPy path keeps)
-            pa, pb, pv = kern.vocab_pairs(cache.tok_buf, cache.tok_off, 256, cache.tab, cache.kbuf)
+        if self._pair_table is None:  # the cache may be seeded already (from_gpt2), not used yet
+            if self._tok_arrays is None:
+                tokens = self._tokens[: self._n_regular]
+                off = np.zeros(len(tokens) + 1, np.int64)
+                np.cumsum(np.fromiter(map(len, tokens), np.int64, len(tokens)), out=off[1:])
+                self._tok_arrays = (np.frombuffer(b"".join(tokens), np.uint8), off)
+            cache = self._kcache if self._kcache is not None else _EncodeCache(kern, *self._tok_arrays)
+            if self._pair_entries is None:
+                # the pair table's entries, found through the freshly seeded cache (a Numba pass, ~100x faster
+                # than the Python dictionary walk of _pairs(), which the NumPy path keeps)
+                self._pair_entries = kern.vocab_pairs(cache.tok_buf, cache.tok_off, 256, cache.tab, cache.kbuf)
+            pa, pb, pv = self._pair_entries
             size = 1 << max(4, (2 * len(pa) + 1).bit_length())
             self._pair_table = kern.build_pair_table(pa, pb, pv, size)
             self._byte_ids_arr = np.array(self._byte_ids, np.int32)
@@ -490,7 +518,7 @@ class BPETokenizer:
             except TypeError:
                 bad = next(i for i in ids if not isinstance(i, (int, np.integer)))
                 raise MiniGPTError(f"token ids must be integers, got {bad!r}") from None
-            n = len(self._tokens)
+            n = self.vocab_size
             if lo < 0 or hi >= n:
                 bad = lo if lo < 0 else hi
                 raise MiniGPTError(f"token id {bad} is out of range: ids go from 0 to {n - 1}")
@@ -574,11 +602,15 @@ class BPETokenizer:
 
     # --- GPT-2's original files ------------------------------------------------------------------------
     @classmethod
-    def from_gpt2(cls, encoder_json, vocab_bpe=None, pattern="gpt2") -> "BPETokenizer":
+    def from_gpt2(cls, encoder_json, vocab_bpe=None, pattern="gpt2", cache=True) -> "BPETokenizer":
         """Load GPT-2's ``encoder.json`` and ``vocab.bpe`` (pass the two paths, or the folder holding both).
 
         The result encodes exactly like tiktoken's ``gpt2`` encoding. Entries of ``encoder.json`` past the
         merged tokens (``<|endoftext|>``) become special tokens.
+
+        ``cache``: keep the parsed vocabulary in a binary file under ``<minigpt cache>/tokenizers/`` (named by
+        a hash of both files' bytes, so an edited file is parsed afresh) and load it from there next time;
+        ``False`` reads only the two files. Vocabularies of fewer than 4,096 merges are never cached.
         """
         encoder_json = Path(encoder_json)
         if vocab_bpe is None:
@@ -590,7 +622,77 @@ class BPETokenizer:
         for p in (encoder_json, vocab_bpe):
             if not p.is_file():
                 raise MiniGPTError(f"GPT-2 vocabulary file not found: {p}")
+        key = cached = None
+        if cache:
+            try:
+                raw = []
+                for p in (encoder_json, vocab_bpe):
+                    if p.stat().st_size > MAX_FILE_BYTES:
+                        raise MiniGPTError(f"{p} is larger than the {MAX_FILE_BYTES:,} bytes allowed")
+                    raw.append(p.read_bytes())
+            except OSError as e:
+                raise MiniGPTError(f"cannot read {p}: {e.strerror or e}") from None
+            key = gpt2_vocab.source_key(*raw)
+            cached = gpt2_vocab.cache_file(cache_dir(), key)
+            v = gpt2_vocab.read_cache(cached, key)
+            if v is not None:
+                try:
+                    tok = cls._from_vocab(v, pattern, joined=False)  # the file's checksum vouches for the rest
+                except MiniGPTError:
+                    tok = None
+                if tok is not None:
+                    return tok
         encoder = read_json(encoder_json, "GPT-2 encoder.json", max_bytes=MAX_FILE_BYTES)
+        try:
+            if vocab_bpe.stat().st_size > MAX_FILE_BYTES:
+                raise MiniGPTError(f"{vocab_bpe} is larger than the {MAX_FILE_BYTES:,} bytes allowed")
+            bpe_text = vocab_bpe.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise MiniGPTError(f"{vocab_bpe} is not GPT-2's vocab.bpe (not UTF-8 text)") from None
+        seeded = []
+
+        def pairs_of(tok_buf, tok_off):  # the encode cache seeded with the tokens finds the pairs (kept for encode)
+            seeded.append(_EncodeCache(bpe_kernels, tok_buf, tok_off))
+            c = seeded[0]
+            return bpe_kernels.vocab_pairs(c.tok_buf, c.tok_off, 256, c.tab, c.kbuf)
+
+        v = gpt2_vocab.parse(encoder, bpe_text, pairs_of if backend() == "numba" else None)
+        tok = cls._from_vocab(v, pattern, joined=False) if v is not None else None  # parse() matched the strings
+        if tok is not None and seeded and tok._tok_arrays[0] is seeded[0].tok_buf:
+            tok._kcache = seeded[0]
+        if tok is None:  # not in the usual shape: line by line, naming the first fault
+            tok = cls._from_gpt2_lines(encoder, bpe_text, encoder_json, vocab_bpe, pattern)
+        if cached is not None and tok._n_regular - 256 >= gpt2_vocab.CACHE_MIN_MERGES and backend() == "numba":
+            tok._kernel_state(bpe_kernels)  # the pair entries (the first encode needs them anyway)
+            buf, off = tok._tok_arrays
+            merges = tok.__dict__.get("_merge_arr")
+            if merges is None:
+                merges = np.array(tok._merges, np.int64).reshape(-1, 2)
+            try:
+                gpt2_vocab.write_cache(cached, key, gpt2_vocab.Vocab(buf, np.diff(off), merges, tok._special,
+                                                                     tok._pair_entries))
+            except OSError:
+                pass  # a read-only cache folder only costs the parsing next time
+        return tok
+
+    @classmethod
+    def _from_vocab(cls, v, pattern, joined: bool) -> "BPETokenizer | None":
+        """A tokenizer from a :class:`gpt2_vocab.Vocab`, or None when :func:`gpt2_vocab.check` refuses it
+        (``joined``: also check that each merged token is its two parts joined). The token list, the
+        bytes -> id dictionary and the merge list are made on first use (the Numba encode path needs none)."""
+        byte_ids = gpt2_vocab.check(v, joined)
+        if byte_ids is None:
+            return None
+        self = cls.__new__(cls)
+        self._splitter = Splitter(pattern)
+        buf = v.tok_buf if not v.tok_buf.flags.writeable else np.frombuffer(v.tok_buf.tobytes(), np.uint8)
+        self._finish(len(v.lens), v.merges, None, byte_ids, v.special, (buf, v.offsets()), v.pairs)
+        return self
+
+    @classmethod
+    def _from_gpt2_lines(cls, encoder, bpe_text, encoder_json, vocab_bpe, pattern) -> "BPETokenizer":
+        """:meth:`from_gpt2` one line and one entry at a time: accepts what the whole-file reading does not
+        expect (e.g. blank lines) and names the first faulty entry or line."""
         bad = next((k for k, v in encoder.items() if type(v) is not int), None)
         if bad is not None:
             raise MiniGPTError(f"{encoder_json}: the id of {bad!r} must be an integer, got {_short(encoder[bad])}")
@@ -602,12 +704,7 @@ class BPETokenizer:
             except KeyError:
                 raise MiniGPTError(f"{where}: {s!r} uses characters outside GPT-2's byte alphabet") from None
 
-        try:
-            if vocab_bpe.stat().st_size > MAX_FILE_BYTES:
-                raise MiniGPTError(f"{vocab_bpe} is larger than the {MAX_FILE_BYTES:,} bytes allowed")
-            lines = vocab_bpe.read_text(encoding="utf-8").split("\n")
-        except UnicodeDecodeError:
-            raise MiniGPTError(f"{vocab_bpe} is not GPT-2's vocab.bpe (not UTF-8 text)") from None
+        lines = bpe_text.split("\n")
         if lines and lines[0].startswith("#version"):
             lines = lines[1:]
         by_id = {int(i): s for s, i in encoder.items()}
