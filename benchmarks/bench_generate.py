@@ -17,7 +17,9 @@ int8 (``--int8``, on by default): the same weights quantized with ``model.quanti
 float32 and HF (targets: >= 2.5x HF's new tokens/s and >= 1.8x minigpt float32, KV cache on). The script
 also times the weight-read bound of one generated token -- a chain of NumPy matrix-vector products over
 the model's own float32 weights (every block linear and the LM head), in the same run -- and compares the
-float32 decode step with it (target: within 1.15x); and, each in a fresh child process, the resident
+float32 decode step with it (target: within 1.15x); the bytes per second both decode steps read, beside
+the bandwidth of a plain memory copy in the same run (what the memory delivers at that moment); and, each
+in a fresh child process, the resident
 memory a loaded float32 and int8 model adds (target: int8 <= 0.35x float32).
 """
 import argparse
@@ -122,6 +124,21 @@ def gemv_chain_ms(mats, repeats=30):
             xs[w.shape[0]] @ w
         times.append(time.perf_counter() - t0)
     return 1e3 * statistics.median(times)
+
+
+def copy_gbs(nbytes, repeats=10):
+    """Memory bandwidth of a plain copy of ``nbytes`` (bytes read + bytes written per second, best of
+    ``repeats``): what the machine's memory delivers right now, beside the weight-read figures."""
+    import numpy as np
+
+    a = np.ones(int(nbytes), dtype=np.uint8)
+    b = np.empty_like(a)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        np.copyto(b, a)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * a.nbytes / best / 1e9
 
 
 def decode_step_ms(mg, model, prompt, new_tokens):
@@ -241,6 +258,8 @@ def main(argv=None):
                 r, t = time_minigpt(mg, q8, prompt, args.new_tokens, True, args.repeats)
                 rates["minigpt-int8"], toks["minigpt-int8"] = r, t
                 extra["int8_step_ms"] = decode_step_ms(mg, q8, prompt, args.new_tokens)
+                extra["int8_weight_mb"] = q8.weight_bytes() / 1e6
+                extra["copy_gbs"] = copy_gbs(q8.weight_bytes())
                 agree = int(np.sum(toks["minigpt-int8"] == toks["minigpt-on"]))
                 notes.append(f"int8 and float32 agree on {agree}/{args.new_tokens} new ids (random weights: "
                              "near-ties of flat logits flip; quality is measured by bench_int8_quality.py)")
@@ -286,6 +305,11 @@ def main(argv=None):
               f"{e['f32_step_ms'] / e['bound_ms']:.2f}x the bound (target <= {BOUND_RATIO:.2f}x)"
               + (f"; int8 decode step {e['int8_step_ms']:.2f} ms = {e['int8_step_ms'] / e['bound_ms']:.2f}x"
                  if "int8_step_ms" in e else ""))
+    if "copy_gbs" in extra:
+        e = extra
+        print(f"int8 decode step reads {e['int8_weight_mb']:.0f} MB of weights: "
+              f"{e['int8_weight_mb'] / e['int8_step_ms']:.1f} GB/s; float32 step {e['weight_mb'] / e['f32_step_ms']:.1f} "
+              f"GB/s; a memory copy in this run moves {e['copy_gbs']:.1f} GB/s (read + write)")
     if "rss_f32" in extra:
         e = extra
         line = f"resident memory added by loading: float32 {e['rss_f32']['loaded'] / 1e6:.0f} MB"

@@ -13,7 +13,7 @@ import minigpt  # noqa: F401
 from minigpt import kernels
 from minigpt.kernels import attention, softmax
 
-MODULES = ("attention", "gelu", "bias", "layernorm", "softmax", "adamw", "scatter", "int8")
+MODULES = ("attention", "gelu", "bias", "layernorm", "softmax", "adamw", "scatter", "int8", "decode")
 for _m in MODULES:
     importlib.import_module(f"minigpt.kernels.{_m}")
 from minigpt.tokenizer.bpe import BPETokenizer  # noqa: E402  (declares the BPE encoder)
@@ -37,6 +37,32 @@ def _int8(r, dt):
 
     q, s = quantize_int8(r.standard_normal((11, 16)), 8)
     return (_n(r, dt, 3, 16), q, s)
+
+
+def _block_common(r, dt, B=2, C=8, H=2, L=6, pos=3):
+    """x, the two layer norms' weights and the caches (positions < pos filled) of a decode_block call."""
+    x = _n(r, dt, B, C)
+    ln1, ln2 = (_n(r, dt, C) + 1, _n(r, dt, C)), (_n(r, dt, C) + 1, _n(r, dt, C))
+    kc, vc = _n(r, dt, B, L, H, C // H), _n(r, dt, B, L, H, C // H)
+    return x, ln1, ln2, kc, vc, pos
+
+
+def _decode_block(r, dt):
+    x, ln1, ln2, kc, vc, pos = _block_common(r, dt)
+    C = x.shape[1]
+    w = [(_n(r, dt, C, m) * 0.3, _n(r, dt, m)) for m in (3 * C, C, 4 * C)]
+    out = (_n(r, dt, 4 * C, C) * 0.3, _n(r, dt, C))
+    return (x, *ln1, *w[0], *w[1], *ln2, *w[2], *out, kc, vc, pos, 1e-5)
+
+
+def _decode_block_int8(r, dt):
+    from minigpt.kernels.int8 import quantize_int8
+
+    x, ln1, ln2, kc, vc, pos = _block_common(r, dt)
+    C = x.shape[1]
+    w = [(*quantize_int8(r.standard_normal((m, k)) * 0.3, 4), _n(r, dt, m))
+         for m, k in ((3 * C, C), (C, C), (4 * C, C), (C, 4 * C))]
+    return (x, *ln1, *w[0], *w[1], *ln2, *w[2], *w[3], kc, vc, pos, 1e-5)
 
 
 def _ce(r, dt):
@@ -83,6 +109,9 @@ EXAMPLES = {
     "adamw.sum_squares": lambda r, dt: (_n(r, dt, 100),),
     "scatter.add_rows": lambda r, dt: (_n(r, dt, 5, 3), np.array([4, 0, 4, 2]), _n(r, dt, 4, 3)),
     "int8.int8_matmul": _int8,
+    "decode.decode_block": _decode_block,
+    "decode.decode_block_int8": _decode_block_int8,
+    "decode.matvec_rows": lambda r, dt: (_n(r, dt, 2, 9), _n(r, dt, 7, 9)),
     "tokenizer.bpe.BPETokenizer._encode_ordinary": _bpe,  # dtype unused: token ids
 }
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..errors import MiniGPTError
 from ..tensor import no_grad
+from .decode import decoder
 
 
 def _filter_logits(logits: np.ndarray, top_k: int | None, top_p: float | None) -> np.ndarray:
@@ -99,6 +100,7 @@ def _steps(model, ids, max_new_tokens, temperature, top_k, top_p, eos_id, seed, 
     try:
         with no_grad():
             caches = None
+            step = decoder(model) if use_cache else None
             window = ids[:, -ctx:]
             for _ in range(max_new_tokens):
                 if use_cache:
@@ -106,7 +108,7 @@ def _steps(model, ids, max_new_tokens, temperature, top_k, top_p, eos_id, seed, 
                         caches = model.new_caches(B)
                         logits = model(window, caches=caches, last_only=True).data[:, -1]
                     else:
-                        logits = model(window[:, -1:], caches=caches, last_only=True).data[:, -1]
+                        logits = step(window[:, -1], caches)  # one new position: fused kernels
                 else:
                     logits = model(window, last_only=True).data[:, -1]
                 nxt = sample_next(logits, temperature, top_k, top_p, rng)

@@ -1,0 +1,100 @@
+"""The fused KV-cache decode step (model/decode.py, kernels/decode.py) against the model's own forward."""
+import numpy as np
+import pytest
+
+from minigpt import kernels
+from minigpt.kernels import decode as kd
+from minigpt.model import GPT, GPTConfig, generate
+from minigpt.model.decode import _fused_decoder, decoder
+from minigpt.nn.lora import apply_lora
+from minigpt.random import manual_seed
+from minigpt.tensor import no_grad
+
+
+def _model(quantize=None, group_size=0, **kw):
+    manual_seed(4)
+    cfg = dict(vocab_size=53, context_length=24, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.1, qkv_bias=True)
+    cfg.update(kw)
+    m = GPT(GPTConfig(**cfg))
+    m.eval()
+    return m.quantize(quantize, group_size) if quantize else m
+
+
+def _steps(model, step, prompt, ids):
+    """Logits of each id in ``ids`` fed one position at a time after ``prompt`` (B, T), through ``step``."""
+    caches = model.new_caches(prompt.shape[0])
+    with no_grad():
+        model(prompt, caches=caches, last_only=True)
+        return [step(col, caches) for col in ids.T], caches
+
+
+@pytest.mark.parametrize("quantize,group_size,tie", [(None, 0, True), (None, 0, False), ("int8", 0, True),
+                                                     ("int8", 8, False)])
+def test_fused_step_equals_the_forward(quantize, group_size, tie):
+    model = _model(quantize, group_size, tie_weights=tie, qkv_bias=tie)
+    rng = np.random.default_rng(0)
+    prompt, ids = rng.integers(0, 53, (3, 5)), rng.integers(0, 53, (3, 6))
+    fused = _fused_decoder(model)
+    assert fused is not None
+
+    def generic(i, caches):
+        return model(i[:, None], caches=caches, last_only=True).data[:, -1]
+
+    got, c1 = _steps(model, fused, prompt, ids)
+    want, c2 = _steps(model, generic, prompt, ids)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape == (3, 53) and g.dtype == np.float32
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+    assert c1[0].length == c2[0].length == 11
+    for a, b in zip(c1, c2):
+        np.testing.assert_allclose(a.k[:, :11], b.k[:, :11], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(a.v[:, :11], b.v[:, :11], rtol=1e-5, atol=1e-5)
+
+
+def test_numpy_backend_runs_the_references():
+    model = _model()
+    rng = np.random.default_rng(1)
+    prompt, ids = rng.integers(0, 53, (2, 4)), rng.integers(0, 53, (2, 3))
+    got, _ = _steps(model, decoder(model), prompt, ids)
+    with kernels.use_backend("numpy"):
+        ref, _ = _steps(model, decoder(model), prompt, ids)
+    for g, r in zip(got, ref):
+        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
+
+
+def test_layouts_it_does_not_know_use_the_forward():
+    model = _model()
+    apply_lora(model, rank=2, alpha=4.0)
+    assert _fused_decoder(model) is None
+    model = _model()
+    handle = model.blocks[0].attn.register_forward_hook(lambda m, out: None)
+    assert _fused_decoder(model) is None  # a hook must see every call
+    handle.remove()
+    assert _fused_decoder(model) is not None
+    f64 = GPT(GPTConfig(vocab_size=11, context_length=8, emb_dim=8, n_heads=2, n_layers=1), dtype=np.float64)
+    assert _fused_decoder(f64) is None
+
+
+@pytest.mark.parametrize("quantize", [None, "int8"])
+def test_greedy_generation_with_the_fused_step_equals_without_cache(quantize):
+    model = _model(quantize)
+    prompt = np.random.default_rng(2).integers(0, 53, (2, 6))
+    a = generate(model, prompt, 25, temperature=0.0, use_cache=True)   # crosses the 24-token window
+    b = generate(model, prompt, 25, temperature=0.0, use_cache=False)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_decode_block_checks_its_arguments():
+    from minigpt.errors import MiniGPTError
+
+    x = np.zeros((1, 8), np.float32)
+    k = np.zeros((1, 4, 2, 4), np.float32)
+    w = np.zeros((8, 24), np.float32)
+    args = (x, np.ones(8, np.float32), np.zeros(8, np.float32), w, np.zeros(24, np.float32),
+            np.zeros((8, 8), np.float32), np.zeros(8, np.float32), np.ones(8, np.float32), np.zeros(8, np.float32),
+            np.zeros((8, 32), np.float32), np.zeros(32, np.float32), np.zeros((32, 8), np.float32),
+            np.zeros(8, np.float32))
+    with pytest.raises(MiniGPTError, match="outside the cache"):
+        kd.decode_block(*args, k, k.copy(), 4)
+    with pytest.raises(MiniGPTError, match="do not fit"):
+        kd.decode_block(*args, k[:, :, :1], k[:, :, :1].copy(), 0)
