@@ -27,10 +27,6 @@ def shared_data():
 def private_cache(tmp_path_factory):
     """The tests write their caches (GPT-2 vocabulary tables, downloads) into a scratch folder, never into the
     user's ~/.cache/minigpt; subprocesses inherit it. Tests about the cache set their own."""
-    old = os.environ.get("MINIGPT_CACHE")
-    os.environ["MINIGPT_CACHE"] = str(tmp_path_factory.mktemp("minigpt-cache"))
-    yield
-    if old is None:
-        os.environ.pop("MINIGPT_CACHE", None)
-    else:
-        os.environ["MINIGPT_CACHE"] = old
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MINIGPT_CACHE", str(tmp_path_factory.mktemp("minigpt-cache")))
+        yield
