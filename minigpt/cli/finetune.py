@@ -13,7 +13,8 @@ def _common(p):
     """The options that are not settings: what to start from, read and write."""
     p.add_argument("--init", default=None, metavar="DIR", help="the starting model: a `minigpt train` run "
                    "folder, a checkpoint folder or a GPT-2 folder (its tokenizer comes along)")
-    p.add_argument("--data", default=None, metavar="PATH", help="the training data")
+    p.add_argument("--data", default=None, metavar="PATH", help="the training data: a file, or a data set name "
+                   "(sms-spam, instruction-data) found in $MINIGPT_DATA, the download cache or ../shared/data")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (checkpoints, log.jsonl, plots, model/)")
     p.add_argument("--tokenizer", default=None, help="override the model folder's tokenizer")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")

@@ -14,7 +14,8 @@ def add(sub):
     actions = p.add_subparsers(dest="tokenizer_action", metavar="ACTION")
 
     t = actions.add_parser("train", help="learn a vocabulary from text files")
-    t.add_argument("--text", nargs="+", required=True, metavar="FILE", help="UTF-8 text files (streamed)")
+    t.add_argument("--text", nargs="+", required=True, metavar="FILE", help="UTF-8 text files (streamed), or data set "
+                   "names (the-verdict, tiny-shakespeare)")
     t.add_argument("--vocab-size", type=int, required=True, help="tokens in total: 256 bytes + merges + specials")
     t.add_argument("--out", required=True, metavar="PATH", help="output file (JSON, the project's format); "
                    "an existing folder gets PATH/tokenizer.json")
@@ -69,8 +70,10 @@ def _cmd_tokenizer_train(args):
     from ..tokenizer import BPETokenizer
     from ..tokenizer.special import ENDOFTEXT
 
+    from ..data.shared import dataset_path
+
     special = [ENDOFTEXT] if args.special is None else args.special  # `--special` alone: none
-    files = [Path(f) for f in args.text]
+    files = [dataset_path(f) for f in args.text]  # a data set name ("the-verdict") becomes its file
     for f in files:
         if not f.is_file():
             raise MiniGPTError(f"training file not found: {f}")

@@ -16,7 +16,8 @@ def add(sub):
                        description="Pretrain a GPT from scratch. Without --text it trains on the built-in corpus "
                        "(the docstrings of Python's standard library, extracted offline).")
     p.add_argument("--text", nargs="+", default=None, metavar="FILE", help="UTF-8 text files (joined with "
-                   "<|endoftext|>)")
+                   "<|endoftext|>), or data set names (the-verdict, tiny-shakespeare) found in $MINIGPT_DATA, the "
+                   "download cache or ../shared/data")
     p.add_argument("--out", required=True, help="output folder (checkpoints, log.jsonl, loss.png)")
     p.add_argument("--config", default="mini", help="model preset: nano, tiny, mini, small, gpt2-small, ...")
     p.add_argument("--init", default=None, metavar="DIR", help="start from these weights and their tokenizer "

@@ -11,7 +11,7 @@ so later errors can name it.
 
 Example::
 
-    >>> texts, labels, _ = read_labelled("sms-spam/SMSSpamCollection")        # doctest: +SKIP
+    >>> texts, labels, _ = read_labelled("sms-spam")     # the data set by name (or a path)  # doctest: +SKIP
     >>> balanced = balance(labels, seed=123)                                    # indices, 747 + 747
     >>> train, val, test = stratified_split([labels[i] for i in balanced], (0.7, 0.1, 0.2), seed=123)
 """
@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MiniGPTError
+from .shared import dataset_path
 
 __all__ = ["read_labelled", "balance", "stratified_split", "ClassificationDataset", "FORMATS"]
 
@@ -40,8 +41,9 @@ def _format_of(path: Path, fmt: str) -> str:
 
 
 def read_labelled(path, fmt: str = "auto", text_column: str = "text", label_column: str = "label"):
-    """``(texts, labels, where)`` from a labelled data file (see the module docstring)."""
-    path = Path(path)
+    """``(texts, labels, where)`` from a labelled data file, or a data set name such as ``"sms-spam"``
+    (see the module docstring and :func:`minigpt.data.dataset_path`)."""
+    path = dataset_path(path)
     if not path.is_file():
         raise MiniGPTError(f"data file {path} does not exist" if not path.exists() else f"{path} is not a file")
     fmt = _format_of(path, fmt)

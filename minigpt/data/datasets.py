@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MiniGPTError
+from .shared import dataset_path
 from ..tokenizer.special import ENDOFTEXT
 
 __all__ = ["SlidingWindowDataset", "train_val_split", "load_texts", "ENDOFTEXT"]
@@ -117,7 +118,8 @@ def train_val_split(ids, val_fraction: float, *, min_val_tokens: int | None = No
 def load_texts(paths, separator: str = ENDOFTEXT) -> str:
     """Read UTF-8 text files and join them with ``separator`` (GPT-2's ``<|endoftext|>`` by default).
 
-    ``paths``: one path or a list. A missing, unreadable or non-UTF-8 file is a MiniGPTError naming it.
+    ``paths``: one path or a list; a data set name (``"the-verdict"``, ``"tiny-shakespeare"``) stands for its
+    file (:func:`minigpt.data.dataset_path`). A missing, unreadable or non-UTF-8 file is a MiniGPTError naming it.
     A UTF-8 byte-order mark at the start of a file is dropped.
     """
     if isinstance(paths, (str, os.PathLike)):
@@ -127,7 +129,7 @@ def load_texts(paths, separator: str = ENDOFTEXT) -> str:
         raise MiniGPTError("load_texts: no text files given")
     texts = []
     for p in paths:
-        path = Path(p)
+        path = dataset_path(p)
         if not path.exists():
             raise MiniGPTError(f"text file not found: {path}")
         if path.is_dir():

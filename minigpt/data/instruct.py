@@ -18,11 +18,11 @@ padding target after a sequence's first end-of-text is -100 (ignored by the loss
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 
 from ..errors import MiniGPTError
+from .shared import dataset_path
 
 __all__ = ["TEMPLATES", "format_prompt", "format_example", "read_instructions", "split_instructions", "collate",
            "InstructionDataset", "IGNORE_INDEX"]
@@ -51,8 +51,9 @@ def format_example(entry: dict, template: str = "alpaca") -> str:
 
 
 def read_instructions(path) -> list[dict]:
-    """A JSON list of ``{"instruction", "input", "output"}`` objects (strings; "input" may be empty)."""
-    path = Path(path)
+    """A JSON list of ``{"instruction", "input", "output"}`` objects (strings; "input" may be empty), read from
+    ``path`` or from a data set given by name (``"instruction-data"``: :func:`minigpt.data.dataset_path`)."""
+    path = dataset_path(path)
     if not path.is_file():
         raise MiniGPTError(f"data file {path} does not exist" if not path.exists() else f"{path} is not a file")
     try:

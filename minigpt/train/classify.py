@@ -29,7 +29,7 @@ from ..settings import ClassifyConfig, TrainConfig  # noqa: F401  (ClassifyConfi
 from .loop import Trainer, check_run_folder, load_checkpoint
 from .. import functional as F
 from ..data.classification import ClassificationDataset, balance, read_labelled, stratified_split
-from ..data import DataLoader
+from ..data import DataLoader, dataset_path
 from ..loading import load_model_and_tokenizer
 from ..model import GPTClassifier
 from .finetune import apply_train_mode
@@ -156,6 +156,7 @@ def finetune_classify(out_dir, init=None, data=None, cfg: ClassifyConfig | None 
     else:
         if init is None or data is None:
             raise MiniGPTError("finetune classify needs --init DIR and --data FILE")
+        data = dataset_path(data)  # a data set name ("sms-spam") becomes its file, before any work
         cfg = cfg or ClassifyConfig()
         model, tok = load_model_and_tokenizer(init, tokenizer, strict_vocab=True)
     mrandom.manual_seed(cfg.seed)

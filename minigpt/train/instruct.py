@@ -27,7 +27,7 @@ from .loop import Trainer, check_run_folder, load_checkpoint
 from ..data.instruct import format_prompt
 from ..model import generate
 from tqdm import tqdm
-from ..data import DataLoader
+from ..data import DataLoader, dataset_path
 from ..data.instruct import TEMPLATES, InstructionDataset, read_instructions, split_instructions
 from ..loading import load_model_and_tokenizer
 from .classify import _save_final
@@ -161,6 +161,7 @@ def finetune_instruct(out_dir, init=None, data=None, cfg: InstructConfig | None 
     else:
         if init is None or data is None:
             raise MiniGPTError("finetune instruct needs --init DIR and --data FILE")
+        data = dataset_path(data)  # a data set name ("instruction-data") becomes its file, before any work
         cfg = cfg or InstructConfig()
         model, tok = load_model_and_tokenizer(init, tokenizer, kind="lm", strict_vocab=True)
     if cfg.template not in TEMPLATES:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import random as mrandom
-from ..data import DataLoader, SlidingWindowDataset, default_corpus, load_texts, train_val_split
+from ..data import DataLoader, SlidingWindowDataset, dataset_path, default_corpus, load_texts, train_val_split
 from ..distributed import Single
 from ..loading import gpt2_vocab_dir, load_model_and_tokenizer, shrink_context, tokenizer_from_spec
 from ..errors import MiniGPTError
@@ -26,8 +26,10 @@ from .loop import Trainer, TrainConfig, check_run_folder, latest_checkpoint, loa
 
 
 def load_corpus(text_files=None) -> tuple[str, str]:
-    """(text, description): the given files joined with <|endoftext|>, or the built-in default corpus."""
+    """(text, description): the given files (or data set names, such as "the-verdict") joined with
+    <|endoftext|>, or the built-in default corpus."""
     if text_files:
+        text_files = [dataset_path(p) for p in text_files]
         return load_texts(text_files), ", ".join(str(p) for p in text_files)
     return default_corpus(), "built-in corpus (Python standard library docstrings)"
 
@@ -162,6 +164,8 @@ def pretrain(out_dir, text_files=None, config: str = "mini", config_overrides: d
              progress: bool = True, log=print, dist=None, callbacks=(), init=None) -> dict:
     """Train a GPT from scratch (or resume a run) and return a summary with a final text sample.
 
+    ``text_files``: text files or data set names (``["the-verdict"]``: :func:`minigpt.data.dataset_path`);
+    none: the built-in corpus.
     ``init``: a model folder (run, checkpoint or GPT-2 folder) whose weights and tokenizer start the run
     instead of a fresh model ("keep pretraining"); ``config`` is then ignored and only a lower
     ``context_length`` may be given in ``config_overrides``.
@@ -186,6 +190,8 @@ def pretrain(out_dir, text_files=None, config: str = "mini", config_overrides: d
     if not resume:  # every setting checked before minutes go into the corpus and the tokenizer
         _on_all_ranks(dist, lambda: check_settings(config, config_overrides, tokenizer, vocab_size, epochs,
                                                    val_fraction))
+    if text_files:  # data set names ("the-verdict") become their files; a missing one is said now
+        text_files = _on_all_ranks(dist, lambda: [dataset_path(p) for p in text_files])
     compile_started = None
     if kernel_cache.numba_in_use() and not kernel_cache.is_warm():  # the BPE's kernels compile too
         log(kernel_cache.compile_note())
