@@ -6,9 +6,10 @@ tens of seconds in its first step; later runs load the code in about a second.
 
 Numba cannot be asked "is this signature cached?" without compiling, so the trainer keeps a small stamp
 file, ``.minigpt-train-warm.json``, in the same cache folder: written after a first training step
-completed, it records what that step ran against (the Python and Numba versions, and the size and
-modification time of every kernel module, which is what Numba's own cache checks) and how long the step
-took. The cache counts as warm while the stamp matches; any change to the kernel modules, a new Numba,
+completed, it records what that step ran against (the Python and Numba versions, the CPU, and the size
+and modification time of every kernel module, which is what Numba's own cache checks) and how long the
+step took. How the interpreter was spelled (``python`` in a test run, ``python3`` in the console
+script's first line) does not count: the same interpreter shares the same cache. The cache counts as warm while the stamp matches; any change to the kernel modules, a new Numba,
 or a cache folder emptied by hand makes it cold again.
 """
 from __future__ import annotations
@@ -42,13 +43,29 @@ def stamp_path() -> Path:
     return cache_dir() / STAMP_NAME
 
 
+def _cpu_name() -> str:
+    """The CPU Numba compiles for (``NUMBA_CPU_NAME``, else the host's): part of its cache's key."""
+    try:
+        from numba.core import config
+        import llvmlite.binding as ll
+
+        return config.CPU_NAME or ll.get_host_cpu_name()
+    except (ImportError, AttributeError, RuntimeError):
+        return platform.machine()
+
+
 def _fingerprint() -> dict:
+    """What Numba's on-disk cache depends on, and nothing else: the kernel modules (size and modification
+    time, which Numba's index checks), the Python implementation and version (cache files are per
+    version), the Numba version and the CPU the code is compiled for. Not the path the interpreter was
+    started by: ``python``, ``python3`` and the ``minigpt`` console script run one interpreter and share
+    one cache."""
     sources = {}
     for f in sorted(_kernels_dir().glob("*.py")):
         st = f.stat()
         sources[f.name] = [st.st_size, st.st_mtime_ns]
-    return {"python": platform.python_version(), "numba": numba.__version__, "sources": sources,
-            "executable": sys.executable}
+    return {"python": f"{sys.implementation.cache_tag} {platform.python_version()}", "numba": numba.__version__,
+            "cpu": _cpu_name(), "sources": sources}
 
 
 def _read(path: Path) -> dict:
