@@ -161,7 +161,8 @@ def _cmd_inspect(args):
         plots.attention_grid(maps, tokens, out / name, layers=layers, heads=heads)
         plots.logit_lens_picture(lens, tokens, label, out / "logit_lens.png")
         plots.residual_norm_picture(lens, tokens, out / "residual_norm.png")
-        plots.next_token_picture([(d["token"], d["prob"]) for d in report["next_token"][:15]], out / "next_token.png")
+        plots.next_token_picture([(d["token"], d["prob"]) for d in report["next_token"][:15]], out / "next_token.png",
+                                 prompt=args.prompt)
         written += [name, "logit_lens.png", "residual_norm.png", "next_token.png"]
     else:
         print(f"note: {plots.MISSING}; the numbers are in inspect.json and attention.npy", file=sys.stderr)

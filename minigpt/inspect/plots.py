@@ -44,6 +44,16 @@ def _save(fig, path) -> Path:
     return path
 
 
+LINESTYLES = ("-", "--", ":", "-.")
+
+
+def line_styles(n: int) -> list[dict]:
+    """``n`` distinct (colour, line style) pairs for the lines of one chart: the 10 colours of matplotlib's
+    default cycle with a solid line, then again dashed, dotted and dash-dotted, so a legend of up to 40
+    lines tells every line apart (past 40 the pairs repeat)."""
+    return [{"color": f"C{i % 10}", "linestyle": LINESTYLES[(i // 10) % len(LINESTYLES)]} for i in range(n)]
+
+
 def attention_grid(maps: np.ndarray, tokens: list, path, layers=None, heads=None) -> Path:
     """Heat maps of ``maps`` (L, H, T, T): one row per layer, one column per head (only ``layers`` /
     ``heads`` when given); the prompt's tokens label both axes (queries down, keys across)."""
@@ -102,8 +112,8 @@ def residual_norm_picture(lens: dict, tokens: list, path) -> Path:
     plt = _plt()
     norms = lens["residual_norm"]                                     # (L+1, T)
     fig, ax = plt.subplots(figsize=(6, 4))
-    for j in range(norms.shape[1]):
-        ax.plot(range(norms.shape[0]), norms[:, j], marker="o", lw=1, alpha=0.7, label=tokens[j][:10])
+    for j, style in zip(range(norms.shape[1]), line_styles(norms.shape[1])):
+        ax.plot(range(norms.shape[0]), norms[:, j], marker="o", lw=1, alpha=0.7, label=tokens[j][:10], **style)
     ax.set_xticks(range(norms.shape[0]))
     ax.set_xticklabels(lens["layers"], rotation=30, fontsize=8)
     ax.set_ylabel("L2 norm of the residual stream")
@@ -114,10 +124,14 @@ def residual_norm_picture(lens: dict, tokens: list, path) -> Path:
     return _save(fig, path)
 
 
-def next_token_picture(top: list, path) -> Path:
-    """``top``: [(token text, probability), ...] likeliest first."""
+def next_token_picture(top: list, path, prompt: str | None = None) -> Path:
+    """``top``: [(token text, probability), ...] likeliest first; ``prompt`` (the text they follow) is named
+    in the title, shortened to its last 60 characters."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 0.3 * len(top) + 1.2))
+    fig, ax = plt.subplots(figsize=(6, 0.3 * len(top) + 1.6))
+    if prompt is not None:
+        shown = prompt if len(prompt) <= 60 else "..." + prompt[-57:]
+        ax.set_title(f"next token after {shown!r}", fontsize=9)
     ax.barh(range(len(top)), [p for _, p in top], color="#4c72b0")
     ax.set_yticks(range(len(top)))
     ax.set_yticklabels([t for t, _ in top], fontsize=8)

@@ -37,7 +37,7 @@ import numpy as np
 from ..errors import MiniGPTError
 from ..io import atomic_write_text
 from .maps import causal_softmax_weights
-from .plots import _plt, _save
+from .plots import _plt, _save, line_styles
 
 GELU_TAIL = -3.0
 HIST_BINS = 40
@@ -255,9 +255,9 @@ def dashboards(run, out=None, hist_steps=None) -> list:
     for key, fname, ylabel, ref in (("grad_norm", "dash-grad-norm.png", "gradient L2 norm", None),
                                     ("update_ratio", "dash-update-ratio.png", "log10(|update| / |weight|)", -3.0)):
         fig, ax = plt.subplots(figsize=(9, 5))
-        for n in names:
+        for n, style in zip(names, line_styles(len(names))):  # 18+ lines: colour x line style tells them apart
             ys = [r["params"].get(n, {}).get(key) for r in stats]
-            ax.plot(steps, [np.nan if y is None else y for y in ys], lw=1, label=n)
+            ax.plot(steps, [np.nan if y is None else y for y in ys], lw=1, label=n, **style)
         if ref is not None:
             ax.axhline(ref, color="k", ls="--", lw=1, label="1e-3 reference")
         if key == "grad_norm":
@@ -275,15 +275,18 @@ def dashboards(run, out=None, hist_steps=None) -> list:
     if n_layers:
         fig, axes = plt.subplots(1, 2, figsize=(11, 4), squeeze=False)
         for col, key, title in ((0, "resid_hist", "residual stream after each block"),
-                                (1, "gelu_hist", f"GELU inputs (tail: < {GELU_TAIL:g})")):
+                                (1, "gelu_hist", f"GELU inputs (legend: the share below {GELU_TAIL:g}, the flat tail)")):
             ax = axes[0][col]
-            for s in chosen:
-                rec = stats[steps.index(s)]
-                for lay in rec["layers"]:
-                    h = lay.get(key)
-                    if h:
-                        e = np.asarray(h["edges"])
-                        ax.plot((e[:-1] + e[1:]) / 2, h["counts"], lw=1, label=f"step {s}, layer {lay['layer']}")
+            curves = [(s, lay) for s in chosen for lay in stats[steps.index(s)]["layers"] if lay.get(key)]
+            for (s, lay), style in zip(curves, line_styles(len(curves))):
+                h = lay[key]
+                e = np.asarray(h["edges"])
+                label = f"step {s}, layer {lay['layer']}"
+                if key == "gelu_hist" and lay.get("gelu_tail") is not None:
+                    label += f": {lay['gelu_tail']:.1%} < {GELU_TAIL:g}"  # the share GELU passes no gradient to
+                ax.plot((e[:-1] + e[1:]) / 2, h["counts"], lw=1, label=label, **style)
+            if key == "gelu_hist":
+                ax.axvline(GELU_TAIL, color="k", ls="--", lw=1)
             ax.set_title(title, fontsize=10)
             ax.set_xlabel("value")
             ax.set_ylabel("count")
@@ -297,9 +300,10 @@ def dashboards(run, out=None, hist_steps=None) -> list:
         fig, axes = plt.subplots(1, n_layers, figsize=(4 * n_layers, 3.5), squeeze=False, sharey=True)
         for l in range(n_layers):
             ax = axes[0][l]
-            for h in range(n_heads):
+            for h, style in zip(range(n_heads), line_styles(n_heads)):
                 ax.plot(steps, [r["layers"][l]["attn_entropy"][h] if l < len(r["layers"]) and
-                                "attn_entropy" in r["layers"][l] else np.nan for r in stats], lw=1, label=f"head {h}")
+                                "attn_entropy" in r["layers"][l] else np.nan for r in stats], lw=1, label=f"head {h}",
+                        **style)
             ax.set_title(f"layer {l}", fontsize=10)
             ax.set_xlabel("step")
             ax.grid(alpha=0.3)

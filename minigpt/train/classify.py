@@ -193,6 +193,7 @@ def finetune_classify(out_dir, init=None, data=None, cfg: ClassifyConfig | None 
              "data_fingerprint": _fingerprint(ds)}
     trainer = Trainer(model, tok, train_loader, None, tcfg, out_dir, log=log, progress=progress,
                       extra_state=extra, eval_fn=eval_fn)
+    trainer.plot_smoothing = per_epoch  # loss.png: the mean over an epoch's batches over the noisy batch losses
     if resume:
         trainer.restore(opt_state, state)
         log(f"resuming {out_dir} at step {trainer.step} of {steps}")
@@ -248,7 +249,10 @@ def plot_accuracy(out_dir) -> Path | None:
         ax2.plot(ep, [r[f"{name}_acc"] for r in recs], "o-", label=name)
     ax1.set(xlabel="epoch", ylabel="cross-entropy loss")
     ax2.set(xlabel="epoch", ylabel="accuracy")
+    from matplotlib.ticker import MaxNLocator
+
     for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs 1, 2, 3: no tick at 1.5
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()

@@ -12,7 +12,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -26,7 +25,7 @@ from ..settings import InstructConfig, TrainConfig  # noqa: F401  (InstructConfi
 from .loop import Trainer, check_run_folder, load_checkpoint
 from ..data.instruct import format_prompt
 from ..model import generate
-from tqdm import tqdm
+from ..progress import progress_bar
 from ..data import DataLoader, dataset_path
 from ..data.instruct import TEMPLATES, InstructionDataset, read_instructions, split_instructions
 from ..loading import load_model_and_tokenizer
@@ -99,11 +98,16 @@ def respond(model, tok, entry: dict, template: str, max_new_tokens: int) -> str:
     return tok.decode(new).strip()
 
 
-def answer_all(model, tok, entries, template, max_new_tokens, progress=False, desc="answering") -> list[str]:
-    it = entries
-    if progress:
-        it = tqdm(entries, desc=desc, unit="entry", file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
-    return [respond(model, tok, e, template, max_new_tokens) for e in it]
+def answer_all(model, tok, entries, template, max_new_tokens, progress=False, desc="answering",
+               file=None) -> list[str]:
+    """Greedy answers to ``entries``. ``progress``: report on ``file`` (default standard error) as every
+    long step does (:func:`minigpt.progress.progress_bar`): a bar on a terminal, plain lines in a log."""
+    answers = []
+    with progress_bar(len(entries), desc=desc, unit="entry", file=file, disable=not progress) as bar:
+        for e in entries:
+            answers.append(respond(model, tok, e, template, max_new_tokens))
+            bar.update(1)
+    return answers
 
 
 # --- LLM judge (Ollama-compatible /api/chat) --------------------------------------------------------------

@@ -191,6 +191,39 @@ def check_trainer_state(state: dict, path) -> None:
             raise MiniGPTError(f"{path} is damaged: 'history' entries must be [step, tokens, loss, val_loss]")
 
 
+def running_mean(values, window: int) -> np.ndarray:
+    """Mean of the last ``window`` values at every position (fewer at the start):
+    ``running_mean([1, 2, 3, 4], 2)`` -> ``[1, 1.5, 2.5, 3.5]``."""
+    v = np.asarray(values, dtype=np.float64)
+    c = np.concatenate([[0.0], np.cumsum(v)])
+    k = np.arange(1, v.size + 1)
+    lo = np.maximum(0, k - window)
+    return (c[k] - c[lo]) / (k - lo)
+
+
+def loss_figure(plt, history, smoothing: int = 0):
+    """The figure of loss.png: train and validation loss against tokens seen. ``history``: the trainer's
+    (step, tokens, train loss, validation loss or None) tuples; ``smoothing`` > 1 draws the per-batch loss
+    faintly and its running mean over that many batches on top."""
+    steps, toks, tr, va = zip(*history)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if smoothing > 1:
+        ax.plot(toks, tr, lw=0.6, alpha=0.3, color="C0", label="train (one batch)")
+        ax.plot(toks, running_mean(tr, smoothing), lw=1.5, color="C0",
+                label=f"train (mean of the last {smoothing} batches)")
+    else:
+        ax.plot(toks, tr, label="train", lw=1)
+    vx = [t for t, v in zip(toks, va) if v is not None]
+    if vx:
+        ax.plot(vx, [v for v in va if v is not None], "o-", color="C1", label="validation")
+    ax.set_xlabel("tokens seen")
+    ax.set_ylabel("cross-entropy loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 # --- the loop ----------------------------------------------------------------------------------------
 class Trainer:
     """Runs ``steps`` AdamW steps of next-token prediction on ``train_loader``'s batches.
@@ -225,13 +258,18 @@ class Trainer:
         self.history = []  # (step, tokens, train_loss, val_loss or None)
         self.extra_state = dict(extra_state or {})  # saved in every checkpoint as is (e.g. a data fingerprint)
         # eval_fn(trainer) -> dict of metrics logged at every evaluation instead of the validation loss
-        # (its "val_loss" entry, if any, is the validation loss); used by finetuning
+        # (its "val_loss" entry, if any, is the validation loss) and reported by the eval_fn itself (the
+        # language-model line, a one-batch loss beside the validation perplexity, would not fit it); used by
+        # classification finetuning
         self.eval_fn = eval_fn
         # Observers (e.g. minigpt.inspect.stats.StatsRecorder): begin(trainer) once, then around every step
         # before_step(trainer) and after_step(trainer, log record). They watch; they change nothing.
         self.callbacks = list(callbacks)
         self._bar = None  # the progress bar while run() is running (messages go above it)
         self._plot_warned = False
+        # loss.png: with N > 1, a running mean over the last N batches is drawn over the per-batch losses (set
+        # to one epoch by classification finetuning, whose small batches make the per-batch loss noise)
+        self.plot_smoothing = 0
         # set by pretrain() when it announced the compilation itself (before training the tokenizer, whose
         # kernels compile too): when that started, so the first run's whole compile time is measured
         self.compile_started = None
@@ -412,7 +450,7 @@ class Trainer:
                         bar.set_postfix(post, refresh=False)
                         if not bar_started:  # the step that started the report is its `initial`
                             bar.update(1)
-                    if val is not None:
+                    if val is not None and self.eval_fn is None:  # an eval_fn reports its own metrics
                         self._say(bar, f"step {self.step}: train loss {loss:.3f}, val loss {val:.3f} "
                                        f"(ppl {perplexity(val):.1f})")
                     save_now = (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or \
@@ -464,17 +502,7 @@ class Trainer:
             return None
         if not self.history or not self.dist.is_main:
             return None
-        steps, toks, tr, va = zip(*self.history)
-        fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot(toks, tr, label="train", lw=1)
-        vx = [t for t, v in zip(toks, va) if v is not None]
-        if vx:
-            ax.plot(vx, [v for v in va if v is not None], "o-", label="validation")
-        ax.set_xlabel("tokens seen")
-        ax.set_ylabel("cross-entropy loss")
-        ax.legend()
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
+        fig = loss_figure(plt, self.history, self.plot_smoothing)
         path = self.out_dir / "loss.png"
         tmp = self.out_dir / ".loss.png.tmp"
         fig.savefig(tmp, format="png", dpi=100)
