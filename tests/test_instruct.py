@@ -137,7 +137,8 @@ def test_finetune_instruct_and_chat_end_to_end(tmp_path, capsys, monkeypatch):
     assert len(log) == 3 * 8 and any("val_loss" in r for r in log)  # 34 train entries -> 8 batches of 4
     monkeypatch.setattr("sys.stdin", io.StringIO("Name colour 3.\n\nName colour 5.\n"))
     assert main(["chat", "--model", str(tmp_path / "run"), "--max-new-tokens", "3"]) == 0
-    assert len(capsys.readouterr().out.splitlines()) == 2
+    lines = capsys.readouterr().out.splitlines()  # piped: the two answers with a separator line between them
+    assert len(lines) == 3 and lines[1] == "---"
     monkeypatch.setattr("sys.stdin", io.StringIO("Name colour 3.\n"))  # the same, with int8 weights
     assert main(["chat", "--model", str(tmp_path / "run"), "--max-new-tokens", "3", "--quantize", "int8"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 1

@@ -4,10 +4,14 @@ from __future__ import annotations
 import sys
 
 
+SEPARATOR = "---"  # between the answers to piped instructions (an answer may hold blank lines itself)
+
+
 def add(sub):
     p = sub.add_parser("chat", help="answer instructions typed at a prompt",
                        description="Reads one instruction per line (standard input or an interactive prompt) and "
-                       "prints the model's greedy answer, using the prompt template the model was trained with.")
+                       "prints the model's greedy answer, using the prompt template the model was trained with. "
+                       f"When standard input is not a terminal, a line {SEPARATOR!r} separates the answers.")
     p.add_argument("--model", required=True, metavar="DIR", help="an instruction finetuning run or its model/ folder")
     p.add_argument("--template", default=None, help="alpaca or phi3 (default: the one it was trained with)")
     p.add_argument("--max-new-tokens", type=int, default=200)
@@ -27,6 +31,7 @@ def _cmd_chat(args):
     model, tok = _load_model_and_tokenizer(args.model, args.tokenizer, args.quantize, args.group_size)
     template = args.template or template_of(args.model)
     interactive = sys.stdin.isatty()
+    answered = 0
     while True:
         if interactive:
             try:
@@ -41,5 +46,9 @@ def _cmd_chat(args):
         line = line.strip()
         if not line:
             continue
-        print(respond(model, tok, {"instruction": line, "input": ""}, template, args.max_new_tokens), flush=True)
+        answer = respond(model, tok, {"instruction": line, "input": ""}, template, args.max_new_tokens)
+        if answered and not interactive:
+            print(SEPARATOR)
+        print(answer, flush=True)
+        answered += 1
     return 0
