@@ -20,7 +20,9 @@ import platform
 import sys
 from pathlib import Path
 
+import llvmlite.binding as llvm
 import numba
+from numba.core import config as numba_config
 
 from ..io import atomic_write_json, cache_dir
 from ..kernels import backend
@@ -46,11 +48,8 @@ def stamp_path() -> Path:
 def _cpu_name() -> str:
     """The CPU Numba compiles for (``NUMBA_CPU_NAME``, else the host's): part of its cache's key."""
     try:
-        from numba.core import config
-        import llvmlite.binding as ll
-
-        return config.CPU_NAME or ll.get_host_cpu_name()
-    except (ImportError, AttributeError, RuntimeError):
+        return numba_config.CPU_NAME or llvm.get_host_cpu_name()
+    except (AttributeError, RuntimeError):
         return platform.machine()
 
 
