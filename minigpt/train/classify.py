@@ -236,6 +236,7 @@ def plot_accuracy(out_dir) -> Path | None:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
         return None
     out_dir = Path(out_dir)
@@ -249,8 +250,6 @@ def plot_accuracy(out_dir) -> Path | None:
         ax2.plot(ep, [r[f"{name}_acc"] for r in recs], "o-", label=name)
     ax1.set(xlabel="epoch", ylabel="cross-entropy loss")
     ax2.set(xlabel="epoch", ylabel="accuracy")
-    from matplotlib.ticker import MaxNLocator
-
     for ax in (ax1, ax2):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs 1, 2, 3: no tick at 1.5
         ax.grid(alpha=0.3)
