@@ -126,11 +126,14 @@ def test_download_from_a_local_copy_then_use_the_name(shared_data, tmp_path, mon
     monkeypatch.setenv("MINIGPT_CACHE", str(cache))
     monkeypatch.delenv("MINIGPT_DATA", raising=False)
     monkeypatch.setattr(shared, "_local_data_dirs", lambda: [tmp_path / "nowhere"])
-    for name in ("the-verdict", "sms-spam"):
+    for name, use in (("the-verdict", "minigpt train --text the-verdict"),
+                      ("sms-spam", "minigpt finetune classify --data sms-spam")):
         with pytest.raises(MiniGPTError, match=f"minigpt download {name}"):
             dataset_path(name)
         assert main(["download", name, "--from", str(shared_data)]) == 0
-    capsys.readouterr()
+        assert f"use it by name: {use} ..." in capsys.readouterr().err
+    assert main(["download", "the-verdict", "--from", str(shared_data), "--cache-dir", str(tmp_path / "elsewhere")]) == 0
+    assert "use it by name" not in capsys.readouterr().err  # a name finds only the cache folder
     assert dataset_path("sms-spam") == cache / "sms-spam" / "SMSSpamCollection"
 
     run = tmp_path / "pre"

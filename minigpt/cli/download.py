@@ -26,7 +26,12 @@ def add(sub):
 
 
 def _run_download(args) -> int:
+    import sys
+    from pathlib import Path
+
+    from ..data.shared import DATASETS
     from ..download import fetch, load_manifest
+    from ..io import cache_dir
 
     manifest = load_manifest()
     if args.list or not args.name:
@@ -39,4 +44,6 @@ def _run_download(args) -> int:
     for f in sorted(folder.iterdir()):
         if f.is_file() and not f.name.startswith("."):
             print(f)
+    if args.name in DATASETS and (args.cache_dir is None or Path(args.cache_dir).expanduser() == cache_dir()):
+        print(f"use it by name: {DATASETS[args.name]} ...", file=sys.stderr)
     return 0

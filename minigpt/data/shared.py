@@ -24,8 +24,12 @@ from ..io import cache_dir
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
-# manifest entries that are data sets (gpt2 and gpt2-vocab are model files), and other spellings of them
-DATASETS = ("the-verdict", "sms-spam", "instruction-data", "tiny-shakespeare")
+# manifest entries that are data sets (gpt2 and gpt2-vocab are model files), each with a command that uses it
+# by name (`minigpt download` prints it), and other spellings of them
+DATASETS = {"the-verdict": "minigpt train --text the-verdict",
+            "sms-spam": "minigpt finetune classify --data sms-spam",
+            "instruction-data": "minigpt finetune instruct --data instruction-data",
+            "tiny-shakespeare": "minigpt train --text tiny-shakespeare"}
 ALIASES = {"tinyshakespeare": "tiny-shakespeare"}  # the shared data folder's spelling
 
 
