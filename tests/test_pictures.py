@@ -40,6 +40,15 @@ def _pairs(ax):
     return [(line.get_color(), line.get_linestyle()) for line in ax.get_lines() if not line.get_label().startswith("_")]
 
 
+def _assert_whole_ticks(fig):
+    fig.canvas.draw()
+    for ax in fig.axes:
+        if not ax.get_lines():  # a colour bar
+            continue
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+
+
 def test_line_styles_are_distinct_pairs():
     styles = plots.line_styles(40)
     assert len({(s["color"], s["linestyle"]) for s in styles}) == 40
@@ -70,6 +79,8 @@ def test_crowded_dashboards_tell_every_line_apart(tmp_path, figures):
                  if line.get_label() in names]
         assert len(pairs) == 18 and len(set(pairs)) == 18, fname
         assert [t.get_text() for t in ax.get_legend().get_texts()][:18] == names
+    for fname in ("dash-loss.png", "dash-grad-norm.png", "dash-update-ratio.png", "dash-attention-entropy.png"):
+        _assert_whole_ticks(figures[fname])  # steps 1, 2, 3: no tick at 1.5
     resid, gelu = figures["dash-activations.png"].axes[:2]
     assert len(set(_pairs(resid))) == len(_pairs(resid)) == 6  # 3 steps x 2 layers
     labels = [t.get_text() for t in gelu.get_legend().get_texts()]
@@ -92,11 +103,7 @@ def test_classifier_epoch_axis_ticks_at_whole_epochs(tmp_path, figures):
             for e in (1, 2)]
     (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     plot_accuracy(tmp_path)
-    fig = figures["accuracy.png"]
-    fig.canvas.draw()
-    for ax in fig.axes:
-        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
-        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    _assert_whole_ticks(figures["accuracy.png"])
 
 
 def test_running_mean_by_hand():

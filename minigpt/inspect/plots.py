@@ -54,6 +54,14 @@ def line_styles(n: int) -> list[dict]:
     return [{"color": f"C{i % 10}", "linestyle": LINESTYLES[(i // 10) % len(LINESTYLES)]} for i in range(n)]
 
 
+def set_step_axis(ax, label: str = "step") -> None:
+    """Label the x axis of a chart over steps or epochs and tick it at whole numbers only (no step 1.5)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlabel(label)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def attention_grid(maps: np.ndarray, tokens: list, path, layers=None, heads=None) -> Path:
     """Heat maps of ``maps`` (L, H, T, T): one row per layer, one column per head (only ``layers`` /
     ``heads`` when given); the prompt's tokens label both axes (queries down, keys across)."""

@@ -37,7 +37,7 @@ import numpy as np
 from ..errors import MiniGPTError
 from ..io import atomic_write_text
 from .maps import causal_softmax_weights
-from .plots import _plt, _save, line_styles
+from .plots import _plt, _save, line_styles, set_step_axis
 
 GELU_TAIL = -3.0
 HIST_BINS = 40
@@ -244,7 +244,7 @@ def dashboards(run, out=None, hist_steps=None) -> list:
             ax.plot(*zip(*val), "o-", label="validation")
     else:
         ax.plot(steps, [r.get("loss") for r in stats], "o-", label="train (sampled steps)")
-    ax.set_xlabel("step")
+    set_step_axis(ax)
     ax.set_ylabel("cross-entropy loss")
     ax.legend()
     ax.grid(alpha=0.3)
@@ -262,7 +262,7 @@ def dashboards(run, out=None, hist_steps=None) -> list:
             ax.axhline(ref, color="k", ls="--", lw=1, label="1e-3 reference")
         if key == "grad_norm":
             ax.set_yscale("log")
-        ax.set_xlabel("step")
+        set_step_axis(ax)
         ax.set_ylabel(ylabel)
         ax.legend(fontsize=6, ncol=2, loc="best")
         ax.grid(alpha=0.3)
@@ -305,7 +305,7 @@ def dashboards(run, out=None, hist_steps=None) -> list:
                                 "attn_entropy" in r["layers"][l] else np.nan for r in stats], lw=1, label=f"head {h}",
                         **style)
             ax.set_title(f"layer {l}", fontsize=10)
-            ax.set_xlabel("step")
+            set_step_axis(ax)
             ax.grid(alpha=0.3)
         axes[0][0].set_ylabel("attention entropy (nats)")
         axes[0][0].legend(fontsize=7)
