@@ -87,13 +87,13 @@ def dataset_path(name_or_path) -> Path:
         PosixPath('/home/me/.cache/minigpt/sms-spam/SMSSpamCollection')
     """
     path = Path(name_or_path).expanduser()
-    name = str(name_or_path)
-    if path.exists() or ALIASES.get(name, name) not in DATASETS:
+    key = ALIASES.get(str(name_or_path), str(name_or_path))
+    if path.exists() or key not in DATASETS:
         return path
-    key = ALIASES.get(name, name)
     for cand in dataset_candidates(key):
         if cand.is_file():
             return cand
-    where = ("$MINIGPT_DATA, " if os.environ.get("MINIGPT_DATA") else "") + f"{cache_dir()}, ../shared/data"
+    env = os.environ.get("MINIGPT_DATA")
+    where = (f"$MINIGPT_DATA={env}, " if env else "") + f"{cache_dir()}, ../shared/data"
     raise MiniGPTError(f"data set {key} is not installed (looked in {where}): fetch it with `minigpt download "
                        f"{key}` (offline: `minigpt download {key} --from DIR` with a local copy)")
