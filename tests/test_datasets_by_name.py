@@ -118,6 +118,9 @@ def test_cli_honours_minigpt_data(places, tmp_path, capsys):
                  "270", "--steps", "1", "--batch-size", "2", "--eval-batches", "1", "--sample-tokens", "1",
                  "--out", str(out), "--quiet"]) == 0
     assert "trained 1 steps" in capsys.readouterr().out
+    assert main(["tokenizer", "train", "--text", "the-verdict", "--vocab-size", "260", "--out",
+                 str(tmp_path / "tok.json"), "--quiet"]) == 0
+    assert "trained 260 tokens" in capsys.readouterr().err
 
 
 def test_download_from_a_local_copy_then_use_the_name(shared_data, tmp_path, monkeypatch, capsys):
