@@ -7,7 +7,8 @@
 - ``select``: where, masked_fill, embedding
 - ``softmax``: softmax, log_softmax, cross_entropy, linear_cross_entropy (LM head + loss, fused)
 - ``nn``: linear, linear_gelu (linear + GELU, fused), feed_forward (linear + GELU + linear, fused), layer_norm,
-  dropout
+  dropout; rms_norm, swiglu (Llama's feed-forward layer, fused), silu, silu_mul
+- ``rope``: rope (rotary position embedding)
 - ``attention``: causal_attention (fused multi-head causal self-attention)
 - ``quantized``: int8_linear, int8_embedding (int8 weights, inference only: no backward)
 - ``lora``: lora (the low-rank update ``scale * x @ A @ B`` of a LoRA layer)
@@ -22,9 +23,10 @@ from .arithmetic import add, div, matmul, mul, neg, pow, sub
 from .attention import causal_attention
 from .lora import lora
 from .elementwise import cast, exp, gelu, log, relu, sqrt, tanh
-from .nn import dropout, feed_forward, layer_norm, linear, linear_gelu, linear_t
+from .nn import dropout, feed_forward, layer_norm, linear, linear_gelu, linear_t, rms_norm, silu, silu_mul, swiglu
 from .quantized import int8_embedding, int8_linear
 from .reduce import max, mean, sum
+from .rope import rope
 from .select import embedding, masked_fill, where
 from .shape import cat, concatenate, getitem, permute, reshape, split, stack, transpose
 from .softmax import cross_entropy, linear_cross_entropy, log_softmax, softmax
@@ -37,6 +39,7 @@ __all__ = [
     "where", "masked_fill", "embedding",
     "softmax", "log_softmax", "cross_entropy", "linear_cross_entropy",
     "linear", "linear_t", "linear_gelu", "feed_forward", "layer_norm", "dropout",
+    "rms_norm", "swiglu", "silu", "silu_mul", "rope",
     "causal_attention",
     "int8_linear", "int8_embedding",
     "lora",
