@@ -9,7 +9,8 @@
 - ``nn``: linear, linear_gelu (linear + GELU, fused), feed_forward (linear + GELU + linear, fused), layer_norm,
   dropout; rms_norm, swiglu (Llama's feed-forward layer, fused), silu, silu_mul
 - ``rope``: rope (rotary position embedding)
-- ``attention``: causal_attention (fused multi-head causal self-attention)
+- ``attention``: causal_attention (fused multi-head causal self-attention); grouped_attention (Llama 3 /
+  Qwen 3: grouped keys and values, QK-norm, RoPE, fused)
 - ``quantized``: int8_linear, int8_embedding (int8 weights, inference only: no backward)
 - ``lora``: lora (the low-rank update ``scale * x @ A @ B`` of a LoRA layer)
 
@@ -20,7 +21,7 @@ fused op calls the kernels of ``minigpt.kernels`` and names, in its docstring, t
 it runs (``math: kernels/layernorm.py::layer_norm_backward_numpy``).
 """
 from .arithmetic import add, div, matmul, mul, neg, pow, sub
-from .attention import causal_attention
+from .attention import causal_attention, grouped_attention
 from .lora import lora
 from .elementwise import cast, exp, gelu, log, relu, sqrt, tanh
 from .nn import dropout, feed_forward, layer_norm, linear, linear_gelu, linear_t, rms_norm, silu, silu_mul, swiglu
@@ -40,7 +41,7 @@ __all__ = [
     "softmax", "log_softmax", "cross_entropy", "linear_cross_entropy",
     "linear", "linear_t", "linear_gelu", "feed_forward", "layer_norm", "dropout",
     "rms_norm", "swiglu", "silu", "silu_mul", "rope",
-    "causal_attention",
+    "causal_attention", "grouped_attention",
     "int8_linear", "int8_embedding",
     "lora",
 ]
