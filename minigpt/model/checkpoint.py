@@ -35,6 +35,7 @@ from safetensors.numpy import load_file, save
 from ..errors import MiniGPTError
 from ..io import atomic_write_bytes, atomic_write_json, read_json
 from .config import GPTConfig
+from .hf_llama import INDEX_FILE, LlamaFile, config_from_llama, from_llama_names, is_llama_config, uses_llama_layout, write_llama
 
 SCALE_SUFFIX = "_scale"  # an int8 weight's float32 scales are stored as "<weight name>_scale"
 QUANT_SCHEMES = ("int8",)
@@ -270,7 +271,7 @@ class _TensorFile:
         for name, (shape, dtype) in header.items():
             entry = raw.get(name) if isinstance(raw, dict) else None
             offs = entry.get("data_offsets") if isinstance(entry, dict) else None
-            nbytes = math.prod(shape) * np.dtype(_NP_DTYPES.get(dtype, "u1")).itemsize
+            nbytes = math.prod(shape) * np.dtype(_NP_DTYPES.get(dtype, "<u2" if dtype == "BF16" else "u1")).itemsize
             if (not isinstance(offs, list) or len(offs) != 2 or not all(isinstance(o, int) for o in offs)
                     or offs[1] - offs[0] != nbytes or offs[0] < 0 or self.start + offs[1] > size):
                 self.close()
@@ -308,6 +309,17 @@ class _TensorFile:
         if not direct:
             np.copyto(out, buf.reshape(out.shape), casting="unsafe")
         return out
+
+    def read_bits(self, name: str) -> np.ndarray:
+        """The raw 16-bit words of a bfloat16 tensor ``name`` (flat uint16; NumPy has no bfloat16)."""
+        count = math.prod(self.header[name][0])
+        buf = np.empty(count, dtype="<u2")
+        try:
+            self.f.seek(self.start + self.offsets[name])
+            self._read_exact(2 * count, buf.view(np.uint8))
+        except (OSError, ValueError) as e:
+            raise MiniGPTError(f"cannot read tensor {name} of {self.path}: {e}") from None
+        return buf
 
     def equal(self, a: str, b: str, chunk: int = 1 << 22) -> bool:
         """Whether tensors ``a`` and ``b`` hold the same values, compared a chunk at a time."""
@@ -391,7 +403,7 @@ def resolve_model_dir(path) -> Path:
             raise MiniGPTError(f"{path} is a training run folder without a complete checkpoint (the run stopped "
                                "before its first one)")
         return ck
-    if (path / "model.safetensors").exists() or (path / ADAPTER_CONFIG).exists():
+    if (path / "model.safetensors").exists() or (path / INDEX_FILE).exists() or (path / ADAPTER_CONFIG).exists():
         return path
     if not path.exists():
         raise MiniGPTError(f"model directory {path} does not exist")
@@ -436,6 +448,10 @@ class PretrainedFile:
         """The state dict (minigpt names -> new arrays of the file's dtypes)."""
         return {ours: self.read(ours) for ours in self.names}
 
+    def shape(self, name: str) -> tuple:
+        """The shape of minigpt parameter ``name`` in the file."""
+        return tuple(self.tensors.header[self.names[name]][0])
+
     def fill(self, model, extra: dict | None = None) -> None:
         """Read every tensor into ``model``'s own parameter array (``extra``: more arrays by name, e.g. a
         classifier's head); names and shapes are checked as ``Module.load_state_dict`` checks them, before
@@ -448,7 +464,7 @@ class PretrainedFile:
             parts = [f"{what} {len(ns)}: {', '.join(ns[:8])}{' ...' if len(ns) > 8 else ''}"
                      for what, ns in (("missing", missing), ("unexpected", unexpected)) if ns]
             raise MiniGPTError(f"load_state_dict into {type(model).__name__}: " + "; ".join(parts))
-        shape = lambda n: self.tensors.header[self.names[n]][0] if n in self.names else tuple(np.shape(extra[n]))  # noqa: E731
+        shape = lambda n: self.shape(n) if n in self.names else tuple(np.shape(extra[n]))  # noqa: E731
         bad = [f"{n}: checkpoint {shape(n)} vs model {p.shape}" for n, p in own.items() if shape(n) != p.shape]
         if bad:
             raise MiniGPTError("load_state_dict: shape mismatch for " + "; ".join(bad[:8]))
@@ -477,10 +493,12 @@ def open_pretrained(path) -> PretrainedFile:
     cfg_path, w_path = path / "config.json", path / "model.safetensors"
     if not cfg_path.exists():
         raise MiniGPTError(f"{path} has no config.json")
-    if not w_path.exists():
+    if not w_path.exists() and not (path / INDEX_FILE).exists():
         hint = " (only pytorch_model.bin: minigpt reads safetensors, never pickles)" if (path / "pytorch_model.bin").exists() else ""
         raise MiniGPTError(f"{path} has no model.safetensors{hint}")
     hf_cfg = read_json(cfg_path, "config.json", max_bytes=1 << 20)
+    if is_llama_config(hf_cfg):
+        return LlamaFile(path, hf_cfg)
     cfg = config_from_hf(hf_cfg, str(cfg_path))
     header = _read_header(w_path)
     names = _check_header(cfg, header, w_path, cfg_path)
@@ -522,6 +540,8 @@ def write_pretrained(path, cfg: GPTConfig, state: dict, quantization: dict | Non
     With ``quantization`` (an int8 model), ``state`` also holds int8 weights (out, in) under the weights'
     names and their float32 scales under the names + ``_scale``; config.json records the scheme, and no
     zero q/k/v biases are added."""
+    if uses_llama_layout(cfg):
+        return write_llama(path, cfg, state, quantization)
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     tensors = {}
@@ -594,6 +614,8 @@ def read_checkpoint(path):
     if quant is None:
         cfg, state = read_pretrained(path)
         return cfg, state, None
+    if is_llama_config(hf_cfg):
+        return _read_llama_int8(path, hf_cfg, w_path, quant)
     cfg = config_from_hf(hf_cfg, str(cfg_path))
     try:
         f = safe_open(str(w_path), framework="numpy")
@@ -614,6 +636,38 @@ def read_checkpoint(path):
     if unknown:
         raise MiniGPTError(f"{w_path} has tensors that are not GPT-2 parameters: {', '.join(unknown[:8])}")
     cfg.qkv_bias = any(k.endswith(".attn.qkv.bias") for k in state)
+    return cfg, state, quant
+
+
+class _ArrayState(dict):
+    """A state dict already in memory, with ``LazyState``'s interface."""
+
+    def array(self, name: str) -> np.ndarray:
+        return np.asarray(self[name])
+
+
+def _read_llama_int8(path: Path, hf_cfg: dict, w_path: Path, quant: dict):
+    """read_checkpoint of an int8 folder in the Llama / Qwen 3 layout: the projections' int8 rows (and their
+    scales) put side by side again; every array read now (these are small models)."""
+    cfg = config_from_llama(hf_cfg, str(path / "config.json"))
+    arrays = _read_safetensors(w_path)
+    plain = {k[:-len(SCALE_SUFFIX)] if k.endswith(SCALE_SUFFIX) else k for k in arrays}
+    found = from_llama_names(cfg, plain)
+    state = _ArrayState()
+    for name, parts in found.items():
+        for suffix in ("", SCALE_SUFFIX):
+            keys = [k + suffix for k, _ in parts]
+            if not all(k in arrays for k in keys):
+                continue
+            a = [arrays[k] for k in keys]
+            quantized = bool(suffix) or a[0].dtype == np.int8
+            if parts[0][1] == "qkv":
+                state[name + suffix] = np.concatenate(a) if quantized or a[0].ndim == 1 else \
+                    np.concatenate([x.T for x in a], axis=1)
+            elif parts[0][1] == "T" and not quantized:
+                state[name + suffix] = np.ascontiguousarray(a[0].T)
+            else:
+                state[name + suffix] = a[0]
     return cfg, state, quant
 
 

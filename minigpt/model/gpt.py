@@ -24,8 +24,20 @@ from .config import PRESETS, GPTConfig  # noqa: F401  (re-exported: minigpt.mode
 # kernels and OpenBLAS (measured 100-115 MB on Linux x86-64, benchmarks/bench_train.py --memory).
 RUNTIME_BYTES = 100 * 2**20
 
-# The linear layers of a block that quantize() converts (attribute paths inside TransformerBlock).
-_BLOCK_LINEARS = ("attn.qkv", "attn.proj", "ff.fc", "ff.proj")
+# The linear layers of a block that quantize() converts (attribute paths inside TransformerBlock): GPT-2's,
+# or a SwiGLU block's (Llama, Qwen).
+_BLOCK_LINEARS = ("attn.qkv", "attn.proj", "ff.fc", "ff.proj", "ff.gate", "ff.up", "ff.down")
+
+
+def _block_linears(blk):
+    """(path, layer) of the linear layers of ``blk`` among ``_BLOCK_LINEARS``."""
+    out = []
+    for path in _BLOCK_LINEARS:
+        parent_name, attr = path.split(".")
+        lin = getattr(getattr(blk, parent_name), attr, None)
+        if lin is not None:
+            out.append((path, lin))
+    return out
 
 
 def sinusoidal_table(n: int, dim: int, dtype=np.float32) -> np.ndarray:
@@ -108,7 +120,7 @@ class GPT(Module):
                                f"got {group_size!r}")
         group_size = int(group_size)
         c = self.config
-        for width in {c.emb_dim, 4 * c.emb_dim}:
+        for width in {lin.in_features for blk in self.blocks for _, lin in _block_linears(blk)}:
             if group_size and group_size < width and width % group_size:
                 raise MiniGPTError(f"quantize: group_size {group_size} does not divide the layer width {width}")
 
@@ -116,10 +128,9 @@ class GPT(Module):
             return source(name) if source is not None else quantize_int8(w_out_in, group_size)
 
         for i, blk in enumerate(self.blocks):
-            for path in _BLOCK_LINEARS:
+            for path, lin in _block_linears(blk):
                 parent_name, attr = path.split(".")
                 parent = getattr(blk, parent_name)
-                lin = getattr(parent, attr)
                 q, s = get(f"blocks.{i}.{path}", None if source else lin.weight.data.T)
                 bias = None if lin.bias is None else lin.bias.data
                 setattr(parent, attr, Int8Linear(q, s, bias, group_size))
