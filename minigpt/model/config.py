@@ -64,6 +64,8 @@ class GPTConfig:
             if self.rope_scaling is not None:
                 from ..ops.rope import _scaling_key
                 _scaling_key(self.rope_scaling)
+        if not 0.0 <= self.drop_rate < 1.0:
+            raise MiniGPTError(f"GPTConfig.drop_rate must be in [0, 1), got {self.drop_rate}")
         if self.pos_encoding == "sinusoidal" and self.emb_dim % 2:
             raise MiniGPTError(f"GPTConfig: sinusoidal positions need an even emb_dim, got {self.emb_dim}")
 
@@ -86,8 +88,6 @@ class GPTConfig:
         return (self.norm == "layernorm" and self.ffn == "gelu" and self.kv_heads == self.n_heads
                 and self.head_dim in (None, self.emb_dim // self.n_heads) and not self.qk_norm
                 and self.pos_encoding != "rope" and self.bias)
-        if not 0.0 <= self.drop_rate < 1.0:
-            raise MiniGPTError(f"GPTConfig.drop_rate must be in [0, 1), got {self.drop_rate}")
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "GPTConfig":
