@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import MiniGPTError
+from ..ops.rope import _scaling_key
 
 
 @dataclass
@@ -62,7 +63,6 @@ class GPTConfig:
             if self.attn_head_dim % 2:
                 raise MiniGPTError(f"GPTConfig: RoPE needs an even head size, got {self.attn_head_dim}")
             if self.rope_scaling is not None:
-                from ..ops.rope import _scaling_key
                 _scaling_key(self.rope_scaling)
         if not 0.0 <= self.drop_rate < 1.0:
             raise MiniGPTError(f"GPTConfig.drop_rate must be in [0, 1), got {self.drop_rate}")

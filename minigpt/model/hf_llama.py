@@ -32,6 +32,7 @@ from safetensors.numpy import save
 from ..errors import MiniGPTError
 from ..io import atomic_write_bytes, atomic_write_json, read_json
 from .config import GPTConfig
+from .tensorfile import SCALE_SUFFIX, _read_header, _TensorFile, check_finite, fill_model
 
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}
 INDEX_FILE = "model.safetensors.index.json"
@@ -180,8 +181,6 @@ def _sizes(cfg: GPTConfig):
 def to_llama_tensors(cfg: GPTConfig, state: dict, quantized: bool = False) -> dict:
     """minigpt state dict -> {HF name: array}. ``quantized``: int8 weights are stored (out, in) already (and
     their ``_scale`` arrays beside them), so nothing is transposed; rows are split instead of columns."""
-    from .checkpoint import SCALE_SUFFIX
-
     q_w, kv_w = _sizes(cfg)
     out = {}
     for name, arr in state.items():
@@ -247,6 +246,47 @@ def from_llama_names(cfg: GPTConfig, keys) -> dict:
     return found
 
 
+def parameter_shapes(cfg: GPTConfig) -> dict:
+    """The shape of every parameter of a GPT of ``cfg`` (minigpt's names, in model order), without building it."""
+    C, V, Hf = cfg.emb_dim, cfg.vocab_size, cfg.ffn_dim
+    q_w, kv_w = _sizes(cfg)
+    out = {"tok_emb.weight": (V, C)}
+    if cfg.pos_encoding == "learned":
+        out["pos_emb.weight"] = (cfg.context_length, C)
+    gpt2 = cfg.is_gpt2_block
+    ln = cfg.norm == "layernorm"
+    for i in range(cfg.n_layers):
+        b = f"blocks.{i}."
+        out[b + "norm1.weight"] = (C,)
+        if ln:
+            out[b + "norm1.bias"] = (C,)
+        out[b + "attn.qkv.weight"] = (C, q_w + 2 * kv_w)
+        if cfg.qkv_bias:
+            out[b + "attn.qkv.bias"] = (q_w + 2 * kv_w,)
+        out[b + "attn.proj.weight"] = (q_w, C)
+        if gpt2 or cfg.bias:
+            out[b + "attn.proj.bias"] = (C,)
+        if cfg.qk_norm:
+            out[b + "attn.q_norm.weight"] = out[b + "attn.k_norm.weight"] = (cfg.attn_head_dim,)
+        out[b + "norm2.weight"] = (C,)
+        if ln:
+            out[b + "norm2.bias"] = (C,)
+        if cfg.ffn == "swiglu":
+            for name, shape in (("gate", (C, Hf)), ("up", (C, Hf)), ("down", (Hf, C))):
+                out[b + f"ff.{name}.weight"] = shape
+                if cfg.bias:
+                    out[b + f"ff.{name}.bias"] = shape[1:]
+        else:
+            out.update({b + "ff.fc.weight": (C, Hf), b + "ff.fc.bias": (Hf,), b + "ff.proj.weight": (Hf, C),
+                        b + "ff.proj.bias": (C,)})
+    out["final_norm.weight"] = (C,)
+    if ln:
+        out["final_norm.bias"] = (C,)
+    if not cfg.tie_weights:
+        out["out_head"] = (V, C)
+    return out
+
+
 # --- reading -------------------------------------------------------------------------------------------
 
 def _shards(path: Path) -> list:
@@ -273,8 +313,6 @@ class LlamaFile:
     ``checkpoint.PretrainedFile``: ``config``, ``names``, ``read(name, out)``, ``state()``, ``fill(model)``."""
 
     def __init__(self, path: Path, hf_cfg: dict):
-        from .checkpoint import _read_header, _TensorFile
-
         self.path = path
         where = str(path / "config.json")
         self.config = config_from_llama(hf_cfg, where)
@@ -298,15 +336,11 @@ class LlamaFile:
             raise
 
     def _check_shapes(self):
-        from .gpt import GPT
-        from ..nn import uninitialized
-
         cfg = self.config
         layers = {int(m.group(1)) for m in map(re.compile(r"blocks\.(\d+)\.").match, self.names) if m}
-        if layers != set(range(cfg.n_layers)):  # before building anything: num_hidden_layers may be huge
+        if layers != set(range(cfg.n_layers)):  # before listing the config's parameters: it may be huge
             raise MiniGPTError(f"{self.path}: config.json says {cfg.n_layers} layers, the weights hold {len(layers)}")
-        with uninitialized():
-            want = {n: p.shape for n, p in GPT(cfg).named_parameters()}
+        want = parameter_shapes(cfg)
         missing = [n for n in want if n not in self.names]
         extra = [n for n in self.names if n not in want]
         if missing or extra:
@@ -343,8 +377,6 @@ class LlamaFile:
         return tf.read(key)
 
     def read(self, name: str, out: np.ndarray | None = None) -> np.ndarray:
-        from .checkpoint import check_finite
-
         parts = self.names[name]
         how = parts[0][1]
         arrs = [self._raw(k) for k, _ in parts]
@@ -365,9 +397,7 @@ class LlamaFile:
         return {n: self.read(n) for n in self.names}
 
     def fill(self, model, extra: dict | None = None) -> None:
-        from .checkpoint import PretrainedFile
-
-        PretrainedFile.fill(self, model, extra)
+        fill_model(self, model, extra)
 
     def close(self):
         for tf in self.files:

@@ -19,6 +19,7 @@ from ..kernels import rope as rope_kernels
 from ..random import as_generator
 from ..tensor import Function, Tensor
 from ._util import as_tensor, check_float
+from .rope import rope_tables
 
 
 class CausalAttentionOp(Function):
@@ -171,8 +172,6 @@ def grouped_attention(qkv, n_heads: int, n_kv_groups: int | None = None, head_di
     optional QK-norm (``q_norm``, ``k_norm``: RMSNorm weights of shape (D,)), RoPE with base ``rope_theta``
     (None: no rotation) for positions ``start, start + 1, ...``. ``head_dim`` defaults to
     width / (H + 2G)."""
-    from .rope import rope_tables
-
     qkv = as_tensor(qkv)
     check_float(qkv, "grouped_attention")
     G = n_heads if n_kv_groups is None else n_kv_groups
