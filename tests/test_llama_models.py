@@ -215,3 +215,45 @@ def test_sinusoidal_positions():
     ids = np.arange(10)[None]
     h = model.hidden(ids).data
     assert np.isfinite(h).all()
+
+
+def _qwen_folder(tmp_path):
+    """A small Qwen 3 model in transformers' layout with the Qwen-style tokenizer.json beside it."""
+    from minigpt.tokenizer.hf_files import from_tokenizer_json
+
+    d = tmp_path / "qwen"
+    tok_json = Path(__file__).parent / "fixtures" / "hf_tokenizer" / "qwen_style" / "tokenizer.json"
+    n = from_tokenizer_json(tok_json).vocab_size
+    GPT(GPTConfig.preset("qwen-tiny", vocab_size=n, context_length=64, emb_dim=32, hidden_dim=48, head_dim=16,
+                         n_layers=2)).save_pretrained(d)
+    (d / "tokenizer.json").write_bytes(tok_json.read_bytes())
+    return d
+
+
+def test_command_line_on_a_hugging_face_folder(tmp_path, capsys, monkeypatch):
+    from minigpt.cli import main
+
+    d = _qwen_folder(tmp_path)
+    assert main(["generate", "--model", str(d), "--prompt", "the model", "--max-new-tokens", "5",
+                 "--temperature", "0"]) == 0
+    assert capsys.readouterr().out.startswith("the model")
+    monkeypatch.setattr("sys.stdin", __import__("io").StringIO("What is a gradient?\n"))
+    assert main(["chat", "--model", str(d), "--template", "qwen", "--max-new-tokens", "5"]) == 0
+    from minigpt.loading import load_model_and_tokenizer
+    from minigpt.train.instruct import respond
+
+    model, tok = load_model_and_tokenizer(d)
+    expect = respond(model, tok, {"instruction": "What is a gradient?", "input": ""}, "qwen", 5)
+    assert capsys.readouterr().out.strip() == expect
+    ids = tok.encode("<|im_start|>user\nWhat is a gradient?<|im_end|>\n<|im_start|>assistant\n", allowed_special="all")
+    assert ids[0] == 1 and ids.count(2) == 1  # the chat tokens as the tokenizer file numbers them
+    text = tmp_path / "corpus.txt"
+    text.write_text("the gradient of the loss with respect to the weights. " * 200)
+    out = tmp_path / "run"
+    assert main(["train", "--init", str(d), "--text", str(text), "--out", str(out), "--steps", "2", "--batch-size", "2",
+                 "--context-length", "16", "--eval-every", "1", "--eval-batches", "1", "--sample-tokens", "2",
+                 "--quiet"]) == 0
+    trained = GPT.from_pretrained(out)
+    assert trained.config.qk_norm and trained.config.n_kv_groups == 2
+    saved = json.loads(next(out.rglob("config.json")).read_text())
+    assert saved["architectures"] == ["Qwen3ForCausalLM"]

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from minigpt.errors import MiniGPTError
-from minigpt.tokenizer.hf_files import (CHAT_TEMPLATES, chat_prompt, from_tiktoken, from_tokenizer_json,
-                                        llama3_special_tokens, load_hf_tokenizer)
+from minigpt.data.instruct import CHAT_FORMATS, format_prompt
+from minigpt.tokenizer.hf_files import from_tiktoken, from_tokenizer_json, llama3_special_tokens, load_hf_tokenizer
 
 FIX = Path(__file__).parent / "fixtures" / "hf_tokenizer"
 META = json.loads((FIX / "meta.json").read_text(encoding="utf-8"))
@@ -59,12 +59,25 @@ def test_special_tokens_and_renumbered_ids():
     assert q.decode(chat["ids"]) == chat["text"]
     with pytest.raises(MiniGPTError, match="not allowed"):
         q.encode("<|im_start|>")
-    with pytest.raises(MiniGPTError, match="renumber"):
-        q.save("x.json")
     ll = _tokenizers()["llama3_style"]
     n = ll.vocab_size - 256
     assert ll.special_tokens["<|begin_of_text|>"] == n and ll.special_tokens["<|eot_id|>"] == n + 9
     assert ll.decode([ll.special_tokens["<|start_header_id|>"]]) == "<|start_header_id|>"
+
+
+def test_saved_in_minigpt_format_with_the_files_ids(tmp_path):
+    from minigpt.tokenizer import BPETokenizer
+
+    text = STRESS.read_text(encoding="utf-8")
+    for tok in _tokenizers().values():
+        again = BPETokenizer.load(tok.save(tmp_path / "tok.json"))
+        assert again.encode(text, allowed_special="all") == tok.encode(text, allowed_special="all")
+        assert again.special_tokens == tok.special_tokens
+    bad = json.loads((tmp_path / "tok.json").read_text())
+    bad["file_ids"] = bad["file_ids"][:-1] + [0]
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    with pytest.raises(MiniGPTError, match="permutation"):
+        BPETokenizer.load(tmp_path / "bad.json")
 
 
 def test_llama3_special_token_names():
@@ -74,14 +87,14 @@ def test_llama3_special_token_names():
     assert s["<|reserved_special_token_0|>"] == 128002 and s["<|reserved_special_token_247|>"] == 128255
 
 
-def test_chat_templates():
-    text, stop = chat_prompt("qwen", "Hi")
-    assert text == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n" and stop == "<|im_end|>"
-    text, stop = chat_prompt("llama3", "Hi")
-    assert text.startswith("<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>") and stop == "<|eot_id|>"
-    assert set(CHAT_TEMPLATES) == {"llama3", "qwen"}
-    with pytest.raises(MiniGPTError, match="unknown chat template"):
-        chat_prompt("vicuna", "Hi")
+def test_chat_formats():
+    assert format_prompt({"instruction": "Hi"}, "qwen") == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    text = format_prompt({"instruction": "Hi", "input": "there"}, "llama3")
+    assert text == ("<|start_header_id|>user<|end_header_id|>\n\nHi\nthere<|eot_id|><|start_header_id|>assistant"
+                    "<|end_header_id|>\n\n")
+    assert {k: v[2] for k, v in CHAT_FORMATS.items()} == {"llama3": "<|eot_id|>", "qwen": "<|im_end|>"}
+    with pytest.raises(MiniGPTError, match="unknown prompt template"):
+        format_prompt({"instruction": "Hi"}, "vicuna")
 
 
 def test_model_folder_tokenizers(tmp_path):

@@ -37,7 +37,7 @@ from ..io import atomic_write_bytes, atomic_write_json, read_json
 from .config import GPTConfig
 from .tensorfile import (_FLOAT_DTYPES, _MAX_HEADER, _NP_DTYPES, SCALE_SUFFIX, _read_header, _read_safetensors,  # noqa: F401
                          _TensorFile, check_finite, fill_model)
-from .hf_llama import INDEX_FILE, LlamaFile, config_from_llama, from_llama_names, is_llama_config, uses_llama_layout, write_llama
+from .hf_llama import INDEX_FILE, LlamaFile, config_from_llama, config_to_llama, from_llama_names, is_llama_config, uses_llama_layout, write_llama
 
 QUANT_SCHEMES = ("int8",)
 
@@ -89,6 +89,9 @@ def to_hf_name(name: str) -> str:
 
 
 def config_to_hf(cfg: GPTConfig) -> dict:
+    """config.json for ``cfg``: GPT-2's (or, for a model beyond GPT-2, Llama's / Qwen 3's: see hf_llama)."""
+    if uses_llama_layout(cfg):
+        return config_to_llama(cfg)
     return {
         "architectures": ["GPT2LMHeadModel"],
         "model_type": "gpt2",

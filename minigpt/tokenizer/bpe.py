@@ -577,9 +577,6 @@ class BPETokenizer:
     # --- the project's own format ----------------------------------------------------------------------
     def save(self, path) -> Path:
         """Write the tokenizer as JSON (format ``minigpt-bpe`` version 1, one merge per line)."""
-        if self._ext_ids is not None:
-            raise MiniGPTError("this tokenizer shows another file's ids (renumber); keep that file (tokenizer.json "
-                               "or the tiktoken file) instead of saving it in minigpt's format")
         path = Path(path)
         head = {"format": FORMAT, "version": FORMAT_VERSION,
                 "pattern": self.pattern_name if self.pattern_name != "custom" else self.pattern,
@@ -589,6 +586,8 @@ class BPETokenizer:
             lines.append(f"  {json.dumps(k)}: {json.dumps(v)},")
         if self._byte_ids != list(range(256)):
             lines.append(f'  "byte_ids": {json.dumps(self._byte_ids)},')
+        if self._ext_ids is not None:  # the ids another vocabulary file gave the tokens (see renumber)
+            lines.append(f'  "file_ids": {json.dumps(self._ext_ids.tolist())},')
         if self._merges:
             lines.append('  "merges": [')
             lines.append(",\n".join(f"    [{a}, {b}]" for a, b in self._merges))
@@ -623,7 +622,8 @@ class BPETokenizer:
         if not isinstance(d["pattern"], str):
             raise MiniGPTError(f"{path}: 'pattern' must be a string, got {_short(d['pattern'])}")
         try:
-            return cls(d["merges"], d["special_tokens"], d["pattern"], d.get("byte_ids"))
+            tok = cls(d["merges"], d["special_tokens"], d["pattern"], d.get("byte_ids"))
+            return tok if d.get("file_ids") is None else tok.renumber(d["file_ids"])
         except MiniGPTError as e:
             raise MiniGPTError(f"{path}: {e}") from None
 

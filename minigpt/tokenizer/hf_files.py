@@ -12,9 +12,6 @@ tokens); :meth:`BPETokenizer.renumber` makes it show the file's ids.
 A tiktoken file lists ranks, not merges: a token of rank ``r`` is what byte-pair encoding makes of its own
 bytes with the tokens of lower rank, and the last merge of that encoding joins two tokens ``(a, b)`` -- that
 pair is the token's merge. Applying merges by rank (the lowest-ranked pair first) is exactly tiktoken's rule.
-
-Chat templates (:data:`CHAT_TEMPLATES`): how Llama 3 and Qwen write a user's turn and the start of the
-assistant's.
 """
 from __future__ import annotations
 
@@ -48,22 +45,6 @@ def llama3_special_tokens(n_ranks: int = 128000, count: int = 256) -> dict[str, 
             k += 1
         out[name] = n_ranks + i
     return out
-
-
-CHAT_TEMPLATES = {
-    # (text before the user's message, text after it that starts the assistant's answer, the stop token)
-    "llama3": ("<|start_header_id|>user<|end_header_id|>\n\n",
-               "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n", "<|eot_id|>"),
-    "qwen": ("<|im_start|>user\n", "<|im_end|>\n<|im_start|>assistant\n", "<|im_end|>"),
-}
-
-
-def chat_prompt(template: str, message: str) -> tuple[str, str]:
-    """(the prompt text for one user ``message`` under ``template``, the token that ends the answer)."""
-    if template not in CHAT_TEMPLATES:
-        raise MiniGPTError(f"unknown chat template {template!r}; known: {', '.join(CHAT_TEMPLATES)}")
-    pre, post, stop = CHAT_TEMPLATES[template]
-    return pre + message + post, stop
 
 
 def _build(merge_tokens: list[tuple[bytes, bytes]], byte_ids: list[int], merged_ids: list[int],
@@ -240,6 +221,13 @@ class _Below:
         return r if r is not None and r < self.limit else None
 
 
+def is_hf_tokenizer_json(path) -> bool:
+    """Whether ``path`` is a Hugging Face tokenizer.json (a ``model`` object) rather than minigpt's own
+    tokenizer file (``"format": "minigpt-bpe"``), which shares the name."""
+    d = read_json(Path(path), "tokenizer.json", max_bytes=256 << 20)
+    return isinstance(d, dict) and isinstance(d.get("model"), dict) and "format" not in d
+
+
 def load_hf_tokenizer(folder) -> BPETokenizer | None:
     """The tokenizer of a model folder: ``tokenizer.json`` (Hugging Face) or ``tokenizer.model`` /
     ``*.tiktoken`` (tiktoken format, Llama 3); None when the folder has neither."""
@@ -252,5 +240,5 @@ def load_hf_tokenizer(folder) -> BPETokenizer | None:
     return None
 
 
-__all__ = ["from_tokenizer_json", "from_tiktoken", "llama3_special_tokens", "load_hf_tokenizer", "CHAT_TEMPLATES",
-           "chat_prompt", "LLAMA3_PATTERN"]
+__all__ = ["from_tokenizer_json", "from_tiktoken", "llama3_special_tokens", "load_hf_tokenizer", "LLAMA3_PATTERN",
+           "is_hf_tokenizer_json"]
