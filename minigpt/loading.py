@@ -26,6 +26,7 @@ from .data.shared import shared_file
 from .errors import MiniGPTError
 from .io import cache_dir
 from .tokenizer import BPETokenizer
+from .tokenizer.hf_files import from_tiktoken, from_tokenizer_json, is_hf_tokenizer_json, load_hf_tokenizer
 from .model.folders import ADAPTER_CONFIG, folder_kind, load_model, resolve_model_dir
 
 GPT2_VOCAB_SIZE = 50257
@@ -54,20 +55,32 @@ def tokenizer_from_spec(spec: str):
     p = Path(spec)
     if p.is_dir():
         if (p / "tokenizer.json").exists():
-            return BPETokenizer.load(p / "tokenizer.json")
+            return _tokenizer_json(p / "tokenizer.json")
         if (p / "encoder.json").exists() and (p / "vocab.bpe").exists():
             return BPETokenizer.from_gpt2(p)
-        raise MiniGPTError(f"{p} holds no tokenizer (tokenizer.json, or encoder.json + vocab.bpe)")
+        hf = load_hf_tokenizer(p)  # a tiktoken file (Llama 3's tokenizer.model)
+        if hf is not None:
+            return hf
+        raise MiniGPTError(f"{p} holds no tokenizer (tokenizer.json, or encoder.json + vocab.bpe, or a tiktoken "
+                           "tokenizer.model)")
     if p.is_file():
-        return BPETokenizer.load(p)
+        if p.suffix == ".tiktoken":
+            return from_tiktoken(p)
+        return _tokenizer_json(p)
     raise MiniGPTError(f"tokenizer {spec!r}: expected 'gpt2', a tokenizer .json file or a folder with "
                        "tokenizer.json or GPT-2's encoder.json and vocab.bpe")
+
+
+def _tokenizer_json(path: Path):
+    """minigpt's tokenizer file, or a Hugging Face tokenizer.json (both go by that name)."""
+    return from_tokenizer_json(path) if is_hf_tokenizer_json(path) else BPETokenizer.load(path)
 
 
 def _tokenizer_folder(folder: Path) -> Path | None:
     """The folder whose tokenizer files go with ``folder`` (an adapter folder may rely on its base's)."""
     for cand in (folder,):
-        if (cand / "tokenizer.json").exists() or ((cand / "encoder.json").exists() and (cand / "vocab.bpe").exists()):
+        if ((cand / "tokenizer.json").exists() or ((cand / "encoder.json").exists() and (cand / "vocab.bpe").exists())
+                or (cand / "tokenizer.model").exists()):
             return cand
     acfg = folder / ADAPTER_CONFIG
     if acfg.exists():
@@ -132,6 +145,7 @@ def shrink_context(model, context_length: int):
     new = type(model)(cfg, dtype=model.dtype) if not hasattr(model, "id2label") else \
         type(model)(cfg, model.id2label, dtype=model.dtype)
     state = dict(model.state_dict())
-    state["pos_emb.weight"] = state["pos_emb.weight"][:context_length]
+    if "pos_emb.weight" in state:  # learned positions; rotary and sinusoidal ones have no table to cut
+        state["pos_emb.weight"] = state["pos_emb.weight"][:context_length]
     new.load_state_dict(state)
     return new

@@ -13,7 +13,8 @@ import minigpt  # noqa: F401
 from minigpt import kernels
 from minigpt.kernels import attention, softmax
 
-MODULES = ("attention", "gelu", "bias", "layernorm", "softmax", "adamw", "scatter", "int8", "decode")
+MODULES = ("attention", "gelu", "bias", "layernorm", "softmax", "adamw", "scatter", "int8", "decode", "rmsnorm",
+           "swiglu", "rope")
 for _m in MODULES:
     importlib.import_module(f"minigpt.kernels.{_m}")
 from minigpt.tokenizer.bpe import BPETokenizer  # noqa: E402  (declares the BPE encoder)
@@ -112,6 +113,12 @@ EXAMPLES = {
     "decode.decode_block": _decode_block,
     "decode.decode_block_int8": _decode_block_int8,
     "decode.matvec_rows": lambda r, dt: (_n(r, dt, 2, 9), _n(r, dt, 7, 9)),
+    "rmsnorm.rms_norm_forward": lambda r, dt: (_n(r, dt, 6, 7), _n(r, dt, 7)),
+    "rmsnorm.rms_norm_backward": lambda r, dt: (_n(r, dt, 6, 7), _n(r, dt, 6, 7), _n(r, dt, 7),
+                                                np.abs(_n(r, dt, 6)) + 0.5),
+    "swiglu.silu_mul_forward": lambda r, dt: (_n(r, dt, 6, 7), _n(r, dt, 6, 7)),
+    "swiglu.silu_mul_backward": lambda r, dt: (_n(r, dt, 6, 7), _n(r, dt, 6, 7), _n(r, dt, 6, 7)),
+    "rope.rope_apply": lambda r, dt: (_n(r, dt, 2, 3, 5, 8), _n(r, dt, 5, 4), _n(r, dt, 5, 4)),
     "tokenizer.bpe.BPETokenizer._encode_ordinary": _bpe,  # dtype unused: token ids
 }
 

@@ -13,7 +13,9 @@ def add(sub):
                        "prints the model's greedy answer, using the prompt template the model was trained with. "
                        f"When standard input is not a terminal, a line {SEPARATOR!r} separates the answers.")
     p.add_argument("--model", required=True, metavar="DIR", help="an instruction finetuning run or its model/ folder")
-    p.add_argument("--template", default=None, help="alpaca or phi3 (default: the one it was trained with)")
+    p.add_argument("--template", default=None, choices=["alpaca", "phi3", "llama3", "qwen"],
+                   help="the prompt format: alpaca or phi3 (minigpt's instruction finetuning), llama3 or qwen (those "
+                   "chat models' own; default: the one the model was trained with)")
     p.add_argument("--max-new-tokens", type=int, default=200)
     p.add_argument("--tokenizer", default=None, help="override the model folder's tokenizer")
     p.add_argument("--quantize", choices=["int8"], default=None, help="answer with int8 weights (weight-only, "

@@ -28,7 +28,11 @@ __all__ = ["TEMPLATES", "format_prompt", "format_example", "read_instructions", 
            "InstructionDataset", "IGNORE_INDEX"]
 
 IGNORE_INDEX = -100
-TEMPLATES = ("alpaca", "phi3")
+TEMPLATES = ("alpaca", "phi3")  # the templates instruction finetuning writes
+# chat models' own formats, for answering with a Llama 3 or Qwen checkpoint (their special tokens)
+CHAT_FORMATS = {"llama3": ("<|start_header_id|>user<|end_header_id|>\n\n",
+                           "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n", "<|eot_id|>"),
+                "qwen": ("<|im_start|>user\n", "<|im_end|>\n<|im_start|>assistant\n", "<|im_end|>")}
 KEYS = ("instruction", "input", "output")
 
 
@@ -43,7 +47,10 @@ def format_prompt(entry: dict, template: str = "alpaca") -> str:
         return text + "\n\n### Response:\n"
     if template == "phi3":
         return f"<|user|>\n{entry['instruction']}" + (f"\n{inp}" if inp else "") + "\n<|assistant|>\n"
-    raise MiniGPTError(f"unknown prompt template {template!r}; known: {', '.join(TEMPLATES)}")
+    if template in CHAT_FORMATS:
+        pre, post, _ = CHAT_FORMATS[template]
+        return pre + entry["instruction"] + (f"\n{inp}" if inp else "") + post
+    raise MiniGPTError(f"unknown prompt template {template!r}; known: {', '.join((*TEMPLATES, *CHAT_FORMATS))}")
 
 
 def format_example(entry: dict, template: str = "alpaca") -> str:

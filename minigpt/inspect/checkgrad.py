@@ -50,6 +50,10 @@ _SPECS = {
     "embedding": [("ids", "ids", None), ("weight", "float", lambda s: (10, 8))],
     "where": [("cond", "bool", None), ("a", "float", _SAME), ("b", "float", _SAME)],
     "masked_fill": [("x", "float", None), ("mask", "bool", _SAME)],
+    "rms_norm": [("x", "float", None), ("weight", "float", _LAST)],
+    "silu_mul": [("a", "float", None), ("b", "float", _SAME)],
+    "swiglu": [("x", "float", None), ("w_gate", "float", lambda s: (s[0][-1], 2 * s[0][-1])),
+               ("w_up", "float", lambda s: s[1]), ("w_down", "float", lambda s: s[1][::-1])],
 }
 _LISTS = {"concatenate", "cat", "stack"}  # take a list of tensors: one per --shape (default: two alike)
 _DEFAULT_KW = {"dropout": {"rng": 0}, "masked_fill": {"value": 0.0}}

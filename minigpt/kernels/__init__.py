@@ -23,7 +23,7 @@ import importlib
 
 from .registry import BACKENDS, KERNELS, backend, kernel, set_backend, use_backend  # noqa: F401
 
-_SUBMODULES = ("fastmath", "attention", "layernorm", "gelu", "softmax", "bias", "scatter", "adamw", "bpe", "int8")
+_SUBMODULES = ("fastmath", "attention", "layernorm", "gelu", "softmax", "bias", "scatter", "adamw", "bpe", "int8", "rmsnorm", "swiglu", "rope")
 _FUNCTIONS = {
     "attention_forward": "attention",
     "attention_backward": "attention",
@@ -43,6 +43,11 @@ _FUNCTIONS = {
     "bias_grad": "bias",
     "add_rows": "scatter",
     "int8_matmul": "int8",
+    "rms_norm_forward": "rmsnorm",
+    "rms_norm_backward": "rmsnorm",
+    "silu_mul_forward": "swiglu",
+    "silu_mul_backward": "swiglu",
+    "rope_apply": "rope",
 }
 
 

@@ -35,8 +35,10 @@ from safetensors.numpy import load_file, save
 from ..errors import MiniGPTError
 from ..io import atomic_write_bytes, atomic_write_json, read_json
 from .config import GPTConfig
+from .tensorfile import (_FLOAT_DTYPES, _MAX_HEADER, _NP_DTYPES, SCALE_SUFFIX, _read_header, _read_safetensors,  # noqa: F401
+                         _TensorFile, check_finite, fill_model)
+from .hf_llama import INDEX_FILE, LlamaFile, config_from_llama, config_to_llama, from_llama_names, is_llama_config, uses_llama_layout, write_llama
 
-SCALE_SUFFIX = "_scale"  # an int8 weight's float32 scales are stored as "<weight name>_scale"
 QUANT_SCHEMES = ("int8",)
 
 # (minigpt prefix, GPT-2 prefix); "{i}" stands for a block number. Names are renamed by prefix.
@@ -87,6 +89,9 @@ def to_hf_name(name: str) -> str:
 
 
 def config_to_hf(cfg: GPTConfig) -> dict:
+    """config.json for ``cfg``: GPT-2's (or, for a model beyond GPT-2, Llama's / Qwen 3's: see hf_llama)."""
+    if uses_llama_layout(cfg):
+        return config_to_llama(cfg)
     return {
         "architectures": ["GPT2LMHeadModel"],
         "model_type": "gpt2",
@@ -175,18 +180,6 @@ def config_from_hf(d: dict, where: str = "config.json") -> GPTConfig:
     )
 
 
-_FLOAT_DTYPES = {"F16", "F32", "F64"}
-
-
-def _read_header(path: Path) -> dict:
-    """``{name: (shape, dtype)}`` of a safetensors file, from its header alone (no tensor is read)."""
-    try:
-        with safe_open(str(path), "np") as f:
-            return {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError, TypeError, RuntimeError) as e:
-        raise MiniGPTError(f"cannot read {path}: {e}") from None
-
-
 def expected_shapes(cfg: GPTConfig) -> dict:
     """The shape of every parameter of a GPT with config ``cfg`` (minigpt names), without building one."""
     V, C, E = cfg.vocab_size, cfg.context_length, cfg.emb_dim
@@ -240,94 +233,6 @@ def _check_header(cfg: GPTConfig, header: dict, w_path: Path, cfg_path: Path) ->
         raise MiniGPTError(f"{w_path} has tensors beyond the n_layer={cfg.n_layers} of {cfg_path.name}: "
                            f"{', '.join(extra[:8])}")
     return names
-
-
-_NP_DTYPES = {"F16": "<f2", "F32": "<f4", "F64": "<f8"}
-_MAX_HEADER = 100 << 20  # the limit safetensors itself puts on a header
-
-
-class _TensorFile:
-    """The tensors of a safetensors file read straight into arrays the caller owns (``readinto`` at each
-    tensor's offset): no mapping of the file (whose touched pages would count as the process's memory beside
-    the arrays), no copy of a tensor when its dtype is the array's. ``header`` is ``_read_header``'s (already
-    checked by safetensors); the data offsets come from the file's JSON header, checked again here against the
-    shapes, dtypes and the file's size."""
-
-    def __init__(self, path: Path, header: dict):
-        self.path, self.header = path, header
-        try:
-            self.f = open(path, "rb", buffering=0)
-            size = self.f.seek(0, 2)
-            self.f.seek(0)
-            n = int.from_bytes(self._read_exact(8), "little")
-            if n > min(_MAX_HEADER, size - 8):
-                raise ValueError(f"header of {n} bytes in a file of {size}")
-            raw = json.loads(self._read_exact(n))
-        except (OSError, ValueError, UnicodeDecodeError) as e:
-            self.close()
-            raise MiniGPTError(f"cannot read {path}: {e}") from None
-        self.start, self.offsets = 8 + n, {}
-        for name, (shape, dtype) in header.items():
-            entry = raw.get(name) if isinstance(raw, dict) else None
-            offs = entry.get("data_offsets") if isinstance(entry, dict) else None
-            nbytes = math.prod(shape) * np.dtype(_NP_DTYPES.get(dtype, "u1")).itemsize
-            if (not isinstance(offs, list) or len(offs) != 2 or not all(isinstance(o, int) for o in offs)
-                    or offs[1] - offs[0] != nbytes or offs[0] < 0 or self.start + offs[1] > size):
-                self.close()
-                raise MiniGPTError(f"cannot read {path}: tensor {name} has data offsets {offs!r}, which do not "
-                                   f"hold its {nbytes} bytes inside the file")
-            self.offsets[name] = offs[0]
-
-    def _read_exact(self, n: int, out=None):
-        buf = bytearray(n) if out is None else out
-        view, got = memoryview(buf).cast("B"), 0
-        while got < n:
-            k = self.f.readinto(view[got:])
-            if not k:
-                raise ValueError(f"the file ends {n - got} bytes early (truncated?)")
-            got += k
-        return buf
-
-    def read(self, name: str, out: np.ndarray | None = None, lo: int = 0, hi: int | None = None) -> np.ndarray:
-        """Tensor ``name`` (elements ``lo:hi`` of it, flat, when given) read into ``out`` (cast to its dtype;
-        without ``out``, a new array of the file's dtype)."""
-        shape, dtype = self.header[name]
-        src = np.dtype(_NP_DTYPES[dtype])
-        count = math.prod(shape)
-        hi = count if hi is None else hi
-        direct = out is not None and out.dtype == src and out.flags.c_contiguous
-        buf = out if direct else np.empty(hi - lo, dtype=src)
-        if hi > lo:
-            try:
-                self.f.seek(self.start + self.offsets[name] + lo * src.itemsize)
-                self._read_exact((hi - lo) * src.itemsize, buf.reshape(-1).view(np.uint8))
-            except (OSError, ValueError) as e:
-                raise MiniGPTError(f"cannot read tensor {name} of {self.path}: {e}") from None
-        if out is None:
-            return buf if (lo, hi) != (0, count) else buf.reshape(shape)
-        if not direct:
-            np.copyto(out, buf.reshape(out.shape), casting="unsafe")
-        return out
-
-    def equal(self, a: str, b: str, chunk: int = 1 << 22) -> bool:
-        """Whether tensors ``a`` and ``b`` hold the same values, compared a chunk at a time."""
-        n = math.prod(self.header[a][0])
-        if self.header[a][0] != self.header[b][0]:
-            return False
-        return all(np.array_equal(self.read(a, lo=i, hi=min(n, i + chunk)), self.read(b, lo=i, hi=min(n, i + chunk)))
-                   for i in range(0, n, chunk))
-
-    def close(self) -> None:
-        f = getattr(self, "f", None)
-        if f is not None:
-            f.close()
-
-
-def _read_safetensors(path: Path) -> dict:
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError, TypeError, RuntimeError) as e:
-        raise MiniGPTError(f"cannot read {path}: {e}") from None
 
 
 # --- where a training run's checkpoints are (GPT.from_pretrained and the CLI take run folders) ----------
@@ -391,7 +296,7 @@ def resolve_model_dir(path) -> Path:
             raise MiniGPTError(f"{path} is a training run folder without a complete checkpoint (the run stopped "
                                "before its first one)")
         return ck
-    if (path / "model.safetensors").exists() or (path / ADAPTER_CONFIG).exists():
+    if (path / "model.safetensors").exists() or (path / INDEX_FILE).exists() or (path / ADAPTER_CONFIG).exists():
         return path
     if not path.exists():
         raise MiniGPTError(f"model directory {path} does not exist")
@@ -399,14 +304,6 @@ def resolve_model_dir(path) -> Path:
         raise MiniGPTError(f"{path} is a file; --model expects a training output folder or a model folder")
     raise MiniGPTError(f"{path} holds no model weights: neither a run (latest.json) nor a model "
                        "(model.safetensors) nor LoRA adapters (adapter_config.json)")
-
-
-def check_finite(arrays: dict, path) -> None:
-    """Refuse arrays holding NaN or infinity (a damaged or diverged file), naming the first such tensor."""
-    for name, arr in arrays.items():
-        if arr.dtype.kind == "f" and not np.isfinite(arr.sum(dtype=arr.dtype)):  # fast path: a finite sum
-            if not np.isfinite(arr).all():  # the sum may overflow for large finite values
-                raise MiniGPTError(f"{path}: tensor {name} holds NaN or infinity (a damaged or diverged file)")
 
 
 class PretrainedFile:
@@ -436,27 +333,15 @@ class PretrainedFile:
         """The state dict (minigpt names -> new arrays of the file's dtypes)."""
         return {ours: self.read(ours) for ours in self.names}
 
+    def shape(self, name: str) -> tuple:
+        """The shape of minigpt parameter ``name`` in the file."""
+        return tuple(self.tensors.header[self.names[name]][0])
+
     def fill(self, model, extra: dict | None = None) -> None:
         """Read every tensor into ``model``'s own parameter array (``extra``: more arrays by name, e.g. a
         classifier's head); names and shapes are checked as ``Module.load_state_dict`` checks them, before
         anything is read."""
-        own = dict(model.named_parameters())
-        extra = extra or {}
-        missing = [n for n in own if n not in self.names and n not in extra]
-        unexpected = [n for n in (*self.names, *extra) if n not in own]
-        if missing or unexpected:
-            parts = [f"{what} {len(ns)}: {', '.join(ns[:8])}{' ...' if len(ns) > 8 else ''}"
-                     for what, ns in (("missing", missing), ("unexpected", unexpected)) if ns]
-            raise MiniGPTError(f"load_state_dict into {type(model).__name__}: " + "; ".join(parts))
-        shape = lambda n: self.tensors.header[self.names[n]][0] if n in self.names else tuple(np.shape(extra[n]))  # noqa: E731
-        bad = [f"{n}: checkpoint {shape(n)} vs model {p.shape}" for n, p in own.items() if shape(n) != p.shape]
-        if bad:
-            raise MiniGPTError("load_state_dict: shape mismatch for " + "; ".join(bad[:8]))
-        for n, p in own.items():
-            if n in self.names:
-                self.read(n, p.data)
-            else:
-                np.copyto(p.data, np.asarray(extra[n]), casting="unsafe")
+        fill_model(self, model, extra)
 
 
 def open_pretrained(path) -> PretrainedFile:
@@ -477,10 +362,12 @@ def open_pretrained(path) -> PretrainedFile:
     cfg_path, w_path = path / "config.json", path / "model.safetensors"
     if not cfg_path.exists():
         raise MiniGPTError(f"{path} has no config.json")
-    if not w_path.exists():
+    if not w_path.exists() and not (path / INDEX_FILE).exists():
         hint = " (only pytorch_model.bin: minigpt reads safetensors, never pickles)" if (path / "pytorch_model.bin").exists() else ""
         raise MiniGPTError(f"{path} has no model.safetensors{hint}")
     hf_cfg = read_json(cfg_path, "config.json", max_bytes=1 << 20)
+    if is_llama_config(hf_cfg):
+        return LlamaFile(path, hf_cfg)
     cfg = config_from_hf(hf_cfg, str(cfg_path))
     header = _read_header(w_path)
     names = _check_header(cfg, header, w_path, cfg_path)
@@ -522,6 +409,8 @@ def write_pretrained(path, cfg: GPTConfig, state: dict, quantization: dict | Non
     With ``quantization`` (an int8 model), ``state`` also holds int8 weights (out, in) under the weights'
     names and their float32 scales under the names + ``_scale``; config.json records the scheme, and no
     zero q/k/v biases are added."""
+    if uses_llama_layout(cfg):
+        return write_llama(path, cfg, state, quantization)
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     tensors = {}
@@ -594,6 +483,8 @@ def read_checkpoint(path):
     if quant is None:
         cfg, state = read_pretrained(path)
         return cfg, state, None
+    if is_llama_config(hf_cfg):
+        return _read_llama_int8(path, hf_cfg, w_path, quant)
     cfg = config_from_hf(hf_cfg, str(cfg_path))
     try:
         f = safe_open(str(w_path), framework="numpy")
@@ -614,6 +505,38 @@ def read_checkpoint(path):
     if unknown:
         raise MiniGPTError(f"{w_path} has tensors that are not GPT-2 parameters: {', '.join(unknown[:8])}")
     cfg.qkv_bias = any(k.endswith(".attn.qkv.bias") for k in state)
+    return cfg, state, quant
+
+
+class _ArrayState(dict):
+    """A state dict already in memory, with ``LazyState``'s interface."""
+
+    def array(self, name: str) -> np.ndarray:
+        return np.asarray(self[name])
+
+
+def _read_llama_int8(path: Path, hf_cfg: dict, w_path: Path, quant: dict):
+    """read_checkpoint of an int8 folder in the Llama / Qwen 3 layout: the projections' int8 rows (and their
+    scales) put side by side again; every array read now (these are small models)."""
+    cfg = config_from_llama(hf_cfg, str(path / "config.json"))
+    arrays = _read_safetensors(w_path)
+    plain = {k[:-len(SCALE_SUFFIX)] if k.endswith(SCALE_SUFFIX) else k for k in arrays}
+    found = from_llama_names(cfg, plain)
+    state = _ArrayState()
+    for name, parts in found.items():
+        for suffix in ("", SCALE_SUFFIX):
+            keys = [k + suffix for k, _ in parts]
+            if not all(k in arrays for k in keys):
+                continue
+            a = [arrays[k] for k in keys]
+            quantized = bool(suffix) or a[0].dtype == np.int8
+            if parts[0][1] == "qkv":
+                state[name + suffix] = np.concatenate(a) if quantized or a[0].ndim == 1 else \
+                    np.concatenate([x.T for x in a], axis=1)
+            elif parts[0][1] == "T" and not quantized:
+                state[name + suffix] = np.ascontiguousarray(a[0].T)
+            else:
+                state[name + suffix] = a[0]
     return cfg, state, quant
 
 

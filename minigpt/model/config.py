@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import MiniGPTError
+from ..ops.rope import _scaling_key
 
 
 @dataclass
@@ -20,18 +21,73 @@ class GPTConfig:
     qkv_bias: bool = False
     tie_weights: bool = True
     layer_norm_eps: float = 1e-5
+    # Beyond GPT-2 (Llama 3, Qwen 3): the defaults are GPT-2's
+    norm: str = "layernorm"            # "layernorm" or "rmsnorm" (eps: layer_norm_eps)
+    ffn: str = "gelu"                  # "gelu" (Linear-GELU-Linear) or "swiglu" (gate, up, down)
+    hidden_dim: int | None = None      # the feed-forward layer's width; None: 4 * emb_dim
+    n_kv_groups: int | None = None     # key/value heads (grouped-query attention); None: n_heads
+    head_dim: int | None = None        # None: emb_dim // n_heads
+    qk_norm: bool = False              # RMSNorm of each query and key head vector (Qwen 3)
+    pos_encoding: str = "learned"      # "learned" (GPT-2), "sinusoidal" (fixed, added), "rope" (rotary)
+    rope_theta: float = 10000.0        # RoPE's frequency base
+    rope_scaling: dict | None = None   # Llama 3's: factor, low_freq_factor, high_freq_factor,
+                                       # original_max_position_embeddings
+    bias: bool = True                  # biases of the output projection and the feed-forward layer
 
     def __post_init__(self):
         for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v <= 0:
                 raise MiniGPTError(f"GPTConfig.{name} must be a positive integer, got {v!r}")
-        if self.emb_dim % self.n_heads:
+        for name in ("hidden_dim", "n_kv_groups", "head_dim"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v <= 0):
+                raise MiniGPTError(f"GPTConfig.{name} must be a positive integer or None, got {v!r}")
+        for name, known in (("norm", NORMS), ("ffn", FFNS), ("pos_encoding", POS_ENCODINGS)):
+            if getattr(self, name) not in known:
+                raise MiniGPTError(f"GPTConfig.{name} must be one of {', '.join(known)}, got {getattr(self, name)!r}")
+        for name in ("qkv_bias", "tie_weights", "qk_norm", "bias"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise MiniGPTError(f"GPTConfig.{name} must be true or false, got {getattr(self, name)!r}")
+        if self.head_dim is None and self.emb_dim % self.n_heads:
             raise MiniGPTError(
                 f"GPTConfig: emb_dim ({self.emb_dim}) must be divisible by n_heads ({self.n_heads})"
             )
+        if self.n_heads % self.kv_heads:
+            raise MiniGPTError(f"GPTConfig: n_heads ({self.n_heads}) must be a multiple of n_kv_groups "
+                               f"({self.n_kv_groups})")
+        if self.pos_encoding == "rope":
+            if isinstance(self.rope_theta, bool) or not isinstance(self.rope_theta, (int, float)) \
+                    or not 1 < self.rope_theta < float("inf"):
+                raise MiniGPTError(f"GPTConfig.rope_theta must be a finite number > 1, got {self.rope_theta!r}")
+            if self.attn_head_dim % 2:
+                raise MiniGPTError(f"GPTConfig: RoPE needs an even head size, got {self.attn_head_dim}")
+            if self.rope_scaling is not None:
+                _scaling_key(self.rope_scaling)
         if not 0.0 <= self.drop_rate < 1.0:
             raise MiniGPTError(f"GPTConfig.drop_rate must be in [0, 1), got {self.drop_rate}")
+        if self.pos_encoding == "sinusoidal" and self.emb_dim % 2:
+            raise MiniGPTError(f"GPTConfig: sinusoidal positions need an even emb_dim, got {self.emb_dim}")
+
+    @property
+    def kv_heads(self) -> int:
+        """The number of key/value heads (n_kv_groups, or n_heads)."""
+        return self.n_kv_groups or self.n_heads
+
+    @property
+    def attn_head_dim(self) -> int:
+        return self.head_dim or self.emb_dim // self.n_heads
+
+    @property
+    def ffn_dim(self) -> int:
+        return self.hidden_dim or 4 * self.emb_dim
+
+    @property
+    def is_gpt2_block(self) -> bool:
+        """Whether the blocks are GPT-2's (LayerNorm, GELU MLP, plain multi-head attention)."""
+        return (self.norm == "layernorm" and self.ffn == "gelu" and self.kv_heads == self.n_heads
+                and self.head_dim in (None, self.emb_dim // self.n_heads) and not self.qk_norm
+                and self.pos_encoding != "rope" and self.bias)
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "GPTConfig":
@@ -45,7 +101,14 @@ class GPTConfig:
         return cls(**fields)
 
 
+NORMS = ("layernorm", "rmsnorm")
+FFNS = ("gelu", "swiglu")
+POS_ENCODINGS = ("learned", "sinusoidal", "rope")
+
 _GPT2 = dict(vocab_size=50257, context_length=1024, drop_rate=0.1, qkv_bias=True)
+# Llama / Qwen blocks: RMSNorm, SwiGLU, rotary positions, no biases, tied head (as the small Llama 3.2 / Qwen 3)
+_LLAMA = dict(norm="rmsnorm", ffn="swiglu", pos_encoding="rope", qkv_bias=False, bias=False, drop_rate=0.0,
+              tie_weights=True)
 PRESETS = {
     # GPT-2's published sizes
     "gpt2-small": dict(_GPT2, emb_dim=768, n_heads=12, n_layers=12),     # 124M
@@ -57,4 +120,19 @@ PRESETS = {
     "tiny": dict(vocab_size=512, context_length=128, emb_dim=128, n_heads=4, n_layers=4, drop_rate=0.0),
     "mini": dict(vocab_size=4096, context_length=128, emb_dim=192, n_heads=6, n_layers=4, drop_rate=0.0),
     "small": dict(vocab_size=50257, context_length=256, emb_dim=384, n_heads=6, n_layers=6, drop_rate=0.0),
+    # Llama 3.2 1B and Qwen 3 0.6B (context lengths cut to what a CPU can hold; the checkpoints' own
+    # config.json says more), and small models of the same make for CPU training
+    "llama3.2-1b": dict(_LLAMA, vocab_size=128256, context_length=8192, emb_dim=2048, n_heads=32, n_layers=16,
+                        hidden_dim=8192, n_kv_groups=8, rope_theta=500000.0, layer_norm_eps=1e-5,
+                        rope_scaling=dict(factor=32.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                                          original_max_position_embeddings=8192)),
+    "qwen3-0.6b": dict(_LLAMA, vocab_size=151936, context_length=8192, emb_dim=1024, n_heads=16, n_layers=28,
+                       hidden_dim=3072, n_kv_groups=8, head_dim=128, qk_norm=True, rope_theta=1000000.0,
+                       layer_norm_eps=1e-6),
+    "llama-nano": dict(_LLAMA, vocab_size=512, context_length=64, emb_dim=64, n_heads=4, n_layers=2, hidden_dim=176,
+                       n_kv_groups=2),
+    "llama-tiny": dict(_LLAMA, vocab_size=512, context_length=128, emb_dim=128, n_heads=4, n_layers=4,
+                       hidden_dim=352, n_kv_groups=2),
+    "qwen-tiny": dict(_LLAMA, vocab_size=512, context_length=128, emb_dim=128, n_heads=4, n_layers=4,
+                      hidden_dim=352, n_kv_groups=2, qk_norm=True, rope_theta=1000000.0, layer_norm_eps=1e-6),
 }

@@ -12,6 +12,7 @@ from ..kernels.int8 import quantize_int8
 from ..nn import (Dropout, Embedding, Int8Embedding, Int8Linear, KVCache, LayerNorm, Module, ModuleList, Parameter,
                   TransformerBlock, uninitialized)
 from ..nn.layers import skip_init
+from ..nn.llama import RMSNorm
 from ..random import get_rng
 from ..io import read_json
 from ..tensor import is_grad_enabled
@@ -23,8 +24,29 @@ from .config import PRESETS, GPTConfig  # noqa: F401  (re-exported: minigpt.mode
 # kernels and OpenBLAS (measured 100-115 MB on Linux x86-64, benchmarks/bench_train.py --memory).
 RUNTIME_BYTES = 100 * 2**20
 
-# The linear layers of a block that quantize() converts (attribute paths inside TransformerBlock).
-_BLOCK_LINEARS = ("attn.qkv", "attn.proj", "ff.fc", "ff.proj")
+# The linear layers of a block that quantize() converts (attribute paths inside TransformerBlock): GPT-2's,
+# or a SwiGLU block's (Llama, Qwen).
+_BLOCK_LINEARS = ("attn.qkv", "attn.proj", "ff.fc", "ff.proj", "ff.gate", "ff.up", "ff.down")
+
+
+def _block_linears(blk):
+    """(path, layer) of the linear layers of ``blk`` among ``_BLOCK_LINEARS``."""
+    out = []
+    for path in _BLOCK_LINEARS:
+        parent_name, attr = path.split(".")
+        lin = getattr(getattr(blk, parent_name), attr, None)
+        if lin is not None:
+            out.append((path, lin))
+    return out
+
+
+def sinusoidal_table(n: int, dim: int, dtype=np.float32) -> np.ndarray:
+    """The fixed position vectors of "Attention Is All You Need": (n, dim), position p's entries
+    ``sin(p / 10000^(2i/dim))`` at even indices 2i and ``cos(...)`` at odd ones 2i + 1. Not trained."""
+    ang = np.arange(n, dtype=np.float64)[:, None] / 10000.0 ** (np.arange(0, dim, 2) / dim)[None, :]  # (n, dim/2)
+    table = np.empty((n, dim), dtype=np.float64)
+    table[:, 0::2], table[:, 1::2] = np.sin(ang), np.cos(ang)
+    return table.astype(dtype)
 
 
 class GPT(Module):
@@ -39,13 +61,20 @@ class GPT(Module):
         self.config = config
         c = config
         self.tok_emb = Embedding(c.vocab_size, c.emb_dim, init_std=0.02, dtype=dtype)
-        self.pos_emb = Embedding(c.context_length, c.emb_dim, init_std=0.01, dtype=dtype)
+        # position information: learned vectors (GPT-2), a fixed sinusoidal table, or none here (RoPE turns
+        # queries and keys inside attention)
+        self.pos_emb = Embedding(c.context_length, c.emb_dim, init_std=0.01, dtype=dtype) \
+            if c.pos_encoding == "learned" else None
+        self.pos_table = sinusoidal_table(c.context_length, c.emb_dim, dtype) \
+            if c.pos_encoding == "sinusoidal" else None
         self.drop_emb = Dropout(c.drop_rate)
         self.blocks = ModuleList(
-            TransformerBlock(c.emb_dim, c.n_heads, c.drop_rate, c.qkv_bias, n_layers_for_init=c.n_layers, dtype=dtype)
+            TransformerBlock(c.emb_dim, c.n_heads, c.drop_rate, c.qkv_bias, n_layers_for_init=c.n_layers, dtype=dtype,
+                             config=c)
             for _ in range(c.n_layers)
         )
-        self.final_norm = LayerNorm(c.emb_dim, eps=c.layer_norm_eps, dtype=dtype)
+        self.final_norm = RMSNorm(c.emb_dim, eps=c.layer_norm_eps, dtype=dtype) if c.norm == "rmsnorm" else \
+            LayerNorm(c.emb_dim, eps=c.layer_norm_eps, dtype=dtype)
         if c.tie_weights:
             self.out_head = None  # logits = h @ tok_emb.weight.T
         else:
@@ -91,7 +120,7 @@ class GPT(Module):
                                f"got {group_size!r}")
         group_size = int(group_size)
         c = self.config
-        for width in {c.emb_dim, 4 * c.emb_dim}:
+        for width in {lin.in_features for blk in self.blocks for _, lin in _block_linears(blk)}:
             if group_size and group_size < width and width % group_size:
                 raise MiniGPTError(f"quantize: group_size {group_size} does not divide the layer width {width}")
 
@@ -99,10 +128,9 @@ class GPT(Module):
             return source(name) if source is not None else quantize_int8(w_out_in, group_size)
 
         for i, blk in enumerate(self.blocks):
-            for path in _BLOCK_LINEARS:
+            for path, lin in _block_linears(blk):
                 parent_name, attr = path.split(".")
                 parent = getattr(blk, parent_name)
-                lin = getattr(parent, attr)
                 q, s = get(f"blocks.{i}.{path}", None if source else lin.weight.data.T)
                 bias = None if lin.bias is None else lin.bias.data
                 setattr(parent, attr, Int8Linear(q, s, bias, group_size))
@@ -156,7 +184,11 @@ class GPT(Module):
         start = caches[0].length if caches else 0
         T = ids.shape[1]
         # ids (B, T) -> token vectors (B, T, C) + position vectors (T, C), broadcast over B
-        x = self.tok_emb(ids) + self.pos_emb(np.arange(start, start + T))  # (B, T, C)
+        x = self.tok_emb(ids)  # (B, T, C)
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(np.arange(start, start + T))  # + learned position vectors (T, C)
+        elif self.pos_table is not None:
+            x = x + self.pos_table[start:start + T]  # + fixed sinusoids (T, C), no gradient
         x = self.drop_emb(x)
         for i, blk in enumerate(self.blocks):
             x = blk(x, cache=caches[i] if caches else None)  # (B, T, C) -> (B, T, C)
@@ -194,7 +226,7 @@ class GPT(Module):
         """One empty key/value cache per block, for ``batch_size`` sequences of up to ``max_len`` positions."""
         c = self.config
         n = max_len or c.context_length
-        return [KVCache(batch_size, n, c.n_heads, c.emb_dim // c.n_heads, dtype=self.dtype) for _ in self.blocks]
+        return [KVCache(batch_size, n, c.kv_heads, c.attn_head_dim, dtype=self.dtype) for _ in self.blocks]
 
     def memory_estimate(self, batch_size: int = 1, context_length: int | None = None, training: bool = True,
                         loss_path: str = "fused") -> dict:

@@ -1,5 +1,6 @@
-"""TransformerBlock: the pre-LayerNorm GPT block, built from the layers (layers.py) and attention
-(attention.py) below it."""
+"""TransformerBlock: the pre-norm GPT block, built from the layers (layers.py) and attention
+(attention.py) below it -- or, when a model's configuration asks, from Llama's and Qwen's (llama.py):
+RMSNorm, the SwiGLU feed-forward layer and grouped-query attention with rotary positions."""
 from __future__ import annotations
 
 import math
@@ -8,6 +9,7 @@ import numpy as np
 
 from .attention import MultiHeadAttention
 from .layers import Dropout, FeedForward, LayerNorm
+from .llama import GroupedQueryAttention, RMSNorm, SwiGLUFeedForward
 from .module import Module
 
 
@@ -15,15 +17,35 @@ class TransformerBlock(Module):
     """Pre-LayerNorm block: x + drop(attn(ln1(x))), then x + drop(ff(ln2(x)))."""
 
     def __init__(self, emb_dim: int, n_heads: int, drop_rate: float = 0.0, qkv_bias: bool = True,
-                 n_layers_for_init: int = 1, dtype=np.float32):
+                 n_layers_for_init: int = 1, dtype=np.float32, config=None):
         super().__init__()
         proj_std = 0.02 / math.sqrt(2 * n_layers_for_init)  # GPT-2's scaled init of residual projections
+        if config is not None and not config.is_gpt2_block:
+            self._build_modern(config, proj_std, dtype)
+            return
         self.norm1 = LayerNorm(emb_dim, dtype=dtype)
         self.attn = MultiHeadAttention(emb_dim, n_heads, dropout=drop_rate, qkv_bias=qkv_bias,
                                        proj_std=proj_std, dtype=dtype)
         self.norm2 = LayerNorm(emb_dim, dtype=dtype)
         self.ff = FeedForward(emb_dim, proj_std=proj_std, dtype=dtype)
         self.drop = Dropout(drop_rate)
+
+    def _build_modern(self, c, proj_std, dtype):
+        """The sub-layers a GPTConfig beyond GPT-2 names (norm, ffn, n_kv_groups, qk_norm, pos_encoding)."""
+        eps = c.layer_norm_eps
+        norm = (lambda: RMSNorm(c.emb_dim, eps, dtype=dtype)) if c.norm == "rmsnorm" else \
+            (lambda: LayerNorm(c.emb_dim, eps, dtype=dtype))
+        self.norm1 = norm()
+        self.attn = GroupedQueryAttention(
+            c.emb_dim, c.n_heads, c.kv_heads, c.attn_head_dim, dropout=c.drop_rate, qkv_bias=c.qkv_bias,
+            out_bias=c.bias, qk_norm=c.qk_norm, rope_theta=c.rope_theta if c.pos_encoding == "rope" else None,
+            rope_scaling=c.rope_scaling, norm_eps=eps, proj_std=proj_std, dtype=dtype)
+        self.norm2 = norm()
+        if c.ffn == "swiglu":
+            self.ff = SwiGLUFeedForward(c.emb_dim, c.ffn_dim, proj_std=proj_std, bias=c.bias, dtype=dtype)
+        else:
+            self.ff = FeedForward(c.emb_dim, c.ffn_dim, proj_std=proj_std, dtype=dtype)
+        self.drop = Dropout(c.drop_rate)
 
     def forward(self, x, cache=None):
         # x: (B, T, C)

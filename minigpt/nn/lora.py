@@ -37,6 +37,9 @@ TARGETS = {
     "ff_proj": "ff.proj",
     "head": "score",
 }
+# In a SwiGLU block (Llama, Qwen) the feed-forward layer's first half is two layers, gate and up, and its
+# second is down: the feed-forward targets wrap those.
+_SWIGLU_PATHS = {"ff.fc": ("ff.gate", "ff.up"), "ff.proj": ("ff.down",)}
 DEFAULT_TARGETS = ("qkv", "attn_proj", "ff_fc", "ff_proj")
 
 
@@ -110,9 +113,11 @@ def lora_sites(model, targets=DEFAULT_TARGETS) -> list[tuple[str, Module, str]]:
         for t in targets:
             if t == "head":
                 continue
-            parent, attr = _resolve(blk, TARGETS[t])
-            if parent is not None and isinstance(getattr(parent, attr, None), (Linear, LoRALinear)):
-                sites.append((f"blocks.{i}.{TARGETS[t]}", parent, attr))
+            swiglu = hasattr(blk.ff, "gate")
+            for path in _SWIGLU_PATHS.get(TARGETS[t], (TARGETS[t],)) if swiglu else (TARGETS[t],):
+                parent, attr = _resolve(blk, path)
+                if parent is not None and isinstance(getattr(parent, attr, None), (Linear, LoRALinear)):
+                    sites.append((f"blocks.{i}.{path}", parent, attr))
     if "head" in targets:
         head = getattr(model, "score", None)
         if not isinstance(head, (Linear, LoRALinear)):

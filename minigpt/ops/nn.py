@@ -1,4 +1,5 @@
-"""Fused layer ops: linear (x @ W + b), linear + GELU, the whole feed-forward layer, layer_norm, dropout.
+"""Fused layer ops: linear (x @ W + b), linear + GELU, the whole feed-forward layer, layer_norm, dropout;
+Llama's and Qwen's rms_norm and SwiGLU feed-forward layer (swiglu), and its gate silu / silu_mul.
 
 ``linear`` keeps W as (in, out) — GPT-2's Conv1D layout — and works on (..., in) inputs as one GEMM over
 all leading axes flattened, so the weight gradient is a single (in, N) @ (N, out) product.
@@ -8,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import MiniGPTError
-from ..kernels import bias, gelu, layernorm
+from ..kernels import bias, gelu, layernorm, rmsnorm
+from ..kernels import swiglu as gate
 from ..random import as_generator
 from ..tensor import FLOAT_DTYPES, Function, Tensor
 from . import elementwise
@@ -304,3 +306,138 @@ def dropout(x, p: float = 0.5, training: bool = True, rng=None) -> Tensor:
         raise MiniGPTError(f"dropout needs a float tensor, got {x.dtype}")
     return DropoutOp.apply(x, p=float(p), rng=as_generator(rng))
 
+
+
+class RMSNormOp(Function):
+    """y = x / sqrt(mean(x^2) + eps) * gamma over the last axis (Llama, Qwen: no centring, no shift).
+
+    Forward and backward are fused kernels; the per-row reciprocal RMS (rstd) is saved for backward.
+    math: kernels/rmsnorm.py::rms_norm_forward_numpy, rms_norm_backward_numpy
+    """
+
+    def forward(self, x, gamma, eps):
+        c = x.shape[-1]
+        x2 = x.reshape(-1, c)                    # (..., C) -> (N, C)
+        y, self.rstd = rmsnorm.rms_norm_forward(x2, gamma, eps)   # y = x * rstd * gamma: (N, C); rstd: (N,)
+        self.x2, self.gamma, self.shape = x2, gamma, x.shape
+        return y.reshape(x.shape)                # (N, C) -> (..., C)
+
+    def backward(self, g):
+        g2 = g.reshape(self.x2.shape)            # (..., C) -> (N, C)
+        # With gx = g * gamma and xhat = x * rstd, per row (mean over C):
+        #   dx = rstd * (gx - xhat * mean(gx * xhat))      the direct path, minus the path through rstd: (N, C)
+        #   dgamma = sum_n g * xhat                                                                        (C,)
+        dx, dgamma = rmsnorm.rms_norm_backward(g2, self.x2, self.gamma, self.rstd)
+        return (dx.reshape(self.shape), dgamma)
+
+
+class SwiGLUOp(Function):
+    """y = (silu(x @ W_gate) * (x @ W_up)) @ W_down (+ r, a residual added in place): the feed-forward layer
+    of Llama and Qwen as one op, weights in minigpt's (in, out) layout and without biases.
+
+    Forward keeps the two pre-activations ``a = x W_gate`` and ``b = x W_up`` (N, H); the gated product
+    ``u = silu(a) * b`` is freed once the last GEMM has read it and recomputed in backward for W_down's
+    gradient.
+    math: kernels/swiglu.py::silu_mul_forward_numpy, silu_mul_backward_numpy
+    """
+
+    def forward(self, x, w_gate, w_up, w_down, r=None):
+        n_in = w_gate.shape[0]
+        x2 = x.reshape(-1, n_in)                 # (..., C) -> (N, C)
+        a = x2 @ w_gate                          # (N, C) @ (C, H) -> (N, H)
+        b = x2 @ w_up                            # (N, C) @ (C, H) -> (N, H)
+        u = gate.silu_mul_forward(a, b)        # u = silu(a) * b: (N, H), not kept
+        out = u @ w_down                         # (N, H) @ (H, C_out) -> (N, C_out)
+        if r is not None:
+            out += r.reshape(out.shape)          # (N, C_out) += residual
+        self.x2, self.a, self.b, self.w = x2, a, b, (w_gate, w_up, w_down)
+        self.xshape = x.shape
+        return out.reshape(*x.shape[:-1], w_down.shape[1])
+
+    def backward(self, g):
+        w_gate, w_up, w_down = self.w
+        needs = self.needs
+        g2 = g.reshape(-1, w_down.shape[1])                        # (..., C_out) -> (N, C_out)
+        dw_down = None
+        if needs[3]:
+            u = gate.silu_mul_forward(self.a, self.b)            # u again: (N, H)
+            dw_down = u.T @ g2                                     # dW_down = u^T g: (H, N) @ (N, C_out)
+        dr = (g if needs[4] else None,) if len(needs) > 4 else ()   # dr = g
+        if not (needs[0] or needs[1] or needs[2]):
+            return (None, None, None, dw_down) + dr
+        du = g2 @ w_down.T                                         # du = g W_down^T: (N, C_out) @ (C_out, H)
+        da, db = gate.silu_mul_backward(du, self.a, self.b)      # da = du * b * silu'(a), db = du * silu(a): (N, H)
+        dx = None
+        if needs[0]:
+            dx = da @ w_gate.T                                     # dx = da W_gate^T + db W_up^T: (N, C)
+            dx += db @ w_up.T                                      # (the input feeds both branches: they add)
+            dx = dx.reshape(self.xshape)
+        dw_gate = self.x2.T @ da if needs[1] else None             # dW_gate = x^T da: (C, N) @ (N, H)
+        dw_up = self.x2.T @ db if needs[2] else None               # dW_up = x^T db: (C, N) @ (N, H)
+        return (dx, dw_gate, dw_up, dw_down) + dr
+
+
+def rms_norm(x, weight, eps: float = 1e-6) -> Tensor:
+    """RMS normalisation over the last axis with scale ``weight`` ((C,)): ``x / sqrt(mean(x^2) + eps) *
+    weight``, as Llama's and Qwen's ``RMSNorm``."""
+    x = as_tensor(x)
+    check_float(x, "rms_norm")
+    weight = as_tensor(weight, like=x)
+    c = x.shape[-1] if x.ndim else None
+    if c is None or weight.shape != (c,):
+        raise MiniGPTError(f"rms_norm: weight must have shape ({c},) for input {x.shape}, got {weight.shape}")
+    if x.dtype != weight.dtype:
+        raise MiniGPTError(f"rms_norm: dtypes differ: x {x.dtype}, weight {weight.dtype}")
+    if not eps >= 0:
+        raise MiniGPTError(f"rms_norm: eps must be >= 0, got {eps}")
+    return RMSNormOp.apply(x, weight, eps=float(eps))
+
+
+def swiglu(x, w_gate, w_up, w_down, residual=None) -> Tensor:
+    """Llama's / Qwen's feed-forward layer ``(silu(x @ w_gate) * (x @ w_up)) @ w_down`` as one op: ``w_gate``
+    and ``w_up`` (C, H), ``w_down`` (H, C_out), no biases; ``residual`` (the output's shape) is added in
+    the same op, as in :func:`linear`. ``silu(a) = a * sigmoid(a)``."""
+    x, w_gate, w_up, w_down = (as_tensor(t) for t in (x, w_gate, w_up, w_down))
+    _check_linear(x, w_gate, None, "swiglu")
+    if w_up.shape != w_gate.shape:
+        raise MiniGPTError(f"swiglu: w_up of shape {w_up.shape} must have w_gate's shape {w_gate.shape}")
+    if w_down.ndim != 2 or w_down.shape[0] != w_gate.shape[1]:
+        raise MiniGPTError(f"swiglu: w_down of shape {w_down.shape} does not match the hidden size "
+                           f"{w_gate.shape[1]}")
+    if not (x.dtype == w_up.dtype == w_down.dtype):
+        raise MiniGPTError(f"swiglu: dtypes differ: x {x.dtype}, w_up {w_up.dtype}, w_down {w_down.dtype}")
+    if residual is not None:
+        residual = _check_residual(residual, x, w_down.shape[1], "swiglu")
+        return SwiGLUOp.apply(x, w_gate, w_up, w_down, residual)
+    return SwiGLUOp.apply(x, w_gate, w_up, w_down)
+
+
+def silu(x) -> Tensor:
+    """``x * sigmoid(x)`` element-wise (the gate of SwiGLU), any shape."""
+    x = as_tensor(x)
+    check_float(x, "silu")
+    return SiLUMulOp.apply(x)
+
+
+def silu_mul(a, b) -> Tensor:
+    """``silu(a) * b`` element-wise in one pass (SwiGLU's gate), ``a`` and ``b`` of one shape."""
+    a, b = as_tensor(a), as_tensor(b)
+    check_float(a, "silu_mul")
+    if a.shape != b.shape or a.dtype != b.dtype:
+        raise MiniGPTError(f"silu_mul: a and b must have one shape and dtype, got {a.dtype} {a.shape} and "
+                           f"{b.dtype} {b.shape}")
+    return SiLUMulOp.apply(a, b)
+
+
+class SiLUMulOp(Function):
+    """y = silu(a) * b element-wise (y = silu(a) without ``b``), with silu(a) = a * sigmoid(a).
+    math: kernels/swiglu.py::silu_mul_forward_numpy, silu_mul_backward_numpy"""
+
+    def forward(self, a, b=None):
+        self.a = a
+        self.b = np.ones(a.shape, dtype=a.dtype) if b is None else b     # a.shape
+        return gate.silu_mul_forward(a, self.b)                         # a.shape
+
+    def backward(self, g):
+        da, db = gate.silu_mul_backward(g, self.a, self.b)   # da = g * b * silu'(a), db = g * silu(a)
+        return (da, db) if len(self.needs) > 1 else (da,)

@@ -223,7 +223,27 @@ class BPETokenizer:
         self._pair_dict = None  # the same as a dict (the Python path)
         self._kcache = None  # the Numba encode cache (_EncodeCache), built on first use
         self._special_re = {}
+        self._ext_ids = self._int_ids = None  # the file's ids <-> the engine's (see renumber)
         self.clear_cache()
+
+    def renumber(self, file_ids) -> "BPETokenizer":
+        """Show the ids of another vocabulary file: ``file_ids[i]`` is the id the file gives to this tokenizer's
+        token ``i`` (the engine keeps the 256 bytes first, then the merged tokens in merge order, then the
+        special tokens; Hugging Face and tiktoken files may number them otherwise). Encoding then returns, and
+        decoding takes, the file's ids. Returns ``self``."""
+        ext = np.asarray(file_ids, dtype=np.int64)
+        if ext.shape != (self.vocab_size,) or not np.array_equal(np.sort(ext), np.arange(self.vocab_size)):
+            raise MiniGPTError(f"renumber: file_ids must be a permutation of 0..{self.vocab_size - 1}")
+        if np.array_equal(ext, np.arange(self.vocab_size)):
+            self._ext_ids = self._int_ids = None
+            return self
+        self._ext_ids = ext
+        self._int_ids = np.empty_like(ext)
+        self._int_ids[ext] = np.arange(self.vocab_size)
+        return self
+
+    def _ext(self, ids: list[int]) -> list[int]:
+        return ids if self._ext_ids is None else self._ext_ids[ids].tolist()
 
     # --- the lists made on first use when a constructor gave arrays ------------------------------------
     @functools.cached_property
@@ -264,6 +284,8 @@ class BPETokenizer:
     @property
     def special_tokens(self) -> dict[str, int]:
         """The special tokens and their ids (a copy)."""
+        if self._ext_ids is not None:
+            return {t: int(self._ext_ids[i]) for t, i in self._special.items()}
         return dict(self._special)
 
     @property
@@ -289,13 +311,13 @@ class BPETokenizer:
             raise MiniGPTError(f"a token id must be an integer, got {token_id!r}") from None
         if not 0 <= i < self.vocab_size or i != token_id:
             raise MiniGPTError(f"token id {token_id!r} is out of range: ids go from 0 to {self.vocab_size - 1}")
-        return self._tokens[i]
+        return self._tokens[i if self._int_ids is None else int(self._int_ids[i])]
 
     def token_to_id(self, token) -> int:
         """The id of a token given as bytes, or as text (a special token, or the token's UTF-8 text)."""
         if isinstance(token, str):
             if token in self._special:
-                return self._special[token]
+                return self._ext([self._special[token]])[0]
             key = token.encode("utf-8", "surrogatepass")
         elif isinstance(token, (bytes, bytearray)):
             key = bytes(token)
@@ -304,7 +326,7 @@ class BPETokenizer:
         i = self._encoder.get(key)
         if i is None:
             raise MiniGPTError(f"{token!r} is not a token of this vocabulary")
-        return i
+        return self._ext([i])[0]
 
     # --- encoding --------------------------------------------------------------------------------------
     def _pairs(self):
@@ -430,7 +452,7 @@ class BPETokenizer:
         """Encode ``text`` treating special-token text like any other text."""
         if not isinstance(text, str):
             raise MiniGPTError(f"encode expects a str, got {type(text).__name__}")
-        return self._encode_ordinary(text)
+        return self._ext(self._encode_ordinary(text))
 
     def _special_sets(self, allowed_special, disallowed_special):
         specials = self._special
@@ -471,7 +493,7 @@ class BPETokenizer:
                     f"allowed_special={{{s!r}}} (or 'all') to encode it as its special token, or "
                     "disallowed_special=() to encode it as ordinary text", token=s)
         if not allowed or not any(s in text for s in allowed):
-            return self.encode_ordinary(text)
+            return self._ext(self._encode_ordinary(text))
         key = frozenset(allowed)
         rx = self._special_re.get(key)
         if rx is None:
@@ -483,8 +505,8 @@ class BPETokenizer:
             if k % 2:
                 out.append(self._special[piece])
             elif piece:
-                out += self.encode_ordinary(piece)
-        return out
+                out += self._encode_ordinary(piece)
+        return self._ext(out)
 
     def encode_batch(self, texts, *, allowed_special=(), disallowed_special="all") -> list[list[int]]:
         """:meth:`encode` of each text of a list."""
@@ -530,6 +552,8 @@ class BPETokenizer:
     def decode_bytes(self, ids) -> bytes:
         """The exact bytes of a sequence of token ids."""
         ids = self._check_ids(ids)
+        if self._int_ids is not None:
+            ids = self._int_ids[ids].tolist()
         return b"".join(map(self._tokens.__getitem__, ids))
 
     def decode(self, ids) -> str:
@@ -562,6 +586,8 @@ class BPETokenizer:
             lines.append(f"  {json.dumps(k)}: {json.dumps(v)},")
         if self._byte_ids != list(range(256)):
             lines.append(f'  "byte_ids": {json.dumps(self._byte_ids)},')
+        if self._ext_ids is not None:  # the ids another vocabulary file gave the tokens (see renumber)
+            lines.append(f'  "file_ids": {json.dumps(self._ext_ids.tolist())},')
         if self._merges:
             lines.append('  "merges": [')
             lines.append(",\n".join(f"    [{a}, {b}]" for a, b in self._merges))
@@ -596,7 +622,8 @@ class BPETokenizer:
         if not isinstance(d["pattern"], str):
             raise MiniGPTError(f"{path}: 'pattern' must be a string, got {_short(d['pattern'])}")
         try:
-            return cls(d["merges"], d["special_tokens"], d["pattern"], d.get("byte_ids"))
+            tok = cls(d["merges"], d["special_tokens"], d["pattern"], d.get("byte_ids"))
+            return tok if d.get("file_ids") is None else tok.renumber(d["file_ids"])
         except MiniGPTError as e:
             raise MiniGPTError(f"{path}: {e}") from None
 

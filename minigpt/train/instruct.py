@@ -27,7 +27,7 @@ from ..data.instruct import format_prompt
 from ..model import generate
 from ..progress import progress_bar
 from ..data import DataLoader, dataset_path
-from ..data.instruct import TEMPLATES, InstructionDataset, read_instructions, split_instructions
+from ..data.instruct import CHAT_FORMATS, TEMPLATES, InstructionDataset, read_instructions, split_instructions
 from ..loading import load_model_and_tokenizer
 from .classify import _save_final
 from .finetune import apply_train_mode
@@ -81,9 +81,13 @@ def score_responses(responses: list[str], references: list[str]) -> dict:
 
 # --- answering ------------------------------------------------------------------------------------------
 def respond(model, tok, entry: dict, template: str, max_new_tokens: int) -> str:
-    """Greedy response to one entry, stopped at end-of-text."""
-    eos = tok.special_tokens.get(ENDOFTEXT)
-    ids = tok.encode_ordinary(format_prompt(entry, template))
+    """Greedy response to one entry, stopped at end-of-text (a chat format's: its end-of-turn token)."""
+    if template in CHAT_FORMATS:  # a Llama 3 / Qwen chat model: its header tokens are special tokens
+        eos = tok.special_tokens.get(CHAT_FORMATS[template][2])
+        ids = tok.encode(format_prompt(entry, template), allowed_special="all")
+    else:
+        eos = tok.special_tokens.get(ENDOFTEXT)
+        ids = tok.encode_ordinary(format_prompt(entry, template))
     ctx = model.config.context_length
     ids = ids[-ctx:]
     was = model.training
