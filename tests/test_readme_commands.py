@@ -22,7 +22,8 @@ How it works
   page may use `runs/quickstart` as a reader who followed the README has it.
 - `../shared/data` in a command or block is replaced by the real shared data folder; without that folder,
   what mentions it is skipped (with that reason). `minigpt download NAME` installs from the shared folder
-  (`--from` is added: no test uses the network). A data set given by name (`--data sms-spam`, `--text
+  (`--from` is added: no test uses the network), and `~/.cache/minigpt` stands for the workspace's cache,
+  so `fetch(NAME)` in a block finds what a download above installed. A data set given by name (`--data sms-spam`, `--text
   the-verdict`) is found through `MINIGPT_DATA`.
 - Tiny settings: the flags in `TINY_FLAGS` for the command's sub-command are appended (argparse keeps the
   last value, so `--steps 2` wins over a page's `--steps 500`). A new sub-command whose examples are slow
@@ -341,6 +342,8 @@ def _run_command(command, stdin, state, workspace, monkeypatch) -> tuple[int, st
         return 0, f"needs {missing[0]}, which a skipped command above makes ({state['not_made'][missing[0]]})"
     named = [w for i, w in enumerate(words) if w in DATA_NAMES and i and words[i - 1] in ("--data", "--text")]
     downloads = words[:2] == ["minigpt", "download"] and "--from" not in words and "--list" not in words
+    if "~/.cache/minigpt" in command:  # the reader's cache is the workspace's
+        command = command.replace("~/.cache/minigpt", shlex.quote(str(workspace["root"] / "cache")))
     if "../shared/data" in command or named or downloads:
         if workspace["shared"] is None:
             state["not_made"].update(_outputs(words, "it needs the shared data folder"))
@@ -386,8 +389,8 @@ def test_page_item_runs(page, k, workspace, monkeypatch, capsys):
     needs = [d for d in state["not_made"] if re.search(rf"""["']{re.escape(d)}""", text)]
     if needs:
         pytest.skip(f"needs {needs[0]}, which a skipped command above makes ({state['not_made'][needs[0]]})")
-    if "../shared/data" in text:
-        if workspace["shared"] is None:
+    if "../shared/data" in text or "fetch(" in text:
+        if workspace["shared"] is None:  # fetch() would download what the page's downloads install
             pytest.skip("needs the shared data folder (MINIGPT_DATA or ../shared/data)")
         text = text.replace("../shared/data", str(workspace["shared"]))
     _environment(state, workspace, monkeypatch)
