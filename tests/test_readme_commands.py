@@ -407,7 +407,7 @@ def test_parser_rules():
 pip install -e ".[plot]" && minigpt train --out runs/x   # trains
 FOO=1 minigpt generate --model m \\
     --seed 1 --top-k 40
-echo hi | minigpt tokenizer encode --text "a<|x|>b"   # prints "hi"
+echo "hi" | minigpt tokenizer encode --text "a<|x|>b"   # prints "hi"
 mpiexec -n 2 minigpt train --out r
 ```
 
