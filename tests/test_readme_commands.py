@@ -248,15 +248,21 @@ def test_indirect_calls_are_excluded_with_a_reason():
 
 def _names_resolve(shared) -> bool:
     """Whether this checkout finds a data set given by name (`--data sms-spam`) through MINIGPT_DATA."""
+    from minigpt.data import load_texts
     from minigpt.data.classification import read_labelled
+    from minigpt.data.instruct import read_instructions
     from minigpt.errors import MiniGPTError
 
     old = os.environ.get("MINIGPT_DATA")
     os.environ["MINIGPT_DATA"] = str(shared)
     try:
-        read_labelled("sms-spam")
-        return True
-    except (MiniGPTError, OSError):
+        for read, name in ((read_labelled, "sms-spam"), (read_instructions, "instruction-data"),
+                           (lambda n: load_texts([n]), "the-verdict")):
+            try:
+                read(name)
+                return True
+            except (MiniGPTError, OSError):
+                pass
         return False
     finally:
         if old is None:
