@@ -1,33 +1,45 @@
-"""Every `minigpt ...` command shown in README.md runs (on tiny settings), so the manual cannot rot.
+"""Every command and every Python block of README.md and docs/**/*.md runs (on tiny settings), so the guide
+and the manual cannot rot.
 
 How it works
 ------------
-- Commands are collected from the README's fenced code blocks (```bash, ```sh, ```console or ``` with
-  no language; ```python and others are not shell). A command is a line, with its `\\` continuation
-  lines, or one `&&` / `;` / `|` part of it, whose first word is `minigpt` (after `VAR=value`
-  prefixes, which are set in the environment). Optional parts in `[brackets]` (synopsis notation) are
-  left out; a `# comment` is dropped, except that `# prints "TEXT"` makes the test check that the
-  command's standard output contains TEXT.
-- They run in README order, in process (`minigpt.cli.main`), inside one scratch folder shared by all of
-  them (so `train --out runs/quickstart` makes the run a later `generate --model runs/quickstart`
-  uses), with the cache (`MINIGPT_CACHE`) in that folder, empty standard input (or the text of an
-  `echo "TEXT" |` in front of the command), and small text files
-  for the names the README uses as placeholders (`corpus.txt`, `more.txt`, `input.txt`, `notes.txt`,
-  `book.txt`). `../shared/data` is replaced by the real shared data folder; without it, the commands
-  that mention it are skipped (with that reason).
-- Tiny settings: the flags in `TINY_FLAGS` for the command's sub-command are appended (argparse keeps
-  the last value, so `--steps 2` wins over the README's `--steps 500`). A new sub-command whose README
-  examples are slow should get an entry there.
-- Excluded: a command listed in `EXCLUDED` (exactly as the README writes it, whitespace collapsed and
-  `[optional]` parts removed) is not run, and is reported as skipped with its reason (network, long
-  runs, other programs). Lines in a shell block that call minigpt through another program
-  (`mpiexec ... minigpt ...`) cannot run in process: they must be listed there too, or the test fails.
-- Every command must exit with status 0. A README command that fails here is either wrong in the
-  README or needs an entry above; `test_exclusions_are_still_in_the_readme` keeps the list honest.
+- Pages: README.md first, then every docs/**/*.md in path order, except the pages in `OWN_TEST` (another
+  test runs them). Each page's items run in page order.
+- Commands are collected from fenced shell blocks (```bash, ```sh, ```console or ``` with no language;
+  ```text, ```python and others are not shell). A command is a line, with its `\\` continuation lines,
+  or one `&&` / `;` / `|` part of it, whose first word is `minigpt` (after `VAR=value` prefixes, which
+  are set in the environment). A `# comment` is dropped, except that `# prints "TEXT"` makes the test
+  check that the command's standard output contains TEXT. Synopsis notation (`[--opt a|b]`) is not
+  allowed in shell blocks: a reader pasting it runs a pipe (`test_no_synopsis_in_shell_blocks`).
+- ```python blocks of a page run in order in one namespace per page (so a later block may use an earlier
+  one's names), with standard output captured: `# prints "TEXT"` on any of its lines makes the test
+  check that the block printed TEXT.
+- Workspace: one scratch folder per page (README's is `README/`), with the cache (`MINIGPT_CACHE`) shared
+  by all pages, `MINIGPT_DATA` set to the shared data folder, empty standard input (or the text of an
+  `echo "TEXT" |` in front of the command), and small text files for the placeholder names pages use
+  (`corpus.txt`, `more.txt`, ...). The README's quick start runs first (also when only a docs page is
+  selected), and the folders the README makes under `runs/` are linked into every page's folder, so a
+  page may use `runs/quickstart` as a reader who followed the README has it.
+- `../shared/data` in a command or block is replaced by the real shared data folder; without that folder,
+  what mentions it is skipped (with that reason). `minigpt download NAME` installs from the shared folder
+  (`--from` is added: no test uses the network), and `~/.cache/minigpt` stands for the workspace's cache,
+  so `fetch(NAME)` in a block finds what a download above installed. A data set given by name (`--data sms-spam`, `--text
+  the-verdict`) is found through `MINIGPT_DATA`.
+- Tiny settings: the flags in `TINY_FLAGS` for the command's sub-command are appended (argparse keeps the
+  last value, so `--steps 2` wins over a page's `--steps 500`). A new sub-command whose examples are slow
+  should get an entry there.
+- Excluded: a command listed in `EXCLUDED` (exactly as the page writes it, whitespace collapsed) or a
+  Python block listed in `EXCLUDED_PYTHON` (by its first line) is not run, and is reported as skipped with
+  its reason (network, long runs, other programs). Lines in a shell block that call minigpt through
+  another program (`mpiexec ... minigpt ...`) cannot run in process: they must be listed too, or the test
+  fails. `test_exclusions_are_still_in_the_pages` keeps the lists honest.
+- Every command must exit with status 0 and every block run without an exception. A command that fails
+  here is either wrong on its page or needs an entry above.
 """
 from __future__ import annotations
 
 import io
+import os
 import re
 import shlex
 import sys
@@ -35,25 +47,37 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"
 
-# README command (normalised) -> why it is not run by this test
+# page -> the test that runs its commands and blocks instead
+OWN_TEST = {
+    "docs/backprop-tour.md": "tests/test_tour.py runs the tour's commands and its Python block",
+}
+
+# command (normalised) -> why it is not run by this test
 EXCLUDED = {
-    "minigpt download the-verdict": "downloads from the network",
     "minigpt download gpt2 --size 124M": "downloads 500 MB from the network",
     "minigpt download gpt2 --size 355M --no-verify": "downloads 1.4 GB from the network",
     # started by mpiexec: tests/test_distributed.py runs `mpiexec -n 2 ... minigpt train` on tiny settings
-    "mpiexec -n 2 minigpt train --out runs/ddp --text ../shared/data/the-verdict/the-verdict.txt --config tiny "
-    "--batch-size 4 --steps 500": "an MPI launch (covered by tests/test_distributed.py)",
+    "mpiexec -n 2 minigpt train --out runs/ddp --text the-verdict --config tiny --batch-size 4 --steps 500":
+        "an MPI launch (covered by tests/test_distributed.py)",
+    "mpiexec -n 2 minigpt train --out runs/ddp --text the-verdict --config tiny --batch-size 4 --steps 600 "
+    "--resume": "an MPI launch (covered by tests/test_distributed.py)",
     "mpiexec -f hosts -n 8 minigpt train --out runs/ddp8 --text corpus.txt --config small --batch-size 4":
         "needs a host file of several machines",
-    "minigpt finetune classify ... --train lora --merge": "a fragment: the flags to add to the command above it",
-    "minigpt finetune instruct --init ~/.cache/minigpt/gpt2/355M --data instruction-data.json --out "
+    "minigpt finetune instruct --init ~/.cache/minigpt/gpt2/355M --data instruction-data --out "
     "runs/gpt2-355m-ins --lr 5e-5 --epochs 2 --max-length 256": "needs GPT-2 355M's weights (a 1.4 GB download)",
     "minigpt chat --model runs/gpt2-355m-ins": "needs the GPT-2 355M run of the command above it",
+    "minigpt generate --model ~/.cache/minigpt/gpt2/124M --prompt \"Every effort moves you\" "
+    "--max-new-tokens 25 --temperature 0": "needs GPT-2 124M's weights (a 500 MB download)",
 }
 
-# sub-command words -> flags appended to make a README example quick
+# a Python block's first line -> why it is not run by this test
+EXCLUDED_PYTHON: dict[str, str] = {}
+
+# sub-command words -> flags appended to make an example quick
 TINY_FLAGS = {
     ("train",): ["--config", "nano", "--context-length", "32", "--steps", "2", "--batch-size", "2",
                  "--vocab-size", "300", "--eval-every", "1", "--eval-batches", "1", "--sample-tokens", "4",
@@ -62,8 +86,12 @@ TINY_FLAGS = {
     ("tokenizer", "train"): ["--vocab-size", "300", "--quiet"],
     ("finetune", "classify"): ["--epochs", "0.01", "--quiet"],
     ("finetune", "instruct"): ["--epochs", "0.01", "--eval-limit", "2", "--max-new-tokens", "4", "--quiet"],
+    ("profile",): ["--config", "nano", "--steps", "1", "--batch-size", "1", "--seq-len", "16"],
 }
 
+# data sets a command may name instead of a path (`--data sms-spam`)
+DATA_NAMES = ("the-verdict", "sms-spam", "instruction-data", "tiny-shakespeare")
+QUICKSTART = "minigpt train --out runs/quickstart"
 PLACEHOLDER_TEXTS = ("corpus.txt", "more.txt", "input.txt", "notes.txt", "book.txt")
 SHELL_LANGS = {"", "bash", "sh", "shell", "console", "zsh"}
 
@@ -108,23 +136,19 @@ def _split_comment(line: str) -> tuple[str, str]:
 
 
 def _split_chain(body: str) -> list[str]:
-    """The parts of a shell line between `&&`, `||`, `;` and `|`, outside quotes and [brackets]."""
-    parts, cur, quote, depth, i = [], "", None, 0, 0
+    """The parts of a shell line between `&&`, `||`, `;` and `|`, outside quotes."""
+    parts, cur, quote, i = [], "", None, 0
     while i < len(body):
         ch = body[i]
         if quote:
             quote = None if ch == quote else quote
         elif ch in "\"'":
             quote = ch
-        elif ch == "[":
-            depth += 1
-        elif ch == "]":
-            depth = max(0, depth - 1)
-        elif depth == 0 and (body.startswith("&&", i) or body.startswith("||", i)):
+        elif body.startswith("&&", i) or body.startswith("||", i):
             parts.append(cur)
             cur, i = "", i + 2
             continue
-        elif depth == 0 and ch in ";|":
+        elif ch in ";|":
             parts.append(cur)
             cur, i = "", i + 1
             continue
@@ -134,18 +158,18 @@ def _split_chain(body: str) -> list[str]:
 
 
 def normalise(cmd: str) -> str:
-    cmd = re.sub(r"\s*\[[^\]]*\]", "", cmd)  # [--optional parts]
     return " ".join(cmd.split())
 
 
-STDIN = {}  # README command -> the text that an `echo "..." |` in front of it pipes in
-
-
-def readme_commands(text: str | None = None):
-    """[(command, expected stdout text or None)] in README order, and [lines calling minigpt indirectly]."""
-    text = README.read_text(encoding="utf-8") if text is None else text
-    found, indirect = [], []
+def page_items(text: str):
+    """The page's runnable items in page order: ("cmd", command, expected text or None, piped stdin or None),
+    ("python", code, [expected texts], None); and the lines that call minigpt through another program."""
+    items, indirect = [], []
     for lang, lines in _blocks(text):
+        if lang == "python":
+            code = "\n".join(lines)
+            items.append(("python", code, re.findall(r'#.*?prints "([^"]+)"', code), None))
+            continue
         if lang not in SHELL_LANGS:
             continue
         for line in _logical_lines(lines):
@@ -160,47 +184,127 @@ def readme_commands(text: str | None = None):
                 while words and re.match(r"^[A-Z_][A-Z0-9_]*=", words[0]):
                     words = words[1:]
                 if words[:1] == ["minigpt"] or words[:3] == ["python", "-m", "minigpt"]:
-                    found.append((cmd, expect.group(1) if expect else None))
-                    if piped:  # `echo "text" | minigpt ...`: the test pipes the same text in
-                        STDIN[cmd] = piped.group(2) + "\n"
+                    items.append(("cmd", cmd, expect.group(1) if expect else None,
+                                  piped.group(2) + "\n" if piped else None))
                 elif re.search(r"\bminigpt\s+[a-z]", cmd) and not re.search(r"pip install|pytest", cmd):
                     indirect.append(cmd)
-    return found, indirect
+    return items, indirect
 
 
-COMMANDS, INDIRECT = readme_commands()
+def pages() -> list[str]:
+    found = ["README.md"] + sorted(p.relative_to(ROOT).as_posix() for p in DOCS.rglob("*.md"))
+    return [p for p in found if p not in OWN_TEST]
 
 
-def test_the_readme_has_commands_to_check():
-    names = [c for c, _ in COMMANDS]
-    assert any(c.startswith("minigpt train --out runs/quickstart") for c in names)  # the quick start
-    assert any(c.startswith("minigpt generate") for c in names)
-    assert any(c.startswith("minigpt tokenizer decode") for c in names)
+def _collect():
+    cases, indirect, per_page = [], [], {}
+    for page in pages():
+        items, ind = page_items((ROOT / page).read_text(encoding="utf-8"))
+        per_page[page] = items
+        indirect += ind
+        for k, item in enumerate(items):
+            label = item[1] if item[0] == "cmd" else "python: " + (item[1].strip().splitlines() or [""])[0]
+            cases.append(pytest.param(page, k, id=f"{page}::{k}::{label[:80]}"))
+    return cases, indirect, per_page
 
 
-def test_exclusions_are_still_in_the_readme():
-    names = {c for c, _ in COMMANDS} | set(INDIRECT)
+CASES, INDIRECT, ITEMS = _collect()
+
+
+def test_the_pages_have_commands_to_check():
+    readme = [item[1] for item in ITEMS["README.md"] if item[0] == "cmd"]
+    assert QUICKSTART in readme  # the quick start
+    everything = [item[1] for items in ITEMS.values() for item in items if item[0] == "cmd"]
+    for sub in ("generate", "tokenizer decode", "finetune classify", "classify", "inspect", "gradcheck"):
+        assert any(c.startswith(f"minigpt {sub} ") for c in everything), sub
+    assert sum(item[0] == "python" for items in ITEMS.values() for item in items) >= 10
+
+
+def test_no_synopsis_in_shell_blocks():
+    bad = []
+    for page in pages() + list(OWN_TEST):
+        for lang, lines in _blocks((ROOT / page).read_text(encoding="utf-8")):
+            if lang in SHELL_LANGS:
+                bad += [f"{page}: {ln.strip()}" for ln in lines
+                        if re.search(r"\[--?[a-z]|\b[a-z0-9]+\|[a-z0-9]+\b", _split_comment(ln)[0])]
+    assert not bad, ("synopsis notation in shell blocks runs as a pipe when pasted; write the example as a "
+                     "real command and put the synopsis in a table or a ```text block: " + "; ".join(bad))
+
+
+def test_exclusions_are_still_in_the_pages():
+    names = {item[1] for items in ITEMS.values() for item in items if item[0] == "cmd"} | set(INDIRECT)
     stale = [c for c in EXCLUDED if c not in names]
-    assert not stale, f"EXCLUDED lists commands the README no longer has: {stale}"
+    assert not stale, f"EXCLUDED lists commands no page has any more: {stale}"
+    firsts = {item[1].strip().splitlines()[0] for items in ITEMS.values() for item in items if item[0] == "python"}
+    stale = [c for c in EXCLUDED_PYTHON if c not in firsts]
+    assert not stale, f"EXCLUDED_PYTHON lists blocks no page has any more: {stale}"
 
 
 def test_indirect_calls_are_excluded_with_a_reason():
     missing = [c for c in INDIRECT if c not in EXCLUDED]
-    assert not missing, (f"README lines run minigpt through another program, which this test cannot run in "
+    assert not missing, (f"pages run minigpt through another program, which this test cannot run in "
                          f"process: {missing}; add them to EXCLUDED with the reason")
+
+
+def _names_resolve(shared) -> bool:
+    """Whether this checkout finds a data set given by name (`--data sms-spam`) through MINIGPT_DATA."""
+    from minigpt.data import load_texts
+    from minigpt.data.classification import read_labelled
+    from minigpt.data.instruct import read_instructions
+    from minigpt.errors import MiniGPTError
+
+    old = os.environ.get("MINIGPT_DATA")
+    os.environ["MINIGPT_DATA"] = str(shared)
+    try:
+        for read, name in ((read_labelled, "sms-spam"), (read_instructions, "instruction-data"),
+                           (lambda n: load_texts([n]), "the-verdict")):
+            try:
+                read(name)
+                return True
+            except (MiniGPTError, OSError):
+                pass
+        return False
+    finally:
+        if old is None:
+            del os.environ["MINIGPT_DATA"]
+        else:
+            os.environ["MINIGPT_DATA"] = old
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     from minigpt.data.shared import shared_data_dir
 
-    root = tmp_path_factory.mktemp("readme")
+    root = tmp_path_factory.mktemp("docs")
+    shared = shared_data_dir()
+    return {"root": root, "shared": shared, "names": shared is not None and _names_resolve(shared),
+            "pages": {}}
+
+
+def _page_state(workspace, page: str, monkeypatch, capsys) -> dict:
+    """The page's folder, namespace and not-made outputs; README's quick start is run first when needed."""
+    pages_ = workspace["pages"]
+    if page in pages_:
+        return pages_[page]
+    if page != "README.md" and "README.md" not in pages_:
+        readme = _page_state(workspace, "README.md", monkeypatch, capsys)
+        _run_command(QUICKSTART, None, readme, workspace, monkeypatch)
+        capsys.readouterr()
+    folder = workspace["root"] / re.sub(r"[^A-Za-z0-9]+", "-", page)
+    folder.mkdir()
     text = "".join(f"Line {i}: the quick brown fox jumps over the lazy dog, and the function returns a value. "
                    f"Hello world, this is sentence {i % 7} of a small corpus.\n" for i in range(300))
     for name in PLACEHOLDER_TEXTS:
-        (root / name).write_text(text, encoding="utf-8")
-    # not_made: output folders of commands that were skipped -> why (the commands that use them skip too)
-    return {"root": root, "shared": shared_data_dir(), "not_made": {}}
+        (folder / name).write_text(text, encoding="utf-8")
+    state = {"folder": folder, "ns": {"__name__": "__main__"}, "not_made": {}}
+    if page != "README.md":
+        readme = pages_["README.md"]
+        (folder / "runs").mkdir()
+        for run in sorted((readme["folder"] / "runs").glob("*")):
+            (folder / "runs" / run.name).symlink_to(run, target_is_directory=True)
+        state["not_made"].update(readme["not_made"])
+    pages_[page] = state
+    return state
 
 
 def _outputs(words: list[str], why: str = "skipped") -> dict:
@@ -214,32 +318,50 @@ def _tiny(argv: list[str]) -> list[str]:
             if "--epochs" in argv and "--steps" in flags:  # --steps and --epochs exclude each other
                 i = flags.index("--steps")
                 flags = flags[:i] + flags[i + 2:] + ["--epochs", "0.01"]
+            if "--init" in argv and "--config" in flags:  # a model from --init keeps its own shape
+                i = flags.index("--config")
+                flags = flags[:i] + flags[i + 2:]
+                i = flags.index("--vocab-size")
+                flags = flags[:i] + flags[i + 2:]
             return argv + flags
     return argv
 
 
-@pytest.mark.parametrize("command, expect", COMMANDS, ids=[c for c, _ in COMMANDS])
-def test_readme_command_runs(command, expect, workspace, monkeypatch, capsys):
-    if command in EXCLUDED:
-        workspace["not_made"].update(_outputs(shlex.split(command), "excluded: " + EXCLUDED[command]))
-        pytest.skip(f"excluded from the README check: {EXCLUDED[command]}")
+def _environment(state, workspace, monkeypatch):
+    monkeypatch.chdir(state["folder"])
+    monkeypatch.setenv("MINIGPT_CACHE", str(workspace["root"] / "cache"))
+    if workspace["shared"] is not None:
+        monkeypatch.setenv("MINIGPT_DATA", str(workspace["shared"]))
+
+
+def _run_command(command, stdin, state, workspace, monkeypatch) -> tuple[int, str]:
+    """Run one command in process in the page's folder; returns (exit status, why it was skipped or '')."""
     from minigpt.cli import main
 
-    stdin = STDIN.get(command, "")
+    if command in EXCLUDED:
+        state["not_made"].update(_outputs(shlex.split(command), "excluded: " + EXCLUDED[command]))
+        return 0, f"excluded from the docs check: {EXCLUDED[command]}"
     words = shlex.split(command)
-    missing = [d for w in words for d in workspace["not_made"] if w == d or w.startswith(d.rstrip("/") + "/")]
+    missing = [d for w in words for d in state["not_made"] if w == d or w.startswith(d.rstrip("/") + "/")]
     if missing:  # e.g. `classify --model runs/spam` after the finetuning that makes runs/spam was skipped
-        workspace["not_made"].update(_outputs(words))
-        pytest.skip(f"needs {missing[0]}, which a skipped command above makes ({workspace['not_made'][missing[0]]})")
-    if "../shared/data" in command:
+        state["not_made"].update(_outputs(words))
+        return 0, f"needs {missing[0]}, which a skipped command above makes ({state['not_made'][missing[0]]})"
+    named = [w for i, w in enumerate(words) if w in DATA_NAMES and i and words[i - 1] in ("--data", "--text")]
+    downloads = words[:2] == ["minigpt", "download"] and "--from" not in words and "--list" not in words
+    if "~/.cache/minigpt" in command:  # the reader's cache is the workspace's
+        command = command.replace("~/.cache/minigpt", shlex.quote(str(workspace["root"] / "cache")))
+    if "../shared/data" in command or named or downloads:
         if workspace["shared"] is None:
-            workspace["not_made"].update(_outputs(words, "it needs the shared data folder"))
-            pytest.skip("needs the shared data folder (MINIGPT_DATA or ../shared/data)")
+            state["not_made"].update(_outputs(words, "it needs the shared data folder"))
+            return 0, "needs the shared data folder (MINIGPT_DATA or ../shared/data)"
+        if named and not workspace["names"]:
+            state["not_made"].update(_outputs(words, "data sets by name are not resolved in this checkout"))
+            return 0, f"this checkout does not find the data set {named[0]} by name"
         command = command.replace("../shared/data", str(workspace["shared"]))
-    root = workspace["root"]
-    monkeypatch.chdir(root)
-    monkeypatch.setenv("MINIGPT_CACHE", str(root / "cache"))
-    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        if downloads:
+            command += f" --from {shlex.quote(str(workspace['shared']))}"
+    _environment(state, workspace, monkeypatch)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin or ""))
     words = shlex.split(command)  # again: the shared data's path is in it now
     while re.match(r"^[A-Z_][A-Z0-9_]*=", words[0]):
         name, _, value = words.pop(0).partition("=")
@@ -249,11 +371,40 @@ def test_readme_command_runs(command, expect, workspace, monkeypatch, capsys):
         rc = main(_tiny(argv))
     except SystemExit as e:  # argparse: bad usage (2) or --help / --version (0)
         rc = e.code
-    out, err = capsys.readouterr()
-    assert rc == 0, (f"README command failed (exit {rc}): {command}\n{err[-2000:]}\nFix the README, or add "
-                     "tiny settings (TINY_FLAGS) or an exclusion with its reason (EXCLUDED) in this file")
-    if expect is not None:
-        assert expect in out, f"{command}: the README says it prints {expect!r}; it printed {out[-500:]!r}"
+    return rc, ""
+
+
+@pytest.mark.parametrize("page, k", CASES)
+def test_page_item_runs(page, k, workspace, monkeypatch, capsys):
+    kind, text, expect, stdin = ITEMS[page][k]
+    state = _page_state(workspace, page, monkeypatch, capsys)
+    capsys.readouterr()
+    if kind == "cmd":
+        rc, skipped = _run_command(text, stdin, state, workspace, monkeypatch)
+        if skipped:
+            pytest.skip(skipped)
+        out, err = capsys.readouterr()
+        assert rc == 0, (f"{page}: command failed (exit {rc}): {text}\n{err[-2000:]}\nFix the page, or add tiny "
+                         "settings (TINY_FLAGS) or an exclusion with its reason (EXCLUDED) in this file")
+        if expect is not None:
+            assert expect in out, f"{page}: {text}: the page says it prints {expect!r}; it printed {out[-500:]!r}"
+        return
+    first = text.strip().splitlines()[0]
+    if first in EXCLUDED_PYTHON:
+        pytest.skip(f"excluded from the docs check: {EXCLUDED_PYTHON[first]}")
+    needs = [d for d in state["not_made"] if re.search(rf"""["']{re.escape(d)}""", text)]
+    if needs:
+        pytest.skip(f"needs {needs[0]}, which a skipped command above makes ({state['not_made'][needs[0]]})")
+    if "../shared/data" in text or "fetch(" in text:
+        if workspace["shared"] is None:  # fetch() would download what the page's downloads install
+            pytest.skip("needs the shared data folder (MINIGPT_DATA or ../shared/data)")
+        text = text.replace("../shared/data", str(workspace["shared"]))
+    _environment(state, workspace, monkeypatch)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    exec(compile(text, f"{page} (python block {k})", "exec"), state["ns"])
+    out = capsys.readouterr().out
+    for e in expect:
+        assert e in out, f"{page}: the block starting {first!r} says it prints {e!r}; it printed {out[-500:]!r}"
 
 
 def test_parser_rules():
@@ -261,16 +412,23 @@ def test_parser_rules():
 ```bash
 pip install -e ".[plot]" && minigpt train --out runs/x   # trains
 FOO=1 minigpt generate --model m \\
-    [--seed 1] [--top-k 40]
-echo hi | minigpt tokenizer encode --text "a<|x|>b" [--special "<|y|>"]   # prints "hi"
+    --seed 1 --top-k 40
+echo "hi" | minigpt tokenizer encode --text "a<|x|>b"   # prints "hi"
 mpiexec -n 2 minigpt train --out r
 ```
 
 ```python
-minigpt.train.pretrain("x")
+x = 1
+print(x)   # prints "1"
+```
+
+```text
+minigpt generate --model DIR [--seed N]
 ```
 """
-    found, indirect = readme_commands(text)
-    assert found == [("minigpt train --out runs/x", None), ("FOO=1 minigpt generate --model m", None),
-                     ("minigpt tokenizer encode --text \"a<|x|>b\"", "hi")]
+    found, indirect = page_items(text)
+    assert found == [("cmd", "minigpt train --out runs/x", None, None),
+                     ("cmd", "FOO=1 minigpt generate --model m --seed 1 --top-k 40", None, None),
+                     ("cmd", "minigpt tokenizer encode --text \"a<|x|>b\"", "hi", "hi\n"),
+                     ("python", "x = 1\nprint(x)   # prints \"1\"", ["1"], None)]
     assert indirect == ["mpiexec -n 2 minigpt train --out r"]
