@@ -393,6 +393,20 @@ def _blas_info() -> dict:
     return info
 
 
+def summary(d: dict | None = None) -> str:
+    """One line saying which runtime the process runs (for reports such as the profiler's table)."""
+    d = describe() if d is None else d
+    if d["disabled_by"]:
+        head = (f"runtime: untuned ({d['disabled_by']}): the untouched process, slower than minigpt's default; "
+                "times here are not the ones minigpt users get")
+    elif not d["configured"]:
+        head = "runtime: not applied yet (no minigpt kernel has run)"
+    else:
+        head = (f"runtime: tuned (applied by {d['applied_by']}): Numba layer {d['threading_layer']}, "
+                f"{d['numba_threads']} threads, OpenBLAS spin timeout {d['openblas_thread_timeout'] or 'default'}")
+    return head + "".join(f"; note: {n}" for n in d["notes"])
+
+
 def describe(print_it: bool = False) -> dict:
     """What is in force: whether the tuned runtime was applied (``configured``, ``applied_by``) or opted out
     (``disabled_by``), threads, threading layer, spins, BLAS and its kernel, versions, and ``notes`` on what
