@@ -5,7 +5,7 @@ import pytest
 from minigpt import kernels
 from minigpt.kernels import decode as kd
 from minigpt.model import GPT, GPTConfig, generate
-from minigpt.model.decode import _fused_decoder, decoder
+from minigpt.model.decode import _fused_decoder, _fused_prefill, decoder, prefiller
 from minigpt.nn.lora import apply_lora
 from minigpt.random import manual_seed
 from minigpt.tensor import no_grad
@@ -82,6 +82,37 @@ def test_greedy_generation_with_the_fused_step_equals_without_cache(quantize):
     a = generate(model, prompt, 25, temperature=0.0, use_cache=True)   # crosses the 24-token window
     b = generate(model, prompt, 25, temperature=0.0, use_cache=False)
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("batch,T", [(1, 1), (3, 7), (2, 24)])
+def test_fused_prefill_equals_the_forward_bit_for_bit(batch, T):
+    model = _model(tie_weights=False)
+    prompt = np.random.default_rng(3).integers(0, 53, (batch, T))
+    fused = _fused_prefill(model)
+    assert fused is not None
+    c1, c2 = model.new_caches(batch), model.new_caches(batch)
+    with no_grad():
+        got = fused(prompt, c1)
+        want = model(prompt, caches=c2, last_only=True).data[:, -1]
+    assert got.shape == (batch, 53) and got.dtype == np.float32
+    np.testing.assert_array_equal(got, want)  # same kernels and products in the same order
+    for a, b in zip(c1, c2):
+        assert a.length == b.length == T
+        np.testing.assert_array_equal(a.k[:, :T], b.k[:, :T])
+        np.testing.assert_array_equal(a.v[:, :T], b.v[:, :T])
+
+
+def test_prefill_falls_back_to_the_forward_where_it_is_not_written_out():
+    for model in (_model("int8"), _model(qkv_bias=False)):
+        assert _fused_prefill(model) is None
+        prompt = np.random.default_rng(4).integers(0, 53, (2, 5))
+        c1, c2 = model.new_caches(2), model.new_caches(2)
+        with no_grad():
+            np.testing.assert_array_equal(prefiller(model)(prompt, c1),
+                                          model(prompt, caches=c2, last_only=True).data[:, -1])
+    lora = _model()
+    apply_lora(lora, rank=2, alpha=4.0)
+    assert _fused_prefill(lora) is None
 
 
 def test_decode_block_checks_its_arguments():
