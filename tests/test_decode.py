@@ -115,6 +115,44 @@ def test_prefill_falls_back_to_the_forward_where_it_is_not_written_out():
     assert _fused_prefill(lora) is None
 
 
+def test_the_one_call_step_equals_the_block_by_block_step():
+    # decode_step (every block, final norm and head in one Numba call) against decode_block per block
+    model = _model(tie_weights=False)
+    step = _fused_decoder(model)
+    rng = np.random.default_rng(5)
+    prompt, ids = rng.integers(0, 53, (2, 4)), rng.integers(0, 53, (2, 5))
+    got, c1 = _steps(model, step, prompt, ids)
+    blocks = [a for _, a in (__import__("minigpt.model.decode", fromlist=["_block_args"])._block_args(b)
+                             for b in model.blocks)]
+    fn = model.final_norm
+
+    def by_block(i, caches):
+        pos = caches[0].length
+        x = np.ascontiguousarray(model.tok_emb.weight.data[i] + model.pos_emb.weight.data[pos])
+        for args, c in zip(blocks, caches):
+            kd.decode_block(x, *args, c.k, c.v, pos, 1e-5)
+            c.length = pos + 1
+        h = kernels.layer_norm_forward(x, fn.weight.data, fn.bias.data, fn.eps)[0]
+        return kd.matvec_rows(h, model.head_weight.data)
+
+    want, c2 = _steps(model, by_block, prompt, ids)
+    for g, w in zip(got, want):
+        # the same kernels, called from Numba (compiled together: float32 sums may round differently)
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+    for a, b in zip(c1, c2):
+        np.testing.assert_allclose(a.k[:, :9], b.k[:, :9], rtol=1e-5, atol=1e-6)
+    # caches it cannot take in one call (not C-contiguous) go block by block, same numbers
+    x = np.ascontiguousarray(model.tok_emb.weight.data[ids[:, 0]])
+    ks = [np.asfortranarray(c.k) for c in c2]
+    vs = [np.asfortranarray(c.v) for c in c2]
+    prepared = kd.StepArgs.make(blocks, fn.weight.data, fn.bias.data, model.head_weight.data)
+    a = kd.decode_step(x.copy(), blocks, ks, vs, 9, [1e-5] * 2, fn.weight.data, fn.bias.data, fn.eps,
+                       model.head_weight.data, prepared=prepared)
+    b = kd.decode_step(x.copy(), blocks, [c.k for c in c1], [c.v for c in c1], 9, [1e-5] * 2, fn.weight.data,
+                       fn.bias.data, fn.eps, model.head_weight.data, prepared=prepared)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_decode_block_checks_its_arguments():
     from minigpt.errors import MiniGPTError
 

@@ -100,6 +100,22 @@ def _fused_decoder(model):
         def head(h):
             return kd.matvec_rows(h, table)
 
+    if kind == "float32" and not model.quantization:
+        # the whole token in one kernel call (kernels/decode.py decode_step): no Python between blocks
+        block_arrays = [args for _, args in blocks]
+        prepared = kd.StepArgs.make(block_arrays, fn.weight.data, fn.bias.data, table)
+
+        def step(ids, caches):
+            pos = caches[0].length
+            x = np.ascontiguousarray(embed(ids) + pos_table[pos], dtype=np.float32)  # (B, C)
+            logits = kd.decode_step(x, block_arrays, [c.k for c in caches], [c.v for c in caches], pos, eps,
+                                    fn.weight.data, fn.bias.data, fn.eps, table, prepared=prepared)
+            for cache in caches:
+                cache.length = pos + 1
+            return logits
+
+        return step
+
     def step(ids, caches):
         pos = caches[0].length
         x = np.ascontiguousarray(embed(ids) + pos_table[pos], dtype=np.float32)  # (B, C)
