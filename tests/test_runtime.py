@@ -267,3 +267,13 @@ def test_a_forked_child_is_named_in_the_notes():
             "os.waitpid(pid, 0)\nprint(os.read(r, 65536).decode())")
     notes = run(code)
     assert any("forked child" in n for n in notes)
+
+
+def test_the_command_names_a_bad_minigpt_runtime_in_one_line():
+    full = {k: v for k, v in os.environ.items() if k not in USER_VARS}
+    full.update(PYTHONPATH=ROOT + os.pathsep + full.get("PYTHONPATH", ""), MINIGPT_RUNTIME="fast")
+    out = subprocess.run([sys.executable, "-m", "minigpt", "--help"], env=full, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.strip() == ("minigpt: error: environment variable MINIGPT_RUNTIME='fast' is not understood; "
+                                  "use 0 (leave the process untouched) or 1 (the tuned runtime, the default)")
