@@ -8,8 +8,9 @@ download, data.shared -> data, optim -> train -> cli. (tensor.py imports the ops
 its operators are the ops.)
 
 ``import minigpt`` changes nothing in the process: no environment variable, no thread pool, no allocator
-setting. The tuned runtime is one explicit call, :func:`minigpt.runtime.configure`. The names below load on
-first use, so ``import minigpt`` is quick and does not even import NumPy.
+setting. The tuned runtime (thread pools, allocator: :mod:`minigpt.runtime`) is applied by the first kernel
+launch, before Numba's thread pool starts; ``MINIGPT_RUNTIME=0`` or ``minigpt.runtime.disable()`` opts out.
+The names below load on first use, so ``import minigpt`` is quick and does not even import NumPy.
 """
 import importlib
 import sys

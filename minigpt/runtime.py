@@ -1,16 +1,20 @@
-"""The tuned runtime: thread pools and allocator, applied by one explicit call, never at import.
+"""The tuned runtime: thread pools and allocator, applied at minigpt's first numerical work, never at import.
 
-``import minigpt`` leaves the process alone. A program that wants minigpt's measured speed calls
-:func:`configure` once, as early as it can (the ``minigpt`` command, the Trainer and the benchmarks do)::
+``import minigpt`` leaves the process alone. The first time a minigpt kernel runs (the first layer norm,
+GELU, attention, optimizer step... of a script, a notebook or the ``minigpt`` command), :func:`ensure` applies
+the settings below, before Numba's thread pool starts. A program can also call :func:`configure` itself,
+earlier (the ``minigpt`` command does, before NumPy loads)::
 
     >>> import minigpt.runtime
     >>> minigpt.runtime.configure()          # doctest: +SKIP
     >>> minigpt.runtime.describe()["threading_layer"]   # doctest: +SKIP
     'omp'
 
-Without it every result is the same (same numbers, bit for bit); only the tuned speed is missing.
+Opting out: ``MINIGPT_RUNTIME=0`` in the environment, or :func:`disable` before the first kernel runs, keeps
+the untouched process (nothing below is applied, not even by ``configure()``). Every result is the same
+either way (same numbers, bit for bit); only the speed differs.
 
-What ``configure()`` sets, and why (measured on the project's 2-core machines, see benchmarks/README.md):
+What is set, and why (measured on the project's 2-core machines, see benchmarks/README.md):
 
 - **Numba's OpenMP threading layer with a short spin.** Starting a parallel region costs ~150 us with
   Numba's ``workqueue`` layer (its workers sleep and must be woken), ~2 us with OpenMP while its threads
@@ -20,9 +24,14 @@ What ``configure()`` sets, and why (measured on the project's 2-core machines, s
   loaded here with ``GOMP_SPINCOUNT`` set, and the variable is removed again. ``RTLD_DEEPBIND`` keeps the
   pool's OpenMP calls on that libgomp even if another one (PyTorch's) is already loaded. ``workqueue`` is
   the fallback off Linux, when the pool cannot be loaded, or when a libgomp is already loaded.
-- **OpenBLAS's short spin** (``OPENBLAS_THREAD_TIMEOUT=4``): 1-12% faster steps. OpenBLAS reads it when
-  NumPy loads it, so it only takes effect if ``configure()`` runs before NumPy is imported (the ``minigpt``
-  command does); otherwise :func:`describe` says it is not in force.
+- **OpenBLAS's short spin** (``OPENBLAS_THREAD_TIMEOUT=4``): after a GEMM, OpenBLAS's worker threads
+  otherwise keep spinning for ~0.1 s and take the cores from the Numba kernel that follows. OpenBLAS reads
+  the variable when NumPy loads it. If NumPy is loaded already (it always is by the first kernel launch),
+  the setting is applied through OpenBLAS's own C functions: the environment is re-read with the variable
+  set (``openblas_read_env``), the variable is removed again, and the worker threads are stopped
+  (``blas_thread_shutdown_``); OpenBLAS starts them again at the next GEMM, with the short spin. So the
+  import order does not matter. Where those functions are missing (another BLAS build),
+  :func:`describe` says the setting is not in force.
 - **glibc malloc keeps large freed blocks** (``mallopt``: mmap threshold 32 MiB, trim threshold 1 GiB): a
   training step reuses the previous step's activations instead of faulting fresh pages in, ~5-8%.
   ``MINIGPT_MALLOC_TUNING=0`` leaves malloc alone.
@@ -33,8 +42,9 @@ What ``configure()`` sets, and why (measured on the project's 2-core machines, s
 
 Every setting is a default: a value already in the environment wins (``NUMBA_THREADING_LAYER``,
 ``GOMP_SPINCOUNT`` / ``OMP_WAIT_POLICY``, ``OPENBLAS_THREAD_TIMEOUT``, ``OPENBLAS_NUM_THREADS``,
-``NUMBA_NUM_THREADS``). ``configure()`` is idempotent. Called after Numba's thread pool has started, it
-cannot change the threading layer any more: it warns (``RuntimeWarning``) and applies the rest.
+``NUMBA_NUM_THREADS``). ``configure()`` is idempotent. Called after Numba's thread pool has started (the
+program ran its own parallel Numba code first), it cannot change the threading layer any more: it warns
+(``RuntimeWarning``; the automatic call only records it in :func:`describe`'s notes) and applies the rest.
 
 PyTorch: import it before calling ``configure()`` to keep its own OpenMP settings. GNU OpenMP is not
 fork-safe: a process forked (without exec) after a parallel kernel ran must not run parallel kernels
@@ -49,13 +59,17 @@ import os
 import sys
 import warnings
 
+from .errors import MiniGPTError
+
 SPINCOUNT = "3000"
 OPENBLAS_THREAD_TIMEOUT = "4"
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 
 _state = {"configured": False, "threading_layer": None, "omp_pool_loaded": False, "malloc_tuned": False,
-          "openblas_thread_timeout": None, "notes": []}
+          "openblas_thread_timeout": None, "notes": [], "disabled": None, "applied_by": None, "pid": None}
+# True once ensure() has nothing left to do (settings applied, or opted out): the kernels' one-flag check
+ready = False
 
 
 def _maps() -> str:
@@ -123,16 +137,20 @@ def _load_omp_pool() -> bool:
 
 
 def _set_threading_layer(layer: str) -> None:
-    os.environ["NUMBA_THREADING_LAYER"] = layer
-    if "numba" in sys.modules:  # Numba has read its settings already: tell it directly
+    if "numba" in sys.modules:  # Numba has read its settings already: tell it directly (environment untouched)
         import numba
 
         numba.config.THREADING_LAYER = layer
+    else:
+        os.environ["NUMBA_THREADING_LAYER"] = layer
 
 
 def _choose_threading_layer(notes: list, warn: bool) -> str | None:
     if "NUMBA_THREADING_LAYER" in os.environ:
         return os.environ["NUMBA_THREADING_LAYER"]
+    numba = sys.modules.get("numba")
+    if numba is not None and getattr(numba.config, "THREADING_LAYER", "default") != "default":
+        return numba.config.THREADING_LAYER  # chosen by the program through numba.config
     if _numba_pool_started():
         import numba
 
@@ -213,22 +231,110 @@ def threads_per_rank(environ=None, cpus: int | None = None) -> int | None:
     return max(1, cpus // n)
 
 
-def configure(threads: int | None = None, warn: bool = True) -> dict:
+def _openblas_set_timeout_late(value: str) -> bool:
+    """Give an OpenBLAS that is loaded already the short spin; True when in force (read back from OpenBLAS).
+
+    OpenBLAS keeps the variable in a private setting read from the environment when it loads. Its exported
+    ``openblas_read_env`` reads the environment again (with the variable set here for that moment only),
+    and ``blas_thread_shutdown_`` stops its worker threads, which OpenBLAS starts again at the next GEMM
+    with the new spin. Numerical results are unaffected."""
+    path = _openblas_path()
+    if path is None:
+        return False
+    try:
+        lib = ctypes.CDLL(path)
+        read_env, get_timeout = lib.openblas_read_env, lib.openblas_thread_timeout
+        shutdown = lib.blas_thread_shutdown_
+    except (OSError, AttributeError):
+        return False
+    get_timeout.restype = ctypes.c_int
+    os.environ["OPENBLAS_THREAD_TIMEOUT"] = value
+    try:
+        read_env()
+    finally:
+        del os.environ["OPENBLAS_THREAD_TIMEOUT"]
+    if get_timeout() != int(value):
+        return False
+    shutdown()
+    return True
+
+
+def _openblas_timeout_in_force():
+    """The thread timeout OpenBLAS reports (None when it cannot say)."""
+    path = _openblas_path()
+    if path is None:
+        return None
+    try:
+        fn = ctypes.CDLL(path).openblas_thread_timeout
+    except (OSError, AttributeError):
+        return None
+    fn.restype = ctypes.c_int
+    return fn() or None
+
+
+def _env_disabled():
+    """True if ``MINIGPT_RUNTIME`` asks for the untouched process; a clear error for a value it cannot mean."""
+    v = os.environ.get("MINIGPT_RUNTIME", "").strip().lower()
+    if v in ("", "1", "on", "yes", "true"):
+        return False
+    if v in ("0", "off", "no", "false"):
+        return True
+    raise MiniGPTError(f"environment variable MINIGPT_RUNTIME={os.environ['MINIGPT_RUNTIME']!r} is not understood; "
+                       "use 0 (leave the process untouched) or 1 (the tuned runtime, the default)")
+
+
+def disable() -> dict:
+    """Keep this process untouched: minigpt applies none of its runtime settings (same as
+    ``MINIGPT_RUNTIME=0``). Call it before minigpt's first numerical work; after the settings are in force it
+    raises :class:`~minigpt.errors.MiniGPTError` (thread pools that started cannot be taken back).
+    Returns :func:`describe`'s dict."""
+    global ready
+    if _state["configured"]:
+        raise MiniGPTError("minigpt.runtime.disable(): the tuned runtime is already in force (applied by "
+                           f"{_state['applied_by']}); call disable() before minigpt's first numerical work, "
+                           "or set MINIGPT_RUNTIME=0 in the environment")
+    _state["disabled"] = "minigpt.runtime.disable()"
+    ready = True
+    return describe()
+
+
+def ensure() -> None:
+    """Apply the tuned runtime unless it is in force or opted out; called by every kernel launch until it
+    has run once (the check is one flag). Never warns: what could not be applied goes to
+    :func:`describe`'s notes."""
+    if not ready:
+        configure(warn=False, _by="the first kernel launch")
+
+
+def configure(threads: int | None = None, warn: bool = True, _by: str = "configure()") -> dict:
     """Apply the tuned runtime (see the module docstring). Idempotent; returns :func:`describe`'s dict.
 
     ``threads``: size of both the Numba and the OpenBLAS pool (default: one per core, as they start).
     ``warn=False``: when called too late for the threading layer, only record it in ``describe()["notes"]``
     instead of warning (the Trainer does this: it is a convenience call, not the program's own).
     """
+    global ready
     if _state["configured"]:
         if threads is not None:
             _set_threads(threads, _state["notes"])
         return describe()
+    if _state["disabled"] is None and _env_disabled():
+        _state["disabled"] = "MINIGPT_RUNTIME=0"
+    if _state["disabled"]:
+        ready = True
+        return describe()
     notes = _state["notes"]
-    # OpenBLAS reads its spin when NumPy loads it: set it now, and say so when it is too late.
+    # OpenBLAS reads its spin when NumPy loads it: before that, through the environment; after, through
+    # its C functions (see the module docstring).
     if "OPENBLAS_THREAD_TIMEOUT" not in os.environ:
-        if _openblas_path() is not None or "numpy" in sys.modules:
-            notes.append("NumPy's OpenBLAS was loaded before configure(): OPENBLAS_THREAD_TIMEOUT not in force")
+        if _openblas_path() is not None:
+            if _openblas_set_timeout_late(OPENBLAS_THREAD_TIMEOUT):
+                _state["openblas_thread_timeout"] = OPENBLAS_THREAD_TIMEOUT
+            else:
+                notes.append("NumPy's OpenBLAS was loaded first and offers no way to change its spin now: "
+                             f"OPENBLAS_THREAD_TIMEOUT={OPENBLAS_THREAD_TIMEOUT} not in force")
+        elif "numpy" in sys.modules:
+            notes.append("NumPy's BLAS is not OpenBLAS (or was not found): OPENBLAS_THREAD_TIMEOUT not applied")
         else:
             os.environ["OPENBLAS_THREAD_TIMEOUT"] = OPENBLAS_THREAD_TIMEOUT
             _state["openblas_thread_timeout"] = OPENBLAS_THREAD_TIMEOUT
@@ -241,7 +347,11 @@ def configure(threads: int | None = None, warn: bool = True) -> dict:
         threads = threads_per_rank()  # several MPI ranks on this machine share its cores
     if threads is not None:
         _set_threads(threads, notes)
-    _state["configured"] = True
+    if "torch" in sys.modules:
+        notes.append("PyTorch is loaded: it keeps its own OpenMP pool and settings (minigpt's kernels use "
+                     "Numba's pool, loaded separately)")
+    _state.update(configured=True, applied_by=_by, pid=os.getpid())
+    ready = True
     return describe()
 
 
@@ -283,8 +393,24 @@ def _blas_info() -> dict:
     return info
 
 
+def summary(d: dict | None = None) -> str:
+    """One line saying which runtime the process runs (for reports such as the profiler's table)."""
+    d = describe() if d is None else d
+    if d["disabled_by"]:
+        head = (f"runtime: untuned ({d['disabled_by']}): the untouched process, slower than minigpt's default; "
+                "times here are not the ones minigpt users get")
+    elif not d["configured"]:
+        head = "runtime: not applied yet (no minigpt kernel has run)"
+    else:
+        head = (f"runtime: tuned (applied by {d['applied_by']}): Numba layer {d['threading_layer']}, "
+                f"{d['numba_threads']} threads, OpenBLAS spin timeout {d['openblas_thread_timeout'] or 'default'}")
+    return head + "".join(f"; note: {n}" for n in d["notes"])
+
+
 def describe(print_it: bool = False) -> dict:
-    """What is in force: threads, threading layer, BLAS and its kernel, versions, whether configured.
+    """What is in force: whether the tuned runtime was applied (``configured``, ``applied_by``) or opted out
+    (``disabled_by``), threads, threading layer, spins, BLAS and its kernel, versions, and ``notes`` on what
+    could not be applied.
 
     Reads only; imports nothing new and starts no thread pool. ``print_it=True`` also prints it.
     """
@@ -295,20 +421,31 @@ def describe(print_it: bool = False) -> dict:
     else:
         layer = os.environ.get("NUMBA_THREADING_LAYER") or (numba.config.THREADING_LAYER if numba else None)
         threads = numba.config.NUMBA_NUM_THREADS if numba else None
+    notes = list(_state["notes"])
+    if _state["pid"] is not None and _state["pid"] != os.getpid():
+        notes.append(f"this process is a forked child of process {_state['pid']}, where the runtime was applied"
+                     + (": GNU OpenMP is not fork-safe, parallel kernels here may fail; use the 'spawn' start "
+                        "method or set NUMBA_THREADING_LAYER=workqueue" if _state["omp_pool_loaded"] else ""))
+    timeout = _state["openblas_thread_timeout"] or os.environ.get("OPENBLAS_THREAD_TIMEOUT")
+    in_force = _openblas_timeout_in_force()
+    if in_force is not None:
+        timeout = str(in_force)
     d = {
         "configured": _state["configured"],
+        "applied_by": _state["applied_by"],
+        "disabled_by": _state["disabled"],
         "threading_layer": layer,
         "numba_pool_started": _numba_pool_started(),
         "numba_threads": threads,
         "gomp_spincount": SPINCOUNT if _state["omp_pool_loaded"] else os.environ.get("GOMP_SPINCOUNT"),
         "libgomp_loaded": libgomp_loaded(),
-        "openblas_thread_timeout": _state["openblas_thread_timeout"] or os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
+        "openblas_thread_timeout": timeout,
         "malloc_tuned": _state["malloc_tuned"],
         "blas": _blas_info(),
         "numpy": getattr(numpy, "__version__", None),
         "numba": getattr(numba, "__version__", None),
         "cpus": os.cpu_count(),
-        "notes": list(_state["notes"]),
+        "notes": notes,
     }
     if print_it:
         for k, v in d.items():

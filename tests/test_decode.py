@@ -5,7 +5,7 @@ import pytest
 from minigpt import kernels
 from minigpt.kernels import decode as kd
 from minigpt.model import GPT, GPTConfig, generate
-from minigpt.model.decode import _fused_decoder, decoder
+from minigpt.model.decode import _fused_decoder, _fused_prefill, decoder, prefiller
 from minigpt.nn.lora import apply_lora
 from minigpt.random import manual_seed
 from minigpt.tensor import no_grad
@@ -82,6 +82,75 @@ def test_greedy_generation_with_the_fused_step_equals_without_cache(quantize):
     a = generate(model, prompt, 25, temperature=0.0, use_cache=True)   # crosses the 24-token window
     b = generate(model, prompt, 25, temperature=0.0, use_cache=False)
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("batch,T", [(1, 1), (3, 7), (2, 24)])
+def test_fused_prefill_equals_the_forward_bit_for_bit(batch, T):
+    model = _model(tie_weights=False)
+    prompt = np.random.default_rng(3).integers(0, 53, (batch, T))
+    fused = _fused_prefill(model)
+    assert fused is not None
+    c1, c2 = model.new_caches(batch), model.new_caches(batch)
+    with no_grad():
+        got = fused(prompt, c1)
+        want = model(prompt, caches=c2, last_only=True).data[:, -1]
+    assert got.shape == (batch, 53) and got.dtype == np.float32
+    np.testing.assert_array_equal(got, want)  # same kernels and products in the same order
+    for a, b in zip(c1, c2):
+        assert a.length == b.length == T
+        np.testing.assert_array_equal(a.k[:, :T], b.k[:, :T])
+        np.testing.assert_array_equal(a.v[:, :T], b.v[:, :T])
+
+
+def test_prefill_falls_back_to_the_forward_where_it_is_not_written_out():
+    for model in (_model("int8"), _model(qkv_bias=False)):
+        assert _fused_prefill(model) is None
+        prompt = np.random.default_rng(4).integers(0, 53, (2, 5))
+        c1, c2 = model.new_caches(2), model.new_caches(2)
+        with no_grad():
+            np.testing.assert_array_equal(prefiller(model)(prompt, c1),
+                                          model(prompt, caches=c2, last_only=True).data[:, -1])
+    lora = _model()
+    apply_lora(lora, rank=2, alpha=4.0)
+    assert _fused_prefill(lora) is None
+
+
+def test_the_one_call_step_equals_the_block_by_block_step():
+    # decode_step (every block, final norm and head in one Numba call) against decode_block per block
+    model = _model(tie_weights=False)
+    step = _fused_decoder(model)
+    rng = np.random.default_rng(5)
+    prompt, ids = rng.integers(0, 53, (2, 4)), rng.integers(0, 53, (2, 5))
+    got, c1 = _steps(model, step, prompt, ids)
+    blocks = [a for _, a in (__import__("minigpt.model.decode", fromlist=["_block_args"])._block_args(b)
+                             for b in model.blocks)]
+    fn = model.final_norm
+
+    def by_block(i, caches):
+        pos = caches[0].length
+        x = np.ascontiguousarray(model.tok_emb.weight.data[i] + model.pos_emb.weight.data[pos])
+        for args, c in zip(blocks, caches):
+            kd.decode_block(x, *args, c.k, c.v, pos, 1e-5)
+            c.length = pos + 1
+        h = kernels.layer_norm_forward(x, fn.weight.data, fn.bias.data, fn.eps)[0]
+        return kd.matvec_rows(h, model.head_weight.data)
+
+    want, c2 = _steps(model, by_block, prompt, ids)
+    for g, w in zip(got, want):
+        # the same kernels, called from Numba (compiled together: float32 sums may round differently)
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+    for a, b in zip(c1, c2):
+        np.testing.assert_allclose(a.k[:, :9], b.k[:, :9], rtol=1e-5, atol=1e-6)
+    # caches it cannot take in one call (not C-contiguous) go block by block, same numbers
+    x = np.ascontiguousarray(model.tok_emb.weight.data[ids[:, 0]])
+    ks = [np.asfortranarray(c.k) for c in c2]
+    vs = [np.asfortranarray(c.v) for c in c2]
+    prepared = kd.StepArgs.make(blocks, fn.weight.data, fn.bias.data, model.head_weight.data)
+    a = kd.decode_step(x.copy(), blocks, ks, vs, 9, [1e-5] * 2, fn.weight.data, fn.bias.data, fn.eps,
+                       model.head_weight.data, prepared=prepared)
+    b = kd.decode_step(x.copy(), blocks, [c.k for c in c1], [c.v for c in c1], 9, [1e-5] * 2, fn.weight.data,
+                       fn.bias.data, fn.eps, model.head_weight.data, prepared=prepared)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_decode_block_checks_its_arguments():

@@ -66,6 +66,17 @@ def _decode_block_int8(r, dt):
     return (x, *ln1, *w[0], *w[1], *ln2, *w[2], *w[3], kc, vc, pos, 1e-5)
 
 
+def _decode_step(r, dt):
+    x, blocks, ks, vs = None, [], [], []
+    for _ in range(2):
+        x, *rest = _decode_block(r, dt)
+        blocks.append(tuple(rest[:12]))
+        ks.append(rest[12])
+        vs.append(rest[13])
+    C = x.shape[1]
+    return (x, blocks, ks, vs, 3, [1e-5, 1e-5], _n(r, dt, C) + 1, _n(r, dt, C), 1e-5, _n(r, dt, 11, C))
+
+
 def _ce(r, dt):
     return (r.standard_normal((6, 9)).astype(dt), np.array([0, 3, -100, 8, 1, 1]), -100)
 
@@ -112,6 +123,7 @@ EXAMPLES = {
     "int8.int8_matmul": _int8,
     "decode.decode_block": _decode_block,
     "decode.decode_block_int8": _decode_block_int8,
+    "decode.decode_step": _decode_step,
     "decode.matvec_rows": lambda r, dt: (_n(r, dt, 2, 9), _n(r, dt, 7, 9)),
     "rmsnorm.rms_norm_forward": lambda r, dt: (_n(r, dt, 6, 7), _n(r, dt, 7)),
     "rmsnorm.rms_norm_backward": lambda r, dt: (_n(r, dt, 6, 7), _n(r, dt, 6, 7), _n(r, dt, 7),

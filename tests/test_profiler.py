@@ -33,7 +33,10 @@ def test_profile_counts_ops_of_a_training_step():
     assert list(rows)[-1] == ("(outside ops)", "")
     table = prof.table()
     assert table.splitlines()[0].split() == ["op", "phase", "calls", "total", "ms", "mean", "ms", "share", "out", "MB"]
-    assert "LayerNormOp" in table and table.splitlines()[-1].startswith("total")
+    assert "LayerNormOp" in table and table.splitlines()[-2].startswith("total")
+    # the runtime the block ran with: the tuned one users get (no MINIGPT_RUNTIME=0 in the test process)
+    assert prof.runtime["configured"] is True
+    assert table.splitlines()[-1].startswith("runtime: tuned (applied by ")
     # every class has its own methods back
     after = {c: (c.__dict__.get("forward"), c.__dict__.get("backward")) for c in Function.__subclasses__()}
     assert after == before
@@ -53,6 +56,23 @@ def test_profile_cli(tmp_path, capsys):
                  "--json", str(out)]) == 0
     text = capsys.readouterr().out
     assert "nano: 2 training step(s) of batch 1 x 16 tokens" in text and "LinearCrossEntropyOp" in text
+    assert "runtime: tuned" in text
     data = json.loads(out.read_text())
+    assert data["runtime"]["configured"] is True
     assert {(r["op"], r["phase"]) for r in data["rows"]} >= {("LinearOp", "forward"), ("LinearOp", "backward")}
     assert main(["profile", "--config", "nano", "--seq-len", "65"]) == 2
+
+
+def test_profile_says_when_the_process_is_untuned():
+    # a fresh interpreter with the runtime opted out: the report says its times are not the default's
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, MINIGPT_RUNTIME="0", PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run([sys.executable, "-m", "minigpt", "profile", "--config", "nano", "--steps", "1",
+                          "--batch-size", "1", "--seq-len", "8"], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    last = out.stdout.strip().splitlines()[-1]
+    assert last.startswith("runtime: untuned (MINIGPT_RUNTIME=0): the untouched process, slower than minigpt's default")

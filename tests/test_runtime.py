@@ -1,4 +1,5 @@
-"""``import minigpt`` changes nothing; ``minigpt.runtime.configure()`` applies the tuned runtime.
+"""``import minigpt`` changes nothing; the first kernel launch (or ``minigpt.runtime.configure()``) applies the
+tuned runtime; ``MINIGPT_RUNTIME=0`` and ``minigpt.runtime.disable()`` keep the process untouched.
 
 Each check runs in a fresh interpreter (the settings are per process and read once)."""
 import importlib.util
@@ -10,15 +11,18 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-USER_VARS = ("NUMBA_THREADING_LAYER", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")
+USER_VARS = ("NUMBA_THREADING_LAYER", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT", "MINIGPT_RUNTIME")
 LINUX = sys.platform.startswith("linux")
 
 
-def run(code, **env):
+def run(code, fail=False, **env):
     full = {k: v for k, v in os.environ.items() if k not in USER_VARS}
     full["PYTHONPATH"] = ROOT + os.pathsep + full.get("PYTHONPATH", "")
     full.update(env)
     out = subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True, timeout=300)
+    if fail:
+        assert out.returncode != 0
+        return out.stderr
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -95,15 +99,14 @@ def test_configure_applies_the_tuned_runtime(early):
     assert r["spin_env"] is None  # set only while libgomp loads: later libraries keep their defaults
     assert r["malloc"] is True
     assert r["blas"].get("name")
-    if early:  # before NumPy: OpenBLAS's short spin is in force
-        assert r["timeout"] == "4" and r["notes"] == []
-    else:  # after NumPy: said so, not silently ignored
-        assert r["timeout"] is None and any("OPENBLAS_THREAD_TIMEOUT" in n for n in r["notes"])
+    # before NumPy through the environment, after it through OpenBLAS's C functions: in force either way
+    assert r["timeout"] == "4" and r["notes"] == []
 
 
-def test_results_are_identical_with_and_without_configure():
+def test_results_are_identical_with_and_without_the_runtime():
     code = PROBE.replace("R.configure()\nimport numba", "pass\nimport numba")
-    plain = run(code.format(early=False).replace("\"again\": R.configure()[\"threading_layer\"]", "\"again\": 0"))
+    plain = run(code.format(early=False).replace("\"again\": R.configure()[\"threading_layer\"]", "\"again\": 0"),
+                MINIGPT_RUNTIME="0")
     tuned = run(PROBE.format(early=True))
     assert plain["configured"] is False
     assert plain["sum"] == tuned["sum"]
@@ -167,3 +170,110 @@ def test_lazy_names_stay_the_functions_after_their_modules_load():
     r = run("import json, minigpt.gradcheck, minigpt.tensor\nfrom minigpt import gradcheck, tensor\n"
             "print(json.dumps([callable(gradcheck) and gradcheck.__name__, tensor.__name__]))")
     assert r == ["gradcheck", "tensor"]
+
+
+# The plain user program: numpy first, then minigpt, then a model's forward. Nothing changes until that
+# forward's first kernel launch, which applies the settings; the environment is left as it was.
+FIRST_USE = r"""
+import json, os, sys
+import numpy as np
+def maps():
+    try:
+        return open("/proc/self/maps").read()
+    except OSError:
+        return ""
+def workers_cpu_ms(seconds=0.2):
+    # CPU time of the process's other threads (OpenBLAS's workers) while the main thread sleeps
+    me = os.getpid()
+    def total():
+        t = 0
+        for tid in os.listdir(f"/proc/{me}/task"):
+            if int(tid) != me:
+                try:
+                    t += int(open(f"/proc/{me}/task/{tid}/schedstat").read().split()[0])
+                except OSError:
+                    pass
+        return t
+    import time
+    t0 = total(); time.sleep(seconds); return (total() - t0) / 1e6
+env0 = dict(os.environ)
+import minigpt
+from minigpt.model import GPT, GPTConfig
+import minigpt.runtime as R
+if DISABLE:
+    R.disable()
+before = R.describe()
+numba_layer_before = sys.modules["numba"].config.THREADING_LAYER
+cfg = GPTConfig(vocab_size=64, context_length=16, emb_dim=16, n_layers=1, n_heads=2, drop_rate=0.0)
+model = GPT(cfg)
+logits = model(np.arange(8, dtype=np.int64).reshape(1, 8))
+after = R.describe()
+a = np.ones((256, 256), np.float32)
+spin = []
+for _ in range(2):
+    a @ a
+    spin.append(workers_cpu_ms())
+import numba
+print(json.dumps({"before": before["configured"], "after": after["configured"], "by": after["applied_by"],
+                  "disabled_by": after["disabled_by"], "layer": numba.threading_layer(),
+                  "numba_layer_before": numba_layer_before, "timeout": after["openblas_thread_timeout"],
+                  "malloc": after["malloc_tuned"], "libgomp_before": before["libgomp_loaded"],
+                  "env_same": dict(os.environ) == env0, "notes": after["notes"], "spin_ms": min(spin),
+                  "sum": float(np.asarray(logits.data, np.float64).sum())}))
+"""
+
+
+@pytest.mark.skipif(not LINUX, reason="the OpenMP layer, mallopt and /proc are used on Linux only")
+def test_the_first_kernel_launch_applies_the_runtime_and_leaves_the_environment_alone():
+    r = run(FIRST_USE.replace("DISABLE", "False"))
+    assert r["before"] is False and r["libgomp_before"] is False and r["numba_layer_before"] == "default"
+    assert r["after"] is True and r["by"] == "the first kernel launch" and r["disabled_by"] is None
+    assert r["layer"] == "omp" and r["timeout"] == "4" and r["malloc"] is True
+    assert r["env_same"]  # settings reach the libraries directly; os.environ is as the program left it
+    assert r["notes"] == []
+    # OpenBLAS was loaded long before, yet its workers now sleep right after a GEMM instead of spinning
+    assert r["spin_ms"] < 5
+
+
+@pytest.mark.skipif(not LINUX, reason="the OpenMP layer, mallopt and /proc are used on Linux only")
+@pytest.mark.parametrize("how", ["env", "function"])
+def test_opting_out_keeps_the_process_untouched(how):
+    r = run(FIRST_USE.replace("DISABLE", str(how == "function")), **({"MINIGPT_RUNTIME": "0"} if how == "env" else {}))
+    assert r["before"] is False and r["after"] is False
+    assert r["disabled_by"] == ("MINIGPT_RUNTIME=0" if how == "env" else "minigpt.runtime.disable()")
+    assert r["timeout"] is None and r["malloc"] is False and r["env_same"]
+    assert r["layer"] == "omp"  # Numba's own default here (no TBB), with GNU OpenMP's default long spin
+    tuned = run(FIRST_USE.replace("DISABLE", "False"))
+    assert r["sum"] == tuned["sum"]  # same numbers, bit for bit
+
+
+def test_disable_after_the_runtime_is_in_force_is_a_clear_error():
+    err = run("import numpy as np\nimport minigpt.runtime as R\nfrom minigpt.kernels import gelu\n"
+              "gelu.gelu_forward(np.ones(4, np.float32))\nR.disable()", fail=True)
+    assert "MiniGPTError: minigpt.runtime.disable(): the tuned runtime is already in force" in err
+
+
+def test_an_unknown_minigpt_runtime_value_is_a_clear_error():
+    err = run("import numpy as np\nfrom minigpt.kernels import gelu\ngelu.gelu_forward(np.ones(4, np.float32))",
+              fail=True, MINIGPT_RUNTIME="maybe")
+    assert "MINIGPT_RUNTIME='maybe' is not understood; use 0" in err.strip().splitlines()[-1]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_is_named_in_the_notes():
+    code = ("import json, os, numpy as np\nimport minigpt.runtime as R\nfrom minigpt.kernels import gelu\n"
+            "gelu.gelu_forward(np.ones(4, np.float32))\nr, w = os.pipe()\npid = os.fork()\n"
+            "if pid == 0:\n    os.write(w, json.dumps(R.describe()['notes']).encode()); os._exit(0)\n"
+            "os.waitpid(pid, 0)\nprint(os.read(r, 65536).decode())")
+    notes = run(code)
+    assert any("forked child" in n for n in notes)
+
+
+def test_the_command_names_a_bad_minigpt_runtime_in_one_line():
+    full = {k: v for k, v in os.environ.items() if k not in USER_VARS}
+    full.update(PYTHONPATH=ROOT + os.pathsep + full.get("PYTHONPATH", ""), MINIGPT_RUNTIME="fast")
+    out = subprocess.run([sys.executable, "-m", "minigpt", "--help"], env=full, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.strip() == ("minigpt: error: environment variable MINIGPT_RUNTIME='fast' is not understood; "
+                                  "use 0 (leave the process untouched) or 1 (the tuned runtime, the default)")

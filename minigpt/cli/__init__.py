@@ -112,10 +112,10 @@ def _user_error(e: BaseException) -> str | None:
 
 
 def main(argv=None) -> int:
-    runtime.configure()  # first, before NumPy loads OpenBLAS: the tuned runtime (results are the same without)
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv  # accepted anywhere on the line, also after the command
     try:
+        runtime.configure()  # first, before NumPy loads OpenBLAS: the tuned runtime (same results without)
         parser = build_parser()  # light: each command loads NumPy and the rest when it runs (below)
         args = parser.parse_args([a for a in argv if a != "--debug"])
         if not getattr(args, "func", None):

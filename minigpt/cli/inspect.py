@@ -269,5 +269,6 @@ def _cmd_profile(args):
     print(prof.table())
     if args.json:
         atomic_write_json(args.json, {"config": args.config, "steps": args.steps, "batch_size": args.batch_size,
-                                      "seq_len": T, "total_seconds": prof.total_seconds, "rows": prof.rows()})
+                                      "seq_len": T, "total_seconds": prof.total_seconds, "rows": prof.rows(),
+                                      "runtime": prof.runtime})
     return 0

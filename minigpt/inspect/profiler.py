@@ -9,6 +9,12 @@ costs nothing when it is not in use.
 Times are inclusive wall-clock times; "share" is the fraction of the whole block's time, and the row
 ``(outside ops)`` is the rest: the engine's graph walk and gradient accumulation, the optimizer, Python.
 
+The block runs with the runtime users get: entering it applies minigpt's tuned runtime if no kernel has
+yet (``minigpt.runtime.ensure``), so the first op does not pay for it. The table's last line says which
+runtime was in force (``runtime: tuned ...``, or ``runtime: untuned`` under ``MINIGPT_RUNTIME=0`` /
+``minigpt.runtime.disable()``, whose times are slower than minigpt's default); ``prof.runtime`` holds
+``minigpt.runtime.describe()`` as it was at the block's end.
+
 Example::
 
     >>> with minigpt.profile() as prof:
@@ -26,6 +32,7 @@ import time
 import numpy as np
 
 from .. import ops  # noqa: F401  (every op class is defined on import)
+from .. import runtime
 from ..errors import MiniGPTError
 from ..tensor import Function
 
@@ -56,6 +63,7 @@ class Profile:
     def __init__(self):
         self.records = {}          # (op name, phase) -> [calls, seconds, bytes]
         self.total_seconds = 0.0
+        self.runtime = None        # minigpt.runtime.describe() at the end of the block
         self._saved = []
 
     def _wrap(self, cls, phase, orig):
@@ -79,6 +87,7 @@ class Profile:
         if _active is not None:
             raise MiniGPTError("profile() blocks cannot be nested")
         _active = self
+        runtime.ensure()  # the tuned runtime users get (unless opted out), applied before the clock starts
         for cls in _op_classes():
             for phase in ("forward", "backward"):
                 orig = cls.__dict__.get(phase)
@@ -95,6 +104,7 @@ class Profile:
             setattr(cls, phase, orig)
         self._saved = []
         _active = None
+        self.runtime = runtime.describe()
         return False
 
     def rows(self) -> list:
@@ -121,6 +131,7 @@ class Profile:
             lines.append(f"{r['op']:<24}{r['phase']:<10}{calls:>7}{r['seconds'] * 1e3:>11.2f}{mean:>10}"
                          f"{r['share']:>8.1%}{r['bytes'] / 1e6:>9.2f}")
         lines.append(f"{'total':<24}{'':<10}{'':>7}{self.total_seconds * 1e3:>11.2f}")
+        lines.append(runtime.summary(self.runtime))
         return "\n".join(lines)
 
 

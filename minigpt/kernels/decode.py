@@ -20,6 +20,12 @@ weights once per token, so everything else is kept out of the way.
 - ``decode_block_int8(x, ln1_w, ln1_b, qkv_q, qkv_s, qkv_b, proj_q, proj_s, proj_b, ln2_w, ln2_b, fc_q,
   fc_s, fc_b, out_q, out_s, out_b, k_cache, v_cache, pos, eps)``: int8 weights ``(q, scales)``.
 - ``matvec_rows(x, table) -> x @ table.T``: the float32 LM head over a (vocab, C) table, parallel over rows.
+- ``decode_step(x, blocks, k_caches, v_caches, pos, eps, norm_w, norm_b, norm_eps, head) -> logits``: the
+  whole token in one call: every float32 block (``blocks`` holds each block's twelve arrays, in
+  ``decode_block``'s order), the final layer norm and the LM head. Between the Python calls of a
+  block-by-block loop the thread pool's workers wait tens of microseconds, long enough to fall asleep, and
+  waking them costs more than the wait (most of all on virtual machines); inside one call they go straight
+  from one matrix-vector product to the next.
 
 Biases are arrays (zeros where a layer has none). The NumPy references compose the existing references
 (layer norm, attention, GELU, int8 matmul), so they state the math the fused kernels must match.
@@ -32,10 +38,11 @@ from numba import types
 
 from ..errors import MiniGPTError
 from .attention import attention_forward_numpy
-from .fastmath import FASTMATH, LazyKernel, array_type, fast_exp
+from .. import runtime
+from .fastmath import FASTMATH, LazyKernel, array_type, fast_exp, renamed_copy
 from .gelu import gelu_forward_numpy
 from .int8 import ROWS, int8_matmul_numpy, rows_int8
-from .layernorm import layer_norm_forward_numpy
+from .layernorm import layer_norm_forward_numba, layer_norm_forward_numpy
 from .registry import kernel
 
 BAND = 96  # input rows per band of a float32 matrix-vector product (fixed: results do not depend on threads)
@@ -133,7 +140,11 @@ def _gelu_inplace(a):
 
 @numba.njit(fastmath=FASTMATH, cache=True)
 def _partial_f32(x, w, i0, i1, acc):
-    """acc[r] = x[r, i0:i1] @ w[i0:i1] for every row r of x: a contiguous band of w's rows, read once."""
+    """acc[r] = x[r, i0:i1] @ w[i0:i1] for every row r of x: a contiguous band of w's rows, read once.
+
+    Eight rows of w per pass over the accumulator: the accumulator (one output row, in L1) is read and
+    written once per eight weight rows streamed from memory (with four per pass the step was ~13% slower
+    in CPU time, one thread, gpt2-small's matrices; benchmarks/README.md)."""
     n = x.shape[0]
     m = w.shape[1]
     for r in range(n):
@@ -141,14 +152,17 @@ def _partial_f32(x, w, i0, i1, acc):
         for j in range(m):
             a[j] = np.float32(0.0)
     i = i0
-    while i + 4 <= i1:  # four rows of w per pass over the accumulator
+    while i + 8 <= i1:
         w0, w1, w2, w3 = w[i], w[i + 1], w[i + 2], w[i + 3]
+        w4, w5, w6, w7 = w[i + 4], w[i + 5], w[i + 6], w[i + 7]
         for r in range(n):
             x0, x1, x2, x3 = x[r, i], x[r, i + 1], x[r, i + 2], x[r, i + 3]
+            x4, x5, x6, x7 = x[r, i + 4], x[r, i + 5], x[r, i + 6], x[r, i + 7]
             a = acc[r]
             for j in range(m):
-                a[j] += x0 * w0[j] + x1 * w1[j] + x2 * w2[j] + x3 * w3[j]
-        i += 4
+                a[j] += (x0 * w0[j] + x1 * w1[j] + x2 * w2[j] + x3 * w3[j]) \
+                    + (x4 * w4[j] + x5 * w5[j] + x6 * w6[j] + x7 * w7[j])
+        i += 8
     while i < i1:
         w0 = w[i]
         for r in range(n):
@@ -317,6 +331,96 @@ def _matvec_rows(x, table, y):
                     y[r, jj] = a
 
 
+# ---- the whole token in one call ---------------------------------------------------------------------
+
+_block_f32_jit = numba.njit(parallel=True, fastmath=FASTMATH, cache=True)(renamed_copy(_block_f32, "_jit"))
+_matvec_rows_jit = numba.njit(parallel=True, fastmath=FASTMATH, cache=True)(renamed_copy(_matvec_rows, "_jit"))
+
+
+@numba.njit(fastmath=FASTMATH, cache=True)
+def _step_f32(x, vecs, qkv_w, proj_w, fc_w, out_w, k_caches, v_caches, pos, eps, norm, norm_eps, head, logits,
+              nthreads):
+    """Every block, the final norm and the head for one position. ``vecs[l]`` holds block l's layer-norm
+    weights and biases as rows: ln1_w, ln1_b, qkv_b (3C), proj_b, ln2_w, ln2_b, fc_b (F), out_b, padded to
+    the widest; ``norm`` the final norm's (2, C) weight and bias."""
+    C = x.shape[1]
+    F = fc_w[0].shape[1]
+    for blk in range(len(qkv_w)):
+        v = vecs[blk]
+        _block_f32_jit(x, v[0, :C], v[1, :C], qkv_w[blk], v[2, :3 * C], proj_w[blk], v[3, :C], v[4, :C],
+                       v[5, :C], fc_w[blk], v[6, :F], out_w[blk], v[7, :C], k_caches[blk], v_caches[blk], pos,
+                       eps[blk], nthreads)
+    h = np.empty_like(x)
+    _layer_norm(x, norm[0], norm[1], norm_eps, h)
+    _matvec_rows_jit(h, head, logits)
+
+
+def decode_step_numpy(x, blocks, k_caches, v_caches, pos, eps, norm_w, norm_b, norm_eps, head, prepared=None):
+    for args, kc, vc, e in zip(blocks, k_caches, v_caches, eps):
+        decode_block_numpy(x, *args, kc, vc, pos, e)
+    h = layer_norm_forward_numpy(x, norm_w, norm_b, norm_eps)[0]
+    return matvec_rows_numpy(h, head)
+
+
+class StepArgs:
+    """``decode_step``'s arguments prepared once per model for the fused call (typed lists of the weight
+    matrices, the small vectors stacked): ``StepArgs.make(blocks, norm_w, norm_b, head)``, or None when
+    the arrays do not fit it (then ``decode_step`` runs block by block)."""
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+    @classmethod
+    def make(cls, blocks, norm_w, norm_b, head):
+        from numba.typed import List
+
+        if not blocks or not _f32(norm_w, norm_b, head) or any(not _f32(*b) for b in blocks):
+            return None
+        C = blocks[0][0].shape[0]
+        width = max(max(a.shape[0] for i, a in enumerate(b) if a.ndim == 1) for b in blocks)
+        vecs = np.zeros((len(blocks), 8, width), np.float32)
+        for v, b in zip(vecs, blocks):
+            ln1_w, ln1_b, _, qkv_b, _, proj_b, ln2_w, ln2_b, _, fc_b, _, out_b = b
+            for row, a in enumerate((ln1_w, ln1_b, qkv_b, proj_b, ln2_w, ln2_b, fc_b, out_b)):
+                v[row, :a.shape[0]] = a
+        try:
+            mats = [List([_c(b[i]) for b in blocks]) for i in (2, 4, 8, 10)]
+        except Exception:  # noqa: BLE001 - mixed array types (e.g. some read-only): block by block
+            return None
+        norm = np.ascontiguousarray(np.stack([norm_w, norm_b]), dtype=np.float32)
+        return cls(C=C, vecs=vecs, mats=mats, norm=norm, head=_c(head), caches=None)
+
+
+def decode_step_numba(x, blocks, k_caches, v_caches, pos, eps, norm_w, norm_b, norm_eps, head, prepared=None):
+    """``prepared``: a ``StepArgs`` for these blocks (made once by the caller; made here when None)."""
+    from numba.typed import List
+
+    if len(blocks) != len(k_caches) or len(blocks) != len(v_caches) or len(blocks) != len(eps):
+        raise MiniGPTError(f"decode_step: {len(blocks)} blocks need as many caches and eps values")
+
+    if prepared is None:
+        prepared = StepArgs.make(blocks, norm_w, norm_b, head)
+    if x.dtype != np.float32:
+        return decode_step_numpy(x, blocks, k_caches, v_caches, pos, eps, norm_w, norm_b, norm_eps, head)
+    if prepared is None or not (x.flags.c_contiguous and all(
+            a.flags.c_contiguous and a.dtype == np.float32 for a in (*k_caches, *v_caches))):
+        for args, kc, vc, e in zip(blocks, k_caches, v_caches, eps):  # block by block
+            decode_block_numba(x, *args, kc, vc, pos, e)
+        h = layer_norm_forward_numba(x, norm_w, norm_b, norm_eps)[0]
+        return matvec_rows_numba(h, head)
+    for kc in k_caches:
+        _check(x, kc, kc, pos, prepared.C)
+    key = tuple(id(k) for k in k_caches) + tuple(id(v) for v in v_caches)
+    if prepared.caches is None or prepared.caches[0] != key:  # the same caches step after step: build once
+        prepared.caches = (key, List(k_caches), List(v_caches))
+    logits = np.empty((x.shape[0], prepared.head.shape[0]), dtype=np.float32)
+    runtime.ensure()  # before the pool starts (the Kernel call did it already; direct calls too)
+    _step_f32(x, prepared.vecs, *prepared.mats, prepared.caches[1], prepared.caches[2], int(pos),
+              np.asarray(eps, dtype=np.float32), prepared.norm, np.float32(norm_eps), prepared.head, logits,
+              numba.get_num_threads())
+    return logits
+
+
 # One explicit signature each (weights read-only, so memory-mapped int8 folders share the build), compiled
 # on first use.
 def _ro(t, nd):
@@ -388,3 +492,6 @@ decode_block = kernel(decode_block_numpy, decode_block_numba,
 decode_block_int8 = kernel(decode_block_int8_numpy, decode_block_int8_numba,
                            """One position of one transformer block with int8 weights; x, caches in place.""")
 matvec_rows = kernel(matvec_rows_numpy, matvec_rows_numba, """``x @ table.T`` for a (rows, C) table.""")
+decode_step = kernel(decode_step_numpy, decode_step_numba,
+                     """One position through every float32 block, the final layer norm and the LM head; returns
+                     the logits (B, vocab). x and the caches change in place.""")

@@ -39,6 +39,7 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
+from .. import runtime
 from ..errors import MiniGPTError
 
 # Fast-math flags for the kernels of this package: everything that helps vectorise except ``nnan`` and
@@ -313,6 +314,7 @@ class LazyKernel:
         dtype = np.dtype(dtype)
         fn = self._serial.get(dtype)
         if fn is None:
+            runtime.ensure()  # before anything compiles or starts a thread pool (minigpt/runtime.py)
             if not (self.parallel == "all" or (self.parallel is True and dtype == np.float32)):
                 fn = self[dtype]  # that build is serial already
             else:
@@ -326,6 +328,7 @@ class LazyKernel:
         dtype = np.dtype(dtype)
         fn = self._compiled.get(dtype)
         if fn is None:
+            runtime.ensure()  # before anything compiles or starts a thread pool (minigpt/runtime.py)
             if dtype not in (np.float32, np.float64):
                 raise MiniGPTError(f"{self.pyfunc.__name__.strip('_')}: the kernels work on float32 and float64 "
                                    f"arrays, got {dtype}")

@@ -6,7 +6,9 @@ reference a reader checks against), and ``<name>_numba``, the fast Numba version
     layer_norm_forward = kernel(layer_norm_forward_numpy, layer_norm_forward_numba)
 
 The declared object is called like a function (``layer_norm_forward(x, gamma, beta)``); it runs the
-reference or the fast version according to the backend chosen here, and only here:
+reference or the fast version according to the backend chosen here, and only here. The first call of any
+kernel also applies the tuned runtime (thread pools, allocator: ``minigpt.runtime.ensure``), before Numba's
+thread pool starts; later calls check one flag.
 
 - ``backend()`` returns ``"numba"`` or ``"numpy"``;
 - ``set_backend(name)`` switches it for the whole process; ``use_backend(name)`` for a ``with`` block;
@@ -38,6 +40,7 @@ reference of the whole algorithm (count pairs, merge the most frequent, repeat):
 import functools
 import os
 
+from .. import runtime
 from ..errors import MiniGPTError
 
 BACKENDS = ("numba", "numpy")
@@ -100,6 +103,8 @@ class Kernel:
         self.__module__ = reference.__module__
 
     def __call__(self, *args, **kwargs):
+        if not runtime.ready:  # the first launch applies the tuned runtime (minigpt/runtime.py)
+            runtime.ensure()
         return (self.fast if _backend == "numba" else self.reference)(*args, **kwargs)
 
     def __get__(self, obj, objtype=None):

@@ -1,4 +1,11 @@
-"""The KV-cache decoding step of generation: one new position per sequence, as fused kernels.
+"""Generation's two phases on plain arrays: the prompt ("prefill") and the KV-cache decoding step.
+
+:func:`prefiller` returns ``prefill(ids (B, T), caches) -> logits (B, vocab)``: the whole prompt through
+every block at once, filling the empty caches, and the logits of its last position only. For a float32 GPT
+of the standard layout it is the model's forward written out on arrays -- the same kernels and matrix
+products in the same order (so the same numbers, bit for bit), without the autograd engine's Tensor
+wrappers, the graph bookkeeping, and the final layer norm and LM head of the positions nobody samples from.
+Any other model runs its own ``forward`` with the caches.
 
 After the prompt has filled the caches, each generated token runs one position through every block.
 :func:`decoder` returns the function that does it, ``step(ids (B,), caches) -> logits (B, vocab)``:
@@ -15,8 +22,13 @@ from __future__ import annotations
 
 import numpy as np
 
+import math
+
 from ..kernels import decode as kd
 from ..kernels import int8 as k8
+from ..kernels.attention import attention_forward
+from ..kernels.bias import add_bias
+from ..kernels.gelu import bias_gelu_forward
 from ..kernels.layernorm import layer_norm_forward
 from ..nn import Embedding, Int8Embedding, Int8Linear, LayerNorm, TransformerBlock
 from ..nn import module as nn_module
@@ -88,6 +100,22 @@ def _fused_decoder(model):
         def head(h):
             return kd.matvec_rows(h, table)
 
+    if kind == "float32" and not model.quantization:
+        # the whole token in one kernel call (kernels/decode.py decode_step): no Python between blocks
+        block_arrays = [args for _, args in blocks]
+        prepared = kd.StepArgs.make(block_arrays, fn.weight.data, fn.bias.data, table)
+
+        def step(ids, caches):
+            pos = caches[0].length
+            x = np.ascontiguousarray(embed(ids) + pos_table[pos], dtype=np.float32)  # (B, C)
+            logits = kd.decode_step(x, block_arrays, [c.k for c in caches], [c.v for c in caches], pos, eps,
+                                    fn.weight.data, fn.bias.data, fn.eps, table, prepared=prepared)
+            for cache in caches:
+                cache.length = pos + 1
+            return logits
+
+        return step
+
     def step(ids, caches):
         pos = caches[0].length
         x = np.ascontiguousarray(embed(ids) + pos_table[pos], dtype=np.float32)  # (B, C)
@@ -98,6 +126,71 @@ def _fused_decoder(model):
         return head(np.ascontiguousarray(h, dtype=np.float32))
 
     return step
+
+
+def _fused_prefill(model):
+    """The fused prompt pass for ``model``, or None if it is not a float32 GPT of the standard layout."""
+    if model.dtype != np.float32 or not _no_hooks(model) or type(model.pos_emb) is not Embedding \
+            or type(model.final_norm) is not LayerNorm or type(model.tok_emb) is not Embedding \
+            or model.quantization:
+        return None
+    blocks = [_block_args(blk) for blk in model.blocks]
+    if not blocks or any(b is None or b[0] != "float32" for b in blocks):
+        return None
+    if any(blk.attn.qkv.bias is None or blk.attn.proj.bias is None or blk.ff.fc.bias is None
+           or blk.ff.proj.bias is None for blk in model.blocks):
+        return None  # the forward takes other ops without biases; keep to the one it is written after
+    tok, pos_table, fn = model.tok_emb.weight.data, model.pos_emb.weight.data, model.final_norm
+    eps = [float(blk.norm1.eps) for blk in model.blocks]
+    C, H = model.config.emb_dim, model.config.n_heads
+    D = C // H
+    head = model.head_weight.data  # (vocab, C)
+
+    def prefill(ids, caches):
+        B, T = ids.shape
+        N = B * T
+        # the forward's own sequence of kernels and products (GPT._hidden, TransformerBlock with fused
+        # residuals, LinearOp, FeedForwardOp, MultiHeadAttention._attend_with_cache), on (N, C) arrays
+        x = (tok[ids] + pos_table[:T]).reshape(N, C)                     # (B, T, C) -> (N, C)
+        for (_, a), cache, e in zip(blocks, caches, eps):
+            ln1_w, ln1_b, qkv_w, qkv_b, proj_w, proj_b, ln2_w, ln2_b, fc_w, fc_b, out_w, out_b = a
+            h = layer_norm_forward(x, ln1_w, ln1_b, e)[0]                # (N, C)
+            qkv = h @ qkv_w                                              # (N, C) @ (C, 3C)
+            add_bias(qkv, qkv_b)
+            packed = qkv.reshape(B, T, 3, H, D)
+            cache.k[:, :T] = packed[:, :, 1]
+            cache.v[:, :T] = packed[:, :, 2]
+            cache.length = T
+            ctx, _ = attention_forward(packed[:, :, 0], cache.k[:, :T], cache.v[:, :T], 1.0 / math.sqrt(D))
+            y = ctx.reshape(N, C) @ proj_w                               # (N, C) @ (C, C)
+            add_bias(y, proj_b)
+            y += x                                                       # residual 1
+            x = y
+            h = layer_norm_forward(x, ln2_w, ln2_b, e)[0]
+            g = bias_gelu_forward(h @ fc_w, fc_b)                        # gelu(h @ W1 + b1): (N, 4C)
+            y = g @ out_w                                                # (N, 4C) @ (4C, C)
+            add_bias(y, out_b)
+            y += x                                                       # residual 2
+            x = y
+        last = np.ascontiguousarray(x.reshape(B, T, C)[:, -1])           # the positions sampled from: (B, C)
+        h = layer_norm_forward(last, fn.weight.data, fn.bias.data, fn.eps)[0]
+        return h @ head.T                                                # (B, C) @ (C, vocab)
+
+    return prefill
+
+
+def prefiller(model):
+    """``prefill(ids (B, T), caches) -> logits (B, vocab)`` as an ndarray: the prompt through the model
+    with empty caches (filled here), the logits of its last position. Written out on arrays for a float32
+    GPT of the standard layout (same numbers as the forward), else the model's forward."""
+    fused = _fused_prefill(model)
+    if fused is not None:
+        return fused
+
+    def generic(ids, caches):
+        return model(np.asarray(ids), caches=caches, last_only=True).data[:, -1]
+
+    return generic
 
 
 def decoder(model):

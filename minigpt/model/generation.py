@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import MiniGPTError
 from ..tensor import no_grad
-from .decode import decoder
+from .decode import decoder, prefiller
 
 
 def _filter_logits(logits: np.ndarray, top_k: int | None, top_p: float | None) -> np.ndarray:
@@ -101,12 +101,13 @@ def _steps(model, ids, max_new_tokens, temperature, top_k, top_p, eos_id, seed, 
         with no_grad():
             caches = None
             step = decoder(model) if use_cache else None
+            prefill = prefiller(model) if use_cache else None
             window = ids[:, -ctx:]
             for _ in range(max_new_tokens):
                 if use_cache:
                     if caches is None or caches[0].length + 1 > ctx:
                         caches = model.new_caches(B)
-                        logits = model(window, caches=caches, last_only=True).data[:, -1]
+                        logits = prefill(window, caches)  # the prompt (or the cropped window): fused
                     else:
                         logits = step(window[:, -1], caches)  # one new position: fused kernels
                 else:
