@@ -64,7 +64,7 @@ def check_targets(targets, what: str = "LoRA targets") -> tuple:
         raise MiniGPTError(f"{what} must be a non-empty list of names from {', '.join(TARGETS)}, got {targets!r}")
     unknown = [t for t in targets if t not in TARGETS]
     if unknown:
-        raise MiniGPTError(f"unknown LoRA target(s) {unknown}; known: {', '.join(TARGETS)}")
+        raise MiniGPTError(f"{what}: unknown LoRA target(s) {unknown}; known: {', '.join(TARGETS)}")
     return tuple(targets)
 
 
