@@ -4,6 +4,8 @@ bases dequantized, adapters merged before quantizing or stacking) or refused wit
 the file and the field or tensor: never a traceback, a hang, random weights or a silent wrong result."""
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -238,6 +240,15 @@ def test_quantize_killed_while_writing_leaves_the_old_folder(folders, tmp_path, 
     assert main(["quantize", "--model", str(folders / "lora"), "--out", str(out), "--force"]) != 0
     capsys.readouterr()
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    # what a SIGKILL leaves (no cleanup ran): a temporary folder of a dead process; the next quantize removes it
+    monkeypatch.setattr(GPT, "save_pretrained", real)
+    proc = subprocess.Popen([sys.executable, "-c", ""])
+    proc.wait()
+    dead = proc.pid
+    (tmp_path / f".tmp-out-{dead}").mkdir()
+    (tmp_path / f".tmp-out-{dead}" / "model.safetensors").write_bytes(b"partial")
+    assert main(["quantize", "--model", str(folders / "base"), "--out", str(out), "--force"]) == 0
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 

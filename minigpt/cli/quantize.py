@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -35,6 +36,29 @@ def _check_out(out: Path, folder: Path, force: bool) -> None:
                            "to replace it (all its files)")
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # someone else's process
+    return True
+
+
+def _clean_leftovers(out: Path) -> None:
+    """Remove what a killed ``quantize`` into ``out`` left: its temporary folder, and an old folder renamed
+    aside once the new one is in place (with ``out`` missing, the old folder is the only copy: kept)."""
+    pat = re.compile(rf"\.(tmp|old)-{re.escape(out.name)}-(\d+)")
+    if not out.parent.is_dir():
+        return
+    for p in out.parent.iterdir():
+        m = pat.fullmatch(p.name)
+        if m and p.is_dir() and not p.is_symlink() and not _pid_alive(int(m.group(2))) \
+                and (m.group(1) == "tmp" or out.is_dir()):
+            shutil.rmtree(p, ignore_errors=True)
+
+
 def _cmd_quantize(args):
     from ..loading import _tokenizer_folder
     from ..model.folders import load_model
@@ -59,8 +83,7 @@ def _cmd_quantize(args):
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".tmp-{out.name}-{os.getpid()}"
     old = out.parent / f".old-{out.name}-{os.getpid()}"
-    for leftover in (tmp, old):
-        shutil.rmtree(leftover, ignore_errors=True)
+    _clean_leftovers(out)
     try:
         model.save_pretrained(tmp)
         for extra in ("tokenizer.json", "encoder.json", "vocab.bpe"):
