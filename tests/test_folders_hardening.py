@@ -2,6 +2,7 @@
 folder), classifier heads and int8 folders. Each hostile or unusual folder is either used correctly (int8
 bases dequantized, adapters merged before quantizing or stacking) or refused with a one-line error naming
 the file and the field or tensor: never a traceback, a hang, random weights or a silent wrong result."""
+import io
 import json
 import os
 import subprocess
@@ -124,7 +125,7 @@ def edit_json(path, **fields):
 
 
 # --- 1. generate|chat --quantize int8 on a LoRA model ------------------------------------------------------
-def test_quantizing_a_lora_model_merges_its_adapters_first(folders, tok, capsys):
+def test_quantizing_a_lora_model_merges_its_adapters_first(folders, tok, capsys, monkeypatch):
     from minigpt.cli.generate import _load_model_and_tokenizer
 
     float_lora = logits(load_model(folders / "lora"))
@@ -136,6 +137,9 @@ def test_quantizing_a_lora_model_merges_its_adapters_first(folders, tok, capsys)
     assert np.abs(int8_lora - float_lora).max() < 0.2 * np.abs(int8_base - float_lora).max()
     code, out, err = run_cli(capsys, "generate", "--model", folders / "lora", "--prompt", "free", "--quantize",
                              "int8", "--max-new-tokens", "3", "--seed", "1")
+    assert code == 0, err
+    monkeypatch.setattr(sys, "stdin", io.StringIO("free prize\n"))
+    code, out, err = run_cli(capsys, "chat", "--model", folders / "lora", "--quantize", "int8", "--max-new-tokens", "2")
     assert code == 0, err
     # the library refuses rather than quantize the frozen base weights alone
     m = load_model(folders / "lora")
@@ -313,6 +317,8 @@ HEAD_CASES = [
     ("clf_lora", "adapter.safetensors", lambda f: _set_meta(f, alpha="1e30"), ["LoRA alpha", "1e+30"]),
     ("clf_lora", "adapter.safetensors", lambda f: _set_meta(f, alpha="x"), ["LoRA alpha", "'x'"]),
     ("clf_lora", "adapter.safetensors", lambda f: _set_meta(f, rank="2.5"), ["LoRA rank", "'2.5'"]),
+    ("clf_lora", "adapter.safetensors", lambda f: _set_meta(f, rank="100"), ["LoRA rank 100 is larger than"]),
+    ("clf_lora", "adapter.safetensors", lambda f: _set_meta(f, rank="4"), ["shape mismatch", "lora_A [64, 2] (expected [64, 4])"]),
     ("clf_lora", "adapter.safetensors", lambda f: _set_meta(f, targets="5"), ["LoRA targets", "5"]),
     ("clf_lora", "adapter.safetensors", lambda f: _set_meta(f, targets="null"), ["LoRA targets", "None"]),
     ("clf_lora", "adapter.safetensors", lambda f: _set_meta(f, targets='["qkv", "nope"]'), ["unknown LoRA target"]),
@@ -323,8 +329,6 @@ HEAD_CASES = [
 def test_damaged_heads_and_adapters_are_refused_by_name(folders, tmp_path, capsys, src, file, damage, words):
     d = copy_folder(folders / src, tmp_path / src)
     damage(d / file)
-    if src == "clf_lora":  # the damaged file is part of the folder's identity, not of its base's
-        pass
     code, out, err = run_cli(capsys, "classify", "--model", d, "free prize")
     one_line_error(code, err, file, *words)
     assert out == ""  # (a NaN alpha used to print "ham nan" and exit 0)
@@ -335,6 +339,10 @@ def test_lora_lm_beside_the_weights_missing_an_adapter(folders, tmp_path, capsys
     _drop_tensor(d / "adapter.safetensors", "blocks.1.attn.proj.lora_A")
     code, out, err = run_cli(capsys, "generate", "--model", d, "--prompt", "hi", "--max-new-tokens", "2")
     one_line_error(code, err, "adapter.safetensors", "lacks the tensor blocks.1.attn.proj.lora_A")
+    d = copy_folder(folders / "lora", tmp_path / "lora_head")
+    _set_meta(d / "adapter.safetensors", targets='["head"]')
+    code, out, err = run_cli(capsys, "generate", "--model", d, "--prompt", "hi", "--max-new-tokens", "2")
+    one_line_error(code, err, "adapter.safetensors", "'head' needs a model with a classification head")
 
 
 def test_alpha_is_checked_when_adapters_are_made():

@@ -5,7 +5,14 @@ The GPT-2 weights always stay a plain GPT-2 file (``model.safetensors`` read and
 ``checkpoint.open_pretrained``, each tensor straight into its parameter); a classifier adds its head in ``score.safetensors`` and its labels in
 ``config.json`` (``num_labels``, ``id2label``, as transformers' GPT2ForSequenceClassification); a LoRA model
 adds ``adapter.safetensors`` (the adapters; rank, alpha and targets in its metadata). An adapter-only folder
-(``adapter_config.json`` + ``adapter.safetensors``) names the base model folder it applies to.
+(``adapter_config.json`` + ``adapter.safetensors``) names the base model folder it applies to, and the
+sha256 of that base's weights (``base_sha256``), checked before the adapters are applied: another model of
+the same shape in the base's place is refused, not silently adapted.
+
+Everything read is checked as the model's own weights are: JSON files bounded in size and depth with every
+field the loader uses type-checked, head and adapter tensors present by name, floating point and finite,
+LoRA rank, alpha and targets in range. An int8 base is dequantized for the adapters; a base that carries
+adapters itself has them merged into its weights before the new ones are added (adapter folders stack).
 """
 from __future__ import annotations
 
@@ -217,7 +224,10 @@ def _attach_adapters(model, file: Path, need_head: bool) -> None:
     header = _float_tensors(file)
     if has_lora(model):  # a base that carries adapters itself: fold them in, then add these on top
         merge_lora(model)
-    apply_lora(model, rank, alpha, targets)
+    try:
+        apply_lora(model, rank, alpha, targets)
+    except MiniGPTError as e:  # e.g. a rank wider than the layers, a head target on a language model
+        raise MiniGPTError(f"{file}: {e}") from None
     own = dict(model.named_parameters())
     want = [n for n in own if n.endswith((".lora_A", ".lora_B"))]
     if need_head:
