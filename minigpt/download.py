@@ -30,7 +30,7 @@ import zipfile
 from pathlib import Path
 
 from .errors import MiniGPTError
-from .io import cache_dir as minigpt_cache_dir
+from .io import cache_dir as minigpt_cache_dir, read_json
 from .progress import progress_bar
 
 __all__ = ["fetch", "load_manifest", "known_names", "sha256_file", "MANIFEST_PATH"]
@@ -96,11 +96,12 @@ def _resolve(manifest: dict, name: str, size: str | None):
 
 # --- verification stamps -----------------------------------------------------------------------------------
 def _read_stamp(folder: Path) -> dict:
-    try:
-        d = json.loads((folder / _STAMP).read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
+    if not (folder / _STAMP).exists():
         return {}
-    return d if isinstance(d, dict) else {}  # a damaged stamp only costs a re-check of the files
+    try:  # bounded: a FIFO or /dev/zero in its place is refused, not read forever
+        return read_json(folder / _STAMP, "verification stamp", max_bytes=1 << 20, max_depth=8)
+    except MiniGPTError:
+        return {}  # a damaged stamp only costs a re-check of the files
 
 
 def _write_stamp(folder: Path, stamp: dict) -> None:

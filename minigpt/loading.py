@@ -19,7 +19,6 @@ cache or the shared data folder. Example::
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 from .data.shared import shared_file
@@ -27,7 +26,8 @@ from .errors import MiniGPTError
 from .io import cache_dir
 from .tokenizer import BPETokenizer
 from .tokenizer.hf_files import from_tiktoken, from_tokenizer_json, is_hf_tokenizer_json, load_hf_tokenizer
-from .model.folders import ADAPTER_CONFIG, folder_kind, load_model, resolve_model_dir
+from .model.folders import ADAPTER_CONFIG, adapter_base, folder_kind, load_model, resolve_model_dir
+from .nn.lora import has_lora, merge_lora
 
 GPT2_VOCAB_SIZE = 50257
 
@@ -77,20 +77,18 @@ def _tokenizer_json(path: Path):
 
 
 def _tokenizer_folder(folder: Path) -> Path | None:
-    """The folder whose tokenizer files go with ``folder`` (an adapter folder may rely on its base's)."""
-    for cand in (folder,):
-        if ((cand / "tokenizer.json").exists() or ((cand / "encoder.json").exists() and (cand / "vocab.bpe").exists())
-                or (cand / "tokenizer.model").exists()):
-            return cand
-    acfg = folder / ADAPTER_CONFIG
-    if acfg.exists():
-        try:
-            base = json.loads(acfg.read_text()).get("base")
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+    """The folder whose tokenizer files go with ``folder`` (an adapter folder may rely on its base's, or its
+    base's base ...; the chain is checked as loading the model checks it)."""
+    chain = []
+    while True:
+        if ((folder / "tokenizer.json").exists() or ((folder / "encoder.json").exists() and (folder / "vocab.bpe").exists())
+                or (folder / "tokenizer.model").exists()):
+            return folder
+        if not (folder / ADAPTER_CONFIG).exists() or (folder / "model.safetensors").exists():
             return None
-        if base:
-            return _tokenizer_folder(resolve_model_dir(folder / base))
-    return None
+        base = adapter_base(folder, tuple(chain))
+        chain.append(folder.resolve())
+        folder = base
 
 
 def load_tokenizer(folder, vocab_size: int | None = None):
@@ -117,12 +115,17 @@ def check_vocab(model, tok, where, strict: bool = False) -> None:
                            f"{model.config.vocab_size}; they do not belong together")
 
 
-def load_model_and_tokenizer(path, tokenizer: str | None = None, kind: str | None = None, strict_vocab: bool = False):
+def load_model_and_tokenizer(path, tokenizer: str | None = None, kind: str | None = None, strict_vocab: bool = False,
+                             for_training: bool = False):
     """``(model, tokenizer)`` from any model folder; ``kind`` = "lm" or "classifier" refuses the other kind;
     ``tokenizer`` overrides the folder's (a spec as :func:`tokenizer_from_spec` takes); ``strict_vocab``
-    requires equal vocabulary sizes (training runs)."""
+    requires equal vocabulary sizes (training runs). ``for_training``: the starting point of a finetuning
+    run, always a plain float model: an int8 folder is dequantized and LoRA adapters are merged into the
+    weights (new adapters, if any, are added on top)."""
     folder = resolve_model_dir(path)
-    model = load_model(folder, kind=kind)
+    model = load_model(folder, kind=kind, float_weights=for_training)
+    if for_training and has_lora(model):
+        merge_lora(model)
     tok = tokenizer_from_spec(tokenizer) if tokenizer else load_tokenizer(folder, model.config.vocab_size)
     check_vocab(model, tok, path, strict_vocab)
     return model, tok

@@ -153,7 +153,7 @@ def test_finetune_instruct_lora_adapters_chat_and_merge(tmp_path, capsys, monkey
     """`--train lora` writes an adapter-only model folder naming its base; that folder (and the run) loads
     and chats; `--merge` (same seed, same run) writes a plain model whose logits are the adapted model's."""
     from minigpt.model import GPT
-    from minigpt.model.folders import load_model, resolve_model_dir
+    from minigpt.model.folders import load_model
     from minigpt.nn.lora import LoRALinear
 
     (tmp_path / "text.txt").write_text("### Instruction: Name a colour. ### Response: Blue is a colour. " * 40)
@@ -172,7 +172,9 @@ def test_finetune_instruct_lora_adapters_chat_and_merge(tmp_path, capsys, monkey
     assert {p.name for p in folder.iterdir()} == {"adapter.safetensors", "adapter_config.json", "tokenizer.json",
                                                    "instruct.json"}
     acfg = json.loads((folder / "adapter_config.json").read_text())
-    assert acfg["kind"] == "lm" and acfg["rank"] == 2 and Path(acfg["base"]) == resolve_model_dir(tmp_path / "pre").resolve()
+    # the base is named by its run folder (resolved to its latest checkpoint on load), never by a checkpoint that
+    # the run's rotation may delete
+    assert acfg["kind"] == "lm" and acfg["rank"] == 2 and Path(acfg["base"]) == (tmp_path / "pre").resolve()
     scores = json.loads((tmp_path / "lora" / "scores.json").read_text())
     E, L = 64, 2  # nano: a rank-2 A (in, 2) and B (2, out) on each block's qkv, proj, fc and proj
     assert scores["trainable_parameters"] == L * 2 * ((E + 3 * E) + (E + E) + (E + 4 * E) + (4 * E + E))

@@ -51,8 +51,12 @@ def model_dir(arg):
 def _load_model_and_tokenizer(model_arg, tokenizer_arg, quantize=None, group_size=0):
     from ..loading import load_model_and_tokenizer
 
+    from ..nn.lora import has_lora, merge_lora
+
     model, tok = load_model_and_tokenizer(model_dir(model_arg), tokenizer_arg, kind="lm")
     if quantize and not model.quantization:
+        if has_lora(model):  # fold the adapters into the weights first: int8 weights carry no adapters
+            merge_lora(model)
         model.quantize(quantize, group_size)
     return model, tok
 

@@ -39,6 +39,7 @@ from .tensorfile import (_FLOAT_DTYPES, _MAX_HEADER, _NP_DTYPES, SCALE_SUFFIX, _
                          _TensorFile, check_finite, fill_model)
 from .hf_llama import INDEX_FILE, LlamaFile, config_from_llama, config_to_llama, from_llama_names, is_llama_config, uses_llama_layout, write_llama
 
+CONFIG_BYTES, CONFIG_DEPTH = 1 << 20, 16  # the bounds on a model folder's small JSON files (config.json, ...)
 QUANT_SCHEMES = ("int8",)
 
 # (minigpt prefix, GPT-2 prefix); "{i}" stands for a block number. Names are renamed by prefix.
@@ -261,7 +262,7 @@ def _read_latest(out_dir: Path) -> Path | None:
     latest = out_dir / "latest.json"
     if not latest.exists():
         return None
-    d = read_json(latest, "latest.json", max_bytes=1 << 16)
+    d = read_json(latest, "latest.json", max_bytes=1 << 16, max_depth=CONFIG_DEPTH)
     rel = d.get("checkpoint")
     if not isinstance(rel, str):
         raise MiniGPTError(f"{latest} is damaged: 'checkpoint' must be a path such as \"checkpoints/step-000400\", "
@@ -365,7 +366,7 @@ def open_pretrained(path) -> PretrainedFile:
     if not w_path.exists() and not (path / INDEX_FILE).exists():
         hint = " (only pytorch_model.bin: minigpt reads safetensors, never pickles)" if (path / "pytorch_model.bin").exists() else ""
         raise MiniGPTError(f"{path} has no model.safetensors{hint}")
-    hf_cfg = read_json(cfg_path, "config.json", max_bytes=1 << 20)
+    hf_cfg = read_json(cfg_path, "config.json", max_bytes=CONFIG_BYTES, max_depth=CONFIG_DEPTH)
     if is_llama_config(hf_cfg):
         return LlamaFile(path, hf_cfg)
     cfg = config_from_hf(hf_cfg, str(cfg_path))
@@ -467,6 +468,61 @@ def _quantization(hf_cfg: dict, cfg_path: Path):
     return {"scheme": quant["scheme"], "group_size": gs}
 
 
+_INT8_LINEARS = ("attn.qkv.weight", "attn.proj.weight", "ff.fc.weight", "ff.proj.weight")
+
+
+def _check_int8_header(cfg: GPTConfig, header: dict, w_path: Path, cfg_path: Path) -> None:
+    """An int8 folder's tensors checked against its config from the safetensors header alone, as
+    ``_check_header`` checks a float folder's: the blocks numbered 0..n_layer-1 (checked first: n_layer may
+    be huge), every int8 weight (out, in) with float32 scales (out, G) whose G divides ``in``, every other
+    tensor floating point, all with the shapes the config implies."""
+    names, unknown = {}, []
+    for key, (shape, dtype) in header.items():
+        base = key[:-len(SCALE_SUFFIX)] if key.endswith(SCALE_SUFFIX) else key
+        hf = base[len("transformer."):] if base.startswith("transformer.") else base
+        if _IGNORED.match(hf):
+            continue
+        ours = _rename(hf, _FROM_HF)
+        if ours is None:
+            unknown.append(key)
+            continue
+        names[ours + (SCALE_SUFFIX if base != key else "")] = key
+    if unknown:
+        raise MiniGPTError(f"{w_path} has tensors that are not GPT-2 parameters: {', '.join(unknown[:8])}")
+    layers = {int(m.group(1)) for m in map(re.compile(r"blocks\.(\d+)\.").match, names) if m}
+    if layers != set(range(cfg.n_layers)):
+        raise MiniGPTError(f"{cfg_path} does not match {w_path.name}: n_layer is {cfg.n_layers}, the file holds "
+                           f"{len(layers)} blocks{'' if layers == set(range(len(layers))) else ' (not numbered 0..n-1)'}")
+    want = expected_shapes(cfg)
+    quantized = {f"blocks.{i}.{w}" for i in range(cfg.n_layers) for w in _INT8_LINEARS}
+    quantized.add("tok_emb.weight" if cfg.tie_weights else "out_head")
+    for ours, shape in want.items():
+        if ours not in names:
+            if ours.endswith(".attn.qkv.bias") or (ours == "out_head" and cfg.tie_weights):
+                continue
+            raise MiniGPTError(f"{w_path} lacks the tensor {to_hf_name(ours)} that {cfg_path.name} implies "
+                               f"(n_layer={cfg.n_layers}, tie_word_embeddings={str(cfg.tie_weights).lower()})")
+        key = names[ours]
+        got, dtype = header[key]
+        if ours in quantized:
+            out_in = shape if ours in ("tok_emb.weight", "out_head") else shape[::-1]
+            scale = names.get(ours + SCALE_SUFFIX)
+            s_shape, s_dtype = header[scale] if scale else ((), None)
+            if (dtype != "I8" or got != out_in or s_dtype != "F32" or len(s_shape) != 2 or s_shape[0] != out_in[0]
+                    or s_shape[1] < 1 or out_in[1] % s_shape[1]):
+                raise MiniGPTError(f"{cfg_path} does not match {w_path.name}: {key} must be int8 {list(out_in)} with "
+                                   f"float32 scales ({out_in[0]}, G), G dividing {out_in[1]}; the file holds {dtype} "
+                                   f"{list(got)} and scales {s_dtype} {list(s_shape)}")
+        elif dtype not in _FLOAT_DTYPES or got != shape:
+            raise MiniGPTError(f"{cfg_path} does not match {w_path.name}: {key} must be floating point {list(shape)}, "
+                               f"the file holds {dtype} {list(got)}")
+    extra = [names[o] for o in names
+             if o not in want and not (o.endswith(SCALE_SUFFIX) and o[:-len(SCALE_SUFFIX)] in quantized)]
+    if extra:
+        raise MiniGPTError(f"{w_path} has tensors beyond the n_layer={cfg.n_layers} of {cfg_path.name}: "
+                           f"{', '.join(extra[:8])}")
+
+
 def read_checkpoint(path):
     """``(config, state, quantization)`` of a model folder (or a run folder's latest checkpoint).
     A float folder: ``read_pretrained``'s config and state, quantization None. A folder written from an
@@ -478,7 +534,7 @@ def read_checkpoint(path):
     cfg_path, w_path = path / "config.json", path / "model.safetensors"
     quant = None
     if cfg_path.exists() and w_path.exists():
-        hf_cfg = read_json(cfg_path, "config.json", max_bytes=1 << 20)
+        hf_cfg = read_json(cfg_path, "config.json", max_bytes=CONFIG_BYTES, max_depth=CONFIG_DEPTH)
         quant = _quantization(hf_cfg, cfg_path)
     if quant is None:
         cfg, state = read_pretrained(path)
@@ -486,6 +542,7 @@ def read_checkpoint(path):
     if is_llama_config(hf_cfg):
         return _read_llama_int8(path, hf_cfg, w_path, quant)
     cfg = config_from_hf(hf_cfg, str(cfg_path))
+    _check_int8_header(cfg, _read_header(w_path), w_path, cfg_path)  # before any model is allocated
     try:
         f = safe_open(str(w_path), framework="numpy")
         keys = list(f.keys())
@@ -548,6 +605,13 @@ ADAPTER_FILE = "adapter.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 
 
-def is_classifier_config(hf_cfg: dict) -> bool:
-    """True for the config.json of a classifier (architectures GPT2ForSequenceClassification)."""
-    return any("ForSequenceClassification" in str(a) for a in hf_cfg.get("architectures") or [])
+def is_classifier_config(hf_cfg: dict, where="config.json") -> bool:
+    """True for the config.json of a classifier (architectures GPT2ForSequenceClassification); an
+    ``architectures`` that is not a list of names is refused (``where`` names the file)."""
+    arch = hf_cfg.get("architectures")
+    if arch is None:
+        return False
+    if not isinstance(arch, list) or not all(isinstance(a, str) for a in arch):
+        raise MiniGPTError(f"{where}: architectures must be a list of names such as [\"GPT2LMHeadModel\"], "
+                           f"got {arch!r}"[:300])
+    return any("ForSequenceClassification" in a for a in arch)

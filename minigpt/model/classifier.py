@@ -41,8 +41,17 @@ class GPTClassifier(GPT):
     @classmethod
     def from_gpt(cls, gpt: GPT, id2label) -> "GPTClassifier":
         """A classifier sharing ``gpt``'s (pretrained) parameters, with a new randomly initialised head."""
+        if getattr(gpt, "quantization", None):
+            raise MiniGPTError("a classifier cannot be built on an int8 model (its weights are for inference only): "
+                               "dequantize it first (GPT.dequantize) or start from the float32 model")
         clf = cls(gpt.config, id2label, dtype=gpt.dtype)
-        clf.load_state_dict(gpt.state_dict(), strict=False)
+        state = gpt.state_dict()
+        own = dict(clf.named_parameters())
+        odd = [n for n in own if n not in state and not n.startswith("score.")] + [n for n in state if n not in own]
+        if odd:  # e.g. a model carrying LoRA layers: never leave a weight at its random initial value
+            raise MiniGPTError(f"from_gpt: a classifier needs a plain GPT; the parameters differ in "
+                               f"{', '.join(odd[:4])}")
+        clf.load_state_dict(state, strict=False)  # all but the new head, checked above
         return clf
 
     def _lengths(self, ids: np.ndarray, lengths) -> np.ndarray:

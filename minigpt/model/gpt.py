@@ -8,16 +8,17 @@ import numpy as np
 
 from .. import functional as F
 from ..errors import MiniGPTError
-from ..kernels.int8 import quantize_int8
-from ..nn import (Dropout, Embedding, Int8Embedding, Int8Linear, KVCache, LayerNorm, Module, ModuleList, Parameter,
-                  TransformerBlock, uninitialized)
+from ..kernels.int8 import dequantize_int8, quantize_int8
+from ..nn import (Dropout, Embedding, Int8Embedding, Int8Linear, KVCache, LayerNorm, Linear, Module, ModuleList,
+                  Parameter, TransformerBlock, uninitialized)
+from ..nn.lora import has_lora
 from ..nn.layers import skip_init
 from ..nn.llama import RMSNorm
 from ..random import get_rng
 from ..io import read_json
 from ..tensor import is_grad_enabled
-from .checkpoint import (ADAPTER_CONFIG, ADAPTER_FILE, QUANT_SCHEMES, SCALE_SUFFIX, is_classifier_config,
-                         open_pretrained, read_checkpoint, resolve_model_dir, write_pretrained)
+from .checkpoint import (ADAPTER_CONFIG, ADAPTER_FILE, CONFIG_BYTES, CONFIG_DEPTH, QUANT_SCHEMES, SCALE_SUFFIX,
+                         is_classifier_config, open_pretrained, read_checkpoint, resolve_model_dir, write_pretrained)
 from .config import PRESETS, GPTConfig  # noqa: F401  (re-exported: minigpt.model.gpt.GPTConfig)
 
 # Resident memory of the process besides the model's arrays: the interpreter, NumPy, Numba's compiled
@@ -115,6 +116,9 @@ class GPT(Module):
             raise MiniGPTError(f"unknown quantization scheme {scheme!r}; known: {', '.join(QUANT_SCHEMES)}")
         if self.quantization:
             raise MiniGPTError(f"the model is already quantized ({self.quantization['scheme']})")
+        if has_lora(self):  # quantizing would keep the frozen base weights and drop the adapters
+            raise MiniGPTError("the model carries LoRA adapters: fold them into its weights with "
+                               "minigpt.nn.merge_lora(model) before quantizing it")
         if not isinstance(group_size, (int, np.integer)) or isinstance(group_size, bool) or group_size < 0:
             raise MiniGPTError(f"quantize: group_size must be an integer >= 0 (0: per output channel), "
                                f"got {group_size!r}")
@@ -144,6 +148,42 @@ class GPT(Module):
         self.quantization = {"scheme": scheme, "group_size": group_size}
         self.requires_grad_(False)
         self.eval()
+        return self
+
+    def dequantize(self) -> "GPT":
+        """Undo :meth:`quantize` in place: every int8 layer becomes a float layer (of the model's dtype)
+        holding the weights the int8 values and scales stand for; returns ``self``, trainable again.
+
+        The weights keep the rounding error of the int8 format: finetuning an int8 folder starts from
+        these values, not from the float32 model it was made from."""
+        if not self.quantization:
+            return self
+        dtype = self.pos_emb.weight.dtype
+
+        def linear(m: Int8Linear) -> Linear:
+            with uninitialized():
+                lin = Linear(m.in_features, m.out_features, bias=m.bias is not None, dtype=dtype)
+            lin.weight.data[...] = dequantize_int8(m.q, m.scales).T  # (out, in) -> Linear's (in, out)
+            if m.bias is not None:
+                lin.bias.data[...] = m.bias.data
+            return lin
+
+        for blk in self.blocks:
+            for path in _BLOCK_LINEARS:
+                parent_name, attr = path.split(".")
+                parent = getattr(blk, parent_name)
+                setattr(parent, attr, linear(getattr(parent, attr)))
+        if isinstance(self.tok_emb, Int8Embedding):  # tied: the head shares this table
+            e = self.tok_emb
+            with uninitialized():
+                self.tok_emb = Embedding(e.num_embeddings, e.dim, dtype=dtype)
+            self.tok_emb.weight.data[...] = dequantize_int8(e.q, e.scales)
+        else:
+            self.out_head = Parameter(dequantize_int8(self.head_int8.q, self.head_int8.scales).astype(dtype))
+        self.head_int8 = None
+        self.quantization = None
+        self.requires_grad_(True)
+        self.train()
         return self
 
     def weight_bytes(self) -> int:
@@ -285,8 +325,9 @@ class GPT(Module):
         initialisation, each checked as it is read: loading needs about the file's size of memory, not twice
         it. A classifier folder, or one carrying LoRA adapters, is refused (see minigpt.model.folders)."""
         path = resolve_model_dir(path)
-        hf_cfg = read_json(path / "config.json", "config.json") if (path / "config.json").exists() else None
-        if hf_cfg is not None and is_classifier_config(hf_cfg):
+        hf_cfg = read_json(path / "config.json", "config.json", max_bytes=CONFIG_BYTES, max_depth=CONFIG_DEPTH) \
+            if (path / "config.json").exists() else None
+        if hf_cfg is not None and is_classifier_config(hf_cfg, path / "config.json"):
             raise MiniGPTError(f"{path} holds a classifier, not a language model: use `minigpt classify --model "
                                f"{path}` (it cannot generate text)")
         if (path / ADAPTER_FILE).exists() or (path / ADAPTER_CONFIG).exists():

@@ -41,6 +41,34 @@ TARGETS = {
 # second is down: the feed-forward targets wrap those.
 _SWIGLU_PATHS = {"ff.fc": ("ff.gate", "ff.up"), "ff.proj": ("ff.down",)}
 DEFAULT_TARGETS = ("qkv", "attn_proj", "ff_fc", "ff_proj")
+MAX_ALPHA = 1e4  # alpha / rank scales the update: far beyond this the update swamps the frozen weights
+
+
+def check_alpha(alpha, what: str = "LoRA alpha") -> float:
+    """``alpha`` as a float if it is a number in (0, MAX_ALPHA], else a one-line error naming ``what``."""
+    ok = isinstance(alpha, (int, float, np.integer, np.floating)) and not isinstance(alpha, bool) \
+        and math.isfinite(alpha) and 0 < alpha <= MAX_ALPHA
+    if not ok:
+        raise MiniGPTError(f"{what} must be a number in (0, {MAX_ALPHA:g}], got {alpha!r}")
+    return float(alpha)
+
+
+def check_rank(rank, what: str = "LoRA rank") -> int:
+    """``rank`` as an int if it is an integer >= 1, else a one-line error naming ``what``."""
+    if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1:
+        raise MiniGPTError(f"{what} must be an integer >= 1, got {rank!r}")
+    return int(rank)
+
+
+def check_targets(targets, what: str = "LoRA targets") -> tuple:
+    """``targets`` as a tuple if it is a non-empty list of known target names, else a one-line error."""
+    if isinstance(targets, str) or not isinstance(targets, (list, tuple)) or not targets \
+            or not all(isinstance(t, str) for t in targets):
+        raise MiniGPTError(f"{what} must be a non-empty list of names from {', '.join(TARGETS)}, got {targets!r}")
+    unknown = [t for t in targets if t not in TARGETS]
+    if unknown:
+        raise MiniGPTError(f"{what}: unknown LoRA target(s) {unknown}; known: {', '.join(TARGETS)}")
+    return tuple(targets)
 
 
 class LoRALinear(Module):
@@ -55,8 +83,8 @@ class LoRALinear(Module):
         if not isinstance(base, Linear):
             raise MiniGPTError(f"LoRALinear wraps a Linear layer, got {type(base).__name__}")
         n_in, n_out = base.in_features, base.out_features
-        if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1:
-            raise MiniGPTError(f"LoRA rank must be an integer >= 1, got {rank!r}")
+        check_rank(rank)
+        check_alpha(alpha)
         if rank > min(n_in, n_out):
             raise MiniGPTError(f"LoRA rank {rank} is larger than the layer's width ({n_in} -> {n_out}); a rank "
                                f"above {min(n_in, n_out)} adds parameters without adding capacity")
@@ -131,7 +159,8 @@ def apply_lora(model: Module, rank: int, alpha: float, targets=DEFAULT_TARGETS, 
     """Freeze ``model``, wrap the ``targets`` layers in LoRALinear, unfreeze the modules named in
     ``train_also`` (e.g. ``("score",)``: a new classification head trains fully); returns the number of
     trainable parameters."""
-    targets = tuple(targets)
+    targets = check_targets(list(targets) if isinstance(targets, tuple) else targets)
+    check_alpha(alpha)
     sites = lora_sites(model, targets)
     if not sites:
         raise MiniGPTError(f"apply_lora: the model has no layer matching {targets}")
@@ -139,8 +168,7 @@ def apply_lora(model: Module, rank: int, alpha: float, targets=DEFAULT_TARGETS, 
         lin = getattr(parent, attr)
         if isinstance(lin, LoRALinear):
             raise MiniGPTError("apply_lora: the model already has LoRA layers")
-        if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1:
-            raise MiniGPTError(f"LoRA rank must be an integer >= 1, got {rank!r}")
+        check_rank(rank)
         if rank > min(lin.in_features, lin.out_features):
             raise MiniGPTError(f"LoRA rank {rank} is larger than the width of {_site_name(sites, parent, attr)} "
                                f"({lin.in_features} -> {lin.out_features})")

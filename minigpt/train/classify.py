@@ -158,7 +158,7 @@ def finetune_classify(out_dir, init=None, data=None, cfg: ClassifyConfig | None 
             raise MiniGPTError("finetune classify needs --init DIR and --data FILE")
         data = dataset_path(data)  # a data set name ("sms-spam") becomes its file, before any work
         cfg = cfg or ClassifyConfig()
-        model, tok = load_model_and_tokenizer(init, tokenizer, strict_vocab=True)
+        model, tok = load_model_and_tokenizer(init, tokenizer, strict_vocab=True, for_training=True)
     mrandom.manual_seed(cfg.seed)
     ds, id2label, info = prepare_data(data, tok, cfg, model.config.context_length,
                                       getattr(model, "id2label", None), log=log)

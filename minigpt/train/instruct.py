@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import random as mrandom
 from ..errors import MiniGPTError
-from ..io import atomic_write_json
+from ..io import atomic_write_json, read_json
 from ..settings import InstructConfig, TrainConfig  # noqa: F401  (InstructConfig re-exported)
 from .loop import Trainer, check_run_folder, load_checkpoint
 from ..data.instruct import format_prompt
@@ -171,7 +171,7 @@ def finetune_instruct(out_dir, init=None, data=None, cfg: InstructConfig | None 
             raise MiniGPTError("finetune instruct needs --init DIR and --data FILE")
         data = dataset_path(data)  # a data set name ("instruction-data") becomes its file, before any work
         cfg = cfg or InstructConfig()
-        model, tok = load_model_and_tokenizer(init, tokenizer, kind="lm", strict_vocab=True)
+        model, tok = load_model_and_tokenizer(init, tokenizer, kind="lm", strict_vocab=True, for_training=True)
     if cfg.template not in TEMPLATES:
         raise MiniGPTError(f"unknown --template {cfg.template!r}; known: {', '.join(TEMPLATES)}")
     if ENDOFTEXT not in tok.special_tokens:
@@ -252,8 +252,8 @@ def template_of(folder, default: str = "alpaca") -> str:
     for cand in (Path(folder), resolve_model_dir(folder)):
         f = cand / "instruct.json"
         if f.exists():
-            try:
-                return json.loads(f.read_text())["template"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise MiniGPTError(f"{f} is damaged") from None
+            t = read_json(f, "instruct.json", max_bytes=1 << 16, max_depth=4).get("template")
+            if not isinstance(t, str):
+                raise MiniGPTError(f"{f} is damaged: 'template' must be a template name, got {t!r}"[:200])
+            return t
     return default

@@ -14,7 +14,6 @@ or a cache folder emptied by hand makes it cold again.
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
@@ -24,7 +23,8 @@ import llvmlite.binding as llvm
 import numba
 from numba.core import config as numba_config
 
-from ..io import atomic_write_json, cache_dir
+from ..errors import MiniGPTError
+from ..io import atomic_write_json, cache_dir, read_json
 from ..kernels import backend
 
 STAMP_NAME = ".minigpt-train-warm.json"
@@ -68,9 +68,9 @@ def _fingerprint() -> dict:
 
 
 def _read(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    try:  # bounded: a FIFO or /dev/zero in its place is refused, not read forever
+        return read_json(path, "kernel cache stamp", max_bytes=1 << 20, max_depth=8) if path.exists() else {}
+    except MiniGPTError:
         return {}
 
 
