@@ -73,6 +73,11 @@ class ArgumentParser(argparse.ArgumentParser):
     def __init__(self, *args, formatter_class=HelpFormatter, **kwargs):
         super().__init__(*args, formatter_class=formatter_class, **kwargs)
 
+    def error(self, message):
+        """A bad option or value: one line ``minigpt: error: ...`` naming the command's ``--help``, exit
+        status 2 (argparse's default prints the whole usage block first)."""
+        self.exit(2, f"minigpt: error: {message} (see `{self.prog} --help`)\n")
+
 
 def _subcommands(parser):
     """(name, one-line help, sub-parser) of every sub-command of ``parser``, recursively."""

@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MiniGPTError
+from ..settings import TEMPLATES
 
 __all__ = ["TEMPLATES", "format_prompt", "format_example", "read_instructions", "split_instructions", "collate",
            "InstructionDataset", "IGNORE_INDEX"]
 
 IGNORE_INDEX = -100
-TEMPLATES = ("alpaca", "phi3")
 KEYS = ("instruction", "input", "output")
 
 
@@ -56,7 +56,9 @@ def read_instructions(path) -> list[dict]:
     if not path.is_file():
         raise MiniGPTError(f"data file {path} does not exist" if not path.exists() else f"{path} is not a file")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))  # a leading byte-order mark is skipped
+    except RecursionError:
+        raise MiniGPTError(f"{path} is not valid JSON: nested too deeply") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise MiniGPTError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(data, list) or not data:
@@ -86,13 +88,29 @@ def split_instructions(n: int, fractions=(0.85, 0.05, 0.1), seed: int = 123):
     return order[:n_tr], order[n_tr + n_te:], order[n_tr:n_tr + n_te]
 
 
+def check_instruction_splits(path, n_train: int, n_val: int, n_test: int) -> None:
+    """Refuse data too small for the split: every part (train, validation, test) needs an entry, which the
+    85/5/10 split gives from 10 entries on."""
+    if min(n_train, n_val, n_test) < 1:
+        raise MiniGPTError(f"{path}: {n_train + n_val + n_test} entries split into {n_train}/{n_val}/{n_test} "
+                           "train/validation/test entries; every part needs one: use at least 10 entries")
+
+
 def collate(seqs, pad_id: int, ignore_index: int = IGNORE_INDEX, max_length: int | None = None,
             prompt_lengths=None):
     """(inputs, targets) int64 arrays for a batch of token-id lists (see the module docstring).
 
     ``prompt_lengths`` (one per sequence) also sets the targets that predict prompt tokens to
-    ``ignore_index`` (``--mask-prompt``); ``max_length`` truncates both arrays to that many columns.
+    ``ignore_index`` (``--mask-prompt``); ``max_length`` truncates both arrays to that many columns (each
+    sequence is cut first, so one very long entry never makes a batch-wide padded array).
     """
+    if max_length is not None:
+        if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)) or max_length < 1:
+            raise MiniGPTError(f"max_length must be an integer >= 1, got {max_length!r}")
+        # the columns kept are x[:, :max_length] and y[:, :max_length]: tokens 0..max_length of a sequence
+        # (one more than max_length: the last target) decide them; the appended end-of-text is kept only when
+        # it falls within them
+        seqs = [s[:max_length + 1] for s in seqs]
     longest = max(len(s) for s in seqs) + 1
     x = np.full((len(seqs), longest - 1), pad_id, dtype=np.int64)
     y = np.full((len(seqs), longest - 1), ignore_index, dtype=np.int64)
