@@ -122,7 +122,12 @@ def main(argv=None) -> int:
     debug = "--debug" in argv  # accepted anywhere on the line, also after the command
     try:
         parser = build_parser()  # light: each command loads NumPy and the rest when it runs (below)
-        args = parser.parse_args([a for a in argv if a != "--debug"])
+        try:
+            args = parser.parse_args([a for a in argv if a != "--debug"])
+        except SystemExit as e:  # a usage error, printed on one line by ArgumentParser.error: its status
+            if e.code == 2:
+                return 2
+            raise                # --help and --version end the program as argparse does
         if not getattr(args, "func", None):
             parser.print_help()
             return 2
