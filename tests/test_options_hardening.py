@@ -411,3 +411,37 @@ def test_save_checkpoint_leaves_other_live_processes_temporaries(tmp_path):
     finally:
         live.kill()
         live.wait()
+
+
+def test_a_classifier_with_coerced_labels_or_length_is_refused(clf_run):
+    """What the classifier folder's loader hands over is checked again where it is used."""
+    from minigpt.train.classify import Classifier
+
+    clf = Classifier.from_pretrained(clf_run)
+    for attr, value, message in (("max_length", 2.5, "max_length must be an integer >= 1, got 2.5"),
+                                 ("max_length", True, "max_length must be an integer >= 1, got true"),
+                                 ("id2label", ["ham", "ham"], "id2label names 'ham' twice"),
+                                 ("id2label", ["ham", None], "id2label[1] must be a non-empty string, got null")):
+        old = getattr(clf.model, attr)
+        setattr(clf.model, attr, value)
+        try:
+            with pytest.raises(MiniGPTError, match="^the classifier: " + message.replace("[", r"\[")
+                               .replace("]", r"\]").replace(".", r"\.")):
+                Classifier(clf.model, clf.tokenizer)
+        finally:
+            setattr(clf.model, attr, old)
+    assert Classifier(clf.model, clf.tokenizer).labels == ["ham", "spam"]
+
+
+def test_instruction_dataset_keeps_only_what_collate_uses():
+    from minigpt.data.instruct import InstructionDataset
+
+    class Chars:
+        def encode_ordinary(self, text):
+            return [ord(c) % 256 for c in text]
+
+    entries = [{"instruction": "a", "input": "", "output": "b" * 100_000}, {"instruction": "c", "input": "", "output": "d"}]
+    ds = InstructionDataset(entries, Chars(), "alpaca", pad_id=0, max_length=200)  # entry 1: 142 ids
+    assert ds.truncated == 1 and [len(s) for s in ds.ids] == [201, 142]
+    x, y = ds.get_batch([0, 1])
+    assert x.shape == (2, 200)

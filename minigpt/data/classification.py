@@ -230,8 +230,8 @@ class ClassificationDataset:
     are truncated: ``truncated`` counts them)."""
 
     def __init__(self, token_ids: list, label_ids, max_length: int, pad_id: int):
-        if max_length < 1:
-            raise MiniGPTError(f"max_length must be >= 1, got {max_length}")
+        if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)) or max_length < 1:
+            raise MiniGPTError(f"max_length must be an integer >= 1, got {max_length!r}")
         self.max_length, self.pad_id = int(max_length), int(pad_id)
         self.truncated = sum(len(t) > self.max_length for t in token_ids)
         self.ids = [np.asarray(t[:self.max_length], dtype=np.int64) for t in token_ids]

@@ -135,13 +135,14 @@ class InstructionDataset:
     def __init__(self, entries: list, tokenizer, template: str, pad_id: int, max_length: int,
                  mask_prompt: bool = False):
         self.pad_id, self.max_length, self.mask_prompt = int(pad_id), int(max_length), bool(mask_prompt)
-        self.ids, self.prompt_lengths = [], []
+        self.ids, self.prompt_lengths, self.truncated = [], [], 0
         for e in entries:
             p = tokenizer.encode_ordinary(format_prompt(e, template))
             r = tokenizer.encode_ordinary(e["output"])
-            self.ids.append(p + r)
+            ids = p + r
+            self.truncated += len(ids) + 1 > self.max_length
+            self.ids.append(ids[:self.max_length + 1])  # what collate can use of it: a long entry is not kept whole
             self.prompt_lengths.append(len(p))
-        self.truncated = sum(len(s) + 1 > self.max_length for s in self.ids)
 
     def __len__(self) -> int:
         return len(self.ids)

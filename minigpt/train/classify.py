@@ -28,7 +28,8 @@ from ..tensor import no_grad
 from ..settings import ClassifyConfig, TrainConfig  # noqa: F401  (ClassifyConfig re-exported)
 from .loop import Trainer, check_run_folder, load_checkpoint
 from .. import functional as F
-from ..data.classification import ClassificationDataset, balance, check_splits, read_labelled, stratified_split
+from ..data.classification import (ClassificationDataset, balance, check_label_config, check_splits, read_labelled,
+                                   stratified_split)
 from ..data import DataLoader
 from ..loading import load_model_and_tokenizer
 from ..model import GPTClassifier
@@ -97,7 +98,7 @@ def prepare_data(path, tok, cfg: ClassifyConfig, context_length: int, id2label=N
     classes = sorted(set(labels))
     if id2label is None:
         id2label = classes
-    elif sorted(id2label) != classes:
+    elif sorted(check_label_config(list(id2label), where="the --init classifier")) != classes:
         raise MiniGPTError(f"{path}: labels {classes} differ from the model's {list(id2label)}")
     counts = {c: labels.count(c) for c in classes}
     idx = balance(labels, cfg.seed) if cfg.balance else np.arange(len(labels))
@@ -272,7 +273,9 @@ class Classifier:
     def __init__(self, model, tokenizer):
         self.model, self.tokenizer = model, tokenizer
         self.model.eval()
-        self.max_length = getattr(model, "max_length", None) or model.config.context_length
+        ml = getattr(model, "max_length", None)
+        check_label_config(list(model.id2label), max_length=ml, where="the classifier")  # refused, not coerced
+        self.max_length = ml if ml is not None else model.config.context_length
         self.pad_id = tokenizer.special_tokens.get(ENDOFTEXT, 0)
 
     @classmethod
