@@ -406,3 +406,16 @@ def test_an_existing_run_is_refused_once_under_mpi(tmp_path, text):
     r = mpirun(2, args(out, text), timeout=120)
     assert r.returncode == 2
     assert r.stderr.count("minigpt: error:") == 1 and f"{out} already holds a training run" in r.stderr
+
+
+@requires_mpi
+@pytest.mark.parametrize("task", ["classify", "instruct"])
+def test_finetuning_is_refused_under_mpiexec(tmp_path, task):
+    """Two ranks would run the same finetuning into one --out: refused at once, nothing written."""
+    out = tmp_path / "ft"
+    cmd = [MPIEXEC, "-n", "2", sys.executable, "-m", "minigpt", "finetune", task, "--init", str(tmp_path / "m"),
+           "--data", str(tmp_path / "d"), "--out", str(out)]
+    r = subprocess.run(cmd, cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    assert f"minigpt: error: finetune {task} runs in a single process, but MPI started 2 ranks" in r.stderr, r.stderr
+    assert not out.exists()
