@@ -600,3 +600,29 @@ def test_residual_inside_linear_and_feed_forward(xshape, n_hidden, n_out, seed, 
             np.testing.assert_array_equal(a, c)
     with pytest.raises(ValueError, match="linear: residual must be"):
         F.linear(x, w, b, residual=np.zeros((*xshape[:-1], n_out + 1)))
+
+
+def test_0d_inputs_of_ops_that_take_them_and_clear_errors_from_those_that_do_not():
+    """Every op either handles a 0-d input (gradchecked) or refuses it with a message saying so."""
+    import re
+
+    from minigpt import MiniGPTError
+
+    s = make((), 11)
+    w, b = make((1, 1), 12), make((1,), 13)
+    check(lambda x: x[()] * 2.0, s)
+    check(lambda x: x.reshape(1, 1).sum(), s)
+    check(lambda t: F.embedding(np.array(0), t), make((3, 2), 14))  # a 0-d id: one row
+    refused = {
+        "matmul": (lambda: F.matmul(s, s), "at least 1-D"),
+        "linear": (lambda: F.linear(s, w, b), "input of shape () does not match"),
+        "layer_norm": (lambda: F.layer_norm(s, b, b), "at least 1 axis"),
+        "softmax": (lambda: F.softmax(s), "out of range for a 0-D tensor"),
+        "log_softmax": (lambda: F.log_softmax(s), "out of range for a 0-D tensor"),
+        "cross_entropy": (lambda: F.cross_entropy(s, np.array(0)), "at least 1 axis (the classes, last)"),
+        "concatenate": (lambda: F.concatenate([s, s]), "out of range for 0-D tensors"),
+        "sum axis 0": (lambda: F.sum(s, axis=0), "out of range for a tensor with 0 dimensions"),
+    }
+    for name, (fn, message) in refused.items():
+        with pytest.raises(MiniGPTError, match=re.escape(message)):
+            fn()
