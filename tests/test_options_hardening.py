@@ -445,3 +445,19 @@ def test_instruction_dataset_keeps_only_what_collate_uses():
     assert ds.truncated == 1 and [len(s) for s in ds.ids] == [201, 142]
     x, y = ds.get_batch([0, 1])
     assert x.shape == (2, 200)
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"template": 5}', "instruct.json is damaged: 'template' must be one of alpaca, phi3, got '5'"),
+    ("[1]", "expected a JSON object at the top level"),
+    ("[" * 100000, "nested too deeply"),
+])
+def test_a_damaged_instruct_json_is_named(instruct_run, tmp_path, capsys, monkeypatch, content, message):
+    import io
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(instruct_run, run)
+    (run / "instruct.json").write_text(content)
+    monkeypatch.setattr("sys.stdin", io.StringIO("Name colour 3.\n"))
+    one_line_error(capsys, ["chat", "--model", str(run), "--max-new-tokens", "2"], "instruct.json", message)

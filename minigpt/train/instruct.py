@@ -23,7 +23,7 @@ import numpy as np
 from .. import random as mrandom
 from ..errors import MiniGPTError
 from ..io import atomic_write_json, read_json
-from ..settings import InstructConfig, TrainConfig  # noqa: F401  (InstructConfig re-exported)
+from ..settings import TEMPLATES, InstructConfig, TrainConfig  # noqa: F401  (InstructConfig re-exported)
 from .loop import Trainer, check_run_folder, load_checkpoint
 from ..data.instruct import format_prompt
 from ..model import generate
@@ -269,8 +269,9 @@ def template_of(folder, default: str = "alpaca") -> str:
     for cand in (Path(folder), resolve_model_dir(folder)):
         f = cand / "instruct.json"
         if f.exists():
-            try:
-                return json.loads(f.read_text())["template"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise MiniGPTError(f"{f} is damaged") from None
+            template = read_json(f, "instruct.json").get("template")
+            if template not in TEMPLATES:
+                raise MiniGPTError(f"{f} is damaged: 'template' must be one of {', '.join(TEMPLATES)}, got "
+                                   f"{str(template)[:40]!r}")
+            return template
     return default
