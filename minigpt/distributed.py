@@ -28,8 +28,11 @@ import json
 import os
 import socket
 import sys
+import contextlib
+import math
 import tempfile
 import threading
+import time
 import zlib
 from pathlib import Path
 
@@ -46,6 +49,33 @@ _LAUNCHER_VARS = (
     ("MV2_COMM_WORLD_RANK", "MV2_COMM_WORLD_SIZE"),
     ("PMIX_RANK", None),
 )
+
+
+# How long a rank waits in one collective (an Allreduce, a broadcast, the final barrier) for the others before
+# it stops the job: a stopped (SIGSTOP), hung or swapping rank must not make the job wait forever. Seconds;
+# 0 waits forever. The environment variable MINIGPT_COLLECTIVE_TIMEOUT sets it for every rank.
+DEFAULT_COLLECTIVE_TIMEOUT = 600.0
+TIMEOUT_VAR = "MINIGPT_COLLECTIVE_TIMEOUT"
+
+
+def collective_timeout(environ=None) -> float:
+    """The collective timeout in seconds from ``MINIGPT_COLLECTIVE_TIMEOUT`` (default 600; 0: no limit).
+
+    >>> collective_timeout({"MINIGPT_COLLECTIVE_TIMEOUT": "30"})
+    30.0
+    """
+    env = os.environ if environ is None else environ
+    text = env.get(TIMEOUT_VAR, "").strip()
+    if not text:
+        return DEFAULT_COLLECTIVE_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value) or value < 0:
+        raise MiniGPTError(f"environment variable {TIMEOUT_VAR}={text!r}: use a number of seconds >= 0 "
+                           "(0: wait forever)")
+    return value
 
 
 def launch_env(environ=None) -> tuple[int, int | None] | None:
@@ -76,6 +106,7 @@ def init(require: bool = False):
     env = launch_env()
     if not require and (env is None or env[1] == 1):
         return Single()
+    timeout = collective_timeout()  # checked before MPI starts
     try:
         from mpi4py import MPI
     except ImportError as e:
@@ -90,7 +121,7 @@ def init(require: bool = False):
                            "(use the mpiexec of the MPI that mpi4py uses)")
     if comm.Get_size() == 1 and not require:
         return Single()
-    return MPIContext(comm, MPI)
+    return MPIContext(comm, MPI, timeout)
 
 
 class Single:
@@ -148,17 +179,35 @@ class Single:
 class MPIContext:
     """``world_size`` ranks over an MPI communicator (mpi4py's ``COMM_WORLD``)."""
 
-    def __init__(self, comm, MPI):
+    timeout = DEFAULT_COLLECTIVE_TIMEOUT  # seconds in one collective before the job is stopped (0: no limit)
+    _waiting = None                       # (what, since when) while this rank is inside a collective
+    _closing = False                      # set by close(): peers that exit from then on have finished
+
+    def __init__(self, comm, MPI, timeout: float = DEFAULT_COLLECTIVE_TIMEOUT):
         self.comm, self.MPI = comm, MPI
         self.rank = comm.Get_rank()
         self.world_size = comm.Get_size()
         self.is_main = self.rank == 0
         self.params = []
         self.buffers = []  # one flat float buffer per dtype; the last slot of the first holds the loss
-        self.peers = comm.allgather((os.getpid(), socket.gethostname()))
+        self.timeout = float(timeout)
+        self._waiting = None  # (what, since when) while this rank is inside a collective
+        self.peers = []
         self._stop = threading.Event()
         self._watchdog = threading.Thread(target=self._watch_peers, name="minigpt-mpi-watchdog", daemon=True)
-        self._watchdog.start()
+        self._watchdog.start()  # first: a rank that never arrives at the start-up exchange is a stall too
+        with self._collective("the start-up exchange"):
+            self.peers = comm.allgather((os.getpid(), socket.gethostname()))
+
+    @contextlib.contextmanager
+    def _collective(self, what: str):
+        """Mark this rank as waiting in the collective ``what``: the watchdog stops the job when the wait
+        exceeds ``timeout`` seconds."""
+        self._waiting = (what, time.monotonic())
+        try:
+            yield
+        finally:
+            self._waiting = None
 
     # --- start-up ------------------------------------------------------------------------------------
     def describe(self) -> str:
@@ -166,17 +215,19 @@ class MPIContext:
             f"rank {r} pid {pid} on {host}" for r, (pid, host) in enumerate(self.peers))
 
     def broadcast_params(self, params) -> None:
-        for p in params:
-            self.comm.Bcast(p.data, root=0)
+        with self._collective("the broadcast of rank 0's weights"):
+            for p in params:
+                self.comm.Bcast(p.data, root=0)
 
     def check_same(self, what: dict) -> None:
         """Refuse to start when the ranks disagree on ``what`` (model, training settings, data, seed)."""
         text = json.dumps(_flatten(what), sort_keys=True, default=str)
         digest = hashlib.sha256(text.encode()).hexdigest()
-        digests = self.comm.allgather(digest)
-        if len(set(digests)) == 1:
-            return
-        texts = self.comm.allgather(text)
+        with self._collective("the start-up comparison of the ranks' settings"):
+            digests = self.comm.allgather(digest)
+            if len(set(digests)) == 1:
+                return
+            texts = self.comm.allgather(text)
         mine0 = json.loads(texts[0])
         lines = []
         for r, t in enumerate(texts[1:], start=1):
@@ -194,7 +245,8 @@ class MPIContext:
     def agree(self, error: str | None, name_ranks: bool = True) -> None:
         """Collective: raise on every rank when any rank had an error (with the rank's message, prefixed
         with the rank unless every rank failed alike or ``name_ranks`` is False)."""
-        errors = self.comm.allgather(error)
+        with self._collective("the exchange of the ranks' errors"):
+            errors = self.comm.allgather(error)
         bad = [(r, e) for r, e in enumerate(errors) if e is not None]
         if bad:
             if not name_ranks or (len({e for _, e in bad}) == 1 and len(bad) == self.world_size):
@@ -211,18 +263,19 @@ class MPIContext:
         names = None
         if self.is_main:
             names = sorted((f.name, f.stat().st_size) for f in Path(path).iterdir() if f.is_file())
-        names = self.comm.bcast(names, root=0)
-        target = Path(path) if self.is_main else Path(tempfile.mkdtemp(prefix=f"minigpt-rank{self.rank}-"))
-        chunk = 1 << 28
-        for name, size in names:
-            if self.is_main:
-                buf = np.fromfile(Path(path) / name, dtype=np.uint8)
-            else:
-                buf = np.empty(size, dtype=np.uint8)
-            for start in range(0, size, chunk):
-                self.comm.Bcast(buf[start:start + chunk], root=0)
-            if not self.is_main:
-                buf.tofile(target / name)
+        with self._collective("the broadcast of the checkpoint's files"):
+            names = self.comm.bcast(names, root=0)
+            target = Path(path) if self.is_main else Path(tempfile.mkdtemp(prefix=f"minigpt-rank{self.rank}-"))
+            chunk = 1 << 28
+            for name, size in names:
+                if self.is_main:
+                    buf = np.fromfile(Path(path) / name, dtype=np.uint8)
+                else:
+                    buf = np.empty(size, dtype=np.uint8)
+                for start in range(0, size, chunk):
+                    self.comm.Bcast(buf[start:start + chunk], root=0)
+                if not self.is_main:
+                    buf.tofile(target / name)
         return target
 
     # --- every step ----------------------------------------------------------------------------------
@@ -265,13 +318,15 @@ class MPIContext:
                     view[...] = p.grad
                 p.grad = view
         self.buffers[0][-1] = loss
-        for buf in self.buffers:
-            self.comm.Allreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
+        with self._collective("the gradient Allreduce"):
+            for buf in self.buffers:
+                self.comm.Allreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
         return float(self.buffers[0][-1])
 
     def sum_scalars(self, values) -> np.ndarray:
         arr = np.array(values, dtype=np.float64)
-        self.comm.Allreduce(self.MPI.IN_PLACE, arr, op=self.MPI.SUM)
+        with self._collective("the sum of the validation losses"):
+            self.comm.Allreduce(self.MPI.IN_PLACE, arr, op=self.MPI.SUM)
         return arr
 
     def seed_dropout(self, seed: int, step: int) -> None:
@@ -286,19 +341,36 @@ class MPIContext:
         crc = 0
         for p in params:
             crc = zlib.crc32(np.ascontiguousarray(p.data).view(np.uint8), crc)
-        if len(set(self.comm.allgather(crc))) == 1:
+        with self._collective("the comparison of the ranks' weights"):
+            crcs = self.comm.allgather(crc)
+        if len(set(crcs)) == 1:
             return True
         self.broadcast_params(params)
         return False
 
     # --- faults --------------------------------------------------------------------------------------
     def _watch_peers(self) -> None:
-        """Stop this rank when a rank on the same machine has died. MPICH's and Open MPI's launchers
-        already kill the whole job when a rank dies; this covers launchers that do not (an Allreduce
-        with a dead peer may otherwise wait forever)."""
+        """Stop this rank when a rank on the same machine has died, or when this rank has waited longer
+        than ``timeout`` seconds in one collective (a peer stopped, hung or far behind). MPICH's and Open
+        MPI's launchers already kill the whole job when a rank dies or exits with an error; this covers
+        launchers that do not (an Allreduce with a dead peer may otherwise wait forever), and stopped
+        peers, which no launcher notices."""
         host = socket.gethostname()
-        local = [(r, pid) for r, (pid, h) in enumerate(self.peers) if h == host and r != self.rank]
-        while not self._stop.wait(1.0):
+        local = None
+        while not self._stop.wait(min(1.0, self.timeout / 4) if self.timeout > 0 else 1.0):
+            waiting = self._waiting
+            if waiting is not None and self.timeout > 0 and time.monotonic() - waiting[1] > self.timeout:
+                print(f"minigpt: error: rank {self.rank} waited more than {self.timeout:g} s for the other ranks in "
+                      f"{waiting[0]} (a rank is stopped, hung or much slower); rank {self.rank} stops. The last "
+                      f"complete checkpoint is kept: restart with --resume ({TIMEOUT_VAR} sets the wait in "
+                      "seconds, 0: no limit)", file=sys.stderr, flush=True)
+                os._exit(2)
+            if self._closing:
+                continue
+            if local is None:
+                if not self.peers:
+                    continue
+                local = [(r, pid) for r, (pid, h) in enumerate(self.peers) if h == host and r != self.rank]
             for r, pid in local:
                 if not _alive(pid):
                     print(f"minigpt: error: rank {r} (pid {pid} on {host}) died; rank {self.rank} stops. The "
@@ -314,8 +386,10 @@ class MPIContext:
         """Collective: stop watching the peers, then wait for every rank (rank 0 may still be writing a
         sample or a checkpoint: a rank that exits first must not look like a dead one)."""
         if not self._stop.is_set():
+            self._closing = True  # from here a peer that exits has finished, not died
+            with self._collective("the final barrier"):
+                self.comm.Barrier()
             self._stop.set()
-            self.comm.Barrier()
 
 
 def _alive(pid: int) -> bool:

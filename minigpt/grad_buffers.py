@@ -133,8 +133,8 @@ class GradSums:
         elif key in self.owned:
             prev += g
         else:
-            self.sums[key] = prev + g
-            self.owned.add(key)
+            self.sums[key] = np.asarray(prev + g)  # 0-d operands add to a NumPy scalar: keep an array,
+            self.owned.add(key)                    # which the next contribution is added into in place
 
     def add_to_leaf(self, node, g) -> None:
         """``node.grad += g`` (``node.grad = g`` the first time: a copy unless ``g`` is owned)."""

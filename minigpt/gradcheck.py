@@ -7,6 +7,9 @@ input's gradient with the central difference ``(f(x + eps) - f(x - eps)) / (2 ep
 """
 from __future__ import annotations
 
+import math
+import numbers
+
 import numpy as np
 
 from .errors import MiniGPTError
@@ -23,6 +26,8 @@ def numeric_gradient(f, arrays, eps: float = 1e-6) -> list:
         >>> numeric_gradient(lambda: float((x ** 2).sum()), [x])[0].round(6)
         array([2., 4.])
     """
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not math.isfinite(eps) or eps <= 0:
+        raise MiniGPTError(f"numeric_gradient: eps must be a finite number > 0, got {eps!r}")
     grads = []
     for a in arrays:
         g = np.zeros(a.shape, dtype=np.float64)
@@ -40,6 +45,19 @@ def numeric_gradient(f, arrays, eps: float = 1e-6) -> list:
 
 class GradcheckError(AssertionError):
     """The analytic and numeric gradients disagree; the message names the worst element."""
+
+
+def check_tolerances(eps, atol, rtol, seed=0) -> None:
+    """Refuse settings that would make every comparison meaningless: ``eps`` must be a finite number > 0,
+    ``atol`` and ``rtol`` finite numbers >= 0 (a NaN tolerance would pass any gradient), ``seed`` an
+    integer >= 0."""
+    for name, v, positive in (("eps", eps, True), ("atol", atol, False), ("rtol", rtol, False)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0 \
+                or (positive and v == 0):
+            raise MiniGPTError(f"gradcheck: {name} must be a finite number {'> 0' if positive else '>= 0'}, "
+                               f"got {v!r}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise MiniGPTError(f"gradcheck: seed must be an integer >= 0, got {seed!r}")
 
 
 def _to64(x):
@@ -72,6 +90,7 @@ def gradcheck(fn, *inputs, eps: float = 1e-6, atol: float = 1e-8, rtol: float = 
     ``GradcheckError`` naming the worst element (input, index, analytic and numeric values) when an
     element fails and ``raise_on_failure`` is true.
     """
+    check_tolerances(eps, atol, rtol, seed)
     inputs = [_to64(x) for x in inputs]
     checked = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
     if not checked:

@@ -20,6 +20,50 @@ def _setting(default, help: str):
     return field(default=default, metadata={"help": help})
 
 
+# The names the finetuning settings accept (the data modules use these lists too).
+FORMATS = ("auto", "sms", "csv", "tsv", "jsonl")
+TEMPLATES = ("alpaca", "phi3")
+MAX_LORA_ALPHA = 1e4  # a larger scale makes the adapters' float32 gradients overflow within a few steps
+
+
+def _fail(cfg, name: str, want: str):
+    raise MiniGPTError(f"{name.replace('_', '-')} must be {want}, got {getattr(cfg, name)!r}")
+
+
+def _check_ints(cfg, rules) -> None:
+    """``rules``: (field, lowest allowed value); a field's value must be an integer (not a bool) >= it."""
+    for name, lo in rules:
+        v = getattr(cfg, name)
+        if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < lo:
+            _fail(cfg, name, f"an integer >= {lo}")
+
+
+def _check_reals(cfg, rules) -> None:
+    """``rules``: (field, ">0" or ">=0"); a field's value must be a finite number (not a bool) in that range."""
+    for name, rule in rules:
+        v = getattr(cfg, name)
+        if not isinstance(v, numbers.Real) or isinstance(v, bool) or not math.isfinite(v) or v < 0 \
+                or (rule == ">0" and v == 0):
+            _fail(cfg, name, f"a finite number {'> 0' if rule == '>0' else '>= 0'}")
+
+
+def _check_finetune(cfg) -> None:
+    """The settings classification and instruction finetuning share: every value checked before any work.
+    Optional lengths are None (the default) or >= 1: 0 is refused, never read as "the default"."""
+    _check_ints(cfg, (("lora_rank", 1), ("batch_size", 1), ("warmup", 0), ("seed", 0)))
+    _check_reals(cfg, (("epochs", ">0"), ("lr", ">0"), ("weight_decay", ">=0")))
+    a = cfg.lora_alpha
+    if not isinstance(a, numbers.Real) or isinstance(a, bool) or not math.isfinite(a) or not 0 < a <= MAX_LORA_ALPHA:
+        _fail(cfg, "lora_alpha", f"a finite number > 0 and <= {MAX_LORA_ALPHA:g}")
+    if cfg.max_length is not None:
+        _check_ints(cfg, (("max_length", 1),))
+    if not isinstance(cfg.train, str):
+        _fail(cfg, "train", "a string (head, last-blocks:K, all or lora)")
+    for name in ("merge",) + (("balance",) if hasattr(cfg, "balance") else ("mask_prompt",)):
+        if not isinstance(getattr(cfg, name), bool):
+            _fail(cfg, name, "true or false")
+
+
 @dataclass
 class TrainConfig:
     # the defaults make the README's quick start: ~2 minutes on 2 cores
@@ -43,25 +87,14 @@ class TrainConfig:
     log_every: int = _setting(1, "write a line to log.jsonl every N steps (and at every evaluation)")
 
     def __post_init__(self):
-        def fail(name, want):
-            raise MiniGPTError(f"{name.replace('_', '-')} must be {want}, got {getattr(self, name)!r}")
-
-        for name, lo in (("steps", 1), ("batch_size", 1), ("grad_accum", 1), ("warmup", 0), ("eval_every", 0), ("eval_batches", 1),
-                         ("sample_every", 0), ("sample_tokens", 0), ("checkpoint_every", 0),
-                         ("keep_checkpoints", 1), ("log_every", 0), ("seed", None)):
-            v = getattr(self, name)
-            if not isinstance(v, numbers.Integral) or isinstance(v, bool) or (lo is not None and v < lo):
-                fail(name, "an integer" + (f" >= {lo}" if lo is not None else ""))
-        for name, positive in (("lr", True), ("min_lr", False), ("weight_decay", False), ("grad_clip", False)):
-            v = getattr(self, name)
-            if v is None and name == "min_lr":
-                continue
-            if not isinstance(v, numbers.Real) or isinstance(v, bool) or not math.isfinite(v) \
-                    or v < 0 or (positive and v == 0):
-                fail(name, "a finite number " + ("> 0" if positive else ">= 0" + (" (0: off)" if name == "grad_clip"
-                                                                                else "")))
+        _check_ints(self, (("steps", 1), ("batch_size", 1), ("grad_accum", 1), ("warmup", 0), ("eval_every", 0),
+                           ("eval_batches", 1), ("sample_every", 0), ("sample_tokens", 0), ("checkpoint_every", 0),
+                           ("keep_checkpoints", 1), ("log_every", 0), ("seed", 0)))
+        _check_reals(self, (("lr", ">0"), ("weight_decay", ">=0"), ("grad_clip", ">=0")))
+        if self.min_lr is not None:
+            _check_reals(self, (("min_lr", ">=0"),))
         if not isinstance(self.sample_prompt, str):
-            fail("sample_prompt", "a string")
+            _fail(self, "sample_prompt", "a string")
         if self.warmup > self.steps:
             self.warmup = self.steps
 
@@ -90,11 +123,21 @@ class ClassifyConfig:
                                   "instead of the adapters only")
 
     def __post_init__(self):
-        self.split = tuple(float(f) for f in self.split)
-        if len(self.split) != 3:
-            raise MiniGPTError(f"split needs 3 fractions (train, validation, test), got {self.split}")
-        if not self.epochs > 0:
-            raise MiniGPTError(f"epochs must be positive, got {self.epochs}")
+        try:
+            split = tuple(float(f) for f in self.split)
+        except (TypeError, ValueError):
+            raise MiniGPTError(f"split must be three fractions (train, validation, test), got {self.split!r}") from None
+        if len(split) != 3 or not all(math.isfinite(f) and f > 0 for f in split) or abs(sum(split) - 1) > 1e-6:
+            raise MiniGPTError(f"split must be three fractions > 0 (train, validation, test) that sum to 1, got "
+                               f"{','.join(f'{f:g}' for f in split)}")
+        self.split = split
+        if self.format not in FORMATS:
+            raise MiniGPTError(f"unknown data format {self.format!r}; known: {', '.join(FORMATS)}")
+        for name in ("text_column", "label_column"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                _fail(self, name, "a non-empty name")
+        _check_finetune(self)
+        _check_reals(self, (("grad_clip", ">=0"),))
 
 
 @dataclass
@@ -115,3 +158,11 @@ class InstructConfig:
     seed: int = _setting(123, "the split, shuffling and dropout follow it")
     merge: bool = _setting(False, "with --train lora: save a plain model folder with the adapters folded in, "
                                   "instead of the adapters only")
+
+    def __post_init__(self):
+        if self.template not in TEMPLATES:
+            raise MiniGPTError(f"unknown template {self.template!r}; known: {', '.join(TEMPLATES)}")
+        _check_ints(self, (("max_new_tokens", 1),))
+        if self.eval_limit is not None:
+            _check_ints(self, (("eval_limit", 1),))
+        _check_finetune(self)

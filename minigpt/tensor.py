@@ -235,6 +235,8 @@ class Tensor:
                 in_grads = (in_grads,)
             for inp, ig in zip(op.inputs, in_grads):
                 if ig is not None and inp.requires_grad:
+                    if isinstance(ig, np.generic):  # NumPy arithmetic on 0-d arrays gives immutable scalars:
+                        ig = np.asarray(ig)         # a 0-d array, so in-place sums and writes land in it
                     _check_grad_shape(op, inp, ig)
                     grads.add(inp, ig, g, in_grads)   # grads[inp] += ig
             if not retain_graph:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from minigpt import MiniGPTError
 from minigpt.cli import main
 from minigpt.distributed import MPIContext, Single, launch_env
 from minigpt.model.checkpoint import latest_checkpoint
@@ -278,17 +279,18 @@ def test_one_rank_failing_stops_the_job_with_its_rank(tmp_path, text):
     assert re.search(r"minigpt: error: rank 1: .*missing\.txt", r.stderr), r.stderr
 
 
-def _kill_rank_1_mid_run(out, text, tmp_path, launcher_opts=()):
-    """Start a long 2-rank run, SIGKILL rank 1 after a few steps; (seconds until mpiexec ended, its
-    return code, its stdout + stderr, the killed pid)."""
+def _kill_rank_1_mid_run(out, text, tmp_path, launcher_opts=(), sig=signal.SIGKILL, env=None):
+    """Start a long 2-rank run, send rank 1 ``sig`` (SIGKILL) after a few steps; (seconds until mpiexec
+    ended, its return code, its stdout + stderr, the signalled pid)."""
     errf, outf = tmp_path / "stderr.txt", tmp_path / "stdout.txt"
     argv = args(out, text, quiet=False, **{"steps": 400, "batch-size": 2, "checkpoint-every": 2, "eval-every": 0})
     with open(errf, "w") as err, open(outf, "w") as stdout:
         proc = subprocess.Popen([MPIEXEC, *launcher_opts, "-n", "2", sys.executable, "-m", "minigpt", "train",
-                                 *argv], cwd=REPO, env=clean_env(), stdout=stdout, stderr=err, text=True)
+                                 *argv], cwd=REPO, env={**clean_env(), **(env or {})}, stdout=stdout, stderr=err,
+                                text=True)
+    pid = None
     try:
         deadline = time.monotonic() + 240
-        pid = None
         while time.monotonic() < deadline:
             m = re.search(r"rank 1 pid (\d+)", errf.read_text())
             if m and (out / "log.jsonl").exists() and (out / "log.jsonl").read_text().count("\n") >= 5:
@@ -297,7 +299,7 @@ def _kill_rank_1_mid_run(out, text, tmp_path, launcher_opts=()):
             assert proc.poll() is None, errf.read_text()
             time.sleep(0.2)
         assert pid is not None, "the run did not get going"
-        os.kill(pid, signal.SIGKILL)  # rank 1 dies mid-run
+        os.kill(pid, sig)  # rank 1 dies (or stops) mid-run
         t0 = time.monotonic()
         proc.wait(timeout=30)
         return time.monotonic() - t0, proc.returncode, outf.read_text() + errf.read_text(), pid
@@ -305,6 +307,12 @@ def _kill_rank_1_mid_run(out, text, tmp_path, launcher_opts=()):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        if pid is not None and sig == signal.SIGSTOP:
+            try:  # a stopped rank the launcher did not clean up: let it go
+                os.kill(pid, signal.SIGCONT)
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 @requires_mpi
@@ -323,6 +331,42 @@ def test_a_killed_rank_stops_the_job_and_resume_restarts(tmp_path, text):
     assert r.returncode == 0, r.stderr
     assert f"resuming {out} at step {step}" in r.stderr
     assert log(out)[-1]["step"] == step + 2
+
+
+@requires_mpi
+def test_a_stopped_rank_stops_the_job_after_the_collective_timeout(tmp_path, text):
+    """A rank that is stopped (SIGSTOP) is alive to every launcher: the other rank waits in the gradient
+    Allreduce for MINIGPT_COLLECTIVE_TIMEOUT seconds, then stops the job with a one-line message."""
+    out = tmp_path / "s"
+    seconds, rc, output, pid = _kill_rank_1_mid_run(out, text, tmp_path, sig=signal.SIGSTOP,
+                                                    env={"MINIGPT_COLLECTIVE_TIMEOUT": "3"})
+    assert rc != 0 and 3 <= seconds < 25, (seconds, output)
+    assert re.search(r"minigpt: error: rank 0 waited more than 3 s for the other ranks in the gradient Allreduce",
+                     output), output
+    latest_checkpoint(out)  # the run's checkpoints are there to resume from
+
+
+def test_the_collective_timeout_setting():
+    from minigpt.distributed import collective_timeout
+
+    assert collective_timeout({}) == 600.0 and collective_timeout({"MINIGPT_COLLECTIVE_TIMEOUT": "0"}) == 0.0
+    for bad in ("-1", "nan", "inf", "soon"):
+        with pytest.raises(MiniGPTError, match=f"MINIGPT_COLLECTIVE_TIMEOUT='{bad}': use a number of seconds"):
+            collective_timeout({"MINIGPT_COLLECTIVE_TIMEOUT": bad})
+    # a rank waiting in a collective longer than the timeout stops (run in a child: it exits)
+    code = ("import os, socket, threading, time\n"
+            "from minigpt.distributed import MPIContext\n"
+            "ctx = MPIContext.__new__(MPIContext)\n"
+            "ctx.rank, ctx._stop, ctx.timeout = 1, threading.Event(), 0.5\n"
+            "ctx.peers = [(os.getpid(), socket.gethostname())]\n"
+            "ctx._waiting = ('the gradient Allreduce', time.monotonic())\n"
+            "ctx._watch_peers()\n"
+            "print('not stopped')\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=clean_env(), capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 2 and "not stopped" not in r.stdout
+    assert r.stderr.startswith("minigpt: error: rank 1 waited more than 0.5 s for the other ranks in the gradient "
+                               "Allreduce") and r.stderr.count("\n") == 1, r.stderr
 
 
 def test_the_watchdog_tells_a_dead_process_from_a_live_one():
@@ -362,3 +406,16 @@ def test_an_existing_run_is_refused_once_under_mpi(tmp_path, text):
     r = mpirun(2, args(out, text), timeout=120)
     assert r.returncode == 2
     assert r.stderr.count("minigpt: error:") == 1 and f"{out} already holds a training run" in r.stderr
+
+
+@requires_mpi
+@pytest.mark.parametrize("task", ["classify", "instruct"])
+def test_finetuning_is_refused_under_mpiexec(tmp_path, task):
+    """Two ranks would run the same finetuning into one --out: refused at once, nothing written."""
+    out = tmp_path / "ft"
+    cmd = [MPIEXEC, "-n", "2", sys.executable, "-m", "minigpt", "finetune", task, "--init", str(tmp_path / "m"),
+           "--data", str(tmp_path / "d"), "--out", str(out)]
+    r = subprocess.run(cmd, cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    assert f"minigpt: error: finetune {task} runs in a single process, but MPI started 2 ranks" in r.stderr, r.stderr
+    assert not out.exists()

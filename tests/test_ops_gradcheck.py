@@ -1,11 +1,11 @@
 """Every op, gradchecked in float64 by central finite differences on hypothesis-drawn shapes.
 
-Shapes include broadcasting pairs, size-1 axes, empty batches where the op allows them, and
-non-contiguous (strided) inputs.
+Shapes include broadcasting pairs, size-1 axes, 0-d tensors (shape ``()``) and empty batches where the op
+allows them, and non-contiguous (strided) inputs.
 """
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, mutually_broadcastable_shapes
 
@@ -37,6 +37,8 @@ def check(fn, *inputs):
 seeds = st.integers(0, 2**31 - 1)
 small_shapes = array_shapes(min_dims=0, max_dims=3, min_side=1, max_side=4)
 maybe_empty = array_shapes(min_dims=1, max_dims=3, min_side=0, max_side=3)
+scalar_or_maybe_empty = array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=3)  # () included
+UNARY = ["exp", "log", "sqrt", "tanh", "relu", "gelu", "neg"]
 
 
 # --- arithmetic -------------------------------------------------------------------------------------
@@ -53,7 +55,8 @@ def test_binary_broadcasting(shapes, seed, noncontig, op):
     assert out.shape == np.broadcast_shapes(sa, sb)
 
 
-@given(maybe_empty, seeds)
+@example(shape=(), seed=2)
+@given(scalar_or_maybe_empty, seeds)
 def test_binary_empty_and_scalars(shape, seed):
     a = make(shape, seed)
     out = 2.0 * a - 1 + a / 3.0
@@ -62,6 +65,7 @@ def test_binary_empty_and_scalars(shape, seed):
         check(lambda x: 2.0 * x - 1 + x / 3.0 + (-x), a)
 
 
+@example(shape=(), seed=4, p=3)
 @given(small_shapes, seeds, st.sampled_from([2, 3, 0.5, -1.0, 0, 1.5]))
 def test_pow(shape, seed, p):
     a = make(shape, seed, low=0.5, high=2.0)
@@ -94,7 +98,17 @@ def test_matmul_shape_error_names_both_shapes():
 
 
 # --- elementwise --------------------------------------------------------------------------------------
-@given(maybe_empty, seeds, st.booleans(), st.sampled_from(["exp", "log", "sqrt", "tanh", "relu", "gelu", "neg"]))
+def _0d_examples(ops):
+    """A decorator adding one 0-d example per op: hypothesis may not draw ``()`` in a few examples."""
+    def add(test):
+        for op in ops:
+            test = example(shape=(), seed=3, noncontig=False, op=op)(test)
+        return test
+    return add
+
+
+@_0d_examples(UNARY)
+@given(scalar_or_maybe_empty, seeds, st.booleans(), st.sampled_from(UNARY))
 def test_unary(shape, seed, noncontig, op):
     if op in ("log", "sqrt"):
         a = make(shape, seed, noncontig, low=0.3, high=3.0)
@@ -116,17 +130,45 @@ def test_gelu_values_match_formula():
     np.testing.assert_allclose(F.gelu(Tensor(x)).data, expect, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("optimized", [True, False])
+@pytest.mark.parametrize("op", ["add", "sub", "mul", "div", "where", "stack", "chain"])
+def test_0d_inputs_of_binary_ops_and_reused_tensors(op, optimized):
+    """0-d tensors through the binary ops, and a 0-d tensor used several times (its gradient contributions
+    summed in place): with and without the gradient-buffer optimisations."""
+    from minigpt.grad_buffers import grad_optimizations
+
+    a, b = make((), 7), make((), 8, low=0.5, high=2.0)
+    fn = {"add": lambda x, y: x + y, "sub": lambda x, y: x - y, "mul": lambda x, y: x * y,
+          "div": lambda x, y: x / y, "where": lambda x, y: F.where(np.array(True), x, y),
+          "stack": lambda x, y: F.stack([x, y, x * y]),
+          "chain": lambda x, y: F.gelu(x * x * x + x + y * x) * y}[op]
+    with grad_optimizations(optimized):
+        check(fn, a, b)
+
+
+def test_0d_gradient_sums_are_exact():
+    """x^3 + x at x = 1.5 has the derivative 3 x^2 + 1 = 7.75: every contribution counted once."""
+    x = Tensor(np.array(1.5), requires_grad=True)
+    ((x * x) * x + x).backward()
+    assert isinstance(x.grad, np.ndarray) and x.grad.shape == () and x.grad == 7.75
+
+
 # --- reductions ----------------------------------------------------------------------------------------
 @st.composite
 def shape_and_axis(draw, min_dims=1):
     shape = draw(array_shapes(min_dims=min_dims, max_dims=3, min_side=1, max_side=4))
+    if not shape:  # a 0-d tensor: the whole of it, or no axis at all
+        return shape, draw(st.sampled_from([None, ()]))
     axis = draw(st.one_of(st.none(), st.integers(-len(shape), len(shape) - 1),
                           st.lists(st.integers(0, len(shape) - 1), min_size=1, max_size=len(shape),
                                    unique=True).map(tuple)))
     return shape, axis
 
 
-@given(shape_and_axis(), seeds, st.booleans(), st.booleans(), st.sampled_from(["sum", "mean", "max"]))
+@example(sa=((), None), seed=1, keepdims=False, noncontig=False, op="sum")
+@example(sa=((), None), seed=1, keepdims=True, noncontig=False, op="mean")
+@example(sa=((), None), seed=1, keepdims=False, noncontig=False, op="max")
+@given(shape_and_axis(min_dims=0), seeds, st.booleans(), st.booleans(), st.sampled_from(["sum", "mean", "max"]))
 def test_reductions(sa, seed, keepdims, noncontig, op):
     shape, axis = sa
     a = make(shape, seed, noncontig)
@@ -143,7 +185,7 @@ def test_max_ties_share_gradient():
     np.testing.assert_allclose(a.grad, [0, 0.5, 0.5])
 
 
-@given(maybe_empty, seeds)
+@given(scalar_or_maybe_empty, seeds)
 def test_sum_empty(shape, seed):
     a = make(shape, seed)
     s = a.sum()
@@ -152,7 +194,7 @@ def test_sum_empty(shape, seed):
 
 
 # --- shapes ------------------------------------------------------------------------------------------
-@given(small_shapes.filter(lambda s: len(s) >= 1), seeds, st.booleans(), st.data())
+@given(small_shapes, seeds, st.booleans(), st.data())
 def test_reshape_transpose_permute(shape, seed, noncontig, data):
     a = make(shape, seed, noncontig)
     perm = tuple(data.draw(st.permutations(range(len(shape)))))
@@ -229,6 +271,7 @@ def test_where(shapes, seed):
     check(lambda x, y: F.where(cond, x, y), a, b)
 
 
+@example(shape=(), seed=5, noncontig=False)
 @given(small_shapes, seeds, st.booleans())
 def test_masked_fill(shape, seed, noncontig):
     a = make(shape, seed, noncontig)
@@ -341,6 +384,7 @@ def test_layer_norm(shape, seed, noncontig):
     np.testing.assert_allclose(F.layer_norm(x, g, b).data, ref, rtol=1e-10, atol=1e-12)
 
 
+@example(shape=(), seed=6, p=0.5)
 @given(small_shapes, seeds, st.sampled_from([0.0, 0.1, 0.5, 0.9]))
 def test_dropout(shape, seed, p):
     x = make(shape, seed)
@@ -556,3 +600,29 @@ def test_residual_inside_linear_and_feed_forward(xshape, n_hidden, n_out, seed, 
             np.testing.assert_array_equal(a, c)
     with pytest.raises(ValueError, match="linear: residual must be"):
         F.linear(x, w, b, residual=np.zeros((*xshape[:-1], n_out + 1)))
+
+
+def test_0d_inputs_of_ops_that_take_them_and_clear_errors_from_those_that_do_not():
+    """Every op either handles a 0-d input (gradchecked) or refuses it with a message saying so."""
+    import re
+
+    from minigpt import MiniGPTError
+
+    s = make((), 11)
+    w, b = make((1, 1), 12), make((1,), 13)
+    check(lambda x: x[()] * 2.0, s)
+    check(lambda x: x.reshape(1, 1).sum(), s)
+    check(lambda t: F.embedding(np.array(0), t), make((3, 2), 14))  # a 0-d id: one row
+    refused = {
+        "matmul": (lambda: F.matmul(s, s), "at least 1-D"),
+        "linear": (lambda: F.linear(s, w, b), "input of shape () does not match"),
+        "layer_norm": (lambda: F.layer_norm(s, b, b), "at least 1 axis"),
+        "softmax": (lambda: F.softmax(s), "out of range for a 0-D tensor"),
+        "log_softmax": (lambda: F.log_softmax(s), "out of range for a 0-D tensor"),
+        "cross_entropy": (lambda: F.cross_entropy(s, np.array(0)), "at least 1 axis (the classes, last)"),
+        "concatenate": (lambda: F.concatenate([s, s]), "out of range for 0-D tensors"),
+        "sum axis 0": (lambda: F.sum(s, axis=0), "out of range for a tensor with 0 dimensions"),
+    }
+    for name, (fn, message) in refused.items():
+        with pytest.raises(MiniGPTError, match=re.escape(message)):
+            fn()

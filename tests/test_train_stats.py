@@ -155,3 +155,34 @@ def test_layer_stats_without_a_graph_are_recomputed_alike(tmp_path):
         np.testing.assert_allclose(a["attn_entropy"], b["attn_entropy"], atol=1e-4)
         assert a["gelu_tail"] == pytest.approx(b["gelu_tail"], abs=1 / (16 * 256))
         assert a["resid_std"] == pytest.approx(b["resid_std"], rel=1e-5)
+
+
+def test_plot_skips_a_torn_last_line_with_a_warning(run, tmp_path, capsys):
+    """A run killed while appending to stats.jsonl leaves a cut last line: the dashboards draw the complete
+    records and say what was skipped; a bad line elsewhere, or a line that is not an object, is refused."""
+    pytest.importorskip("matplotlib")
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    good = (copy / "stats.jsonl").read_text()
+    (copy / "stats.jsonl").write_text(good + '{"step": 9, "params": {"tok_emb.we')
+    capsys.readouterr()
+    assert main(["plot", str(copy), "--out", str(tmp_path / "d")]) == 0
+    err = capsys.readouterr().err
+    assert "stats.jsonl, line 4: skipped a torn last line" in err and err.startswith("minigpt: warning: ")
+    for bad, message in (('[1, 2]\n', "line 4: expected a JSON object, got a list"),
+                         ('{"step": 9, "params": {"tok_emb.we\n', "line 4: not valid JSON"),
+                         ('{"step": "9", "params": {}, "layers": []}\n', "line 4: 'step' must be a number"),
+                         ('{"step": 9}\n', "the record of step 9 lacks its 'params' object")):
+        (copy / "stats.jsonl").write_text(good + bad)
+        assert main(["plot", str(copy), "--out", str(tmp_path / "d")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("minigpt: error: ") and message in err and err.count("\n") == 1, err
+
+
+def test_plot_of_a_file_says_it_is_a_file(tmp_path, capsys):
+    (tmp_path / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    assert main(["plot", str(tmp_path / "passwd")]) == 2
+    err = capsys.readouterr().err
+    assert "is a file, not a run folder" in err and "does not exist" not in err and err.count("\n") == 1

@@ -73,6 +73,11 @@ class ArgumentParser(argparse.ArgumentParser):
     def __init__(self, *args, formatter_class=HelpFormatter, **kwargs):
         super().__init__(*args, formatter_class=formatter_class, **kwargs)
 
+    def error(self, message):
+        """A bad option or value: one line ``minigpt: error: ...`` naming the command's ``--help``, exit
+        status 2 (argparse's default prints the whole usage block first)."""
+        self.exit(2, f"minigpt: error: {message} (see `{self.prog} --help`)\n")
+
 
 def _subcommands(parser):
     """(name, one-line help, sub-parser) of every sub-command of ``parser``, recursively."""
@@ -117,7 +122,12 @@ def main(argv=None) -> int:
     try:
         runtime.configure()  # first, before NumPy loads OpenBLAS: the tuned runtime (same results without)
         parser = build_parser()  # light: each command loads NumPy and the rest when it runs (below)
-        args = parser.parse_args([a for a in argv if a != "--debug"])
+        try:
+            args = parser.parse_args([a for a in argv if a != "--debug"])
+        except SystemExit as e:  # a usage error, printed on one line by ArgumentParser.error: its status
+            if e.code == 2:
+                return 2
+            raise                # --help and --version end the program as argparse does
         if not getattr(args, "func", None):
             parser.print_help()
             return 2

@@ -2,8 +2,19 @@
 from __future__ import annotations
 
 import sys
+import unicodedata
 
 from ..errors import MiniGPTError
+
+
+def shown(text: str) -> str:
+    r"""``text`` safe to echo on a terminal, on one line: control characters (ANSI escape sequences, tabs,
+    newlines, carriage returns) are written as Python escapes.
+
+        >>> print(shown("\x1b[31mred\x1b[0m\tcell"))
+        \x1b[31mred\x1b[0m\tcell
+    """
+    return "".join(repr(c)[1:-1] if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in text)
 
 
 def add(sub):
@@ -27,5 +38,5 @@ def _cmd_classify(args):
     if not texts:
         raise MiniGPTError("no text to classify: pass texts as arguments or lines on standard input")
     for text, (label, prob) in zip(texts, clf.predict(texts)):
-        print(f"{label}\t{prob:.4f}\t{text}")
+        print(f"{shown(label)}\t{prob:.4f}\t{shown(text)}")
     return 0

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from ..errors import MiniGPTError
+from .options import seed_value
 
 
 def add(sub):
@@ -35,7 +36,7 @@ def add(sub):
     p.add_argument("--collapse", type=int, default=None, metavar="DEPTH",
                    help="draw each module DEPTH names deep as one node (2: one per transformer block)")
     p.add_argument("--no-grads", action="store_true", help="do not annotate gradient norms")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_value, default=0)
     p.set_defaults(func=_cmd_graph)
 
     p = sub.add_parser("gradcheck", help="check an op's backward by finite differences",
@@ -48,7 +49,7 @@ def add(sub):
     p.add_argument("--kw", action="append", default=[], metavar="NAME=VALUE",
                    help="a keyword argument, e.g. --kw eps=1e-5 --kw n_heads=2")
     p.add_argument("--worst", type=int, default=5, help="elements shown per input (default 5)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_value, default=0)
     p.add_argument("--eps", type=float, default=1e-6, help="finite-difference step (default 1e-6)")
     p.add_argument("--atol", type=float, default=1e-8)
     p.add_argument("--rtol", type=float, default=1e-6)
@@ -64,7 +65,7 @@ def add(sub):
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--seq-len", type=int, default=None, help="tokens per sequence (default: the context length)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the rows as JSON")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_value, default=0)
     p.set_defaults(func=_cmd_profile)
 
     p = sub.add_parser("plot", help="draw a run's training dashboards (--stats-every)",
@@ -241,7 +242,7 @@ def _cmd_profile(args):
     from ..optim import AdamW
 
     cfg = GPTConfig.preset(args.config)
-    T = args.seq_len or cfg.context_length
+    T = args.seq_len if args.seq_len is not None else cfg.context_length
     if not 1 <= T <= cfg.context_length:
         raise MiniGPTError(f"--seq-len must be in 1..{cfg.context_length} (the {args.config} context), got {T}")
     if args.steps < 1 or args.warmup < 0 or args.batch_size < 1:

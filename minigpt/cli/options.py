@@ -23,7 +23,19 @@ import typing
 
 from ..errors import MiniGPTError
 
-__all__ = ["add_dataclass_options", "dataclass_from_args"]
+__all__ = ["add_dataclass_options", "dataclass_from_args", "seed_value"]
+
+
+def seed_value(text: str) -> int:
+    """The argparse type of a hand-written ``--seed``: an integer >= 0 (what NumPy's generators accept).
+    A bad value is argparse's one-line error: ``argument --seed: expected an integer >= 0, got '-1'``."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
 
 
 def _option_type(hint):

@@ -22,14 +22,14 @@ import json
 import numpy as np
 
 from ..errors import MiniGPTError
+from ..settings import TEMPLATES
 from .shared import dataset_path
 
 __all__ = ["TEMPLATES", "format_prompt", "format_example", "read_instructions", "split_instructions", "collate",
            "InstructionDataset", "IGNORE_INDEX"]
 
 IGNORE_INDEX = -100
-TEMPLATES = ("alpaca", "phi3")  # the templates instruction finetuning writes
-# chat models' own formats, for answering with a Llama 3 or Qwen checkpoint (their special tokens)
+# TEMPLATES (settings.py): the templates instruction finetuning writes; CHAT_FORMATS: chat models' own formats, for answering with a Llama 3 or Qwen checkpoint (their special tokens)
 CHAT_FORMATS = {"llama3": ("<|start_header_id|>user<|end_header_id|>\n\n",
                            "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n", "<|eot_id|>"),
                 "qwen": ("<|im_start|>user\n", "<|im_end|>\n<|im_start|>assistant\n", "<|im_end|>")}
@@ -64,7 +64,9 @@ def read_instructions(path) -> list[dict]:
     if not path.is_file():
         raise MiniGPTError(f"data file {path} does not exist" if not path.exists() else f"{path} is not a file")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))  # a leading byte-order mark is skipped
+    except RecursionError:
+        raise MiniGPTError(f"{path} is not valid JSON: nested too deeply") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise MiniGPTError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(data, list) or not data:
@@ -94,13 +96,29 @@ def split_instructions(n: int, fractions=(0.85, 0.05, 0.1), seed: int = 123):
     return order[:n_tr], order[n_tr + n_te:], order[n_tr:n_tr + n_te]
 
 
+def check_instruction_splits(path, n_train: int, n_val: int, n_test: int) -> None:
+    """Refuse data too small for the split: every part (train, validation, test) needs an entry, which the
+    85/5/10 split gives from 10 entries on."""
+    if min(n_train, n_val, n_test) < 1:
+        raise MiniGPTError(f"{path}: {n_train + n_val + n_test} entries split into {n_train}/{n_val}/{n_test} "
+                           "train/validation/test entries; every part needs one: use at least 10 entries")
+
+
 def collate(seqs, pad_id: int, ignore_index: int = IGNORE_INDEX, max_length: int | None = None,
             prompt_lengths=None):
     """(inputs, targets) int64 arrays for a batch of token-id lists (see the module docstring).
 
     ``prompt_lengths`` (one per sequence) also sets the targets that predict prompt tokens to
-    ``ignore_index`` (``--mask-prompt``); ``max_length`` truncates both arrays to that many columns.
+    ``ignore_index`` (``--mask-prompt``); ``max_length`` truncates both arrays to that many columns (each
+    sequence is cut first, so one very long entry never makes a batch-wide padded array).
     """
+    if max_length is not None:
+        if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)) or max_length < 1:
+            raise MiniGPTError(f"max_length must be an integer >= 1, got {max_length!r}")
+        # the columns kept are x[:, :max_length] and y[:, :max_length]: tokens 0..max_length of a sequence
+        # (one more than max_length: the last target) decide them; the appended end-of-text is kept only when
+        # it falls within them
+        seqs = [s[:max_length + 1] for s in seqs]
     longest = max(len(s) for s in seqs) + 1
     x = np.full((len(seqs), longest - 1), pad_id, dtype=np.int64)
     y = np.full((len(seqs), longest - 1), ignore_index, dtype=np.int64)
@@ -125,13 +143,14 @@ class InstructionDataset:
     def __init__(self, entries: list, tokenizer, template: str, pad_id: int, max_length: int,
                  mask_prompt: bool = False):
         self.pad_id, self.max_length, self.mask_prompt = int(pad_id), int(max_length), bool(mask_prompt)
-        self.ids, self.prompt_lengths = [], []
+        self.ids, self.prompt_lengths, self.truncated = [], [], 0
         for e in entries:
             p = tokenizer.encode_ordinary(format_prompt(e, template))
             r = tokenizer.encode_ordinary(e["output"])
-            self.ids.append(p + r)
+            ids = p + r
+            self.truncated += len(ids) + 1 > self.max_length
+            self.ids.append(ids[:self.max_length + 1])  # what collate can use of it: a long entry is not kept whole
             self.prompt_lengths.append(len(p))
-        self.truncated = sum(len(s) + 1 > self.max_length for s in self.ids)
 
     def __len__(self) -> int:
         return len(self.ids)

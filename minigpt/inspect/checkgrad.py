@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import functional as F
 from ..errors import MiniGPTError
-from ..gradcheck import gradcheck
+from ..gradcheck import check_tolerances, gradcheck
 from ..tensor import Tensor
 
 # How each function's inputs are made. Kinds: "float" (checked), "pos" (float > 0, checked), "ids"
@@ -116,6 +116,7 @@ def check_op(name: str, shapes: list, kwargs: dict | None = None, seed: int = 0,
     Returns ``{"ok", "op", "kwargs", "inputs": {input name: {"shape", "analytic", "numeric"}},
     "max_abs_err", "max_rel_err"}``.
     """
+    check_tolerances(eps, atol, rtol, seed)
     fn = _function(name)
     kwargs = {**_DEFAULT_KW.get(name, {}), **(kwargs or {})}
     shapes = [tuple(s) for s in shapes]
@@ -126,13 +127,21 @@ def check_op(name: str, shapes: list, kwargs: dict | None = None, seed: int = 0,
         raise MiniGPTError(f"gradcheck {name}: {len(shapes)} --shape given but it takes {len(spec)} tensor "
                            f"input(s): {', '.join(s[0] for s in spec)}")
     made = list(shapes)
-    for i in range(len(shapes), len(spec)):
-        made.append(tuple(spec[i][2](made)))
+    try:
+        for i in range(len(shapes), len(spec)):
+            made.append(tuple(spec[i][2](made)))
+    except IndexError:  # the other inputs' shapes follow from the first's last axes: it has too few
+        raise MiniGPTError(f"gradcheck {name}: --shape {','.join(map(str, shapes[0]))!r} has too few dimensions "
+                           f"for {name}'s inputs ({', '.join(s[0] for s in spec)})") from None
     rng = np.random.default_rng(seed)
     args, checked, names = [], [], []
     for (iname, kind, _), shape in zip(spec, made):
         if kind == "ids":
-            hi = _ID_RANGE[name](made)
+            try:
+                hi = _ID_RANGE[name](made)
+            except IndexError:
+                raise MiniGPTError(f"gradcheck {name}: --shape {','.join(map(str, shapes[0]))!r} has too few "
+                                   f"dimensions for {name}'s inputs ({', '.join(s[0] for s in spec)})") from None
             args.append(rng.integers(0, hi, size=shape))
         elif kind == "bool":
             args.append(rng.random(shape) < 0.3)

@@ -28,6 +28,7 @@ sampled step small next to the step itself (``stats_seconds`` records it).
 from __future__ import annotations
 
 import json
+import sys
 import math
 import time
 from pathlib import Path
@@ -76,10 +77,12 @@ class StatsRecorder:
             keep = []
             for line in path.read_text().splitlines():
                 try:
-                    if json.loads(line).get("step", 0) <= trainer.step:
-                        keep.append(line)
-                except json.JSONDecodeError:
-                    continue
+                    rec = json.loads(line)
+                except (json.JSONDecodeError, RecursionError):
+                    continue  # a line torn by a kill: dropped
+                step = rec.get("step") if isinstance(rec, dict) else None
+                if isinstance(step, int) and not isinstance(step, bool) and step <= trainer.step:
+                    keep.append(line)
             atomic_write_text(path, "".join(line + "\n" for line in keep))
 
     def before_step(self, trainer) -> None:
@@ -197,29 +200,66 @@ def _saved_preactivation(out, hidden: int):
 
 
 # --- reading a run and drawing it ---------------------------------------------------------------------
-def _read_jsonl(path: Path) -> list:
+def _warn(msg: str) -> None:
+    print(f"minigpt: warning: {msg}", file=sys.stderr)
+
+
+def _read_jsonl(path: Path, need: tuple = (), warn=_warn) -> list:
+    """The JSON objects of a .jsonl file, one per line. A last line cut short (a run killed while writing
+    it: no final newline, not valid JSON) is skipped with a warning; any other bad line is an error naming
+    it. ``need``: keys every object must have (with a number as value)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise MiniGPTError(f"{path} is not UTF-8 text") from None
+    lines = text.splitlines()
     out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
+            rec = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
+            if n == len(lines) and not text.endswith("\n"):
+                warn(f"{path}, line {n}: skipped a torn last line (the run was stopped while writing it)")
+                continue
             raise MiniGPTError(f"{path}, line {n}: not valid JSON") from None
+        if not isinstance(rec, dict):
+            raise MiniGPTError(f"{path}, line {n}: expected a JSON object, got a {type(rec).__name__}")
+        for key in need:
+            v = rec.get(key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise MiniGPTError(f"{path}, line {n}: {key!r} must be a number, got {json.dumps(v)[:40]}")
+        out.append(rec)
     return out
 
 
-def load_run(run) -> dict:
+def load_run(run, warn=_warn) -> dict:
     """``{"log": [...] (log.jsonl), "stats": [...] (stats.jsonl)}`` of a training output folder."""
     run = Path(run)
-    if not run.is_dir():
+    if not run.exists():
         raise MiniGPTError(f"run folder {run} does not exist")
+    if not run.is_dir():
+        raise MiniGPTError(f"{run} is a file, not a run folder (give the --out folder of `minigpt train "
+                           "--stats-every N`)")
     stats = run / "stats.jsonl"
-    if not stats.exists():
+    if not stats.is_file():
         raise MiniGPTError(f"{run} has no stats.jsonl: train with `minigpt train --stats-every N` to record "
                            "the statistics these dashboards draw")
     log = run / "log.jsonl"
-    return {"log": _read_jsonl(log) if log.exists() else [], "stats": _read_jsonl(stats)}
+    return {"log": _read_jsonl(log, ("step",), warn) if log.is_file() else [],
+            "stats": _check_stats(stats, _read_jsonl(stats, ("step",), warn))}
+
+
+def _check_stats(path: Path, records: list) -> list:
+    """Refuse stats records without the fields the dashboards read, naming the record's step."""
+    for rec in records:
+        if not isinstance(rec.get("params"), dict) or not isinstance(rec.get("layers"), list) \
+                or not all(isinstance(v, dict) for v in rec["params"].values()) \
+                or not all(isinstance(v, dict) for v in rec["layers"]):
+            raise MiniGPTError(f"{path}: the record of step {rec['step']} lacks its 'params' object or 'layers' "
+                               "list; the file is damaged")
+    return records
 
 
 def dashboards(run, out=None, hist_steps=None) -> list:

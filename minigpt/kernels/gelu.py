@@ -147,9 +147,10 @@ def _flat(a, dtype):
 def _out(out, x):
     if out is None:
         return np.empty(x.shape, dtype=x.dtype)
-    if out.shape != x.shape or out.dtype != x.dtype or not out.flags.c_contiguous:
-        raise MiniGPTError(f"out must be a C-contiguous {x.dtype} array of shape {x.shape}, "
-                           f"got {out.dtype} {out.shape}")
+    if not isinstance(out, np.ndarray) or out.shape != x.shape or out.dtype != x.dtype \
+            or not out.flags.c_contiguous or not out.flags.writeable:
+        raise MiniGPTError(f"out must be a writeable C-contiguous {x.dtype} array of shape {x.shape}, "
+                           f"got {type(out).__name__} {getattr(out, 'dtype', '')} {getattr(out, 'shape', '')}")
     return out
 
 

@@ -280,8 +280,11 @@ def layer_norm(x, weight, bias, eps: float = 1e-5) -> Tensor:
     x = as_tensor(x)
     check_float(x, "layer_norm")
     weight, bias = as_tensor(weight, like=x), as_tensor(bias, like=x)
-    c = x.shape[-1] if x.ndim else None
-    if c is None or weight.shape != (c,) or bias.shape != (c,):
+    if x.ndim == 0:
+        raise MiniGPTError("layer_norm: the input must have at least 1 axis (it is normalised over the last), "
+                           "got a 0-d tensor")
+    c = x.shape[-1]
+    if weight.shape != (c,) or bias.shape != (c,):
         raise MiniGPTError(
             f"layer_norm: weight and bias must have shape ({c},) for input {x.shape}, "
             f"got {weight.shape} and {bias.shape}"

@@ -69,7 +69,9 @@ def _flat_targets(targets, input_shape: tuple, opname: str) -> np.ndarray:
     t = targets.data if isinstance(targets, Tensor) else np.asarray(targets)
     if t.dtype.kind not in "iu":
         raise MiniGPTError(f"{opname}: targets must be integers, got {t.dtype}")
-    if len(input_shape) < 1 or input_shape[:-1] != t.shape:
+    if len(input_shape) < 1:
+        raise MiniGPTError(f"{opname}: the scores must have at least 1 axis (the classes, last), got a 0-d tensor")
+    if input_shape[:-1] != t.shape:
         raise MiniGPTError(f"{opname}: input of shape {input_shape} needs targets of shape {input_shape[:-1]}, "
                            f"got {t.shape}")
     return np.ascontiguousarray(t.reshape(-1), dtype=np.int64)

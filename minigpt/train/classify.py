@@ -28,11 +28,12 @@ from ..tensor import no_grad
 from ..settings import ClassifyConfig, TrainConfig  # noqa: F401  (ClassifyConfig re-exported)
 from .loop import Trainer, check_run_folder, load_checkpoint
 from .. import functional as F
-from ..data.classification import ClassificationDataset, balance, read_labelled, stratified_split
+from ..data.classification import (ClassificationDataset, balance, check_label_config, check_splits, read_labelled,
+                                   stratified_split)
 from ..data import DataLoader, dataset_path
 from ..loading import load_model_and_tokenizer
 from ..model import GPTClassifier
-from .finetune import apply_train_mode
+from .finetune import apply_train_mode, check_single_process, parse_mode, saved_config
 from ..model.folders import resolve_model_dir, save_adapters
 from ..nn.lora import has_lora, merge_lora
 
@@ -97,12 +98,13 @@ def prepare_data(path, tok, cfg: ClassifyConfig, context_length: int, id2label=N
     classes = sorted(set(labels))
     if id2label is None:
         id2label = classes
-    elif sorted(id2label) != classes:
+    elif sorted(check_label_config(list(id2label), where="the --init classifier")) != classes:
         raise MiniGPTError(f"{path}: labels {classes} differ from the model's {list(id2label)}")
     counts = {c: labels.count(c) for c in classes}
     idx = balance(labels, cfg.seed) if cfg.balance else np.arange(len(labels))
     sub_labels = [labels[i] for i in idx]
     parts = stratified_split(sub_labels, cfg.split, cfg.seed)
+    check_splits(path, sub_labels, parts)  # no empty split, every class trained on: before any work
     label2id = {lab: i for i, lab in enumerate(id2label)}
     if ENDOFTEXT not in tok.special_tokens:
         raise MiniGPTError("the tokenizer has no <|endoftext|> token to pad with")
@@ -145,19 +147,20 @@ def finetune_classify(out_dir, init=None, data=None, cfg: ClassifyConfig | None 
                       progress: bool = True, log=print, tokenizer: str | None = None) -> dict:
     """Finetune a classifier from ``init`` (any model folder) on ``data``; returns the final metrics."""
     out_dir = Path(out_dir)
+    check_single_process("finetune classify")
+    if not resume:
+        if init is None or data is None:
+            raise MiniGPTError("finetune classify needs --init DIR and --data FILE")
+        data = dataset_path(data)  # a data set name ("sms-spam") becomes its file, before any work
+        cfg = cfg or ClassifyConfig()
+        parse_mode(cfg.train)
     check_run_folder(out_dir, resume)  # nothing of an earlier run is overwritten; --resume needs a checkpoint
     if resume:
         model, opt_state, tok, state = load_checkpoint(out_dir)
         if state.get("task") != "classify":
             raise MiniGPTError(f"--resume: {out_dir} is not a classification run")
-        saved = state["classify"]
-        cfg = ClassifyConfig(**{**saved, "split": tuple(saved["split"])})
-        data, init = state["data"], state["init"]
+        cfg, data, init = saved_config(state, "classify", ClassifyConfig, out_dir)
     else:
-        if init is None or data is None:
-            raise MiniGPTError("finetune classify needs --init DIR and --data FILE")
-        data = dataset_path(data)  # a data set name ("sms-spam") becomes its file, before any work
-        cfg = cfg or ClassifyConfig()
         model, tok = load_model_and_tokenizer(init, tokenizer, strict_vocab=True, for_training=True)
     mrandom.manual_seed(cfg.seed)
     ds, id2label, info = prepare_data(data, tok, cfg, model.config.context_length,
@@ -274,7 +277,9 @@ class Classifier:
     def __init__(self, model, tokenizer):
         self.model, self.tokenizer = model, tokenizer
         self.model.eval()
-        self.max_length = getattr(model, "max_length", None) or model.config.context_length
+        ml = getattr(model, "max_length", None)
+        check_label_config(list(model.id2label), max_length=ml, where="the classifier")  # refused, not coerced
+        self.max_length = ml if ml is not None else model.config.context_length
         self.pad_id = tokenizer.special_tokens.get(ENDOFTEXT, 0)
 
     @classmethod

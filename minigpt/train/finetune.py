@@ -13,6 +13,9 @@ trainable layer (the embeddings and frozen blocks run forward only).
 """
 from __future__ import annotations
 
+import dataclasses
+
+from ..distributed import launch_env
 from ..errors import MiniGPTError
 from ..nn.lora import DEFAULT_TARGETS, apply_lora, has_lora
 
@@ -32,6 +35,38 @@ def parse_mode(spec: str) -> tuple[str, int]:
             raise MiniGPTError(f"--train {spec!r}: K must be an integer >= 1 (e.g. last-blocks:1)")
         return "last-blocks", k
     raise MiniGPTError(f"--train {spec!r}: expected one of head, last-blocks:K, all, lora")
+
+
+def check_single_process(command: str) -> None:
+    """Finetuning runs in one process: refuse to start under ``mpiexec -n N`` with N > 1, where every rank
+    would run the same finetuning into the same output folder."""
+    env = launch_env()
+    if env is not None and ((env[1] or 1) > 1 or env[0] > 0):
+        raise MiniGPTError(f"{command} runs in a single process, but MPI started {env[1] or 'several'} ranks: start "
+                           "it without mpiexec (data-parallel training is `mpiexec -n N minigpt train`)")
+
+
+def saved_config(state: dict, task: str, cls, path):
+    """(config, data, init) of a finetuning run from its ``trainer_state.json`` (``state``), refusing a
+    damaged ``task`` section with a one-line message naming the file and the field."""
+    where = f"{path}: trainer_state.json"
+    section = state.get(task)
+    if not isinstance(section, dict):
+        raise MiniGPTError(f"{where} is damaged: {task!r} must be a JSON object, got {str(section)[:60]!r}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(section) - known)
+    if unknown:
+        raise MiniGPTError(f"{where} is damaged: unknown {task} field(s) {unknown}")
+    if "split" in section and not isinstance(section["split"], list):
+        raise MiniGPTError(f"{where} is damaged: {task}.split must be a list, got {str(section['split'])[:60]!r}")
+    try:
+        cfg = cls(**section)
+    except MiniGPTError as e:
+        raise MiniGPTError(f"{where} is damaged: {task}.{e}") from None
+    for key in ("data", "init"):
+        if not isinstance(state.get(key), str) or not state[key]:
+            raise MiniGPTError(f"{where} is damaged: {key!r} must be a path, got {str(state.get(key))[:60]!r}")
+    return cfg, state["data"], state["init"]
 
 
 def apply_train_mode(model, spec: str, lora_rank: int = 16, lora_alpha: float = 16.0,

@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -21,16 +22,17 @@ import numpy as np
 from .. import random as mrandom
 from ..errors import MiniGPTError
 from ..io import atomic_write_json, read_json
-from ..settings import InstructConfig, TrainConfig  # noqa: F401  (InstructConfig re-exported)
+from ..settings import TEMPLATES, InstructConfig, TrainConfig  # noqa: F401  (InstructConfig re-exported)
 from .loop import Trainer, check_run_folder, load_checkpoint
 from ..data.instruct import format_prompt
 from ..model import generate
 from ..progress import progress_bar
 from ..data import DataLoader, dataset_path
-from ..data.instruct import CHAT_FORMATS, TEMPLATES, InstructionDataset, read_instructions, split_instructions
+from ..data.instruct import (CHAT_FORMATS, InstructionDataset, check_instruction_splits, read_instructions,
+                             split_instructions)
 from ..loading import load_model_and_tokenizer
 from .classify import _save_final
-from .finetune import apply_train_mode
+from .finetune import apply_train_mode, check_single_process, parse_mode, saved_config
 from .loop import evaluate
 from ..model.folders import resolve_model_dir
 
@@ -115,6 +117,18 @@ def answer_all(model, tok, entries, template, max_new_tokens, progress=False, de
 
 
 # --- LLM judge (Ollama-compatible /api/chat) --------------------------------------------------------------
+def check_judge_url(url: str) -> None:
+    """Refuse a judge URL that is not ``http(s)://host[:port][/path]`` before any work."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as e:
+        raise MiniGPTError(f"--judge-url {url!r}: not a valid URL ({e})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise MiniGPTError(f"--judge-url {url!r}: expected an http:// or https:// URL such as "
+                           "http://localhost:11434")
+
+
 def judge_scores(url: str, entries, responses, template: str = "alpaca", model: str = "llama3",
                  timeout: float = 60.0) -> list[int | None]:
     """0-100 scores from an Ollama-compatible server (``POST {url}/api/chat``); None where the reply holds
@@ -134,6 +148,8 @@ def judge_scores(url: str, entries, responses, template: str = "alpaca", model: 
         except urllib.error.HTTPError as ex:
             raise MiniGPTError(f"--judge-url {url}: the server answered HTTP {ex.code} ({ex.reason}); is it an "
                                f"Ollama server with the model {model!r} pulled?") from None
+        except ValueError as ex:  # urllib: "unknown url type" and other malformed URLs
+            raise MiniGPTError(f"--judge-url {url!r}: not a valid URL ({ex})") from None
         except (urllib.error.URLError, OSError) as ex:
             reason = getattr(ex, "reason", ex)
             raise MiniGPTError(f"--judge-url {url}: nothing answers there ({reason}); start Ollama (`ollama serve`) "
@@ -159,27 +175,31 @@ def finetune_instruct(out_dir, init=None, data=None, cfg: InstructConfig | None 
                       progress: bool = True, log=print, tokenizer: str | None = None,
                       judge_url: str | None = None, judge_model: str = "llama3") -> dict:
     out_dir = Path(out_dir)
+    check_single_process("finetune instruct")
+    if not resume:
+        if init is None or data is None:
+            raise MiniGPTError("finetune instruct needs --init DIR and --data FILE")
+        data = dataset_path(data)  # a data set name ("instruction-data") becomes its file, before any work
+        cfg = cfg or InstructConfig()
+        parse_mode(cfg.train)
+    if judge_url:
+        check_judge_url(judge_url)
     check_run_folder(out_dir, resume)  # nothing of an earlier run is overwritten; --resume needs a checkpoint
     if resume:
         model, opt_state, tok, state = load_checkpoint(out_dir)
         if state.get("task") != "instruct":
             raise MiniGPTError(f"--resume: {out_dir} is not an instruction finetuning run")
-        cfg = InstructConfig(**state["instruct"])
-        data, init = state["data"], state["init"]
+        cfg, data, init = saved_config(state, "instruct", InstructConfig, out_dir)
+        entries = read_instructions(data)
+        if _fingerprint(entries) != state.get("data_fingerprint"):
+            raise MiniGPTError(f"--resume: {data} differs from the data this run started with")
     else:
-        if init is None or data is None:
-            raise MiniGPTError("finetune instruct needs --init DIR and --data FILE")
-        data = dataset_path(data)  # a data set name ("instruction-data") becomes its file, before any work
-        cfg = cfg or InstructConfig()
+        entries = read_instructions(data)  # the data and its split are checked before the model is loaded
+        check_instruction_splits(data, *(len(p) for p in split_instructions(len(entries), seed=cfg.seed)))
         model, tok = load_model_and_tokenizer(init, tokenizer, kind="lm", strict_vocab=True, for_training=True)
-    if cfg.template not in TEMPLATES:
-        raise MiniGPTError(f"unknown --template {cfg.template!r}; known: {', '.join(TEMPLATES)}")
     if ENDOFTEXT not in tok.special_tokens:
         raise MiniGPTError("the tokenizer has no <|endoftext|> token to end responses and pad batches with")
     mrandom.manual_seed(cfg.seed)
-    entries = read_instructions(data)
-    if resume and _fingerprint(entries) != state.get("data_fingerprint"):
-        raise MiniGPTError(f"--resume: {data} differs from the data this run started with")
     tr, va, te = split_instructions(len(entries), seed=cfg.seed)
     parts = {"train": [entries[i] for i in tr], "val": [entries[i] for i in va], "test": [entries[i] for i in te]}
     ctx = model.config.context_length
@@ -193,10 +213,13 @@ def finetune_instruct(out_dir, init=None, data=None, cfg: InstructConfig | None 
     n_train = apply_train_mode(model, cfg.train, cfg.lora_rank, cfg.lora_alpha)
     log(f"model: {model.num_parameters():,} parameters, {n_train:,} trainable (--train {cfg.train})")
 
-    test = parts["test"][:cfg.eval_limit] if cfg.eval_limit else parts["test"]
+    test = parts["test"][:cfg.eval_limit] if cfg.eval_limit is not None else parts["test"]
     before_path = out_dir / "responses_before.json"
     if resume and before_path.exists():
-        before = json.loads(before_path.read_text())
+        before = read_json(before_path, "responses_before.json", expect=list)
+        if len(before) != len(test) or not all(isinstance(r, str) for r in before):
+            raise MiniGPTError(f"{before_path} is damaged: expected a list of {len(test)} answers (strings); "
+                               "delete it to answer the test split again")
     else:
         before = answer_all(model, tok, test, cfg.template, cfg.max_new_tokens, progress, "untuned answers")
         atomic_write_json(before_path, before)
@@ -227,6 +250,16 @@ def finetune_instruct(out_dir, init=None, data=None, cfg: InstructConfig | None 
     refs = [e["output"] for e in test]
     scores = {"before": score_responses(before, refs), "after": score_responses(after, refs)}
     records = [{**e, "response_before": b, "response": a} for e, b, a in zip(test, before, after)]
+    val_losses = [h[3] for h in trainer.history if h[3] is not None]
+    scores["val_loss_before"] = val_before
+    scores["val_loss_after"] = val_losses[-1] if val_losses else None
+    scores.update({"trainable_parameters": n_train, "steps": trainer.step, "template": cfg.template})
+    # the model and the offline scores are saved first: a judge that fails later loses none of them
+    atomic_write_json(out_dir / "test_responses.json", records)
+    atomic_write_json(out_dir / "scores.json", scores)
+    _save_final(model, tok, out_dir / "model", cfg, init)
+    atomic_write_json(out_dir / "model" / "instruct.json", {"template": cfg.template})
+    atomic_write_json(out_dir / "instruct.json", {"template": cfg.template})
     if judge_url:
         for key, resp in (("before", before), ("after", after)):
             js = judge_scores(judge_url, test, resp, cfg.template, judge_model)
@@ -234,15 +267,8 @@ def finetune_instruct(out_dir, init=None, data=None, cfg: InstructConfig | None 
             scores[key]["judge_mean"] = float(np.mean(valid)) if valid else None
             for r, s in zip(records, js):
                 r[f"judge_{key}"] = s
-    val_losses = [h[3] for h in trainer.history if h[3] is not None]
-    scores["val_loss_before"] = val_before
-    scores["val_loss_after"] = val_losses[-1] if val_losses else None
-    scores.update({"trainable_parameters": n_train, "steps": trainer.step, "template": cfg.template})
-    atomic_write_json(out_dir / "test_responses.json", records)
-    atomic_write_json(out_dir / "scores.json", scores)
-    _save_final(model, tok, out_dir / "model", cfg, init)
-    atomic_write_json(out_dir / "model" / "instruct.json", {"template": cfg.template})
-    atomic_write_json(out_dir / "instruct.json", {"template": cfg.template})
+        atomic_write_json(out_dir / "test_responses.json", records)
+        atomic_write_json(out_dir / "scores.json", scores)
     scores["model_dir"] = str(out_dir / "model")
     return scores
 
@@ -252,8 +278,9 @@ def template_of(folder, default: str = "alpaca") -> str:
     for cand in (Path(folder), resolve_model_dir(folder)):
         f = cand / "instruct.json"
         if f.exists():
-            t = read_json(f, "instruct.json", max_bytes=1 << 16, max_depth=4).get("template")
-            if not isinstance(t, str):
-                raise MiniGPTError(f"{f} is damaged: 'template' must be a template name, got {t!r}"[:200])
-            return t
+            template = read_json(f, "instruct.json", max_bytes=1 << 16, max_depth=4).get("template")
+            if template not in TEMPLATES:
+                raise MiniGPTError(f"{f} is damaged: 'template' must be one of {', '.join(TEMPLATES)}, got "
+                                   f"{str(template)[:40]!r}")
+            return template
     return default

@@ -19,6 +19,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import time
@@ -29,7 +30,7 @@ from safetensors.numpy import load_file, save
 
 from .. import random as mrandom
 from .. import runtime
-from ..distributed import Single
+from ..distributed import Single, _alive
 from ..errors import MiniGPTError
 from ..io import _fsync_dir, atomic_write_bytes, atomic_write_json, atomic_write_text, dumps, read_json
 from ..model import GPT, generate
@@ -99,12 +100,91 @@ def check_run_folder(out_dir, resume: bool) -> Path | None:
     if found and not resume:
         raise MiniGPTError(f"{out_dir} already holds a training run ({', '.join(found)}); pass --resume to "
                            "continue it, or choose another --out")
-    ck = latest_checkpoint(out_dir) if resume else None
+    ck = None
+    if resume:
+        clean_run_folder(out_dir)  # temporary files of the killed process being resumed
+        ck = latest_checkpoint(out_dir)
     if resume and ck is None:
         what = (f"only {', '.join(found)} of a run that stopped before its first checkpoint; remove them to "
                 "start afresh" if found else "no training run")
         raise MiniGPTError(f"--resume: {out_dir} holds no checkpoint to resume from ({what})")
     return ck
+
+
+_PID_TAGGED = re.compile(r"^\.(tmp|old)-(.+)-(\d+)$")   # .tmp-step-000400-<pid>, .old-model-<pid>
+_ATOMIC_TMP = re.compile(r"^\..+\.tmp$")               # .latest.json.k3j2x.tmp (io.atomic_write_*), .loss.png.tmp
+QUIET_SECONDS = 5.0  # an unnamed temporary file untouched this long, and open in no process, is left over
+
+
+def _open_files() -> set | None:
+    """The files some process of this user holds open (from /proc), or None where /proc cannot tell."""
+    proc = Path("/proc")
+    if not (proc / "self" / "fd").is_dir():
+        return None
+    held = set()
+    for fd_dir in proc.glob("[0-9]*/fd"):
+        try:
+            for fd in fd_dir.iterdir():
+                try:
+                    held.add(os.readlink(fd))
+                except OSError:
+                    pass
+        except OSError:  # another user's process, or one that just ended
+            continue
+    return held
+
+
+def clean_stale_temporaries(folder) -> list:
+    """Remove the temporary files and folders a killed run left in ``folder`` (a run folder, its
+    checkpoints/ or model/ folder); returns what was removed. Only leftovers of processes that are gone:
+
+    - ``.tmp-<name>-<pid>`` / ``.old-<name>-<pid>`` (a checkpoint or final model being written or replaced):
+      removed when process ``pid`` no longer runs (or is this process, which writes none at this point);
+      an ``.old-<name>`` whose ``<name>`` is missing (killed between the two renames) is renamed back;
+    - ``.<file>.<random>.tmp`` (an atomic write of ``latest.json``, ``model.safetensors``, a plot, ...):
+      removed when no process holds it open and it has not changed for ``QUIET_SECONDS`` (where the
+      system cannot tell which files are open: for an hour).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed, held, now = [], None, time.time()
+    for p in sorted(folder.iterdir()):
+        m = _PID_TAGGED.match(p.name)
+        if m:
+            pid = int(m.group(3))
+            if pid != os.getpid() and _alive(pid):
+                continue
+            if m.group(1) == "old" and not (folder / m.group(2)).exists():
+                os.replace(p, folder / m.group(2))  # the previous version, never replaced: put it back
+                removed.append(p)
+                continue
+        elif _ATOMIC_TMP.match(p.name) and p.is_file() and not p.is_symlink():
+            if held is None:
+                held = _open_files()
+            try:
+                age = now - p.stat().st_mtime
+            except OSError:
+                continue
+            if (held is None and age < 3600) or (held is not None and (age < QUIET_SECONDS or str(p) in held)):
+                continue
+        else:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            try:
+                p.unlink()
+            except OSError:
+                continue
+        removed.append(p)
+    return removed
+
+
+def clean_run_folder(out_dir) -> list:
+    """:func:`clean_stale_temporaries` of a run folder, its checkpoints/ and model/ folders."""
+    out_dir = Path(out_dir)
+    return [p for sub in (out_dir, out_dir / "checkpoints", out_dir / "model") for p in clean_stale_temporaries(sub)]
 
 
 def save_checkpoint(out_dir, step: int, model, optimizer, tokenizer, state: dict, keep: int = 2) -> Path:
@@ -139,8 +219,7 @@ def save_checkpoint(out_dir, step: int, model, optimizer, tokenizer, state: dict
     for old in ckpts[:-keep]:
         if old != final:
             shutil.rmtree(old, ignore_errors=True)
-    for stale in ckroot.glob(".tmp-*"):  # left behind by a crash mid-save
-        shutil.rmtree(stale, ignore_errors=True)
+    clean_stale_temporaries(ckroot)  # left behind by a crash mid-save (never another live process's)
     return final
 
 
@@ -386,6 +465,7 @@ class Trainer:
         main = self.dist.is_main
         if main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            clean_run_folder(self.out_dir)  # temporary files of a killed earlier process
         log_path = self.out_dir / "log.jsonl" if main else os.devnull
         cold = kernel_cache.numba_in_use() and not kernel_cache.is_warm()
         if cold and self.compile_started is None:
