@@ -107,7 +107,7 @@ def test_page_names_code_that_exists(page):
         path = ROOT / file
         assert path.exists(), f"{page.name}: {file} does not exist"
         assert _defines(path, name), f"{page.name}: {file} defines no {name}"
-    assert any("_numpy" in name for _, name, _ in refs) or page.stem in ("residual",), \
+    assert any("_numpy" in name for _, name, _ in refs) or page.stem in ("residual", "lora"), \
         f"{page.name} names no NumPy reference (a *_numpy function)"
 
 
