@@ -6,19 +6,27 @@ before the optimizer step and watches the forward pass through module forward ho
 appends one JSON line to ``stats.jsonl`` in the run folder::
 
     {"step": 100, "stats_seconds": 0.004,
-     "params": {"blocks.0.attn.qkv.weight": {"grad_norm": 0.031, "weight_norm": 4.5, "update_ratio": -3.1}, ...},
+     "params": {"blocks.0.attn.qkv.weight": {"grad_norm": 0.031, "weight_norm": 4.5, "update_ratio": -3.1,
+                                             "grad_ratio": -2.2}, ...},
      "layers": [{"layer": 0, "resid_mean": 0.001, "resid_std": 0.61, "gelu_tail": 0.02,
-                 "attn_entropy": [1.9, 2.3, ...], "resid_hist": {"edges": [...], "counts": [...], "stride": 1},
-                 "gelu_hist": {...}}, ...]}
+                 "attn_entropy": [1.9, 2.3, ...], "attn_uniform": 2.1,
+                 "resid_hist": {"edges": [...], "counts": [...], "stride": 1}, "gelu_hist": {...},
+                 "grad_out_norm": 0.8, "grad_in_norm": 0.9, "grad_hist": {...}}, ...]}
 
 - ``grad_norm``: L2 norm of the parameter's gradient as the optimizer used it (after clipping);
 - ``update_ratio``: log10(|w_after - w_before| / |w_before|), the size of the AdamW step relative to the
   weight (around -3 is the usual healthy value);
+- ``grad_ratio``: log10(|grad| / |w_before|), the gradient's size relative to the weight's (the grad:data
+  ratio; AdamW's division by the running RMS is what turns it into an update of size ``update_ratio``);
 - ``resid_mean`` / ``resid_std``: the residual stream after the block (the whole batch);
 - ``gelu_tail``: the fraction of the feed-forward's GELU inputs below -3, where GELU is flat (its slope is
   under 0.012 in magnitude) and passes almost no gradient;
 - ``attn_entropy``: per head, the mean entropy (nats) of the attention rows of the batch's first sequence
-  (0: every query looks at one key; log(t+1) for query t: uniform).
+  (0: every query looks at one key; log(t+1) for query t: uniform); ``attn_uniform``: that mean for uniform
+  attention, the value every head starts near;
+- ``grad_out_norm`` / ``grad_in_norm``: the L2 norms of dL/d(residual stream) after and before the block
+  (the whole batch), seen by a backward hook on the block: how the gradient flows down the stack;
+  ``grad_hist``: a histogram of dL/d(residual stream after the block).
 
 The per-layer numbers of GELU inputs and attention are computed from the first sequence of the batch
 only (from the q/k/v projection and the GELU inputs that the recorded graph already holds; recomputed when
@@ -92,6 +100,7 @@ class StatsRecorder:
         blocks = getattr(model, "blocks", None) or []
         for i, blk in enumerate(blocks):
             self._handles.append(blk.register_forward_hook(self._on_block(i)))
+            self._handles.append(blk.register_backward_hook(self._on_block_grad(i)))
             if hasattr(blk, "attn") and hasattr(blk.attn, "qkv"):
                 self._handles.append(blk.attn.register_forward_hook(self._on_attn(i)))
             if hasattr(blk, "ff") and hasattr(blk.ff, "fc"):
@@ -115,7 +124,8 @@ class StatsRecorder:
             upd = float(np.linalg.norm(np.subtract(p.data, old, out=old).ravel()))
             g = None if p.grad is None else round(float(np.linalg.norm(np.asarray(p.grad).ravel())), 8)
             params[n] = {"grad_norm": g, "weight_norm": round(float(np.linalg.norm(p.data.ravel())), 6),
-                         "update_ratio": round(math.log10(upd / w), 4) if upd > 0 and w > 0 else None}
+                         "update_ratio": round(math.log10(upd / w), 4) if upd > 0 and w > 0 else None,
+                         "grad_ratio": round(math.log10(g / w), 4) if g and w > 0 else None}
         self._before = None
         layers = [dict(layer=i, **self._layers[i]) for i in sorted(self._layers)]
         rec = {"step": trainer.step, "loss": record.get("loss"), "params": params, "layers": layers}
@@ -141,6 +151,17 @@ class StatsRecorder:
                 resid_mean=round(mean, 6), resid_std=round(math.sqrt(var), 6), resid_hist=_hist(out.data[0]))
         return self._timed(fn)
 
+    def _on_block_grad(self, i):
+        def fn(module, grad_in, grad_out):
+            t0 = time.perf_counter()
+            g_out = np.asarray(grad_out[0])                                   # dL/d(block output): (B, T, C)
+            rec = self._layers.setdefault(i, {})
+            rec.update(grad_out_norm=round(float(np.linalg.norm(g_out.ravel())), 8), grad_hist=_hist(g_out))
+            if grad_in and grad_in[0] is not None:                            # dL/d(block input): (B, T, C)
+                rec["grad_in_norm"] = round(float(np.linalg.norm(np.asarray(grad_in[0]).ravel())), 8)
+            self._cost += time.perf_counter() - t0
+        return fn
+
     def _on_attn(self, i):
         def fn(attn, args, out):
             x = args[0].data[0]                                               # (T, C): first sequence
@@ -156,7 +177,9 @@ class StatsRecorder:
             packed = qkv.reshape(T, 3, H, D)
             p = causal_softmax_weights(packed[:, 0], packed[:, 1], 1.0 / math.sqrt(D), dtype=np.float32)
             ent = -(p * np.log(np.maximum(p, 1e-30))).sum(-1).mean(-1)                   # (H,)
-            self._layers.setdefault(i, {})["attn_entropy"] = [round(float(e), 5) for e in ent]
+            self._layers.setdefault(i, {}).update(
+                attn_entropy=[round(float(e), 5) for e in ent],
+                attn_uniform=round(float(np.log(np.arange(1, T + 1)).mean()), 5))  # mean log(t+1): uniform rows
         return self._timed(fn)
 
     def _on_ff(self, i):
