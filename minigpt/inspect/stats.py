@@ -326,11 +326,66 @@ def dashboards(run, out=None, hist_steps=None) -> list:
             ax.set_title(f"layer {l}", fontsize=10)
             ax.set_xlabel("step")
             ax.grid(alpha=0.3)
+            uni = [r["layers"][l].get("attn_uniform") for r in stats if l < len(r["layers"])]
+            uni = [u for u in uni if u is not None]
+            if uni:                                   # where every head starts: uniform attention
+                ax.axhline(uni[-1], color="k", ls="--", lw=1, label="uniform attention")
         axes[0][0].set_ylabel("attention entropy (nats)")
         axes[0][0].legend(fontsize=7)
+        fig.suptitle("attention entropy per head (lower: more selective)", fontsize=10)
         fig.tight_layout()
         paths.append(_save(fig, out / "dash-attention-entropy.png"))
+
+        # 6. gradient flow: dL/d(residual stream) per block over training, and its histograms
+        if any("grad_out_norm" in lay for r in stats for lay in r["layers"]):
+            paths.append(_grad_flow(plt, stats, steps, chosen, n_layers, out / "dash-grad-flow.png"))
+
+    # 7. grad:data ratio per weight matrix over training
+    if any(v.get("grad_ratio") is not None for r in stats for v in r["params"].values()):
+        fig, ax = plt.subplots(figsize=(9, 5))
+        for n in names:
+            ys = [r["params"].get(n, {}).get("grad_ratio") for r in stats]
+            ax.plot(steps, [np.nan if y is None else y for y in ys], lw=1, label=n)
+        ax.set_xlabel("step")
+        ax.set_ylabel("log10(|grad| / |weight|)")
+        ax.set_title("grad:data ratio per weight matrix", fontsize=10)
+        ax.legend(fontsize=6, ncol=2, loc="best")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        paths.append(_save(fig, out / "dash-grad-ratio.png"))
     return paths
+
+
+def _grad_flow(plt, stats, steps, chosen, n_layers, path):
+    """Left: |dL/d(residual stream)| after and before each block over the sampled steps; right: the
+    histograms of dL/d(residual stream after the block) at the chosen steps."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), squeeze=False)
+    ax = axes[0][0]
+    for l in range(n_layers):
+        for key, ls, what in (("grad_out_norm", "-", "after"), ("grad_in_norm", ":", "before")):
+            ys = [r["layers"][l].get(key, np.nan) if l < len(r["layers"]) else np.nan for r in stats]
+            ax.plot(steps, ys, ls, lw=1, color=f"C{l % 10}", label=f"block {l}, {what}")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("|dL/d residual stream|")
+    ax.set_title("gradient norm entering (after) and leaving (before) each block", fontsize=10)
+    ax.legend(fontsize=6, ncol=2)
+    ax.grid(alpha=0.3)
+    ax = axes[0][1]
+    for s in chosen:
+        for lay in stats[steps.index(s)]["layers"]:
+            h = lay.get("grad_hist")
+            if h:
+                e = np.asarray(h["edges"])
+                ax.plot((e[:-1] + e[1:]) / 2, h["counts"], lw=1, label=f"step {s}, layer {lay['layer']}")
+    ax.set_yscale("log")
+    ax.set_title("dL/d(residual stream after each block)", fontsize=10)
+    ax.set_xlabel("gradient value")
+    ax.set_ylabel("count")
+    ax.legend(fontsize=6)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
 
 
 def _pick_steps(steps: list, wanted) -> list:
