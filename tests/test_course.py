@@ -111,6 +111,19 @@ def test_page_names_code_that_exists(page):
         f"{page.name} names no NumPy reference (a *_numpy function)"
 
 
+def test_every_gradcheck_command_the_pages_name_passes():
+    from minigpt.cli import main
+
+    pages = [*PAGES, ROOT / "docs" / "backprop-tour.md"]
+    cmds = sorted({c for p in pages for c in re.findall(r"`(minigpt gradcheck [a-z_]+ [^`]*)`", p.read_text())})
+    assert len(cmds) >= 7, cmds
+    for cmd in cmds:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert main(cmd.split()[1:]) == 0, cmd
+        assert out.getvalue().strip().splitlines()[-1].startswith("PASS"), cmd
+
+
 def test_index_links_every_page():
     index = (COURSE / "index.md").read_text(encoding="utf-8")
     for p in BACKWARD_PAGES:

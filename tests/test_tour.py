@@ -212,6 +212,12 @@ def test_section_7_dashboard_claims(tour):
     assert all(abs(e - uniform) < 0.02 for lay in stats[0]["layers"] for e in lay["attn_entropy"])
     assert min(e for lay in stats[-1]["layers"] for e in lay["attn_entropy"]) < uniform - 0.08
     assert "more than 0.08 nats below" in TEXT
+    for r in stats:                              # the gradient leaving block 1 is the one entering block 0
+        lay = r["layers"]
+        assert lay[1]["grad_in_norm"] == pytest.approx(lay[0]["grad_out_norm"], rel=1e-5)
+        assert all(v["grad_ratio"] is not None for n, v in r["params"].items() if n.endswith("weight"))
+        assert all(abs(la["attn_uniform"] - uniform) < 1e-4 for la in lay)
+    assert "their two lines\ncoincide" in TEXT
     for name in ("dash-update-ratio.png", "dash-grad-norm.png", "dash-activations.png",
-                 "dash-attention-entropy.png"):
+                 "dash-attention-entropy.png", "dash-grad-flow.png", "dash-grad-ratio.png"):
         assert (d / "tour" / "run" / name).exists() and name in TEXT
