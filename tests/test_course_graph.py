@@ -64,3 +64,24 @@ def test_graph_command_flags(tmp_path, capsys):
     assert "LinearGELUOp" in (tmp_path / "b.dot").read_text()
     assert main(["graph", "--out", str(tmp_path / "c.dot"), "--no-grads", "--op-grads"]) == 2
     assert "--op-grads" in capsys.readouterr().err
+
+
+def test_only_a_hook_on_ff_proj_unfuses_the_feed_forward_op():
+    def ops_with_hook_on(path):
+        minigpt.random.manual_seed(0)
+        model = GPT(GPTConfig.preset("nano"))
+        mod = model
+        for part in path.split("."):
+            mod = getattr(mod, part) if not part.isdigit() else mod[int(part)]
+        h = mod.register_forward_hook(lambda m, a, o: None)
+        x = np.random.default_rng(0).integers(0, 512, (2, 8))
+        loss = model.loss(x, np.roll(x, -1, axis=1))
+        h.remove()
+        return _ops(graph(loss))
+
+    on_proj = ops_with_hook_on("blocks.0.ff.proj")
+    assert on_proj["LinearGELUOp"] == 1 and on_proj["FeedForwardOp"] == 1
+    on_attn = ops_with_hook_on("blocks.1.attn")
+    assert on_attn["Add"] == 3 and on_attn["FeedForwardOp"] == 2
+    on_ff = ops_with_hook_on("blocks.0.ff")
+    assert "LinearGELUOp" not in on_ff and on_ff["FeedForwardOp"] == 2 and on_ff["Add"] == 3

@@ -157,7 +157,7 @@ def test_section_5_profile_claims(tour):
         assert r["phase"] in ("forward", "backward")
     for name, n in per_step.items():
         assert f"{n}\n`{name}`" in TEXT or f"{n} `{name}`" in TEXT, name
-    assert "`LinearGELUOp` never appears" in TEXT
+    assert "`LinearGELUOp` does not appear" in TEXT
     share = {}
     for r in rows:
         share[r["op"]] = share.get(r["op"], 0.0) + r["share"]

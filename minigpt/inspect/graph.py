@@ -14,8 +14,9 @@ writes SVG/PNG/PDF through Graphviz's ``dot`` program.
 
 Fused or not: ``trace(model)`` watches the modules with forward hooks, and a module with hooks cannot be
 skipped over, so the model then runs its *unfused* path (the feed-forward layer as ``LinearGELUOp`` and
-``LinearOp``, each residual addition an ``Add``), the ops one per module, as a reader expects them; any
-forward or backward hook a user registers on ``attn`` or ``ff`` does the same. ``trace(model,
+``LinearOp``, each residual addition an ``Add``), the ops one per module, as a reader expects them. A
+user's own hooks do the same in part: one on a block's ``attn`` or ``ff`` takes its residual additions out
+of the fused ops, one on ``ff.proj`` splits the feed-forward op. ``trace(model,
 fused=True)`` labels the ops without hooks, so the drawing shows the ops training actually runs
 (``FeedForwardOp``, ``LinearOp`` with the residual added inside). The arithmetic of the two is the same.
 
