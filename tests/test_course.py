@@ -124,6 +124,17 @@ def test_every_gradcheck_command_the_pages_name_passes():
         assert out.getvalue().strip().splitlines()[-1].startswith("PASS"), cmd
 
 
+def test_links_stay_inside_docs_and_resolve():
+    """MkDocs' strict build fails on a link to a file outside docs/: source files are named in code spans."""
+    docs = ROOT / "docs"
+    for page in [*PAGES, docs / "backprop-tour.md"]:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text(encoding="utf-8")):
+            if "://" in target:
+                continue
+            path = (page.parent / target).resolve()
+            assert path.is_relative_to(docs.resolve()) and path.exists(), f"{page.name}: link to {target}"
+
+
 def test_index_links_every_page():
     index = (COURSE / "index.md").read_text(encoding="utf-8")
     for p in BACKWARD_PAGES:
