@@ -100,8 +100,8 @@ def test_train_cli_writes_stats_and_plot_draws(run, tmp_path, capsys):
     capsys.readouterr()
     assert main(["plot", str(run), "--out", str(tmp_path / "dash"), "--hist-steps", "1,6"]) == 0
     names = sorted(p.name for p in (tmp_path / "dash").iterdir())
-    assert names == ["dash-activations.png", "dash-attention-entropy.png", "dash-grad-norm.png", "dash-loss.png",
-                     "dash-update-ratio.png"]
+    assert names == ["dash-activations.png", "dash-attention-entropy.png", "dash-grad-flow.png", "dash-grad-norm.png",
+                     "dash-grad-ratio.png", "dash-loss.png", "dash-update-ratio.png"]
     assert all((tmp_path / "dash" / n).read_bytes()[:4] == b"\x89PNG" for n in names)
 
 

@@ -28,7 +28,8 @@ def add(sub):
                        description="Build a model of a preset, run one training step's forward and backward on a "
                        "random batch and write its autograd graph: .dot (text, no Graphviz needed), .svg, .png "
                        "or .pdf (needs Graphviz's `dot`). Parameters are named, ops grouped in module boxes, "
-                       "gradient norms annotated.")
+                       "gradient norms annotated. The module boxes come from forward hooks, and a module with hooks "
+                       "runs its unfused ops; --as-trained draws the fused ops training runs.")
     p.add_argument("--config", default="nano", help="model preset (default nano)")
     p.add_argument("--out", required=True, help="output file: .dot, .svg, .png or .pdf")
     p.add_argument("--batch-size", type=int, default=2)
@@ -36,6 +37,11 @@ def add(sub):
     p.add_argument("--collapse", type=int, default=None, metavar="DEPTH",
                    help="draw each module DEPTH names deep as one node (2: one per transformer block)")
     p.add_argument("--no-grads", action="store_true", help="do not annotate gradient norms")
+    p.add_argument("--as-trained", action="store_true",
+                   help="draw the fused ops training runs (FeedForwardOp, residuals added inside LinearOp); by "
+                   "default the module boxes come from forward hooks, which switch fusion off")
+    p.add_argument("--op-grads", action="store_true",
+                   help="annotate |grad| on every op's output too, not only on the parameters")
     p.add_argument("--seed", type=seed_value, default=0)
     p.set_defaults(func=_cmd_graph)
 
@@ -175,7 +181,7 @@ def _cmd_graph(args):
     import numpy as np
 
     from .. import random as mrandom
-    from ..inspect.graph import INSTALL_DOT, graph, trace
+    from ..inspect.graph import INSTALL_DOT, graph, retain_all, trace
     from ..model import GPT, GPTConfig
 
     out = Path(args.out)
@@ -191,20 +197,25 @@ def _cmd_graph(args):
         raise MiniGPTError(f"--seq-len must be in 1..{cfg.context_length} (the {args.config} context), got {args.seq_len}")
     if args.batch_size < 1:
         raise MiniGPTError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.no_grads and args.op_grads:
+        raise MiniGPTError("--op-grads annotates gradient norms and --no-grads turns them off: give one of them")
     mrandom.manual_seed(args.seed)
     model = GPT(cfg)
     rng = np.random.default_rng(args.seed)
     x = rng.integers(0, cfg.vocab_size, (args.batch_size, args.seq_len))
     y = rng.integers(0, cfg.vocab_size, (args.batch_size, args.seq_len))
-    with trace(model):
+    with trace(model, fused=args.as_trained):
         loss = model.loss(x, y)
+    if args.op_grads:
+        retain_all(loss)
     loss.backward()
     g = graph(loss, modules=model, grads=not args.no_grads, collapse=args.collapse)
     out.parent.mkdir(parents=True, exist_ok=True)
     g.render(out)
     n_ops = sum(n["kind"] == "op" for n in g.nodes)
-    print(f"{args.config}: one training step, batch {args.batch_size} x {args.seq_len} tokens, loss {loss.item():.4f}: "
-          f"{n_ops} op nodes, {len(g.nodes) - n_ops} other nodes, {len(g.edges)} edges -> {out}")
+    kind = "as trained (fused ops)" if args.as_trained else "unfused (traced with hooks)"
+    print(f"{args.config}: one training step, {kind}, batch {args.batch_size} x {args.seq_len} tokens, "
+          f"loss {loss.item():.4f}: {n_ops} op nodes, {len(g.nodes) - n_ops} other nodes, {len(g.edges)} edges -> {out}")
     return 0
 
 

@@ -12,6 +12,17 @@ puts each module's ops in a box (nested like the modules), and ``collapse=N`` dr
 ``N`` names deep (``collapse=2``: ``blocks.0``, ``blocks.1``, ...) as one node. ``Graph.render(path)``
 writes SVG/PNG/PDF through Graphviz's ``dot`` program.
 
+Fused or not: ``trace(model)`` watches the modules with forward hooks, and a module with hooks cannot be
+skipped over, so the model then runs its *unfused* path (the feed-forward layer as ``LinearGELUOp`` and
+``LinearOp``, each residual addition an ``Add``), the ops one per module, as a reader expects them. A
+user's own hooks do the same in part: one on a block's ``attn`` or ``ff`` takes its residual additions out
+of the fused ops, one on ``ff.proj`` splits the feed-forward op. ``trace(model,
+fused=True)`` labels the ops without hooks, so the drawing shows the ops training actually runs
+(``FeedForwardOp``, ``LinearOp`` with the residual added inside). The arithmetic of the two is the same.
+
+``retain_all(loss)`` before ``loss.backward()`` keeps the gradient of every op's output, so that
+``graph(..., grads=True)`` annotates ``|grad|`` on every op too, not only on the parameters.
+
 Example::
 
     >>> with trace(model):
@@ -60,11 +71,19 @@ def _label_ops(out, inputs: set, path: str, cls: str) -> None:
 
 
 @contextlib.contextmanager
-def trace(model):
-    """Within this block, ops made by ``model``'s sub-modules remember which module made them."""
-    handles = []
+def trace(model, fused: bool = False):
+    """Within this block, ops made by ``model``'s sub-modules remember which module made them.
+
+    ``fused=False``: through forward hooks, which switch the model's fused paths off (the unfused ops);
+    ``fused=True``: by wrapping each module's ``forward`` for the block's duration, no hook registered, so
+    the model runs the fused ops it trains with."""
+    handles, wrapped = [], []
     for path, mod in model.named_modules():
         if not path:
+            continue
+        if fused:
+            wrapped.append(mod)
+            object.__setattr__(mod, "forward", _labelling_forward(mod.forward, path, type(mod).__name__))
             continue
 
         def hook(m, args, out, _path=path, _cls=type(mod).__name__):
@@ -77,6 +96,36 @@ def trace(model):
     finally:
         for h in handles:
             h.remove()
+        for mod in wrapped:
+            object.__delattr__(mod, "forward")   # the class's forward again
+
+
+def _labelling_forward(forward, path: str, cls: str):
+    def labelled(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        ins = {id(a) for a in (*args, *kwargs.values()) if isinstance(a, Tensor)}
+        _label_ops(out, ins, path, cls)
+        return out
+
+    return labelled
+
+
+def retain_all(root: Tensor) -> int:
+    """Call ``retain_grad()`` on every op output ``root`` depends on (``root`` included), before
+    ``root.backward()``: afterwards every intermediate tensor holds its gradient, and ``graph(root,
+    grads=True)`` can show ``|grad|`` on every op. Returns the number of tensors marked."""
+    if not isinstance(root, Tensor):
+        raise MiniGPTError(f"retain_all() needs a Tensor, got {type(root).__name__}")
+    n, seen, stack = 0, set(), [root]
+    while stack:
+        t = stack.pop()
+        if id(t) in seen or t._op is None or not t.requires_grad:
+            continue
+        seen.add(id(t))
+        t.retain_grad()
+        n += 1
+        stack.extend(t._op.inputs)
+    return n
 
 
 def _fmt_shape(shape) -> str:

@@ -70,20 +70,23 @@ def attention_grid(maps: np.ndarray, tokens: list, path, layers=None, heads=None
     heads = list(range(maps.shape[1])) if heads is None else list(heads)
     T = maps.shape[-1]
     big = len(layers) * len(heads) == 1
-    cell = max(4.0, 0.35 * T) if big else 2.6
+    show_ticks = T <= 40 and (big or T <= 20)
+    # cells wide enough for the token labels: with ticks, each map gets ~0.22 inch per token plus its labels
+    cell = max(4.0, 0.35 * T) if big else (max(2.6, 0.22 * T + 1.2) if show_ticks else 2.6)
     fig, axes = plt.subplots(len(layers), len(heads), figsize=(cell * len(heads) + 1, cell * len(layers) + 0.6),
                              squeeze=False)
-    show_ticks = T <= 40 and (big or T <= 20)
     for r, l in enumerate(layers):
         for c, h in enumerate(heads):
             ax = axes[r][c]
             im = ax.imshow(maps[l, h], cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
             ax.set_title(f"layer {l}, head {h}", fontsize=9)
             if show_ticks:
+                # token labels on the outer maps only (bottom row, left column), so that the labels of one
+                # map never run into its neighbour
                 ax.set_xticks(range(T))
                 ax.set_yticks(range(T))
-                ax.set_xticklabels(tokens, rotation=90, fontsize=7)
-                ax.set_yticklabels(tokens, fontsize=7)
+                ax.set_xticklabels(tokens if r == len(layers) - 1 else [], rotation=90, fontsize=7)
+                ax.set_yticklabels(tokens if c == 0 else [], fontsize=7)
             else:
                 ax.set_xticks([])
                 ax.set_yticks([])
@@ -119,14 +122,16 @@ def logit_lens_picture(lens: dict, tokens: list, vocab: list, path) -> Path:
 def residual_norm_picture(lens: dict, tokens: list, path) -> Path:
     plt = _plt()
     norms = lens["residual_norm"]                                     # (L+1, T)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(8, 4))
     for j, style in zip(range(norms.shape[1]), line_styles(norms.shape[1])):
         ax.plot(range(norms.shape[0]), norms[:, j], marker="o", lw=1, alpha=0.7, label=tokens[j][:10], **style)
     ax.set_xticks(range(norms.shape[0]))
     ax.set_xticklabels(lens["layers"], rotation=30, fontsize=8)
     ax.set_ylabel("L2 norm of the residual stream")
-    if norms.shape[1] <= 12:
-        ax.legend(fontsize=7, title="position")
+    ax.set_title("residual stream norm after each layer, one line per position", fontsize=10)
+    few = norms.shape[1] <= 12
+    ax.legend(fontsize=6 if few else 5, title="position (token)", ncol=1 if few else 2, loc="center left",
+              bbox_to_anchor=(1.01, 0.5))
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return _save(fig, path)

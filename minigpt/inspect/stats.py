@@ -6,19 +6,27 @@ before the optimizer step and watches the forward pass through module forward ho
 appends one JSON line to ``stats.jsonl`` in the run folder::
 
     {"step": 100, "stats_seconds": 0.004,
-     "params": {"blocks.0.attn.qkv.weight": {"grad_norm": 0.031, "weight_norm": 4.5, "update_ratio": -3.1}, ...},
+     "params": {"blocks.0.attn.qkv.weight": {"grad_norm": 0.031, "weight_norm": 4.5, "update_ratio": -3.1,
+                                             "grad_ratio": -2.2}, ...},
      "layers": [{"layer": 0, "resid_mean": 0.001, "resid_std": 0.61, "gelu_tail": 0.02,
-                 "attn_entropy": [1.9, 2.3, ...], "resid_hist": {"edges": [...], "counts": [...], "stride": 1},
-                 "gelu_hist": {...}}, ...]}
+                 "attn_entropy": [1.9, 2.3, ...], "attn_uniform": 2.1,
+                 "resid_hist": {"edges": [...], "counts": [...], "stride": 1}, "gelu_hist": {...},
+                 "grad_out_norm": 0.8, "grad_in_norm": 0.9, "grad_hist": {...}}, ...]}
 
 - ``grad_norm``: L2 norm of the parameter's gradient as the optimizer used it (after clipping);
 - ``update_ratio``: log10(|w_after - w_before| / |w_before|), the size of the AdamW step relative to the
   weight (around -3 is the usual healthy value);
+- ``grad_ratio``: log10(|grad| / |w_before|), the gradient's size relative to the weight's (the grad:data
+  ratio; AdamW's division by the running RMS is what turns it into an update of size ``update_ratio``);
 - ``resid_mean`` / ``resid_std``: the residual stream after the block (the whole batch);
 - ``gelu_tail``: the fraction of the feed-forward's GELU inputs below -3, where GELU is flat (its slope is
   under 0.012 in magnitude) and passes almost no gradient;
 - ``attn_entropy``: per head, the mean entropy (nats) of the attention rows of the batch's first sequence
-  (0: every query looks at one key; log(t+1) for query t: uniform).
+  (0: every query looks at one key; log(t+1) for query t: uniform); ``attn_uniform``: that mean for uniform
+  attention, the value every head starts near;
+- ``grad_out_norm`` / ``grad_in_norm``: the L2 norms of dL/d(residual stream) after and before the block
+  (the whole batch), seen by a backward hook on the block: how the gradient flows down the stack;
+  ``grad_hist``: a histogram of dL/d(residual stream after the block).
 
 The per-layer numbers of GELU inputs and attention are computed from the first sequence of the batch
 only (from the q/k/v projection and the GELU inputs that the recorded graph already holds; recomputed when
@@ -95,6 +103,7 @@ class StatsRecorder:
         blocks = getattr(model, "blocks", None) or []
         for i, blk in enumerate(blocks):
             self._handles.append(blk.register_forward_hook(self._on_block(i)))
+            self._handles.append(blk.register_backward_hook(self._on_block_grad(i)))
             if hasattr(blk, "attn") and hasattr(blk.attn, "qkv"):
                 self._handles.append(blk.attn.register_forward_hook(self._on_attn(i)))
             if hasattr(blk, "ff") and hasattr(blk.ff, "fc"):
@@ -118,7 +127,8 @@ class StatsRecorder:
             upd = float(np.linalg.norm(np.subtract(p.data, old, out=old).ravel()))
             g = None if p.grad is None else round(float(np.linalg.norm(np.asarray(p.grad).ravel())), 8)
             params[n] = {"grad_norm": g, "weight_norm": round(float(np.linalg.norm(p.data.ravel())), 6),
-                         "update_ratio": round(math.log10(upd / w), 4) if upd > 0 and w > 0 else None}
+                         "update_ratio": round(math.log10(upd / w), 4) if upd > 0 and w > 0 else None,
+                         "grad_ratio": round(math.log10(g / w), 4) if g and w > 0 else None}
         self._before = None
         layers = [dict(layer=i, **self._layers[i]) for i in sorted(self._layers)]
         rec = {"step": trainer.step, "loss": record.get("loss"), "params": params, "layers": layers}
@@ -144,6 +154,17 @@ class StatsRecorder:
                 resid_mean=round(mean, 6), resid_std=round(math.sqrt(var), 6), resid_hist=_hist(out.data[0]))
         return self._timed(fn)
 
+    def _on_block_grad(self, i):
+        def fn(module, grad_in, grad_out):
+            t0 = time.perf_counter()
+            g_out = np.asarray(grad_out[0])                                   # dL/d(block output): (B, T, C)
+            rec = self._layers.setdefault(i, {})
+            rec.update(grad_out_norm=round(float(np.linalg.norm(g_out.ravel())), 8), grad_hist=_hist(g_out))
+            if grad_in and grad_in[0] is not None:                            # dL/d(block input): (B, T, C)
+                rec["grad_in_norm"] = round(float(np.linalg.norm(np.asarray(grad_in[0]).ravel())), 8)
+            self._cost += time.perf_counter() - t0
+        return fn
+
     def _on_attn(self, i):
         def fn(attn, args, out):
             x = args[0].data[0]                                               # (T, C): first sequence
@@ -159,7 +180,9 @@ class StatsRecorder:
             packed = qkv.reshape(T, 3, H, D)
             p = causal_softmax_weights(packed[:, 0], packed[:, 1], 1.0 / math.sqrt(D), dtype=np.float32)
             ent = -(p * np.log(np.maximum(p, 1e-30))).sum(-1).mean(-1)                   # (H,)
-            self._layers.setdefault(i, {})["attn_entropy"] = [round(float(e), 5) for e in ent]
+            self._layers.setdefault(i, {}).update(
+                attn_entropy=[round(float(e), 5) for e in ent],
+                attn_uniform=round(float(np.log(np.arange(1, T + 1)).mean()), 5))  # mean log(t+1): uniform rows
         return self._timed(fn)
 
     def _on_ff(self, i):
@@ -347,11 +370,66 @@ def dashboards(run, out=None, hist_steps=None) -> list:
             ax.set_title(f"layer {l}", fontsize=10)
             set_step_axis(ax)
             ax.grid(alpha=0.3)
+            uni = [r["layers"][l].get("attn_uniform") for r in stats if l < len(r["layers"])]
+            uni = [u for u in uni if u is not None]
+            if uni:                                   # where every head starts: uniform attention
+                ax.axhline(uni[-1], color="k", ls="--", lw=1, label="uniform attention")
         axes[0][0].set_ylabel("attention entropy (nats)")
         axes[0][0].legend(fontsize=7)
+        fig.suptitle("attention entropy per head (lower: more selective)", fontsize=10)
         fig.tight_layout()
         paths.append(_save(fig, out / "dash-attention-entropy.png"))
+
+        # 6. gradient flow: dL/d(residual stream) per block over training, and its histograms
+        if any("grad_out_norm" in lay for r in stats for lay in r["layers"]):
+            paths.append(_grad_flow(plt, stats, steps, chosen, n_layers, out / "dash-grad-flow.png"))
+
+    # 7. grad:data ratio per weight matrix over training
+    if any(v.get("grad_ratio") is not None for r in stats for v in r["params"].values()):
+        fig, ax = plt.subplots(figsize=(9, 5))
+        for n in names:
+            ys = [r["params"].get(n, {}).get("grad_ratio") for r in stats]
+            ax.plot(steps, [np.nan if y is None else y for y in ys], lw=1, label=n)
+        ax.set_xlabel("step")
+        ax.set_ylabel("log10(|grad| / |weight|)")
+        ax.set_title("grad:data ratio per weight matrix", fontsize=10)
+        ax.legend(fontsize=6, ncol=2, loc="best")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        paths.append(_save(fig, out / "dash-grad-ratio.png"))
     return paths
+
+
+def _grad_flow(plt, stats, steps, chosen, n_layers, path):
+    """Left: |dL/d(residual stream)| after and before each block over the sampled steps; right: the
+    histograms of dL/d(residual stream after the block) at the chosen steps."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), squeeze=False)
+    ax = axes[0][0]
+    for l in range(n_layers):
+        for key, ls, what in (("grad_out_norm", "-", "after"), ("grad_in_norm", ":", "before")):
+            ys = [r["layers"][l].get(key, np.nan) if l < len(r["layers"]) else np.nan for r in stats]
+            ax.plot(steps, ys, ls, lw=1, color=f"C{l % 10}", label=f"block {l}, {what}")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("|dL/d residual stream|")
+    ax.set_title("gradient norm entering (after) and leaving (before) each block", fontsize=10)
+    ax.legend(fontsize=6, ncol=2)
+    ax.grid(alpha=0.3)
+    ax = axes[0][1]
+    for s in chosen:
+        for lay in stats[steps.index(s)]["layers"]:
+            h = lay.get("grad_hist")
+            if h:
+                e = np.asarray(h["edges"])
+                ax.plot((e[:-1] + e[1:]) / 2, h["counts"], lw=1, label=f"step {s}, layer {lay['layer']}")
+    ax.set_yscale("log")
+    ax.set_title("dL/d(residual stream after each block)", fontsize=10)
+    ax.set_xlabel("gradient value")
+    ax.set_ylabel("count")
+    ax.legend(fontsize=6)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
 
 
 def _pick_steps(steps: list, wanted) -> list:

@@ -113,11 +113,12 @@ def adamw_update_numpy(p, g, m, v, lr, beta1, beta2, eps, weight_decay, bias_cor
     """The same update as plain in-place NumPy operations (the readable reference; several passes)."""
     decay, beta1c, beta2, beta2c, neg_step, bc2_sqrt, eps = _prepare(
         p, g, m, v, lr, beta1, beta2, eps, weight_decay, bias_correction1, bias_correction2)
-    p *= decay
-    m += beta1c * (g - m)
+    # every array is flat, (n,); the scalars come from _prepare. Derivation: docs/course/adamw.md
+    p *= decay                                          # p *= 1 - lr * weight_decay (decoupled decay)
+    m += beta1c * (g - m)                               # m = beta1 m + (1 - beta1) g
     v *= beta2
-    v += beta2c * g * g
-    p += neg_step * m / (np.sqrt(v) / bc2_sqrt + eps)
+    v += beta2c * g * g                                 # v = beta2 v + (1 - beta2) g^2
+    p += neg_step * m / (np.sqrt(v) / bc2_sqrt + eps)   # p -= lr / bc1 * m / (sqrt(v / bc2) + eps)
 
 
 def _check_sumsq(x):

@@ -110,40 +110,44 @@ def attention_forward_numpy(q, k, v, scale, dropout_p=0.0, seed=0):
     B, Tq, H, D = q.shape
     Tk = k.shape[1]
     qh, kh, vh = q.transpose(0, 2, 1, 3), k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # (B, H, T, D)
-    s = (qh @ kh.transpose(0, 1, 3, 2)) * scale                                              # (B, H, Tq, Tk)
-    s = np.where(_causal_mask(Tq, Tk), s, -np.inf)
-    m = s.max(axis=-1, keepdims=True)
-    e = np.exp(s - m)
-    total = e.sum(axis=-1, keepdims=True)
-    lse = (m + np.log(total))[..., 0]
-    p = e / total
+    # S = scale Q K^T: (B, H, Tq, D) @ (B, H, D, Tk) -> (B, H, Tq, Tk)
+    s = (qh @ kh.transpose(0, 1, 3, 2)) * scale
+    s = np.where(_causal_mask(Tq, Tk), s, -np.inf)           # masked scores -inf: (Tq, Tk) mask over (B, H, Tq, Tk)
+    m = s.max(axis=-1, keepdims=True)                        # row max: (B, H, Tq, 1)
+    e = np.exp(s - m)                                        # (B, H, Tq, Tk); masked entries exp(-inf) = 0
+    total = e.sum(axis=-1, keepdims=True)                    # (B, H, Tq, 1)
+    lse = (m + np.log(total))[..., 0]                        # log-sum-exp of each row: (B, H, Tq)
+    p = e / total                                            # P = softmax(S): (B, H, Tq, Tk)
     use, _, inv_keep, _ = _dropout_params(dropout_p, seed)
     if use:
-        p = p * dropout_keep_mask(seed, dropout_p, B, H, Tq, Tk) * inv_keep
-    out = (p @ vh).transpose(0, 2, 1, 3)
+        p = p * dropout_keep_mask(seed, dropout_p, B, H, Tq, Tk) * inv_keep   # A = P * M / (1 - p): (B, H, Tq, Tk)
+    out = (p @ vh).transpose(0, 2, 1, 3)                     # O = A V: (B, H, Tq, Tk) @ (B, H, Tk, D) -> (B, Tq, H, D)
     return np.ascontiguousarray(out, dtype=q.dtype), lse.astype(q.dtype)
 
 
 def attention_backward_numpy(dout, q, k, v, out, lse, scale, dropout_p=0.0, seed=0, dq=None, dk=None,
                              dv=None):
+    # The derivation, line by line: docs/course/attention.md. Per (b, h): dV = A^T dO, dA = dO V^T,
+    # dP = dA * M / (1 - p), dS = P * (dP - delta) with delta = rowsum(dO * O), dQ = scale dS K, dK = scale dS^T Q.
     q, k, v = np.asarray(q), np.asarray(k), np.asarray(v)
     B, Tq, H, D = q.shape
     Tk = k.shape[1]
-    qh, kh, vh = q.transpose(0, 2, 1, 3), k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
-    doh, oh = np.asarray(dout).transpose(0, 2, 1, 3), np.asarray(out).transpose(0, 2, 1, 3)
-    s = (qh @ kh.transpose(0, 1, 3, 2)) * scale
+    qh, kh, vh = q.transpose(0, 2, 1, 3), k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # (B, H, Tq|Tk, D)
+    doh, oh = np.asarray(dout).transpose(0, 2, 1, 3), np.asarray(out).transpose(0, 2, 1, 3)  # (B, H, Tq, D) each
+    s = (qh @ kh.transpose(0, 1, 3, 2)) * scale                           # S again: (B, H, Tq, Tk)
     with np.errstate(over="ignore"):  # masked entries may overflow; np.where drops them
-        p = np.where(_causal_mask(Tq, Tk), np.exp(s - lse[..., None]), 0.0)     # softmax, rebuilt from lse
+        p = np.where(_causal_mask(Tq, Tk), np.exp(s - lse[..., None]), 0.0)  # P = exp(S - lse), rebuilt: (B, H, Tq, Tk)
     use, _, inv_keep, _ = _dropout_params(dropout_p, seed)
+    # M / (1 - p): (B, H, Tq, Tk), or 1 without dropout
     keep = dropout_keep_mask(seed, dropout_p, B, H, Tq, Tk) * inv_keep if use else 1.0
-    a = p * keep                                                          # what multiplied v
-    dv_h = a.transpose(0, 1, 3, 2) @ doh                                  # (B, H, Tk, D)
-    dp = (doh @ vh.transpose(0, 1, 3, 2)) * keep                          # d loss / d p
-    delta = (doh * oh).sum(axis=-1, keepdims=True)                        # = sum_j p_ij dp_ij
-    ds = p * (dp - delta) * scale
-    dq_h = ds @ kh
-    dk_h = ds.transpose(0, 1, 3, 2) @ qh
-    return (_store(dq, dq_h, q), _store(dk, dk_h, k), _store(dv, dv_h, v))
+    a = p * keep                                                          # A, what multiplied v: (B, H, Tq, Tk)
+    dv_h = a.transpose(0, 1, 3, 2) @ doh                                  # dV = A^T dO: (.., Tk, Tq) @ (.., Tq, D)
+    dp = (doh @ vh.transpose(0, 1, 3, 2)) * keep                          # dP = (dO V^T) * M / (1 - p): (B, H, Tq, Tk)
+    delta = (doh * oh).sum(axis=-1, keepdims=True)  # rowsum(dO * O) = rowsum(P * dP): (B, H, Tq, 1)
+    ds = p * (dp - delta) * scale  # scale * dS (softmax's backward): (B, H, Tq, Tk)
+    dq_h = ds @ kh                                                        # dQ = scale dS K: (.., Tq, Tk) @ (.., Tk, D)
+    dk_h = ds.transpose(0, 1, 3, 2) @ qh  # dK = scale dS^T Q: (.., Tk, Tq) @ (.., Tq, D)
+    return (_store(dq, dq_h, q), _store(dk, dk_h, k), _store(dv, dv_h, v))  # each back to (B, T, H, D)
 
 
 def _store(dst, value_bhtd, like):

@@ -23,12 +23,12 @@ from .registry import kernel
 # ---- NumPy reference ----------------------------------------------------------------------------
 
 def add_bias_numpy(y, b):
-    y += b
+    y += b                               # (N, C_out) += (C_out,), broadcast over the rows
     return y
 
 
 def bias_grad_numpy(g):
-    return np.asarray(g).sum(axis=0)
+    return np.asarray(g).sum(axis=0)     # the broadcast summed back: (N, C_out) -> (C_out,)
 
 
 # ---- Numba ------------------------------------------------------------------------------------------

@@ -33,26 +33,27 @@ _ZMAX = 80.0   # clamp of -2u: exp(80) ~ 5.5e34 is finite in float32
 
 def gelu_forward_numpy(x, out=None):
     x = np.asarray(x)
-    y = 0.5 * x * (1.0 + np.tanh(_C * (x + _A * x**3)))
+    y = 0.5 * x * (1.0 + np.tanh(_C * (x + _A * x**3)))   # y = 0.5 x (1 + tanh(u)), u = c (x + a x^3): x.shape
     return _store(y, out, x)
 
 
 def gelu_backward_numpy(dy, x, out=None):
     x = np.asarray(x)
     with np.errstate(over="ignore", invalid="ignore"):  # huge or infinite x: the formula gives NaN (inf * 0)
-        t = np.tanh(_C * (x + _A * x**3))
+        t = np.tanh(_C * (x + _A * x**3))                  # tanh(u): x.shape
+        # gelu'(x) = 0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) c (1 + 3 a x^2), the product rule: x.shape
         dgelu = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _C * (1.0 + 3.0 * _A * x * x)
-        return _store(np.asarray(dy) * dgelu, out, x)
+        return _store(np.asarray(dy) * dgelu, out, x)      # dx = dy * gelu'(x): x.shape
 
 
 def bias_gelu_forward_numpy(h, b):
-    h += b
-    return gelu_forward_numpy(h)
+    h += b                                                 # (N, 4C) += (4C,): the pre-activation, kept
+    return gelu_forward_numpy(h)                           # gelu(h): (N, 4C)
 
 
 def bias_gelu_backward_numpy(dy, h, out=None):
-    dh = gelu_backward_numpy(dy, h, out)
-    return dh, dh.sum(axis=0)
+    dh = gelu_backward_numpy(dy, h, out)                   # dh = dy * gelu'(h): (N, 4C)
+    return dh, dh.sum(axis=0)                              # db = sum over rows of dh: (4C,)
 
 
 def _store(value, out, x):

@@ -24,22 +24,23 @@ from .registry import kernel
 # ---- NumPy reference ----------------------------------------------------------------------------
 
 def layer_norm_forward_numpy(x, gamma, beta, eps=1e-5):
-    x = np.asarray(x)
-    mean = x.mean(axis=1)
-    xc = x - mean[:, None]
-    var = (xc * xc).mean(axis=1)
-    rstd = 1.0 / np.sqrt(var + eps)
-    y = xc * rstd[:, None] * gamma + beta
+    x = np.asarray(x)                                                            # (N, C)
+    mean = x.mean(axis=1)                                                        # (N,)
+    xc = x - mean[:, None]                                                       # x - mean: (N, C)
+    var = (xc * xc).mean(axis=1)                                                 # biased variance: (N,)
+    rstd = 1.0 / np.sqrt(var + eps)                                              # 1 / sigma: (N,)
+    y = xc * rstd[:, None] * gamma + beta                                        # xhat * gamma + beta: (N, C)
     return y.astype(x.dtype, copy=False), mean.astype(x.dtype, copy=False), rstd.astype(x.dtype, copy=False)
 
 
 def layer_norm_backward_numpy(dy, x, gamma, mean, rstd):
-    x = np.asarray(x)
-    dy = np.asarray(dy)
+    x = np.asarray(x)                                                            # (N, C)
+    dy = np.asarray(dy)                                                          # (N, C)
     xhat = (x - mean[:, None]) * rstd[:, None]                                   # (N, C)
     g = dy * gamma                                                               # d loss / d xhat: (N, C)
     # dx = rstd * (term 1 - term 2 - term 3), per row: term 1 = g, the direct path through xhat;
     # term 2 = mean(g), through the mean; term 3 = xhat * mean(g * xhat), through the variance
+    # (N, 1) * ((N, C) - (N, 1) - (N, C) * (N, 1)) -> (N, C); derivation: docs/course/layernorm.md
     dx = rstd[:, None] * (g - g.mean(axis=1, keepdims=True) - xhat * (g * xhat).mean(axis=1, keepdims=True))
     dgamma = (dy * xhat).sum(axis=0)                                             # (N, C) -> (C,)
     dbeta = dy.sum(axis=0)                                                       # (N, C) -> (C,)

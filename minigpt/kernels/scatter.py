@@ -15,7 +15,7 @@ from .registry import kernel
 # ---- NumPy reference ----------------------------------------------------------------------------
 
 def add_rows_numpy(dense, index, rows):
-    np.add.at(dense, index, rows)
+    np.add.at(dense, index, rows)        # dense[index[i]] += rows[i]: (V, C) gets (n, C) by (n,), repeats add up
     return dense
 
 

@@ -30,46 +30,47 @@ from .registry import kernel
 # ---- NumPy reference ----------------------------------------------------------------------------
 
 def softmax_forward_numpy(x):
-    x = np.asarray(x)
-    e = np.exp(x - x.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
+    x = np.asarray(x)                                                   # (N, V)
+    e = np.exp(x - x.max(axis=1, keepdims=True))                        # shifted by the row max: (N, V)
+    return e / e.sum(axis=1, keepdims=True)                             # (N, V) / (N, 1)
 
 
 def softmax_backward_numpy(y, dy):
+    # dx = y * (dy - sum_v(y * dy)), the Jacobian diag(y) - y y^T applied to dy: (N, V) * ((N, V) - (N, 1))
     return y * (dy - (y * dy).sum(axis=1, keepdims=True))
 
 
 def log_softmax_forward_numpy(x):
-    x = np.asarray(x)
-    m = x.max(axis=1, keepdims=True)
-    return (x - m) - np.log(np.exp(x - m).sum(axis=1, keepdims=True))
+    x = np.asarray(x)                                                   # (N, V)
+    m = x.max(axis=1, keepdims=True)                                    # (N, 1)
+    return (x - m) - np.log(np.exp(x - m).sum(axis=1, keepdims=True))  # x - logsumexp(x): (N, V) - (N, 1)
 
 
 def log_softmax_backward_numpy(y, dy):
-    return dy - np.exp(y) * dy.sum(axis=1, keepdims=True)
+    return dy - np.exp(y) * dy.sum(axis=1, keepdims=True)              # dy - softmax * sum_v dy: (N, V)
 
 
 def cross_entropy_forward_numpy(logits, targets, ignore_index=-100):
-    x = np.asarray(logits)
-    t = _check_targets(targets, x.shape, ignore_index)
-    valid = t != ignore_index
-    m = x.max(axis=1, keepdims=True)
-    lse = (m + np.log(np.exp(x - m).sum(axis=1, keepdims=True)))[:, 0]
-    lse = np.where(valid, lse, 0).astype(x.dtype)
-    rows = np.flatnonzero(valid)
-    losses = lse[rows].astype(np.float64) - x[rows, t[rows]]
+    x = np.asarray(logits)                                              # (N, V)
+    t = _check_targets(targets, x.shape, ignore_index)                  # (N,)
+    valid = t != ignore_index                                           # rows that count: (N,)
+    m = x.max(axis=1, keepdims=True)                                    # (N, 1)
+    lse = (m + np.log(np.exp(x - m).sum(axis=1, keepdims=True)))[:, 0]  # log-sum-exp per row: (N,)
+    lse = np.where(valid, lse, 0).astype(x.dtype)                       # 0 on ignored rows: (N,)
+    rows = np.flatnonzero(valid)                                        # (n_valid,)
+    losses = lse[rows].astype(np.float64) - x[rows, t[rows]]            # -log p(target) = lse - z_t: (n_valid,)
     return float(losses.sum()), int(rows.size), lse
 
 
 def cross_entropy_backward_numpy(logits, targets, lse, scale, ignore_index=-100, out=None):
-    x = np.asarray(logits)
-    t = np.asarray(targets)
-    valid = t != ignore_index
-    d = np.exp(x - lse[:, None])
-    rows = np.flatnonzero(valid)
-    d[rows, t[rows]] -= 1.0
-    d *= scale
-    d[~valid] = 0.0
+    x = np.asarray(logits)                                              # (N, V)
+    t = np.asarray(targets)                                             # (N,)
+    valid = t != ignore_index                                           # (N,)
+    d = np.exp(x - lse[:, None])                                        # softmax rebuilt from lse: (N, V)
+    rows = np.flatnonzero(valid)                                        # (n_valid,)
+    d[rows, t[rows]] -= 1.0                                             # softmax - onehot: (N, V)
+    d *= scale                                                          # * g / n_valid (mean loss): (N, V)
+    d[~valid] = 0.0                                                     # ignored rows get no gradient
     if out is None:
         return d.astype(x.dtype, copy=False)
     out[...] = d
