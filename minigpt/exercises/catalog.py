@@ -53,7 +53,6 @@ def _mlp_mistakes(p, c, g):
     return {
         "dh_pre": [("used tanh(h_pre) itself instead of its derivative 1 - h**2", g["dh"] * c["h"]),
                    ("forgot the tanh: its local derivative 1 - h**2 is missing", g["dh"])],
-        "dW2": [("multiplied in the wrong order: h.T @ dout, not dout @ h", None)],
     }
 
 
@@ -90,9 +89,6 @@ def _ln_mistakes(p, c, g):
                 g["dxc"]),
                ("summed dmu over the wrong axis (the batch, not the features)",
                 g["dxc"] - np.broadcast_to(g["dxc"].sum(axis=0, keepdims=True) / D, g["dxc"].shape))],
-        "dw": [("summed over the wrong axis: w is broadcast over the rows, sum over axis 0", None)],
-        "drstd": [("forgot to sum over the features: rstd has shape (N, 1), keepdims=True",
-                   None)],
     }
 
 
@@ -109,24 +105,24 @@ def _ce_reference(t):
     shifted = logits - m
     e = shifted.exp()
     s = e.sum(axis=1, keepdims=True)
-    p = e / s
-    logp = p.log()
+    probs = e / s
+    logp = probs.log()
     picked = logp[np.arange(N), y]
     loss = -picked.mean()
-    return dict(shifted=shifted, e=e, s=s, p=p, logp=logp, picked=picked, loss=loss)
+    return dict(shifted=shifted, e=e, s=s, probs=probs, logp=logp, picked=picked, loss=loss)
 
 
 def _ce_mistakes(p, c, g):
     N = p["logits"].shape[0]
-    onehot = np.zeros_like(c["p"])
+    onehot = np.zeros_like(c["probs"])
     onehot[np.arange(N), p["y"]] = 1
     via_s = np.broadcast_to(g["ds"], c["e"].shape)   # the part of de that comes through s
     return {
-        "de": [("missed the branch through s: e feeds both p = e / s and s = e.sum(1), and the gradients add",
+        "de": [("missed the branch through s: e feeds both probs = e / s and s = e.sum(1), and the gradients add",
                 g["de"] - via_s),
-               ("kept only the branch through s, missed the one through p = e / s", via_s)],
-        "dlogits_fused": [("wrote p - onehot but forgot the 1/N of the mean", c["p"] - onehot),
-                          ("wrote onehot - p: the sign is flipped", (onehot - c["p"]) / N)],
+               ("kept only the branch through s, missed the one through probs = e / s", via_s)],
+        "dlogits_fused": [("wrote probs - onehot but forgot the 1/N of the mean", c["probs"] - onehot),
+                          ("wrote onehot - probs: the sign is flipped", (onehot - c["probs"]) / N)],
     }
 
 
@@ -235,10 +231,7 @@ def _emb_mistakes(p, c, g):
                ("missed the head's branch: W is both the embedding table and the head, and the two gradients add",
                 scatter),
                ("wrote dW[ids] = demb (or +=): a repeated id keeps one row; scatter-add with np.add.at",
-                head + assigned),
-               ("used h.T @ dlogits for the head: it is transposed (logits = h @ W.T, so dW = dlogits.T @ h)",
-                None)],
-        "dlogits": [("wrote p - onehot but forgot the 1/N of the mean", None)],
+                head + assigned)],
     }
 
 

@@ -22,7 +22,7 @@ from .catalog import EXERCISES
 SEED = 1234
 RTOL, ATOL = 1e-7, 1e-9   # float64 on both sides: a right answer agrees to ~1e-15
 
-_TODO = re.compile(r"^(?P<ind>\s*)# TODO(?P<body>-BODY)? (?P<name>\w+)(?: (?P<shape>\([^)]*\)))?: (?P<hint>.*)$")
+_TODO = re.compile(r"^(?P<ind>\s*)# (?P<kind>TODO|CHECK)(?P<body>-BODY)? (?P<name>\w+)(?: (?P<shape>\([^)]*\)))?: (?P<hint>.*)$")
 _END = re.compile(r"^\s*# END\s*$")
 
 
@@ -39,7 +39,8 @@ def source(name: str) -> str:
 
 def blanks(name: str) -> list:
     """[(gradient name, shape text, hint)] of the exercise's answers, in the order the file asks for them
-    (a ``-BODY`` answer, a whole helper function, is listed with shape None)."""
+    (a ``-BODY`` answer, a whole helper function, is listed with shape None; a ``# CHECK`` line names a
+    gradient that a given line computes from the student's helpers: checked, but not blanked)."""
     out = []
     for line in source(name).splitlines():
         m = _TODO.match(line)
@@ -54,7 +55,9 @@ def template(name: str) -> str:
     lines, skipping = [], False
     for line in source(name).splitlines():
         m = _TODO.match(line)
-        if m:
+        if m and m["kind"] == "CHECK":
+            lines.append(line)
+        elif m:
             lines.append(line)
             if m["body"]:
                 lines.append(f'{m["ind"]}raise NotImplementedError("TODO: write {m["name"]}")')
@@ -152,6 +155,8 @@ class CheckReport:
                     lines.append(f"  {'':<6}{'':<{w}}  hint: {r.hint}")
         if self.ok:
             lines.append(f"PASS: all {len(self.results)} gradients of {self.exercise} equal autograd's")
+        elif self.problems and (first is None or first.status != "wrong"):
+            lines.append(f"FAIL: {self.problems[0]}")
         elif first is not None and first.status == "wrong":
             lines.append(f"FAIL: {first.name} is the first wrong gradient; the ones below it are computed from it")
         elif first is not None:
@@ -188,7 +193,21 @@ def _scale_mistake(k: float, means: dict) -> str | None:
 
 
 def _close(a, b) -> bool:
-    return a.shape == b.shape and bool(np.all(np.abs(a - b) <= ATOL + RTOL * np.abs(b)))
+    if a.shape != b.shape:
+        return False
+    with np.errstate(invalid="ignore"):   # -inf against -inf (a causal mask) is equal, not NaN
+        return bool(np.all((a == b) | (np.abs(a - b) <= ATOL + RTOL * np.abs(b))))
+
+
+def _prop(a, b) -> bool:
+    """a == k * b for some k != 0 (a gradient wrong only by a factor inherited from above keeps its shape)."""
+    if a.shape != b.shape:
+        return False
+    b2 = float(np.sum(b * b))
+    if b2 == 0:
+        return False
+    k = float(np.sum(a * b)) / b2
+    return abs(k) > 1e-12 and _close(a, k * b)
 
 
 def _diagnose(gname, yours, true, candidates, means, shape_text, hint) -> GradResult:
@@ -203,16 +222,16 @@ def _diagnose(gname, yours, true, candidates, means, shape_text, hint) -> GradRe
                           hint=hint)
     if y.shape != shape:
         mistake = None
-        if true.ndim == 2 and y.shape == true.T.shape and _close(y, true.T):
+        if true.ndim == 2 and y.shape == true.T.shape and _prop(y, true.T):
             mistake = "transposed it: yours is the transpose of the true gradient"
-        elif y.size == true.size and _close(y.reshape(shape), true):
+        elif y.size == true.size and _prop(y.reshape(shape), true):
             mistake = "have the right numbers in the wrong shape (keepdims? reshape it)"
         else:
             try:
                 extra = y.ndim - true.ndim
                 padded = (1,) * extra + shape
                 axes = tuple(i for i in range(y.ndim) if padded[i] == 1 and y.shape[i] != 1)
-                if np.broadcast_shapes(shape, y.shape) == y.shape and _close(
+                if np.broadcast_shapes(shape, y.shape) == y.shape and _prop(
                         y.sum(axis=axes, keepdims=True).reshape(shape), true):
                     mistake = (f"forgot to sum over axis {', '.join(map(str, axes))}: the variable was broadcast "
                                "along it in the forward, so its gradient sums along it")
