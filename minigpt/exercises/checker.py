@@ -308,6 +308,18 @@ def _line_in(e, filename) -> str:
     return str(frames[-1].lineno) if frames else "?"
 
 
+def _locals_at(e, fn) -> dict:
+    """The variables of ``fn``'s frame where exception ``e`` stopped it: the gradients written so far can
+    still be checked."""
+    code = getattr(fn, "__code__", None)
+    tb = e.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code is code:
+            return {k: v for k, v in tb.tb_frame.f_locals.items() if k.startswith("d")}
+        tb = tb.tb_next
+    return {}
+
+
 def _copy(d):
     return {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in d.items()}
 
@@ -345,7 +357,9 @@ def check(name: str, student, forward=None) -> CheckReport:
         answers = backward(_copy(p), _copy(c))
     except NotImplementedError as e:
         problems.append(f"not filled in yet: {_first_line(e)}")
+        answers = _locals_at(e, backward)
     except Exception as e:  # noqa: BLE001 - the student's code: report, do not crash
+        answers = _locals_at(e, backward)
         fname = getattr(getattr(backward, "__code__", None), "co_filename", "")
         line = _line_in(e, fname)
         code = linecache.getline(fname, int(line)).strip() if line != "?" else ""
