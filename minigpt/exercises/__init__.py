@@ -22,6 +22,7 @@ from pathlib import Path
 from ..errors import MiniGPTError
 from ..io import atomic_write_text
 from .catalog import EXERCISES
+from . import checker  # noqa: F401
 from .checker import CheckReport, GradResult, blanks, check, exercise, setup, solution, template
 
 __all__ = ["list_exercises", "start", "check", "solution", "template", "setup", "blanks", "solution_backward",

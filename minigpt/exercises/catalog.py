@@ -194,7 +194,7 @@ def _attn_mistakes(p, c, g):
                      "exp, not of softmax", c["P"] * g["dP"])],
         "dq": [("forgot the scale 1/sqrt(hs) of att = q @ k.T / sqrt(hs)", dq / scale)],
         "dk": [("forgot the scale 1/sqrt(hs) of att = q @ k.T / sqrt(hs)", dk / scale),
-               ("used datt @ q instead of datt.T @ q: k enters att transposed", (g["datt"] @ c["q"]))],
+               ("used datt @ q instead of datt.T @ q: k enters att transposed", g["datt"] @ c["q"] * scale)],
         "dx": [("missed a branch: x feeds q, k and v, and the three gradients add", dq @ p["Wq"].T + dk @ p["Wk"].T),
                ("missed a branch: x feeds q, k and v, and the three gradients add", dq @ p["Wq"].T + dv @ p["Wv"].T),
                ("missed a branch: x feeds q, k and v, and the three gradients add", dk @ p["Wk"].T + dv @ p["Wv"].T)],

@@ -363,9 +363,10 @@ def check(name: str, student, forward=None) -> CheckReport:
         fname = getattr(getattr(backward, "__code__", None), "co_filename", "")
         line = _line_in(e, fname)
         code = linecache.getline(fname, int(line)).strip() if line != "?" else ""
+        unset = [n for n in re.findall(r"[A-Za-z_]\w*", code) if n in answers and answers[n] is None]
         problems.append(f"backward stopped at line {line}{f' ({code})' if code else ''} with {type(e).__name__}: "
-                        f"{_first_line(e)}" + (" - a gradient it uses is still None: fill them in from the top"
-                                               if "NoneType" in str(e) else ""))
+                        f"{_first_line(e)}" + (f" - {unset[0]} is still None: fill the gradients in from the top"
+                                               if unset else ""))
     if answers is None or not isinstance(answers, dict):
         if not problems:
             problems.append(f"backward returned {type(answers).__name__}, not a dict of gradients "
