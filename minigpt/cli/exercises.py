@@ -20,7 +20,9 @@ def add(sub):
     s.add_argument("--force", action="store_true", help="replace an existing NAME.py (its answers are lost)")
     s.set_defaults(func=_cmd_start)
 
-    s = ex.add_parser("check", help="check your gradients (exit status 0 only when every one is right)")
+    s = ex.add_parser("check", help="check your gradients against autograd",
+                       description="Check every gradient of your file against autograd. Exit status: 0 when every "
+                       "one is right, 1 when one is wrong or missing, 2 for a file that cannot be read or run.")
     s.add_argument("name", help="the exercise")
     s.add_argument("file", help="your file (from `minigpt exercises start NAME`)")
     s.set_defaults(func=_cmd_check)
