@@ -48,6 +48,12 @@ _SPECS = {
     "linear_cross_entropy": [("x", "float", None), ("weight", "float", lambda s: (8, s[0][-1])),
                              ("targets", "ids", lambda s: s[0][:-1])],
     "embedding": [("ids", "ids", None), ("weight", "float", lambda s: (10, 8))],
+    # the op training runs: x (N, C) -> w1 (C, 2C), b1 (2C,), w2 (2C, C), b2 (C,)
+    "feed_forward": [("x", "float", None), ("w1", "float", lambda s: (s[0][-1], 2 * s[0][-1])),
+                     ("b1", "float", lambda s: s[1][-1:]), ("w2", "float", lambda s: (s[1][-1], s[0][-1])),
+                     ("b2", "float", lambda s: s[0][-1:])],
+    # a LoRA update scale * x @ A @ B: x (N, in) -> A (in, 2), B (2, in)
+    "lora": [("x", "float", None), ("a", "float", lambda s: (s[0][-1], 2)), ("b", "float", lambda s: (2, s[0][-1]))],
     "where": [("cond", "bool", None), ("a", "float", _SAME), ("b", "float", _SAME)],
     "masked_fill": [("x", "float", None), ("mask", "bool", _SAME)],
 }
