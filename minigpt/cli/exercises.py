@@ -18,6 +18,7 @@ def add(sub):
     s.add_argument("name", help="an exercise (see `minigpt exercises list`)")
     s.add_argument("--dir", default=".", help="folder to write NAME.py in (made if missing)")
     s.add_argument("--force", action="store_true", help="replace an existing NAME.py (its answers are lost)")
+    s.add_argument("--notebook", action="store_true", help="write a Jupyter notebook NAME.ipynb instead")
     s.set_defaults(func=_cmd_start)
 
     s = ex.add_parser("check", help="check your gradients against autograd",
@@ -44,9 +45,12 @@ def _cmd_list(args):
 
 def _cmd_start(args):
     from .. import exercises
-    path = exercises.start(args.name, args.dir, force=args.force)
-    print(f"wrote {path}: fill in every gradient marked TODO in backward(), then run\n"
-          f"  minigpt exercises check {args.name} {path}")
+    path = exercises.start(args.name, args.dir, force=args.force, notebook=args.notebook)
+    if args.notebook:
+        print(f"wrote {path}: open it in Jupyter, fill in the cell under 'Your part' and run the last cell")
+    else:
+        print(f"wrote {path}: fill in every gradient marked TODO in backward(), then run\n"
+              f"  minigpt exercises check {args.name} {path}")
     return 0
 
 
