@@ -285,7 +285,7 @@ EXERCISES = {e.name: e for e in [
              _mlp_mistakes, means={8: "the N * K elements of the mean"}),
     Exercise("layernorm", "layer norm from basic ops: mean, variance, 1/sqrt, scale and shift", _ln_inputs,
              _ln_reference, _ln_mistakes, means={5: "the D features of the mean"}),
-    Exercise("cross_entropy", "softmax and cross-entropy step by step, then the fused p - onehot", _ce_inputs,
+    Exercise("cross_entropy", "softmax and cross-entropy step by step, then the fused probs - onehot", _ce_inputs,
              _ce_reference, _ce_mistakes, means={4: "the N rows of the mean"}, aliases={"dlogits_fused": "logits"}),
     Exercise("gelu", "GELU in its tanh form: three branches that add", _gelu_inputs, _gelu_reference,
              _gelu_mistakes),
