@@ -51,7 +51,7 @@ def backward(p, c):
     # TODO dlogits (N, C): shifted = logits - m, m a constant
     dlogits = dshifted
     # END
-    # TODO dlogits_fused (N, C): from probs and y alone: the steps above simplify to (probs - onehot) / N
+    # TODO dlogits_fused (N, C): from c["probs"] and y alone, in a few lines: what do the steps above simplify to?
     dlogits_fused = c["probs"].copy()
     dlogits_fused[np.arange(N), y] -= 1
     dlogits_fused /= N
