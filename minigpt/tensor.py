@@ -469,7 +469,7 @@ def _check_int_index(shape: tuple, index) -> None:
             axis += 1
         elif isinstance(it, (int, np.integer)) and not isinstance(it, (bool, np.bool_)):
             if axis < len(shape) and not -shape[axis] <= it < shape[axis]:
-                raise IndexOutOfRange(f"index {int(it)} is out of range for axis {axis} with size {shape[axis]}")
+                raise IndexOutOfRange(f"index {int(it)} is out of bounds for axis {axis} with size {shape[axis]}")
             axis += 1
         else:
             return

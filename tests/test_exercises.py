@@ -219,3 +219,10 @@ def test_cli_exit_statuses(tmp_path, capsys, monkeypatch):
     assert capsys.readouterr().err == "minigpt: error: nothere.py: no such file (start one with `minigpt exercises start NAME`)\n"
     assert main(["exercises", "check", "nope", "sol.py"]) == 2
     assert main(["exercises", "solution", "nope"]) == 2
+
+
+def test_a_report_is_indexed_by_gradient_name():
+    rep = E.check("gelu", E.solution_backward("gelu"))
+    assert rep["dx"].name == "dx" and rep["dx"].status == "ok" and rep["dx"].shape == (3, 4)
+    with pytest.raises(KeyError, match="exercise gelu checks dout, dth, dinner, dx3, dx"):
+        rep["dh"]

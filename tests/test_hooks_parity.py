@@ -293,7 +293,7 @@ def test_iteration_and_index_errors():
     np.testing.assert_array_equal(rows[1].data, [3.0, 4.0])
     F.sum(rows[1] * 2.0).backward()
     np.testing.assert_array_equal(t.grad, [[0.0, 0.0], [2.0, 2.0]])
-    with pytest.raises(IndexError, match="index 2 is out of range for axis 0 with size 2"):
+    with pytest.raises(IndexError, match="index 2 is out of bounds for axis 0 with size 2"):
         t[2]
     with pytest.raises(IndexError, match="axis 1"):
         t[0, -3]

@@ -131,7 +131,10 @@ class CheckReport:
         self.ok = not problems and all(r.status == "ok" for r in results)
 
     def __getitem__(self, gname) -> GradResult:
-        return next(r for r in self.results if r.name == gname)
+        for r in self.results:
+            if r.name == gname:
+                return r
+        raise KeyError(f"{gname!r}: exercise {self.exercise} checks {', '.join(r.name for r in self.results)}")
 
     @property
     def first_wrong(self) -> GradResult | None:
