@@ -60,3 +60,61 @@ def test_the_ops_training_runs_can_be_checked(op, n, capsys):
     assert rep["ok"] and sum(d["analytic"].size for d in rep["inputs"].values()) == n
     assert main(["gradcheck", op, "--shape", "4,8" if op == "feed_forward" else "3,8"]) == 0
     assert capsys.readouterr().out.splitlines()[-1].startswith(f"PASS: {op}, {n} gradient elements")
+
+
+USER_OPS = '''
+from minigpt.tensor import Function
+
+
+class Cube(Function):
+    def forward(self, x):
+        self.x = x
+        return x ** 3
+
+    def backward(self, g):
+        d = 3 * self.x ** 2 * g
+        d[1, 2] += 0.5
+        return (d,)
+
+
+class TooFew(Function):
+    def forward(self, a, b):
+        self.b = b
+        return a * b
+
+    def backward(self, g):
+        return (g * self.b,)
+
+
+def square(x):
+    return x * x
+'''
+
+
+def test_a_user_op_from_the_command_line(tmp_path, capsys):
+    ops = tmp_path / "my_ops.py"
+    ops.write_text(USER_OPS)
+    assert main(["gradcheck", f"{ops}:square", "--shape", "2,3"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith(f"PASS: {ops}:square, 6 gradient elements")
+    assert main(["gradcheck", f"{ops}:Cube", "--shape", "3,4"]) == 1
+    out = capsys.readouterr().out
+    assert "  failing elements (x), 1 of 12:\n    ....\n    ..x.\n    ....\n" in out
+    assert out.splitlines()[-1].startswith(f"FAIL: {ops}:Cube, 12 gradient elements; max abs err 0.5")
+    # too few gradients: the cause is the finding (PyTorch: "returned an incorrect number of gradients")
+    assert main(["gradcheck", f"{ops}:TooFew", "--shape", "3", "--shape", "3"]) == 1
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"FAIL: {ops}:TooFew: backward failed: function TooFew.backward returned an incorrect number of gradients "
+        "(expected 2, got 1): one per input, None for an input that needs none")
+
+
+def test_bad_user_op_names_are_one_line_errors(tmp_path, capsys):
+    ops = tmp_path / "my_ops.py"
+    ops.write_text(USER_OPS)
+    assert main(["gradcheck", f"{ops}:Nope", "--shape", "2"]) == 2
+    assert capsys.readouterr().err == (f"minigpt: error: {ops} defines no Function subclass or function named "
+                                       "'Nope' (its Functions: Cube, TooFew)\n")
+    assert main(["gradcheck", f"{tmp_path}/missing.py:Cube", "--shape", "2"]) == 2
+    assert "no such file" in capsys.readouterr().err
+    (tmp_path / "broken.py").write_text("def f(:\n")
+    assert main(["gradcheck", f"{tmp_path}/broken.py:f", "--shape", "2"]) == 2
+    assert capsys.readouterr().err == f"minigpt: error: {tmp_path}/broken.py:1: syntax error: invalid syntax\n"
