@@ -39,3 +39,10 @@ def test_every_block_of_the_exercises_page_runs_and_prints_what_the_page_shows(t
         ran[kind] += 1
         last_out = out.getvalue()
     assert ran["bash"] >= 4 and ran["python"] >= 7 and ran["text"] >= 8, ran
+
+
+def test_the_page_s_table_lists_every_exercise_with_its_number_of_gradients():
+    rows = re.findall(r"^\| `(\w+)` \| .* \| (\d+) \|$", PAGE.read_text(encoding="utf-8"), flags=re.M)
+    assert [name for name, _ in rows] == list(exercises.list_exercises())
+    for name, n in rows:
+        assert int(n) == len(exercises.setup(name)[2]), name
