@@ -302,3 +302,20 @@ def test_iteration_and_index_errors():
     with pytest.raises(TypeError, match="iteration over a 0-d tensor"):
         iter(t64(1.0)).__next__()
     assert [float(r.data) for r in t64([1.0, 2.0, 3.0])] == [1.0, 2.0, 3.0]
+
+
+def test_a_namedtuple_output_keeps_its_type():
+    from collections import namedtuple
+    Out = namedtuple("Out", "a b")
+
+    class Named(Module):
+        def forward(self, x):
+            return Out(x * 2.0, x * 3.0)
+
+    m = Named()
+    calls = []
+    m.register_full_backward_hook(lambda mod, gi, go: calls.append(len(go)))
+    out = m(t64([1.0]))
+    assert isinstance(out, Out)
+    F.sum(out.a + out.b).backward()
+    assert calls == [2]

@@ -466,7 +466,9 @@ class _BackwardHookCall:
         for i, p in zip(pos, parts):
             items[i] = p
         self.out_dtype = node.dtype
-        return items[0] if single else type(out)(items)
+        if single:
+            return items[0]
+        return type(out)(*items) if hasattr(out, "_fields") else type(out)(items)   # a namedtuple, or not
 
     def _on_outputs(self, g):
         grads = self._split(g, self.outputs, self.out_reached)
