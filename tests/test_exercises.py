@@ -226,3 +226,10 @@ def test_a_report_is_indexed_by_gradient_name():
     assert rep["dx"].name == "dx" and rep["dx"].status == "ok" and rep["dx"].shape == (3, 4)
     with pytest.raises(KeyError, match="exercise gelu checks dout, dth, dinner, dx3, dx"):
         rep["dh"]
+
+
+def test_checking_a_file_against_another_exercise_says_so(tmp_path):
+    path = E.start("mlp", tmp_path)
+    with pytest.raises(MiniGPTError, match=r"mlp.py is the exercise mlp, not gelu: check it with `minigpt exercises "
+                                           r"check mlp .*mlp.py`"):
+        E.check("gelu", path)

@@ -338,6 +338,10 @@ def check(name: str, student, forward=None) -> CheckReport:
     if isinstance(student, (str, Path)):
         where = str(student)
         ns = load(student)
+        other = re.match(r"\s*Exercise `(\w+)`", ns.get("__doc__") or "")   # the template's first line
+        if other and other[1] != name and other[1] in EXERCISES:
+            raise MiniGPTError(f"{where} is the exercise {other[1]}, not {name}: check it with "
+                               f"`minigpt exercises check {other[1]} {where}`")
         backward, forward = ns["backward"], ns.get("forward")
     elif callable(student):
         where, backward = getattr(student, "__name__", "backward"), student
