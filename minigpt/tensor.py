@@ -547,7 +547,9 @@ class Function:
     """Base class of every differentiable op.
 
     A subclass defines ``forward(self, *arrays, **params) -> ndarray`` and
-    ``backward(self, grad) -> tuple`` (one gradient array, or None, per tensor input), side by side.
+    ``backward(self, grad) -> tuple`` (one gradient array, or None, per tensor input), side by side. A
+    backward that returns fewer gradients than the op has inputs is an error when backward runs
+    ("returned an incorrect number of gradients", as in PyTorch); ``gradcheck(MyOp, x)`` checks one.
     ``forward`` may save what backward needs on ``self``; ``self.needs`` tells which inputs require a
     gradient, so forward can skip saving what no one will ask for. During backward,
     ``self.grad_is_scratch`` says whether the incoming gradient array belongs to this op alone, so that it
