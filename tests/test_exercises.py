@@ -233,3 +233,10 @@ def test_checking_a_file_against_another_exercise_says_so(tmp_path):
     with pytest.raises(MiniGPTError, match=r"mlp.py is the exercise mlp, not gelu: check it with `minigpt exercises "
                                            r"check mlp .*mlp.py`"):
         E.check("gelu", path)
+
+
+def test_a_partly_wrong_gradient_shows_which_elements(tmp_path):
+    src = mutated("cross_entropy", "dlogp[np.arange(N), y] = dpicked", "dlogp[np.arange(N), y] = dpicked\n    dlogp[0, 0] += 1")
+    rep = E.check("cross_entropy", write(tmp_path, src))
+    assert rep["dlogp"].index == (0, 0) and rep["dlogp"].mask.sum() == 1
+    assert "wrong elements (x): x.... | ..... | ..... | .....\n" in str(rep)

@@ -150,6 +150,11 @@ class CheckReport:
             tag = {"ok": "ok", "wrong": "WRONG", "todo": "TODO"}[r.status]
             lines.append(f"  {tag:<6}{r.name:<{w}}  {r.message}")
             if r.status == "wrong":
+                m = r.mask
+                if m is not None and 0 < m.ndim <= 2 and m.size <= 100 and not m.all():
+                    rows = [m] if m.ndim == 1 else m
+                    lines.append(f"  {'':<6}{'':<{w}}  wrong elements (x): " + " | ".join(
+                        "".join("x" if v else "." for v in row) for row in rows))
                 if r.mistake:
                     lines.append(f"  {'':<6}{'':<{w}}  looks like you {r.mistake}")
                 if r is not first and first is not None and first.status == "wrong":
