@@ -1,6 +1,8 @@
 """The backprop exercises: every solution passes, every blank template fails saying what is missing, and
 typical mistakes (written here as mutated solutions) are named by the checker: a forgotten 1/N, a sum over
 the wrong axis, a missed branch, a transpose. The command line's exit statuses: 0 right, 1 wrong, 2 bad input."""
+import re
+
 import numpy as np
 import pytest
 
@@ -240,3 +242,24 @@ def test_a_partly_wrong_gradient_shows_which_elements(tmp_path):
     rep = E.check("cross_entropy", write(tmp_path, src))
     assert rep["dlogp"].index == (0, 0) and rep["dlogp"].mask.sum() == 1
     assert "wrong elements (x): x.... | ..... | ..... | .....\n" in str(rep)
+
+
+def test_one_answer_alone(capsys):
+    assert E.answer("mlp", "dW2") == "# dW2 (H, K): out = h @ W2 + b2; each W2[j, k] meets h[:, j] in every row\ndW2 = c[\"h\"].T @ dout\n"
+    assert E.answer("block", "gelu_backward").startswith("# gelu_backward: your gelu exercise in one function")
+    with pytest.raises(MiniGPTError, match="exercise mlp has no answer 'dZ'; its answers: ddiff, dout, dW2"):
+        E.answer("mlp", "dZ")
+    assert main(["exercises", "solution", "gelu", "dx3"]) == 0
+    assert capsys.readouterr().out == E.answer("gelu", "dx3")
+
+
+def test_every_answer_pasted_in_place_of_its_blank_passes(tmp_path):
+    for name in NAMES:
+        src = E.template(name)
+        for gname, _, _ in E.blanks(name):
+            if not E.checker._has_todo(name, gname):
+                continue
+            m = re.search(rf"^( *)(?:{gname} = None|raise NotImplementedError\(\"TODO: write {gname}\"\))$", src, re.M)
+            code = E.answer(name, gname).split("\n", 1)[1]          # without its comment line
+            src = src[:m.start()] + "".join(m[1] + line + "\n" for line in code.splitlines()).rstrip("\n") + src[m.end():]
+        assert E.check(name, write(tmp_path, src, f"{name}.py")).ok, name

@@ -30,6 +30,7 @@ def add(sub):
 
     s = ex.add_parser("solution", help="print a solution")
     s.add_argument("name", help="the exercise")
+    s.add_argument("grad", nargs="?", default=None, help="print only this answer, e.g. dW2 (default: the whole file)")
     s.set_defaults(func=_cmd_solution)
 
 
@@ -64,5 +65,5 @@ def _cmd_check(args):
 
 def _cmd_solution(args):
     from .. import exercises
-    print(exercises.solution(args.name), end="")
+    print(exercises.answer(args.name, args.grad) if args.grad else exercises.solution(args.name), end="")
     return 0

@@ -24,9 +24,9 @@ from ..errors import MiniGPTError
 from ..io import atomic_write_text
 from .catalog import EXERCISES
 from . import checker  # noqa: F401
-from .checker import CheckReport, GradResult, blanks, check, exercise, setup, solution, template
+from .checker import CheckReport, GradResult, answer, blanks, check, exercise, setup, solution, template
 
-__all__ = ["list_exercises", "start", "check", "solution", "template", "notebook", "inputs", "setup", "blanks",
+__all__ = ["list_exercises", "start", "check", "solution", "answer", "template", "notebook", "inputs", "setup", "blanks",
            "notebook_json", "solution_backward", "CheckReport", "GradResult"]
 
 # Set to 1 in the environment, a notebook fills in the solutions before checking (how the tests run them).

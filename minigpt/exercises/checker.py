@@ -84,6 +84,28 @@ def solution(name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def answer(name: str, gname: str) -> str:
+    """The solution's lines for one answer (``answer("mlp", "dW2")``): its comment and code, dedented."""
+    lines, inside = [], False
+    for line in source(name).splitlines():
+        m = _TODO.match(line)
+        if m and m["name"] == gname and m["kind"] == "TODO":
+            shape = f' {m["shape"]}' if m["shape"] else ""
+            lines.append(f'# {m["name"]}{shape}: {m["hint"]}')
+            inside, indent = True, len(m["ind"])
+        elif inside and _END.match(line):
+            return "\n".join(lines) + "\n"
+        elif inside:
+            lines.append(line[indent:])
+    known = [b[0] for b in blanks(name) if _has_todo(name, b[0])]
+    raise MiniGPTError(f"exercise {name} has no answer {gname!r}; its answers: {', '.join(known)}")
+
+
+def _has_todo(name, gname) -> bool:
+    return any((m := _TODO.match(line)) and m["name"] == gname and m["kind"] == "TODO"
+               for line in source(name).splitlines())
+
+
 def setup(name: str):
     """``(p, c, g)`` of an exercise: its inputs, every intermediate of the forward (NumPy arrays; ``loss``
     a float) and the true gradients by name (``g["dh"]``), from minigpt's autograd."""
