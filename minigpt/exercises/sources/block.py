@@ -4,8 +4,8 @@ x1 = x + attention(layernorm1(x)) @ Wo, then out = x1 + feedforward(layernorm2(x
 of size C and a GELU (tanh form) feed-forward. The loss is sum(out * R), so dout = R. Everything here was
 an exercise of its own: write the three helpers first (layer norm, GELU and softmax backward, in one
 function each), then the block. The lines under a `# CHECK` comment are given: they call your
-layernorm_backward, and the checker checks what they compute. The residual stream is where branches add: dx1 collects the residual's
-gradient and the feed-forward's, dx the residual's and the attention's.
+layernorm_backward, and the checker checks what they compute. The residual stream is where branches
+add: dx1 collects the residual's gradient and the feed-forward's, dx the residual's and the attention's.
 Check your answers with:  minigpt exercises check block block.py
 """
 import numpy as np
