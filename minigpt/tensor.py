@@ -15,7 +15,9 @@ records and replays the graph. The running gradient sums, and the two memory opt
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
+import warnings
 
 import numpy as np
 
@@ -75,7 +77,7 @@ class Tensor:
     gradients; integer tensors (token ids, targets) may not.
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "_op", "name", "_hooks", "__weakref__")
+    __slots__ = ("data", "_grad", "requires_grad", "_op", "name", "_hooks", "__weakref__")
     __array_priority__ = 1000  # so that `ndarray + Tensor` defers to Tensor.__radd__
 
     def __init__(self, data, requires_grad: bool = False, dtype=None, name: str | None = None):
@@ -85,7 +87,7 @@ class Tensor:
                 f"only float32/float64 tensors can require gradients, this one is {arr.dtype}"
             )
         self.data = arr
-        self.grad = None
+        self._grad = None
         self.requires_grad = bool(requires_grad)
         self._op = None
         self.name = name
@@ -96,7 +98,7 @@ class Tensor:
         """Fast internal constructor (no conversion, no checks)."""
         t = object.__new__(Tensor)
         t.data = arr
-        t.grad = None
+        t._grad = None
         t.requires_grad = requires_grad
         t._op = None
         t.name = None
@@ -121,11 +123,59 @@ class Tensor:
         return self.data.size
 
     def __len__(self) -> int:
+        if self.data.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
         return len(self.data)
+
+    def __iter__(self):
+        """``for row in t``: the tensors ``t[0]``, ``t[1]``, ... along the first axis (as in PyTorch; each a
+        differentiable ``getitem``). A 0-d tensor is not iterable (TypeError, as in PyTorch)."""
+        if self.data.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        for i in range(self.data.shape[0]):
+            yield self[i]
+
+    def __array__(self, dtype=None, copy=None):
+        """``np.asarray(t)``, ``np.linalg.norm(t)`` and every NumPy function read the tensor's array (as
+        ``t.data``: no copy unless ``dtype`` asks for another type or ``copy=True``). The result is a plain
+        array, off the graph: no gradient flows back through NumPy functions (PyTorch refuses this for a
+        tensor that requires grad and asks for ``.detach().numpy()``; minigpt hands the data over, detached)."""
+        a = self.data if dtype is None else self.data.astype(dtype, copy=False)
+        return a.copy() if copy else a
 
     @property
     def is_leaf(self) -> bool:
         return self._op is None
+
+    @property
+    def grad(self):
+        """The accumulated gradient (a NumPy array of the tensor's shape), or None. Leaves keep theirs; an
+        intermediate tensor (made by an op) keeps one only after ``retain_grad()``: reading ``.grad`` of an
+        intermediate that did not call it warns (UserWarning, as in PyTorch), since it is None."""
+        g = self._grad
+        if (g is None and self._op is not None and self.requires_grad and not self.retains_grad
+                and not sys._getframe(1).f_globals.get("__name__", "").startswith("minigpt.")):
+            warnings.warn("the .grad of a tensor that is not a leaf is None unless you call .retain_grad() on it "
+                          "before backward() (it only passes its gradient on); for a leaf, make it with "
+                          "requires_grad=True", UserWarning, stacklevel=2)
+        return g
+
+    @grad.setter
+    def grad(self, value):
+        self._grad = value
+
+    @property
+    def grad_fn(self):
+        """The op (a ``Function`` instance) that made this tensor, None for a leaf: PyTorch's ``grad_fn``.
+        ``type(t.grad_fn).__name__`` names it (``MatMul``, ``LayerNormOp``); ``t.grad_fn.inputs`` are the
+        tensors it was applied to."""
+        return self._op
+
+    @property
+    def retains_grad(self) -> bool:
+        """True for an intermediate tensor that called ``retain_grad()`` (False for leaves, as in PyTorch:
+        they keep their gradient anyway)."""
+        return self._op is not None and bool(self._hooks) and _RETAIN in self._hooks
 
     def numpy(self) -> np.ndarray:
         """The underlying array (shared, not copied)."""
@@ -162,7 +212,13 @@ class Tensor:
     def register_hook(self, fn):
         """Call ``fn(grad)`` during backward with the gradient flowing into this tensor (a NumPy array of
         its shape, the sum over all its uses). If ``fn`` returns an array, that replaces the gradient from
-        there on (for a leaf: before it is added to ``.grad``). Returns a handle; ``.remove()`` unregisters."""
+        there on (for a leaf: before it is added to ``.grad``). Returns a handle; ``.remove()`` unregisters.
+        PyTorch's ``Tensor.register_hook``.
+
+        ``grad`` is read-only: return a new array instead of changing it in place. (In PyTorch an in-place
+        change is allowed and corrupts the gradient of every other branch that shares the array: an
+        ablation with ``grad.fill_(0)`` zeroes every gradient below it. Here it raises NumPy's "assignment
+        destination is read-only".)"""
         if not self.requires_grad:
             raise MiniGPTError("register_hook() on a tensor that does not require grad (no gradient reaches it)")
         if not callable(fn):
@@ -170,6 +226,23 @@ class Tensor:
         hooks = self._hook_dict()
         handle = RemovableHandle(hooks)
         hooks[handle.id] = fn
+        return handle
+
+    def register_post_accumulate_grad_hook(self, fn):
+        """Call ``fn(tensor)`` on a leaf each time backward has added a gradient into its ``.grad`` (after the
+        ``register_hook`` hooks, after accumulation): PyTorch's hook of that name, e.g. for an optimizer
+        step per parameter. Leaves only (an intermediate has no ``.grad`` to accumulate into). Returns a
+        handle; ``.remove()`` unregisters."""
+        if not self.requires_grad:
+            raise MiniGPTError("register_post_accumulate_grad_hook() on a tensor that does not require grad")
+        if self._op is not None:
+            raise MiniGPTError("register_post_accumulate_grad_hook() on a tensor that is not a leaf: only leaves "
+                               "accumulate a .grad (use register_hook to see an intermediate's gradient)")
+        if not callable(fn):
+            raise MiniGPTError(f"a hook must be callable, got {type(fn).__name__}")
+        post = self._hook_dict().setdefault(_POST, {})
+        handle = RemovableHandle(post)
+        post[handle.id] = fn
         return handle
 
     def _hook_dict(self) -> dict:
@@ -228,11 +301,19 @@ class Tensor:
             op = node._op
             if op is None:                  # a leaf: accumulate into .grad
                 grads.add_to_leaf(node, g)
+                if node._hooks and _POST in node._hooks:
+                    for fn in list(node._hooks[_POST].values()):
+                        fn(node)
                 continue
             op.grad_is_scratch = grads.is_scratch(node)
             in_grads = op.backward(g)       # chain rule: d(self)/d(input) for each of the op's inputs
-            if not isinstance(in_grads, tuple):
+            if not isinstance(in_grads, (tuple, list)):
                 in_grads = (in_grads,)
+            if len(in_grads) != len(op.inputs) and (len(in_grads) < len(op.inputs) or any(
+                    x is not None for x in in_grads[len(op.inputs):])):   # trailing Nones: optional inputs not given
+                raise RuntimeError(f"function {type(op).__name__}.backward returned an incorrect number of "
+                                   f"gradients (expected {len(op.inputs)}, got {len(in_grads)}): one per input, "
+                                   "None for an input that needs none")
             for inp, ig in zip(op.inputs, in_grads):
                 if ig is not None and inp.requires_grad:
                     if isinstance(ig, np.generic):  # NumPy arithmetic on 0-d arrays gives immutable scalars:
@@ -280,6 +361,7 @@ class Tensor:
         return _ops.matmul(other, self)
 
     def __getitem__(self, index):
+        _check_int_index(self.data.shape, index)
         return _ops.getitem(self, index)
 
     # Comparisons give plain boolean arrays: they have no gradient.
@@ -372,6 +454,33 @@ def _raw(x):
 
 
 _RETAIN = "retain_grad"  # the key under which retain_grad() marks a tensor in its hook dict
+_POST = "post_accumulate"  # the key of a leaf's {handle id: fn} of post-accumulate-grad hooks
+
+
+class IndexOutOfRange(MiniGPTError, IndexError):
+    """An integer index beyond a tensor's axis: an IndexError (so ``for row in t`` and Python's sequence
+    protocol end there, as in PyTorch and NumPy) and a MiniGPTError (one line on the command line)."""
+
+
+def _check_int_index(shape: tuple, index) -> None:
+    """Raise IndexOutOfRange for an integer index outside its axis (the leading ints and slices of
+    ``index``; arrays, masks, None and ``...`` are left to the op)."""
+    axis = 0
+    for it in index if isinstance(index, tuple) else (index,):
+        if isinstance(it, slice):
+            axis += 1
+        elif isinstance(it, (int, np.integer)) and not isinstance(it, (bool, np.bool_)):
+            if axis < len(shape) and not -shape[axis] <= it < shape[axis]:
+                raise IndexOutOfRange(f"index {int(it)} is out of bounds for axis {axis} with size {shape[axis]}")
+            axis += 1
+        else:
+            return
+
+
+def _readonly(g):
+    v = g.view()
+    v.flags.writeable = False
+    return v
 
 
 def _run_hooks(node: Tensor, g):
@@ -379,16 +488,16 @@ def _run_hooks(node: Tensor, g):
     if isinstance(g, RowGrad):
         g = g.dense()
     for key, fn in list(node._hooks.items()):
-        if key == _RETAIN:
+        if key == _RETAIN or key == _POST:
             continue
-        r = fn(g)
+        r = fn(_readonly(g))
         if r is not None:
             r = np.asarray(r.data if isinstance(r, Tensor) else r)
             if r.shape != g.shape:
                 raise MiniGPTError(f"a hook returned a gradient of shape {r.shape} for a tensor of shape {g.shape}")
             g = r.astype(g.dtype, copy=False)
     if _RETAIN in node._hooks and node._op is not None:
-        node.grad = g.copy() if node.grad is None else node.grad + g
+        node._grad = g.copy() if node._grad is None else node._grad + g
     return g
 
 
@@ -440,7 +549,9 @@ class Function:
     """Base class of every differentiable op.
 
     A subclass defines ``forward(self, *arrays, **params) -> ndarray`` and
-    ``backward(self, grad) -> tuple`` (one gradient array, or None, per tensor input), side by side.
+    ``backward(self, grad) -> tuple`` (one gradient array, or None, per tensor input), side by side. A
+    backward that returns fewer gradients than the op has inputs is an error when backward runs
+    ("returned an incorrect number of gradients", as in PyTorch); ``gradcheck(MyOp, x)`` checks one.
     ``forward`` may save what backward needs on ``self``; ``self.needs`` tells which inputs require a
     gradient, so forward can skip saving what no one will ask for. During backward,
     ``self.grad_is_scratch`` says whether the incoming gradient array belongs to this op alone, so that it

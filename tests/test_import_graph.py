@@ -20,6 +20,7 @@ LAYERS = [
     ["minigpt.data", "minigpt.optim", "minigpt.distributed", "minigpt.loading"],
     ["minigpt.train"],
     ["minigpt.inspect", "minigpt.viz"],
+    ["minigpt.exercises"],
     ["minigpt.cli", "minigpt.__main__"],
 ]
 

@@ -30,6 +30,7 @@ COMMANDS = (
     "finetune",
     "classify",
     "chat",
+    "exercises",
 )
 
 

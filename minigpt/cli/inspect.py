@@ -49,7 +49,8 @@ def add(sub):
                        description="Gradcheck any function of minigpt.functional by name on random float64 "
                        "inputs: the analytic and numeric gradients side by side for the worst elements of each "
                        "input, the maximum errors and PASS/FAIL (exit status 1 on FAIL).")
-    p.add_argument("op", help="a minigpt.functional function, e.g. layer_norm, gelu, causal_attention")
+    p.add_argument("op", help="a minigpt.functional function, e.g. layer_norm, gelu, causal_attention; or your "
+                   "own op as FILE.py:NAME (a Function subclass or a function, one input per --shape)")
     p.add_argument("--shape", action="append", default=[], metavar="N,M,...",
                    help="shape of a tensor input, once per input in order (later ones default from the first)")
     p.add_argument("--kw", action="append", default=[], metavar="NAME=VALUE",

@@ -4,7 +4,8 @@ The inputs are random float64 tensors of the given shapes (one ``--shape`` per t
 function's argument order; the others follow from the first: e.g. ``layer_norm`` takes ``--shape 4,16``
 and makes weight and bias (16,)). Integer inputs (token ids, targets) and masks are drawn to fit.
 Keyword arguments come as ``--kw name=value`` (Python literals: ``eps=1e-5``, ``axis=0``,
-``shape=(8,2)``).
+``shape=(8,2)``). Your own op is checked the same way as ``FILE.py:NAME``: a ``Function`` subclass (its
+``apply`` is called) or a function of tensors defined in that file, one float64 input per ``--shape``.
 
 Example::
 
@@ -17,13 +18,20 @@ from __future__ import annotations
 import ast
 import difflib
 import inspect as pyinspect
+import runpy
+from pathlib import Path
 
 import numpy as np
 
 from .. import functional as F
 from ..errors import MiniGPTError
+<<<<<<< HEAD
 from ..gradcheck import check_tolerances, gradcheck
 from ..tensor import Tensor
+=======
+from ..gradcheck import gradcheck
+from ..tensor import Function, Tensor
+>>>>>>> exercises
 
 # How each function's inputs are made. Kinds: "float" (checked), "pos" (float > 0, checked), "ids"
 # (integers below the size given by ``hi``), "bool" (a random mask). ``default`` gives the shape of an input
@@ -48,6 +56,12 @@ _SPECS = {
     "linear_cross_entropy": [("x", "float", None), ("weight", "float", lambda s: (8, s[0][-1])),
                              ("targets", "ids", lambda s: s[0][:-1])],
     "embedding": [("ids", "ids", None), ("weight", "float", lambda s: (10, 8))],
+    # the op training runs: x (N, C) -> w1 (C, 2C), b1 (2C,), w2 (2C, C), b2 (C,)
+    "feed_forward": [("x", "float", None), ("w1", "float", lambda s: (s[0][-1], 2 * s[0][-1])),
+                     ("b1", "float", lambda s: s[1][-1:]), ("w2", "float", lambda s: (s[1][-1], s[0][-1])),
+                     ("b2", "float", lambda s: s[0][-1:])],
+    # a LoRA update scale * x @ A @ B: x (N, in) -> A (in, 2), B (2, in)
+    "lora": [("x", "float", None), ("a", "float", lambda s: (s[0][-1], 2)), ("b", "float", lambda s: (2, s[0][-1]))],
     "where": [("cond", "bool", None), ("a", "float", _SAME), ("b", "float", _SAME)],
     "masked_fill": [("x", "float", None), ("mask", "bool", _SAME)],
     "rms_norm": [("x", "float", None), ("weight", "float", _LAST)],
@@ -90,7 +104,31 @@ def parse_kw(items) -> dict:
     return out
 
 
+def _user_function(name: str):
+    """``FILE.py:NAME``: a Function subclass (its ``apply``) or a function defined in a Python file of yours."""
+    file, _, attr = name.rpartition(":")
+    path = Path(file)
+    if not path.is_file():
+        raise MiniGPTError(f"{file}: no such file (a user op is named FILE.py:NAME)")
+    try:
+        ns = runpy.run_path(str(path), run_name="minigpt_user_ops")
+    except SyntaxError as e:
+        raise MiniGPTError(f"{file}:{e.lineno}: syntax error: {e.msg}") from None
+    except Exception as e:  # noqa: BLE001 - the user's file: one line, not a traceback
+        raise MiniGPTError(f"{file}: running it raised {type(e).__name__}: {(str(e).splitlines() or [''])[0]}") from None
+    obj = ns.get(attr)
+    if isinstance(obj, type) and issubclass(obj, Function):
+        return obj.apply
+    if obj is None or not callable(obj) or isinstance(obj, type):
+        ops = sorted(k for k, v in ns.items() if isinstance(v, type) and issubclass(v, Function) and v is not Function)
+        raise MiniGPTError(f"{file} defines no Function subclass or function named {attr!r}"
+                           + (f" (its Functions: {', '.join(ops)})" if ops else ""))
+    return obj
+
+
 def _function(name: str):
+    if ":" in name:
+        return _user_function(name)
     if name not in F.__all__:
         close = difflib.get_close_matches(name, F.__all__, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
@@ -102,6 +140,8 @@ def _function(name: str):
 
 
 def _spec(name: str, fn, n_shapes: int):
+    if ":" in name:   # a user's op: one float input per --shape
+        return [(f"input{i}", "float", None) for i in range(max(n_shapes, 1))]
     if name in _SPECS:
         return _SPECS[name]
     if name in _LISTS:
@@ -166,6 +206,8 @@ def check_op(name: str, shapes: list, kwargs: dict | None = None, seed: int = 0,
     try:
         sig = pyinspect.signature(fn)
         sig.bind(*([None] if name in _LISTS else [None] * len(spec)), **kwargs)
+    except ValueError:   # no signature to read (a builtin): let the call itself say what is wrong
+        pass
     except TypeError as e:
         hint = " (pass it with --kw NAME=VALUE)" if "missing" in str(e) else ""
         raise MiniGPTError(f"gradcheck {name}({desc}): {e}{hint}; its signature is {name}{sig}") from None
@@ -182,7 +224,7 @@ def check_op(name: str, shapes: list, kwargs: dict | None = None, seed: int = 0,
         analytic, numeric = rep["grads"][k]  # gradcheck numbers the tensors it was given: the checked ones
         inputs[names[k]] = {"shape": tuple(args[j].shape), "analytic": analytic, "numeric": numeric}
     worst = rep["worst"] or {}
-    return {"ok": rep["ok"], "op": name, "non_finite": bool(worst.get("non_finite")), "kwargs": kwargs, "inputs": inputs, "shapes": made,
+    return {"ok": rep["ok"], "op": name, "error": rep.get("error"), "non_finite": bool(worst.get("non_finite")), "kwargs": kwargs, "inputs": inputs, "shapes": made,
             "max_abs_err": rep["max_abs_err"], "max_rel_err": rep["max_rel_err"],
             "atol": atol, "rtol": rtol, "eps": eps}
 
@@ -193,6 +235,8 @@ def format_report(rep: dict, worst: int = 5) -> str:
     lines = [f"gradcheck {rep['op']}" + (f" ({kw})" if kw else "") + f": float64, central differences "
              f"with eps={rep['eps']:g}; an element passes when |analytic - numeric| <= {rep['atol']:g} + "
              f"{rep['rtol']:g} * |numeric|"]
+    if rep.get("error"):   # the op's backward broke its contract (e.g. too few gradients): that is the finding
+        return "\n".join(lines + ["", f"FAIL: {rep['op']}: backward failed: {rep['error']}"])
     total = 0
     for iname, d in rep["inputs"].items():
         a, n = d["analytic"], d["numeric"]
@@ -206,6 +250,12 @@ def format_report(rep: dict, worst: int = 5) -> str:
             idx = np.unravel_index(j, err.shape)
             lines.append(f"  {str(tuple(int(v) for v in idx)):<16}{a[idx]:>22.12g}{n[idx]:>22.12g}"
                          f"{err[idx]:>12.3g}")
+        with np.errstate(invalid="ignore"):
+            fail = ~(err <= rep["atol"] + rep["rtol"] * np.abs(n))   # NaN counts as failing
+        if fail.any() and fail.ndim <= 2 and fail.size <= 400:
+            lines.append(f"  failing elements (x), {int(fail.sum())} of {fail.size}:")
+            lines += ["    " + "".join("x" if v else "." for v in row) for row in fail.reshape(-1, fail.shape[-1])
+                      if fail.ndim] or ["    x"]
     lines.append("")
     verdict = "PASS" if rep["ok"] else "FAIL"
     rel = max((float(np.max(np.abs(d["analytic"] - d["numeric"])

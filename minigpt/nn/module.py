@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import MiniGPTError
 from ..hooks import RemovableHandle
-from ..ops import reshape
+from ..ops import concatenate, reshape
 from ..tensor import FLOAT_DTYPES, Tensor, is_grad_enabled, no_grad
 
 
@@ -86,12 +86,14 @@ class ModelSummary:
 class Module:
     """Base class of layers and models. Subclasses define ``forward``; call the module to run it.
 
-    ``register_forward_hook(fn)`` and ``register_backward_hook(fn)`` let you observe a module while it
-    runs (see their docstrings); with no hook registered, calling a module is just ``forward``.
+    Hooks, as in PyTorch: ``register_forward_pre_hook``, ``register_forward_hook``,
+    ``register_full_backward_pre_hook`` and ``register_full_backward_hook`` (also under its old name
+    ``register_backward_hook``) let you observe a module while it runs, or change what flows through it
+    (see their docstrings); with no hook registered, calling a module is just ``forward``.
     """
 
-    _forward_hooks = None   # {handle id: fn}, created on the instance by the first registration
-    _backward_hooks = None
+    _forward_hooks = None   # {handle id: ("pre" | "post", fn)}, created on the instance by the first registration
+    _backward_hooks = None  # {handle id: ("pre" | "full", fn)}
 
     def __init__(self):
         object.__setattr__(self, "_parameters", OrderedDict())
@@ -133,21 +135,46 @@ class Module:
             hook(self, out)
 
     # --- hooks --------------------------------------------------------------------------------------
+    def register_forward_pre_hook(self, fn):
+        """Call ``fn(module, args)`` before every forward of this module (``args``: the tuple of positional
+        arguments). If ``fn`` returns something other than None, it replaces the arguments (a tuple; a
+        single value is wrapped into a 1-tuple). PyTorch's ``register_forward_pre_hook``. Returns a handle."""
+        return self._add_hook("_forward_hooks", "pre", fn)
+
     def register_forward_hook(self, fn):
         """Call ``fn(module, inputs, output)`` after every forward of this module (``inputs``: the
         positional arguments). If ``fn`` returns something other than None, it replaces the output.
-        Returns a handle; ``handle.remove()`` unregisters the hook."""
-        return self._add_hook("_forward_hooks", fn)
+        PyTorch's ``register_forward_hook``. Returns a handle; ``handle.remove()`` unregisters the hook."""
+        return self._add_hook("_forward_hooks", "post", fn)
 
-    def register_backward_hook(self, fn):
-        """Call ``fn(module, grad_inputs, grad_outputs)`` during backward, once the gradients with respect
-        to this module's tensor inputs are known: ``grad_outputs`` is a 1-tuple with the gradient of the
-        output, ``grad_inputs`` one gradient array per positional argument (None for arguments that are
-        not tensors requiring a gradient). These are the gradients through this module only, even when
-        an input is also used elsewhere. Observe only: the return value is ignored. Returns a handle."""
-        return self._add_hook("_backward_hooks", fn)
+    def register_full_backward_hook(self, fn):
+        """Call ``fn(module, grad_input, grad_output)`` during backward, once the gradients with respect to
+        this module's tensor inputs are known; PyTorch's ``register_full_backward_hook`` (which
+        ``register_backward_hook`` is here too: not PyTorch's deprecated hook of that name).
 
-    def _add_hook(self, attr, fn):
+        ``grad_output``: one gradient per tensor output (a 1-tuple for a module returning one tensor; for
+        a tuple output, None for an output that got no gradient); ``grad_input``: one gradient per positional
+        argument (None for an argument that is not a tensor requiring a gradient, or that got none). These
+        are the gradients through this module only, even when an input is also used elsewhere. The hook
+        fires once per call of the module, also when ``forward`` returns a tuple.
+
+        If ``fn`` returns something other than None, it must be a tuple like ``grad_input``, and it
+        replaces the gradients that flow on to the inputs (None: zero). The arrays a hook receives are
+        read-only: return new ones instead of changing them in place (in PyTorch, changing a hook's
+        argument in place corrupts the gradient of every other branch that shares it: an ablation with
+        ``g.fill_(0)`` zeroes every gradient below it). Returns a handle."""
+        return self._add_hook("_backward_hooks", "full", fn)
+
+    register_backward_hook = register_full_backward_hook
+
+    def register_full_backward_pre_hook(self, fn):
+        """Call ``fn(module, grad_output)`` during backward as soon as the gradients with respect to this
+        module's outputs are known, before they flow into the module. If ``fn`` returns something other
+        than None, it must be a tuple like ``grad_output`` and replaces it. PyTorch's
+        ``register_full_backward_pre_hook``. Returns a handle."""
+        return self._add_hook("_backward_hooks", "pre", fn)
+
+    def _add_hook(self, attr, kind, fn):
         if not callable(fn):
             raise MiniGPTError(f"a hook must be callable, got {type(fn).__name__}")
         hooks = self.__dict__.get(attr)
@@ -155,28 +182,29 @@ class Module:
             hooks = {}
             object.__setattr__(self, attr, hooks)
         handle = RemovableHandle(hooks)
-        hooks[handle.id] = fn
+        hooks[handle.id] = (kind, fn)
         return handle
 
     def _call_with_hooks(self, args, kwargs):
+        forward = list((self._forward_hooks or {}).values())
+        for kind, fn in forward:
+            if kind == "pre":
+                r = fn(self, args)
+                if r is not None:
+                    args = r if isinstance(r, tuple) else (r,)
         backward = list((self._backward_hooks or {}).values())
-        watch = []
+        call = None
         if backward and is_grad_enabled():
-            # Each tensor input goes through its own identity node (a reshape to the same shape), so the
-            # gradient arriving there is the part that flows through this module alone.
-            args = list(args)
-            for i, a in enumerate(args):
-                if isinstance(a, Tensor) and a.requires_grad:
-                    args[i] = reshape(a, a.shape)
-                    watch.append(i)
-            args = tuple(args)
+            call = _BackwardHookCall(self, backward)
+            args = call.wrap_inputs(args)
         out = self.forward(*args, **kwargs)
-        for fn in list((self._forward_hooks or {}).values()):
-            r = fn(self, args, out)
-            if r is not None:
-                out = r
-        if backward and isinstance(out, Tensor) and out.requires_grad:
-            _BackwardHookCall(self, backward, args, watch, out)
+        for kind, fn in forward:
+            if kind == "post":
+                r = fn(self, args, out)
+                if r is not None:
+                    out = r
+        if call is not None:
+            out = call.wrap_outputs(out)
         return out
 
     # --- the tree ---------------------------------------------------------------------------------
@@ -346,28 +374,136 @@ class ModuleList(Module):
 
 
 class _BackwardHookCall:
-    """Collects one forward call's output gradient and input gradients, then calls the backward hooks."""
+    """One forward call's backward hooks. The tensor inputs requiring a gradient go through one identity
+    node (one reshape for a single input; for several, one flat concatenation that each input is sliced
+    back out of), and so do the tensor outputs: the gradient reaching that node is complete at once, for
+    every input (or output) together, so the hooks see them all, fire once, and what they return replaces
+    them. (PyTorch's full backward hooks work the same way, with one identity function per side.)"""
 
-    def __init__(self, module, fns, args, watch, out):
-        self.module, self.fns, self.n = module, fns, len(args)
-        self.grad_out = None
-        self.grad_in = [None] * len(args)
-        self.pending = len(watch)
-        out.register_hook(self._on_output)
-        for i in watch:
-            args[i].register_hook(lambda g, i=i: self._on_input(i, g))
+    def __init__(self, module, hooks):
+        self.module = module
+        self.pre = [fn for kind, fn in hooks if kind == "pre"]
+        self.full = [fn for kind, fn in hooks if kind == "full"]
+        self.n_args, self.watch, self.grad_out = 0, [], None
 
-    def _on_output(self, g):
-        self.grad_out = g
-        if self.pending == 0:  # no input needs a gradient: the output's is all there is
-            self._fire()
+    @staticmethod
+    def _join(tensors, what):
+        """One identity node for ``tensors``: (the node, the tensors made from it, reached flags)."""
+        if len({t.dtype for t in tensors}) > 1:
+            raise MiniGPTError(f"backward hooks on a module whose tensor {what} mix dtypes "
+                               f"({', '.join(sorted({str(t.dtype) for t in tensors}))}) are not supported")
+        if len(tensors) == 1:
+            node = reshape(tensors[0], tensors[0].shape)
+            parts = [node]
+        else:
+            node = concatenate([reshape(t, (-1,)) for t in tensors])
+            parts, off = [], 0
+            for t in tensors:
+                parts.append(reshape(node[off:off + t.size], t.shape))
+                off += t.size
+        reached = [False] * len(parts)
+        if len(parts) > 1:
+            for i, p in enumerate(parts):
+                p.register_hook(lambda g, i=i: reached.__setitem__(i, True))
+        else:
+            reached[0] = True
+        return node, parts, reached
 
-    def _on_input(self, i, g):
-        self.grad_in[i] = g
-        self.pending -= 1
-        if self.pending == 0:
-            self._fire()
+    @staticmethod
+    def _split(g, tensors, reached):
+        if len(tensors) == 1:
+            return [g]
+        out, off = [], 0
+        for t, r in zip(tensors, reached):
+            out.append(g[off:off + t.size].reshape(t.shape) if r else None)
+            off += t.size
+        return out
 
-    def _fire(self):
-        for fn in self.fns:
-            fn(self.module, tuple(self.grad_in), (self.grad_out,))
+    @staticmethod
+    def _check(r, like, what):
+        """A hook's returned gradients: one per entry of ``like`` (None or an array of its shape)."""
+        if not isinstance(r, (tuple, list)) or len(r) != len(like):
+            raise MiniGPTError(f"a backward hook of {what} must return None or a tuple of {len(like)} gradient(s), "
+                               f"got {type(r).__name__}" + (f" of {len(r)}" if isinstance(r, (tuple, list)) else ""))
+        out = []
+        for x, ref in zip(r, like):
+            if x is not None:
+                x = np.asarray(x.data if isinstance(x, Tensor) else x)
+                if ref is not None and x.shape != tuple(ref.shape):
+                    raise MiniGPTError(f"a backward hook returned a gradient of shape {x.shape} for a tensor of "
+                                       f"shape {tuple(ref.shape)}")
+            out.append(x)
+        return out
+
+    @staticmethod
+    def _merge(grads, tensors, dtype):
+        parts = [np.zeros(t.shape, dtype) if g is None else np.asarray(g, dtype=dtype) for g, t in zip(grads, tensors)]
+        return parts[0] if len(parts) == 1 else np.concatenate([p.ravel() for p in parts])
+
+    def wrap_inputs(self, args):
+        self.n_args = len(args)
+        self.watch = [i for i, a in enumerate(args) if isinstance(a, Tensor) and a.requires_grad]
+        if not self.watch:
+            return args
+        self.inputs = [args[i] for i in self.watch]
+        node, parts, self.in_reached = self._join(self.inputs, "inputs")
+        self.in_parts = parts
+        node.register_hook(self._on_inputs)
+        args = list(args)
+        for i, p in zip(self.watch, parts):
+            args[i] = p
+        return tuple(args)
+
+    def wrap_outputs(self, out):
+        single = isinstance(out, Tensor)
+        items = [out] if single else list(out) if isinstance(out, (tuple, list)) else []
+        pos = [i for i, t in enumerate(items) if isinstance(t, Tensor) and t.requires_grad]
+        if not pos:
+            return out
+        self.outputs = [items[i] for i in pos]
+        node, parts, self.out_reached = self._join(self.outputs, "outputs")
+        node.register_hook(self._on_outputs)
+        for i, p in zip(pos, parts):
+            items[i] = p
+        self.out_dtype = node.dtype
+        if single:
+            return items[0]
+        return type(out)(*items) if hasattr(out, "_fields") else type(out)(items)   # a namedtuple, or not
+
+    def _on_outputs(self, g):
+        grads = self._split(g, self.outputs, self.out_reached)
+        changed = False
+        for fn in self.pre:
+            r = fn(self.module, tuple(grads))
+            if r is not None:
+                grads, changed = self._check(r, self.outputs, type(self.module).__name__), True
+        self.grad_out = tuple(grads)
+        if not self.watch:            # no input needs a gradient: the output's is all there is
+            self._fire(None)
+        return self._merge(grads, self.outputs, g.dtype) if changed else None
+
+    def _on_inputs(self, g):
+        grads = self._split(g, self.inputs, self.in_reached)
+        r = self._fire(grads)
+        return None if r is None else self._merge(r, self.inputs, g.dtype)
+
+    def _fire(self, grads):
+        """Call the full backward hooks; returns the replaced input gradients (by watched input), or None."""
+        grad_in = [None] * self.n_args
+        for i, gi in zip(self.watch, grads or ()):
+            grad_in[i] = gi
+        changed = False
+        for fn in self.full:
+            r = fn(self.module, tuple(grad_in), self.grad_out)
+            if r is not None:
+                if grads is None:
+                    raise MiniGPTError(f"a backward hook of {type(self.module).__name__} returned gradients, but "
+                                       "no input of this call requires one")
+                like = [self.inputs[self.watch.index(i)] if i in self.watch else None for i in range(self.n_args)]
+                r = self._check(r, like, type(self.module).__name__)
+                bad = [i for i in range(self.n_args) if i not in self.watch and r[i] is not None]
+                if bad:
+                    raise MiniGPTError(f"a backward hook of {type(self.module).__name__} returned a gradient for "
+                                       f"argument {bad[0]}, which is not a tensor requiring a gradient")
+                grad_in, changed = list(r), True
+        return [grad_in[i] for i in self.watch] if changed else None
