@@ -20,6 +20,12 @@ class GPTConfig:
     qkv_bias: bool = False
     tie_weights: bool = True
     layer_norm_eps: float = 1e-5
+    # How new weights are drawn (weights read from a file ignore it):
+    #   "gpt2":  GPT-2's scheme: N(0, 0.02) matrices, N(0, 0.01) positions, zero biases, residual projections
+    #            N(0, 0.02 / sqrt(2 * n_layers)).
+    #   "torch": PyTorch's defaults, as the book's GPTModel gets them: embeddings N(0, 1), every Linear weight
+    #            and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (kaiming_uniform with a=sqrt(5)), LayerNorm 1 / 0.
+    init: str = "gpt2"
 
     def __post_init__(self):
         for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
@@ -32,6 +38,8 @@ class GPTConfig:
             )
         if not 0.0 <= self.drop_rate < 1.0:
             raise MiniGPTError(f"GPTConfig.drop_rate must be in [0, 1), got {self.drop_rate}")
+        if self.init not in INITS:
+            raise MiniGPTError(f"GPTConfig.init must be one of {', '.join(INITS)}, got {self.init!r}")
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "GPTConfig":
@@ -45,6 +53,8 @@ class GPTConfig:
         return cls(**fields)
 
 
+INITS = ("gpt2", "torch")
+
 _GPT2 = dict(vocab_size=50257, context_length=1024, drop_rate=0.1, qkv_bias=True)
 PRESETS = {
     # GPT-2's published sizes
@@ -57,4 +67,8 @@ PRESETS = {
     "tiny": dict(vocab_size=512, context_length=128, emb_dim=128, n_heads=4, n_layers=4, drop_rate=0.0),
     "mini": dict(vocab_size=4096, context_length=128, emb_dim=192, n_heads=6, n_layers=4, drop_rate=0.0),
     "small": dict(vocab_size=50257, context_length=256, emb_dim=384, n_heads=6, n_layers=6, drop_rate=0.0),
+    # the book's GPT_CONFIG_124M (chapter 4) as its GPTModel builds it: no q/k/v bias, an output head of its
+    # own (not tied to the token embedding) and PyTorch's default initialisation: 163,009,536 parameters
+    "book-124m": dict(vocab_size=50257, context_length=1024, emb_dim=768, n_heads=12, n_layers=12, drop_rate=0.1,
+                      qkv_bias=False, tie_weights=False, init="torch"),
 }

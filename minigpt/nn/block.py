@@ -15,14 +15,19 @@ class TransformerBlock(Module):
     """Pre-LayerNorm block: x + drop(attn(ln1(x))), then x + drop(ff(ln2(x)))."""
 
     def __init__(self, emb_dim: int, n_heads: int, drop_rate: float = 0.0, qkv_bias: bool = True,
-                 n_layers_for_init: int = 1, dtype=np.float32):
+                 n_layers_for_init: int = 1, dtype=np.float32, init: str = "gpt2"):
+        """``init``: "gpt2" (N(0, 0.02) weights, residual projections N(0, 0.02 / sqrt(2 * n_layers)), zero
+        biases) or "torch" (PyTorch's nn.Linear default: weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)))."""
         super().__init__()
-        proj_std = 0.02 / math.sqrt(2 * n_layers_for_init)  # GPT-2's scaled init of residual projections
+        if init == "torch":
+            init_std = proj_std = None  # Linear's own default is PyTorch's
+        else:
+            init_std, proj_std = 0.02, 0.02 / math.sqrt(2 * n_layers_for_init)  # GPT-2's scaled residual init
         self.norm1 = LayerNorm(emb_dim, dtype=dtype)
         self.attn = MultiHeadAttention(emb_dim, n_heads, dropout=drop_rate, qkv_bias=qkv_bias,
-                                       proj_std=proj_std, dtype=dtype)
+                                       init_std=init_std, proj_std=proj_std, dtype=dtype)
         self.norm2 = LayerNorm(emb_dim, dtype=dtype)
-        self.ff = FeedForward(emb_dim, proj_std=proj_std, dtype=dtype)
+        self.ff = FeedForward(emb_dim, init_std=init_std, proj_std=proj_std, dtype=dtype)
         self.drop = Dropout(drop_rate)
 
     def forward(self, x, cache=None):
