@@ -20,6 +20,7 @@ LAYERS = [
     ["minigpt.data", "minigpt.optim", "minigpt.distributed", "minigpt.loading"],
     ["minigpt.train"],
     ["minigpt.inspect", "minigpt.viz"],
+    ["minigpt.book"],  # the book's names: a front over everything below, like the CLI; nothing imports it
     ["minigpt.cli", "minigpt.__main__"],
 ]
 
