@@ -26,7 +26,8 @@ import numpy as np
 from ..errors import MiniGPTError
 from ..model import GPT, GPTConfig
 from ..model.generation import generate as _generate
-from ..nn import GELU, LayerNorm, Module
+from ..nn import GELU, Module
+from ..nn import LayerNorm as _LayerNorm
 from ..nn.block import TransformerBlock as _Block
 from ..nn.layers import FeedForward as _FeedForward
 from ..tensor import Tensor
@@ -117,6 +118,14 @@ def _ids(idx) -> np.ndarray:
     if a.ndim == 1:
         a = a[None, :]
     return a.astype(np.int64, copy=False)
+
+
+class LayerNorm(_LayerNorm):
+    """The book's ``LayerNorm(emb_dim)``: eps 1e-5, biased variance; its ``scale`` / ``shift`` are minigpt's
+    ``weight`` / ``bias``."""
+
+    def __init__(self, emb_dim: int):
+        super().__init__(emb_dim, eps=1e-5)
 
 
 class FeedForward(_FeedForward):
