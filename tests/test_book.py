@@ -70,6 +70,14 @@ def test_ch2_dataset_and_loader_options(tokenizer, verdict):
     rows = [tuple(r) for batch in a for r in batch]
     windows = {tuple(ds[i][0].tolist()) for i in range(len(ds))}
     assert a == b and len(set(rows)) == len(rows) == 2 * (len(ds) // 2) and set(rows) <= windows
+    # passes are independent, as torch's: the book evaluates on train_loader while iterating it
+    loader = DataLoader(ds, batch_size=2, shuffle=False, drop_last=True)
+    outer = []
+    for x, _ in loader:
+        outer.append(x.tolist())
+        inner = [y.tolist() for y, _ in loader]
+        assert len(inner) == len(loader) and inner[0] == [ds[0][0].tolist(), ds[1][0].tolist()]
+    assert len(outer) == len(loader)
     loader = DataLoader(ds, batch_size=3, collate_fn=lambda items: np.stack([x for x, _ in items]))
     assert next(iter(loader)).shape == (3, 8)
     with pytest.raises(MiniGPTError, match="collate_fn must be callable"):

@@ -89,6 +89,14 @@ class DataLoader(_Loader):
             raise MiniGPTError(f"DataLoader: collate_fn must be callable, got {type(collate_fn).__name__}")
         self.collate_fn = collate_fn
 
+    def __iter__(self):
+        """A new pass each time, independent of any other pass under way, as a torch DataLoader: the book
+        evaluates on ``train_loader`` in the middle of iterating it. (minigpt's native loader keeps one
+        resumable position instead, for checkpoints.) With ``shuffle``, pass k uses the k-th order."""
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        for _, batch in self._epoch_batches(epoch, 0):
+            yield batch
+
     def _batch(self, idx):
         if self.collate_fn is None:
             return super()._batch(idx)
