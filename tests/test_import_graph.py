@@ -20,7 +20,7 @@ LAYERS = [
     ["minigpt.data", "minigpt.optim", "minigpt.distributed", "minigpt.loading"],
     ["minigpt.train"],
     ["minigpt.inspect", "minigpt.viz"],
-    ["minigpt.exercises"],
+    ["minigpt.exercises", "minigpt.book"],  # fronts over everything below, like the CLI; nothing imports them
     ["minigpt.cli", "minigpt.__main__"],
 ]
 

@@ -33,6 +33,12 @@ class GPTConfig:
     rope_scaling: dict | None = None   # Llama 3's: factor, low_freq_factor, high_freq_factor,
                                        # original_max_position_embeddings
     bias: bool = True                  # biases of the output projection and the feed-forward layer
+    # How new weights are drawn (weights read from a file ignore it):
+    #   "gpt2":  GPT-2's scheme: N(0, 0.02) matrices, N(0, 0.01) positions, zero biases, residual projections
+    #            N(0, 0.02 / sqrt(2 * n_layers)).
+    #   "torch": PyTorch's defaults, as the book's GPTModel gets them: embeddings N(0, 1), every Linear weight
+    #            and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (kaiming_uniform with a=sqrt(5)), LayerNorm 1 / 0.
+    init: str = "gpt2"
 
     def __post_init__(self):
         for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
@@ -68,6 +74,8 @@ class GPTConfig:
             raise MiniGPTError(f"GPTConfig.drop_rate must be in [0, 1), got {self.drop_rate}")
         if self.pos_encoding == "sinusoidal" and self.emb_dim % 2:
             raise MiniGPTError(f"GPTConfig: sinusoidal positions need an even emb_dim, got {self.emb_dim}")
+        if self.init not in INITS:
+            raise MiniGPTError(f"GPTConfig.init must be one of {', '.join(INITS)}, got {self.init!r}")
 
     @property
     def kv_heads(self) -> int:
@@ -104,6 +112,7 @@ class GPTConfig:
 NORMS = ("layernorm", "rmsnorm")
 FFNS = ("gelu", "swiglu")
 POS_ENCODINGS = ("learned", "sinusoidal", "rope")
+INITS = ("gpt2", "torch")
 
 _GPT2 = dict(vocab_size=50257, context_length=1024, drop_rate=0.1, qkv_bias=True)
 # Llama / Qwen blocks: RMSNorm, SwiGLU, rotary positions, no biases, tied head (as the small Llama 3.2 / Qwen 3)
@@ -135,4 +144,8 @@ PRESETS = {
                        hidden_dim=352, n_kv_groups=2),
     "qwen-tiny": dict(_LLAMA, vocab_size=512, context_length=128, emb_dim=128, n_heads=4, n_layers=4,
                       hidden_dim=352, n_kv_groups=2, qk_norm=True, rope_theta=1000000.0, layer_norm_eps=1e-6),
+    # the book's GPT_CONFIG_124M (chapter 4) as its GPTModel builds it: no q/k/v bias, an output head of its
+    # own (not tied to the token embedding) and PyTorch's default initialisation: 163,009,536 parameters
+    "book-124m": dict(vocab_size=50257, context_length=1024, emb_dim=768, n_heads=12, n_layers=12, drop_rate=0.1,
+                      qkv_bias=False, tie_weights=False, init="torch"),
 }

@@ -61,17 +61,18 @@ class GPT(Module):
             config = dataclasses.replace(config, **kwargs)
         self.config = config
         c = config
-        self.tok_emb = Embedding(c.vocab_size, c.emb_dim, init_std=0.02, dtype=dtype)
+        torch_init = c.init == "torch"  # PyTorch's defaults (the book's GPTModel), else GPT-2's scheme
+        self.tok_emb = Embedding(c.vocab_size, c.emb_dim, init_std=1.0 if torch_init else 0.02, dtype=dtype)
         # position information: learned vectors (GPT-2), a fixed sinusoidal table, or none here (RoPE turns
         # queries and keys inside attention)
-        self.pos_emb = Embedding(c.context_length, c.emb_dim, init_std=0.01, dtype=dtype) \
+        self.pos_emb = Embedding(c.context_length, c.emb_dim, init_std=1.0 if torch_init else 0.01, dtype=dtype) \
             if c.pos_encoding == "learned" else None
         self.pos_table = sinusoidal_table(c.context_length, c.emb_dim, dtype) \
             if c.pos_encoding == "sinusoidal" else None
         self.drop_emb = Dropout(c.drop_rate)
         self.blocks = ModuleList(
             TransformerBlock(c.emb_dim, c.n_heads, c.drop_rate, c.qkv_bias, n_layers_for_init=c.n_layers, dtype=dtype,
-                             config=c)
+                             init=c.init, config=c)
             for _ in range(c.n_layers)
         )
         self.final_norm = RMSNorm(c.emb_dim, eps=c.layer_norm_eps, dtype=dtype) if c.norm == "rmsnorm" else \
@@ -81,6 +82,9 @@ class GPT(Module):
         else:
             if skip_init():
                 w = np.empty((c.vocab_size, c.emb_dim), dtype=dtype)
+            elif torch_init:  # nn.Linear(emb_dim, vocab_size, bias=False): U(-1/sqrt(emb_dim), 1/sqrt(emb_dim))
+                bound = 1.0 / np.sqrt(c.emb_dim)
+                w = get_rng().uniform(-bound, bound, (c.vocab_size, c.emb_dim)).astype(dtype)
             else:
                 w = get_rng().normal(0.0, 0.02, (c.vocab_size, c.emb_dim)).astype(dtype)
             self.out_head = Parameter(w)  # (vocab, dim), the layout of the embedding table

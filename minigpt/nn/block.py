@@ -17,20 +17,26 @@ class TransformerBlock(Module):
     """Pre-LayerNorm block: x + drop(attn(ln1(x))), then x + drop(ff(ln2(x)))."""
 
     def __init__(self, emb_dim: int, n_heads: int, drop_rate: float = 0.0, qkv_bias: bool = True,
-                 n_layers_for_init: int = 1, dtype=np.float32, config=None):
+                 n_layers_for_init: int = 1, dtype=np.float32, init: str = "gpt2", config=None):
+        """``init``: "gpt2" (N(0, 0.02) weights, residual projections N(0, 0.02 / sqrt(2 * n_layers)), zero
+        biases) or "torch" (PyTorch's nn.Linear default: weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in))).
+        ``config``: a GPTConfig beyond GPT-2 (norm, ffn, n_kv_groups, ...) builds those sub-layers instead."""
         super().__init__()
-        proj_std = 0.02 / math.sqrt(2 * n_layers_for_init)  # GPT-2's scaled init of residual projections
+        if init == "torch":
+            init_std = proj_std = None  # Linear's own default is PyTorch's
+        else:
+            init_std, proj_std = 0.02, 0.02 / math.sqrt(2 * n_layers_for_init)  # GPT-2's scaled residual init
         if config is not None and not config.is_gpt2_block:
-            self._build_modern(config, proj_std, dtype)
+            self._build_modern(config, init_std, proj_std, dtype)
             return
         self.norm1 = LayerNorm(emb_dim, dtype=dtype)
         self.attn = MultiHeadAttention(emb_dim, n_heads, dropout=drop_rate, qkv_bias=qkv_bias,
-                                       proj_std=proj_std, dtype=dtype)
+                                       init_std=init_std, proj_std=proj_std, dtype=dtype)
         self.norm2 = LayerNorm(emb_dim, dtype=dtype)
-        self.ff = FeedForward(emb_dim, proj_std=proj_std, dtype=dtype)
+        self.ff = FeedForward(emb_dim, init_std=init_std, proj_std=proj_std, dtype=dtype)
         self.drop = Dropout(drop_rate)
 
-    def _build_modern(self, c, proj_std, dtype):
+    def _build_modern(self, c, init_std, proj_std, dtype):
         """The sub-layers a GPTConfig beyond GPT-2 names (norm, ffn, n_kv_groups, qk_norm, pos_encoding)."""
         eps = c.layer_norm_eps
         norm = (lambda: RMSNorm(c.emb_dim, eps, dtype=dtype)) if c.norm == "rmsnorm" else \
@@ -39,12 +45,13 @@ class TransformerBlock(Module):
         self.attn = GroupedQueryAttention(
             c.emb_dim, c.n_heads, c.kv_heads, c.attn_head_dim, dropout=c.drop_rate, qkv_bias=c.qkv_bias,
             out_bias=c.bias, qk_norm=c.qk_norm, rope_theta=c.rope_theta if c.pos_encoding == "rope" else None,
-            rope_scaling=c.rope_scaling, norm_eps=eps, proj_std=proj_std, dtype=dtype)
+            rope_scaling=c.rope_scaling, norm_eps=eps, init_std=init_std, proj_std=proj_std, dtype=dtype)
         self.norm2 = norm()
         if c.ffn == "swiglu":
-            self.ff = SwiGLUFeedForward(c.emb_dim, c.ffn_dim, proj_std=proj_std, bias=c.bias, dtype=dtype)
+            self.ff = SwiGLUFeedForward(c.emb_dim, c.ffn_dim, init_std=init_std, proj_std=proj_std, bias=c.bias,
+                                        dtype=dtype)
         else:
-            self.ff = FeedForward(c.emb_dim, c.ffn_dim, proj_std=proj_std, dtype=dtype)
+            self.ff = FeedForward(c.emb_dim, c.ffn_dim, init_std=init_std, proj_std=proj_std, dtype=dtype)
         self.drop = Dropout(c.drop_rate)
 
     def forward(self, x, cache=None):

@@ -7,7 +7,9 @@ exactly what it did before. Only ``A`` and ``B`` train: ``rank * (in + out)`` nu
 
 ``apply_lora(model, rank, alpha, targets=...)`` wraps the chosen layers of a GPT (by default the fused
 q/k/v projection, the attention output projection and both feed-forward layers of every block), freezes
-everything else, and returns the number of trainable parameters; ``merge_lora(model)`` folds each update
+everything else, and returns the number of trainable parameters (targets ``q``, ``k``, ``v`` instead of
+``qkv`` give each part of the fused projection its own adapter, as the book's separate ``W_query``,
+``W_key``, ``W_value`` layers get; a rank above a layer's width is allowed with a warning); ``merge_lora(model)`` folds each update
 into its base weight and unwraps the layers again, giving a plain model.
 
 Example::
@@ -20,6 +22,7 @@ Example::
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -32,6 +35,9 @@ from .module import Module, Parameter
 # target name -> attribute path inside a transformer block (or the model, for "head")
 TARGETS = {
     "qkv": "attn.qkv",
+    "q": "attn.qkv",  # q, k, v: a separate adapter per part of the fused projection (LoRAQKV)
+    "k": "attn.qkv",
+    "v": "attn.qkv",
     "attn_proj": "attn.proj",
     "ff_fc": "ff.fc",
     "ff_proj": "ff.proj",
@@ -85,9 +91,7 @@ class LoRALinear(Module):
         n_in, n_out = base.in_features, base.out_features
         check_rank(rank)
         check_alpha(alpha)
-        if rank > min(n_in, n_out):
-            raise MiniGPTError(f"LoRA rank {rank} is larger than the layer's width ({n_in} -> {n_out}); a rank "
-                               f"above {min(n_in, n_out)} adds parameters without adding capacity")
+        _note_rank_above_width(rank, n_in, n_out)
         self.in_features, self.out_features = n_in, n_out
         self.rank, self.alpha = int(rank), float(alpha)
         self.scale = self.alpha / self.rank
@@ -120,6 +124,89 @@ class LoRALinear(Module):
         return f"{self.in_features}, {self.out_features}, rank={self.rank}, alpha={self.alpha}"
 
 
+def _note_rank_above_width(rank: int, n_in: int, n_out: int, where: str = "the layer") -> None:
+    """A rank above min(in, out) is allowed (the book's 768 -> 2 head takes rank 16) but adds parameters
+    without adding capacity: the update A @ B can never have a rank above min(in, out). Say so, once."""
+    if rank > min(n_in, n_out):
+        warnings.warn(f"LoRA rank {rank} is larger than the width of {where} ({n_in} -> {n_out}): its update has "
+                      f"rank at most {min(n_in, n_out)}, so the extra rows of A and columns of B add parameters "
+                      "without adding capacity", UserWarning, stacklevel=3)
+
+
+class LoRAQKV(LoRALinear):
+    """LoRA on a fused q/k/v projection (in -> 3C) with a separate adapter per part, as the book's
+    ``W_query``, ``W_key`` and ``W_value`` each get their own: part p of the output gains
+    ``(alpha / rank) * x @ A_p @ B_p`` with A_p (in, rank) and B_p (rank, C). ``parts`` chooses which of
+    "q", "k", "v" are adapted (the LoRA paper adapts q and v); each lives in a child module named after it
+    (``qkv.q.lora_A``, ``qkv.q.lora_B``, ...). rank * (in + C) numbers per part, where one fused adapter on
+    the same layer has rank * (in + 3C)."""
+
+    PARTS = ("q", "k", "v")
+
+    def __init__(self, base: Linear, rank: int, alpha: float, dropout: float = 0.0, parts=PARTS):
+        Module.__init__(self)
+        if not isinstance(base, Linear):
+            raise MiniGPTError(f"LoRAQKV wraps a Linear layer, got {type(base).__name__}")
+        parts = tuple(parts)
+        if not parts or any(p not in self.PARTS for p in parts) or len(set(parts)) != len(parts):
+            raise MiniGPTError(f"LoRAQKV parts must be distinct names among q, k, v, got {list(parts)}")
+        n_in, n_out = base.in_features, base.out_features
+        if n_out % 3:
+            raise MiniGPTError(f"LoRAQKV needs a fused q/k/v layer (out = 3 x C), got {n_in} -> {n_out}")
+        if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1:
+            raise MiniGPTError(f"LoRA rank must be an integer >= 1, got {rank!r}")
+        C = n_out // 3
+        self.in_features, self.out_features, self.parts = n_in, n_out, parts
+        self.rank, self.alpha = int(rank), float(alpha)
+        self.scale = self.alpha / self.rank
+        self.weight, self.bias = base.weight, base.bias
+        self.weight.requires_grad = False
+        if self.bias is not None:
+            self.bias.requires_grad = False
+        for p in parts:  # each part: the adapter of a (in -> C) layer, LoRALinear's initialisation
+            setattr(self, p, _LoRAPart(n_in, C, self.rank, base.weight.dtype))
+        self.drop = Dropout(dropout)
+
+    def forward(self, x):
+        y = F.linear(x, self.weight, self.bias)  # [..., in] -> [..., 3C]
+        C = self.out_features // 3
+        xd = self.drop(x)
+        cols = []
+        for i, name in enumerate(self.PARTS):  # [..., C] each, the adapted ones plus their update
+            yi = y[..., i * C:(i + 1) * C]
+            part = getattr(self, name, None) if name in self.parts else None
+            cols.append(yi if part is None else yi + F.lora(xd, part.lora_A, part.lora_B, self.scale))
+        return F.concatenate(cols, axis=-1)  # [..., 3C]
+
+    def merged(self) -> Linear:
+        lin = Linear.__new__(Linear)
+        Module.__init__(lin)
+        lin.in_features, lin.out_features = self.in_features, self.out_features
+        C = self.out_features // 3
+        w = self.weight.data.copy()
+        for i, name in enumerate(self.PARTS):
+            if name in self.parts:
+                part = getattr(self, name)
+                w[:, i * C:(i + 1) * C] += self.scale * (part.lora_A.data @ part.lora_B.data)
+        lin.weight = Parameter(w.astype(self.weight.dtype), requires_grad=self.weight.requires_grad)
+        lin.bias = self.bias
+        return lin
+
+    def extra_repr(self):
+        return f"{self.in_features}, {self.out_features}, parts={''.join(self.parts)}, rank={self.rank}, alpha={self.alpha}"
+
+
+class _LoRAPart(Module):
+    """The A (in, rank) / B (rank, out) pair of one part of a LoRAQKV layer."""
+
+    def __init__(self, n_in: int, n_out: int, rank: int, dtype):
+        super().__init__()
+        _note_rank_above_width(rank, n_in, n_out)
+        bound = 1.0 / math.sqrt(n_in)
+        self.lora_A = Parameter(get_rng().uniform(-bound, bound, (n_in, rank)).astype(dtype))
+        self.lora_B = Parameter(np.zeros((rank, n_out), dtype=dtype))
+
+
 def _resolve(root: Module, path: str):
     parent = root
     parts = path.split(".")
@@ -144,8 +231,10 @@ def lora_sites(model, targets=DEFAULT_TARGETS) -> list[tuple[str, Module, str]]:
             swiglu = hasattr(blk.ff, "gate")
             for path in _SWIGLU_PATHS.get(TARGETS[t], (TARGETS[t],)) if swiglu else (TARGETS[t],):
                 parent, attr = _resolve(blk, path)
-                if parent is not None and isinstance(getattr(parent, attr, None), (Linear, LoRALinear)):
-                    sites.append((f"blocks.{i}.{path}", parent, attr))
+                name = f"blocks.{i}.{path}"
+                if (parent is not None and isinstance(getattr(parent, attr, None), (Linear, LoRALinear))
+                        and all(n != name for n, _, _ in sites)):  # q, k and v name one site
+                    sites.append((name, parent, attr))
     if "head" in targets:
         head = getattr(model, "score", None)
         if not isinstance(head, (Linear, LoRALinear)):
@@ -164,17 +253,36 @@ def apply_lora(model: Module, rank: int, alpha: float, targets=DEFAULT_TARGETS, 
     sites = lora_sites(model, targets)
     if not sites:
         raise MiniGPTError(f"apply_lora: the model has no layer matching {targets}")
+    parts = tuple(p for p in LoRAQKV.PARTS if p in targets)  # separate q / k / v adapters on attn.qkv
+    if parts and "qkv" in targets:
+        raise MiniGPTError("apply_lora: target either the fused 'qkv' or its parts 'q', 'k', 'v', not both")
     for _, parent, attr in sites:  # validate every rank before changing anything
         lin = getattr(parent, attr)
         if isinstance(lin, LoRALinear):
             raise MiniGPTError("apply_lora: the model already has LoRA layers")
         check_rank(rank)
-        if rank > min(lin.in_features, lin.out_features):
-            raise MiniGPTError(f"LoRA rank {rank} is larger than the width of {_site_name(sites, parent, attr)} "
-                               f"({lin.in_features} -> {lin.out_features})")
+        if parts and getattr(parent, "n_kv_groups", None) not in (None, getattr(parent, "n_heads", None)):
+            raise MiniGPTError("apply_lora: separate q, k, v adapters need q, k and v of one width; this model's "
+                               "attention has grouped keys and values: target the fused 'qkv'")
+    narrow = []  # a rank above a layer's width is allowed (the book's 768 -> 2 head, rank 16): one warning
+    for name, parent, attr in sites:
+        lin = getattr(parent, attr)
+        n_out = lin.out_features // 3 if parts and name.endswith(".attn.qkv") else lin.out_features
+        if rank > min(lin.in_features, n_out):
+            narrow.append(f"{name} ({lin.in_features} -> {n_out})")
+    if narrow:
+        warnings.warn(f"LoRA rank {rank} is larger than the width of {len(narrow)} layer(s): {', '.join(narrow[:3])}"
+                      f"{', ...' if len(narrow) > 3 else ''}; their updates have a lower rank than that, so the extra "
+                      "rows of A and columns of B add parameters without adding capacity", UserWarning, stacklevel=2)
     model.requires_grad_(False)
-    for _, parent, attr in sites:
-        setattr(parent, attr, LoRALinear(getattr(parent, attr), rank, alpha, dropout))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # said once above
+        for name, parent, attr in sites:
+            lin = getattr(parent, attr)
+            if parts and name.endswith(".attn.qkv"):
+                setattr(parent, attr, LoRAQKV(lin, rank, alpha, dropout, parts))
+            else:
+                setattr(parent, attr, LoRALinear(lin, rank, alpha, dropout))
     for name in train_also:
         mod = getattr(model, name, None)
         if mod is None:

@@ -1,0 +1,52 @@
+"""The book's functions and classes under the book's names: *Build a Large Language Model (From Scratch)*,
+chapter by chapter, on minigpt.
+
+Each name is a thin adapter over minigpt's own implementation, documented with how minigpt's native API
+differs and why. One module per chapter, as the book's own package (``from minigpt.book.ch05 import
+train_model_simple``), and everything here at the top (``from minigpt.book import *``)::
+
+    >>> from minigpt.book import GPT_CONFIG_124M, GPTModel, manual_seed
+    >>> cfg = {**GPT_CONFIG_124M, "context_length": 16, "emb_dim": 32, "n_heads": 2, "n_layers": 1}
+    >>> manual_seed(123)
+    >>> GPTModel(cfg)([[6109, 3626, 6100, 345]]).shape
+    (1, 4, 50257)
+
+Where the book writes ``torch.manual_seed(123)``, ``torch.optim.AdamW(...)``, ``torch.nn.Linear(...)``,
+``torch.tensor(...)`` and ``tiktoken.get_encoding("gpt2")``, use ``manual_seed``, ``AdamW``, ``Linear``,
+``tensor`` and ``get_encoding`` from here (minigpt's own). ``device`` arguments are accepted and ignored.
+The notebooks/ folder walks through each chapter with these; docs/book.md is the map.
+
+Nothing in minigpt imports this package: it is a front, like the command line.
+"""
+from ..nn import Linear
+from ..optim import AdamW
+from ..random import manual_seed
+from ..tensor import no_grad, tensor
+from .appendix_d import book_lr, train_model
+from .appendix_e import LinearWithLoRA, LoRALayer, replace_linear_with_lora
+from .ch02 import DataLoader, GPTDatasetV1, create_dataloader_v1, get_encoding
+from .ch03 import CausalAttention, MultiHeadAttention, MultiHeadAttentionWrapper, SelfAttention_v1, SelfAttention_v2
+from .ch04 import (GELU, GPT_CONFIG_124M, FeedForward, GPTModel, LayerNorm, TransformerBlock, book_config,
+                   generate_text_simple)
+from .ch05 import (calc_loss_batch, calc_loss_loader, evaluate_model, generate, generate_and_print_sample,
+                   load_gpt2_params, load_weights_into_gpt, plot_losses, text_to_token_ids, token_ids_to_text,
+                   train_model_simple)
+from .ch06 import (SpamDataset, calc_accuracy_loader, classify_review, create_balanced_dataset, load_sms_spam,
+                   plot_values, random_split, train_classifier_simple)
+from .ch07 import InstructionDataset, custom_collate_fn, format_input, load_file
+
+__all__ = [
+    "manual_seed", "AdamW", "Linear", "tensor", "no_grad",
+    "get_encoding", "GPTDatasetV1", "create_dataloader_v1", "DataLoader",
+    "SelfAttention_v1", "SelfAttention_v2", "CausalAttention", "MultiHeadAttentionWrapper", "MultiHeadAttention",
+    "GPT_CONFIG_124M", "GPTModel", "generate_text_simple", "book_config", "LayerNorm", "GELU", "FeedForward",
+    "TransformerBlock",
+    "generate", "text_to_token_ids", "token_ids_to_text", "calc_loss_batch", "calc_loss_loader",
+    "train_model_simple", "evaluate_model", "generate_and_print_sample", "plot_losses", "load_gpt2_params",
+    "load_weights_into_gpt",
+    "load_sms_spam", "create_balanced_dataset", "random_split", "SpamDataset", "calc_accuracy_loader",
+    "train_classifier_simple", "classify_review", "plot_values",
+    "load_file", "format_input", "InstructionDataset", "custom_collate_fn",
+    "train_model", "book_lr",
+    "LoRALayer", "LinearWithLoRA", "replace_linear_with_lora",
+]

@@ -1,0 +1,234 @@
+"""Chapter 5, *Pretraining on unlabeled data*: the loss, the training loop, decoding, GPT-2's weights.
+
+The functions keep the book's names, arguments and printed lines; underneath they run minigpt's own
+pieces: the loss is ``F.cross_entropy`` over the flattened logits (the same value and gradients as the
+fused ``model.loss``), the optimizer is minigpt's ``AdamW`` (``torch.optim.AdamW``'s update to float32
+rounding), decoding is minigpt's ``generate``.
+
+How minigpt's native API differs, and why:
+
+- ``minigpt train`` (``Trainer``) counts optimizer steps, not epochs, evaluates on a fixed set of batches,
+  writes checkpoints, a log and plots, and resumes; ``train_model_simple`` is the book's epoch loop with
+  nothing saved, for following the chapter.
+- Native ``generate(model, idx, max_new_tokens, temperature=1.0, ...)`` samples by default and keeps
+  generating ``eos_id`` for a sequence that has finished (so batches stay rectangular); the book's
+  ``generate`` is greedy by default and stops before appending ``eos_id``. Sampling draws from minigpt's
+  generator (``manual_seed``), so sampled texts differ from the book's (torch's random numbers differ).
+- The book's ``device`` arguments are accepted and ignored: minigpt runs on the CPU.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import functional as F
+from ..errors import MiniGPTError
+from ..model.checkpoint import read_pretrained
+from ..model.generation import generate as _generate
+from ..random import get_rng
+from ..tensor import Tensor, no_grad
+from .ch04 import _ids, generate_text_simple
+
+__all__ = ["generate", "text_to_token_ids", "token_ids_to_text", "calc_loss_batch", "calc_loss_loader",
+           "train_model_simple", "evaluate_model", "generate_and_print_sample", "plot_losses",
+           "load_gpt2_params", "load_weights_into_gpt"]
+
+
+def text_to_token_ids(text: str, tokenizer) -> np.ndarray:
+    """``text`` -> ids of shape (1, tokens) (``<|endoftext|>`` allowed), the book's batch of one."""
+    return np.asarray(tokenizer.encode(text, allowed_special={"<|endoftext|>"}), dtype=np.int64)[None, :]
+
+
+def token_ids_to_text(token_ids, tokenizer) -> str:
+    """Ids of shape (1, tokens) (or (tokens,)) -> text."""
+    a = token_ids.data if isinstance(token_ids, Tensor) else np.asarray(token_ids)
+    if a.ndim == 2 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim != 1:
+        raise MiniGPTError(f"token_ids_to_text expects one sequence, shape (1, tokens), got {a.shape}")
+    return tokenizer.decode(a.tolist())
+
+
+def calc_loss_batch(input_batch, target_batch, model, device=None):
+    """Mean cross-entropy of one batch, a scalar Tensor (``loss.backward()``, ``loss.item()``).
+
+    Targets of shape (batch, tokens) (chapter 5): next-token loss over every position, the book's
+    ``cross_entropy(logits.flatten(0, 1), target_batch.flatten())``. Targets of shape (batch,) (chapter 6):
+    the class loss of the logits at the LAST position, as the book's chapter 6 version. (minigpt's
+    native ``GPTClassifier`` reads the last REAL token of each row instead, so padding never changes a
+    prediction.) Targets equal to -100 are ignored (chapter 7's padding).
+    """
+    y = np.asarray(target_batch)
+    logits = model(input_batch)  # (B, T, V)
+    if y.ndim == 1:
+        return F.cross_entropy(logits[:, -1, :], y)  # (B, n_classes) vs (B,)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))  # (B*T, V) vs (B*T,)
+
+
+def calc_loss_loader(data_loader, model, device=None, num_batches=None) -> float:
+    """Mean of ``calc_loss_batch`` over the first ``num_batches`` batches (all when None; NaN for an
+    empty loader), as the book: each batch counts once, whatever its size."""
+    if len(data_loader) == 0:
+        return float("nan")
+    n = len(data_loader) if num_batches is None else min(num_batches, len(data_loader))
+    total = 0.0
+    with no_grad():
+        for i, (input_batch, target_batch) in enumerate(data_loader):
+            if i >= n:
+                break
+            total += calc_loss_batch(input_batch, target_batch, model, device).item()
+    return total / n
+
+
+def evaluate_model(model, train_loader, val_loader, device, eval_iter):
+    """(train loss, validation loss) over the first ``eval_iter`` batches of each, in eval mode."""
+    model.eval()
+    try:
+        train_loss = calc_loss_loader(train_loader, model, device, num_batches=eval_iter)
+        val_loss = calc_loss_loader(val_loader, model, device, num_batches=eval_iter)
+    finally:
+        model.train()
+    return train_loss, val_loss
+
+
+def generate_and_print_sample(model, tokenizer, device, start_context):
+    """Print 50 greedy tokens after ``start_context`` on one line (newlines shown as spaces)."""
+    model.eval()
+    context_size = model.pos_emb.weight.shape[0]
+    encoded = text_to_token_ids(start_context, tokenizer)
+    token_ids = generate_text_simple(model=model, idx=encoded, max_new_tokens=50, context_size=context_size)
+    print(token_ids_to_text(token_ids, tokenizer).replace("\n", " "))
+    model.train()
+
+
+def train_model_simple(model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter,
+                       start_context, tokenizer):
+    """The book's training loop: ``num_epochs`` passes over ``train_loader``; every ``eval_freq`` steps the
+    losses over ``eval_iter`` batches are printed and recorded; after each epoch a greedy sample of
+    ``start_context`` is printed. Returns ``(train_losses, val_losses, track_tokens_seen)``."""
+    train_losses, val_losses, track_tokens_seen = [], [], []
+    tokens_seen, global_step = 0, -1
+    for epoch in range(num_epochs):
+        model.train()
+        for input_batch, target_batch in train_loader:
+            optimizer.zero_grad()
+            loss = calc_loss_batch(input_batch, target_batch, model, device)
+            loss.backward()
+            optimizer.step()
+            tokens_seen += np.asarray(input_batch).size
+            global_step += 1
+            if global_step % eval_freq == 0:
+                train_loss, val_loss = evaluate_model(model, train_loader, val_loader, device, eval_iter)
+                train_losses.append(train_loss)
+                val_losses.append(val_loss)
+                track_tokens_seen.append(tokens_seen)
+                print(f"Ep {epoch + 1} (Step {global_step:06d}): Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
+        generate_and_print_sample(model, tokenizer, device, start_context)
+    return train_losses, val_losses, track_tokens_seen
+
+
+def plot_losses(epochs_seen, tokens_seen, train_losses, val_losses):
+    """Training and validation loss against epochs (bottom axis) and tokens seen (top axis); shows the
+    figure and returns it. (The book also writes ``loss-plot.pdf`` into the working folder; here nothing is
+    written unless you call ``fig.savefig(...)``.) Needs matplotlib."""
+    try:
+        import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
+    except ImportError:
+        raise MiniGPTError("plot_losses needs matplotlib: pip install matplotlib") from None
+    fig, ax1 = plt.subplots(figsize=(5, 3))
+    ax1.plot(epochs_seen, train_losses, label="Training loss")
+    ax1.plot(epochs_seen, val_losses, linestyle="-.", label="Validation loss")
+    ax1.set_xlabel("Epochs")
+    ax1.set_ylabel("Loss")
+    ax1.legend(loc="upper right")
+    ax1.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax2 = ax1.twiny()
+    ax2.plot(tokens_seen, train_losses, alpha=0)  # invisible: aligns the top axis's ticks
+    ax2.set_xlabel("Tokens seen")
+    fig.tight_layout()
+    plt.show()
+    return fig
+
+
+def generate(model, idx, max_new_tokens: int, context_size: int, temperature: float = 0.0, top_k=None,
+             eos_id=None) -> np.ndarray:
+    """The book's decoding: greedy when ``temperature`` is 0 (the default), else softmax sampling of the
+    logits divided by ``temperature`` after keeping the ``top_k`` largest; stops early, WITHOUT appending
+    it, when the next token is ``eos_id`` (one sequence at a time, as the book's loop). Runs minigpt's
+    ``generate`` (KV cache; the seed drawn from minigpt's generator, so ``manual_seed`` repeats a sample).
+    """
+    ids = _ids(idx)
+    if eos_id is not None and ids.shape[0] != 1:
+        raise MiniGPTError("generate: the book's eos_id stop is for one sequence at a time; for batches use "
+                           "minigpt.model.generate (it keeps the end-of-text id in finished rows)")
+    if context_size < model.config.context_length:  # a window shorter than the model's: the plain loop
+        if temperature == 0.0 and eos_id is None:
+            return generate_text_simple(model, ids, max_new_tokens, context_size)
+        raise MiniGPTError(f"generate: a context_size ({context_size}) below the model's context length "
+                           f"({model.config.context_length}) is supported for greedy decoding without eos_id only")
+    seed = int(get_rng().integers(2**63))
+    out = _generate(model, ids, max_new_tokens, temperature=float(temperature), top_k=top_k, eos_id=eos_id, seed=seed)
+    if eos_id is not None and out.shape[1] > ids.shape[1] and out[0, -1] == eos_id:
+        out = out[:, :-1]  # the book stops before appending the end-of-sequence id
+    return out
+
+
+# --- GPT-2's weights -----------------------------------------------------------------------------------
+def load_gpt2_params(model_dir):
+    """``(settings, params)`` of a GPT-2 folder (``config.json`` + ``model.safetensors``, as
+    ``minigpt download gpt2`` installs it), in the layout the book's ``download_and_load_gpt2`` returns:
+    ``settings`` = {"n_vocab", "n_ctx", "n_embd", "n_head", "n_layer"}, ``params`` = {"wte", "wpe", "g",
+    "b", "blocks": [{"attn": {"c_attn": {"w", "b"}, "c_proj": ...}, "mlp": {"c_fc", "c_proj"}, "ln_1":
+    {"g", "b"}, "ln_2": ...}, ...]}. Nothing is downloaded: minigpt needs no network; fetch the files with
+    ``minigpt download gpt2`` first."""
+    cfg, state = read_pretrained(model_dir)
+    settings = {"n_vocab": cfg.vocab_size, "n_ctx": cfg.context_length, "n_embd": cfg.emb_dim,
+                "n_head": cfg.n_heads, "n_layer": cfg.n_layers}
+    params = {"wte": state["tok_emb.weight"], "wpe": state["pos_emb.weight"], "g": state["final_norm.weight"],
+              "b": state["final_norm.bias"], "blocks": []}
+    for i in range(cfg.n_layers):
+        p = f"blocks.{i}."
+
+        def wb(name, p=p):
+            return {"w": state[p + name + ".weight"], "b": state.get(p + name + ".bias")}
+
+        params["blocks"].append({
+            "attn": {"c_attn": wb("attn.qkv"), "c_proj": wb("attn.proj")},
+            "mlp": {"c_fc": wb("ff.fc"), "c_proj": wb("ff.proj")},
+            "ln_1": {"g": state[p + "norm1.weight"], "b": state[p + "norm1.bias"]},
+            "ln_2": {"g": state[p + "norm2.weight"], "b": state[p + "norm2.bias"]},
+        })
+    return settings, params
+
+
+def load_weights_into_gpt(gpt, params) -> None:
+    """Copy GPT-2's weights (``params`` from ``load_gpt2_params``, the book's layout) into ``gpt`` in place,
+    every shape checked; the output head gets a copy of the token embedding (GPT-2 ties them), as the
+    book's function does. GPT-2's matrices are stored (in, out), as minigpt's layers keep them, so nothing is
+    transposed or split (the book transposes each into PyTorch's (out, in) and splits the fused q/k/v).
+    The model must have ``qkv_bias=True`` (GPT-2 has q/k/v biases) and GPT-2's sizes; a mismatch names the
+    parameter."""
+    if not isinstance(params, dict) or "blocks" not in params:
+        raise MiniGPTError("load_weights_into_gpt: params must be the dict load_gpt2_params returns (its second "
+                           "value)")
+    state = {"tok_emb.weight": params["wte"], "pos_emb.weight": params["wpe"], "final_norm.weight": params["g"],
+             "final_norm.bias": params["b"]}
+    for i, blk in enumerate(params["blocks"]):
+        p = f"blocks.{i}."
+        for name, src in (("attn.qkv", blk["attn"]["c_attn"]), ("attn.proj", blk["attn"]["c_proj"]),
+                          ("ff.fc", blk["mlp"]["c_fc"]), ("ff.proj", blk["mlp"]["c_proj"])):
+            state[p + name + ".weight"] = src["w"]
+            if src.get("b") is not None:
+                state[p + name + ".bias"] = src["b"]
+        for name, src in (("norm1", blk["ln_1"]), ("norm2", blk["ln_2"])):
+            state[p + name + ".weight"], state[p + name + ".bias"] = src["g"], src["b"]
+    if isinstance(gpt.out_head, Tensor):  # an untied head (the book's model): GPT-2's tied table, copied
+        state["out_head"] = params["wte"]
+    if len(params["blocks"]) != len(gpt.blocks):
+        raise MiniGPTError(f"load_weights_into_gpt: the weights have {len(params['blocks'])} blocks, the model "
+                           f"{len(gpt.blocks)} (n_layers)")
+    own = dict(gpt.named_parameters())
+    if any(n.endswith("attn.qkv.bias") for n in state) and not any(n.endswith("attn.qkv.bias") for n in own):
+        raise MiniGPTError("load_weights_into_gpt: GPT-2 has q/k/v biases but the model was built with "
+                           "qkv_bias=False; build it with the config's qkv_bias set to True, as the book does")
+    gpt.load_state_dict(state)
