@@ -95,12 +95,9 @@ def gradcheck(fn, *inputs, eps: float = 1e-6, atol: float = 1e-8, rtol: float = 
     ``GradcheckError`` naming the worst element (input, index, analytic and numeric values) when an
     element fails and ``raise_on_failure`` is true.
     """
-<<<<<<< HEAD
     check_tolerances(eps, atol, rtol, seed)
-=======
     if isinstance(fn, type) and issubclass(fn, Function):
         fn = fn.apply
->>>>>>> exercises
     inputs = [_to64(x) for x in inputs]
     checked = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
     if not checked:

@@ -25,13 +25,8 @@ import numpy as np
 
 from .. import functional as F
 from ..errors import MiniGPTError
-<<<<<<< HEAD
 from ..gradcheck import check_tolerances, gradcheck
-from ..tensor import Tensor
-=======
-from ..gradcheck import gradcheck
 from ..tensor import Function, Tensor
->>>>>>> exercises
 
 # How each function's inputs are made. Kinds: "float" (checked), "pos" (float > 0, checked), "ids"
 # (integers below the size given by ``hi``), "bool" (a random mask). ``default`` gives the shape of an input
