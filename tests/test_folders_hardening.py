@@ -317,7 +317,7 @@ HEAD_CASES = [
     ("clf_lora", "adapter.safetensors", lambda f: _set_meta(f, alpha="1e30"), ["LoRA alpha", "1e+30"]),
     ("clf_lora", "adapter.safetensors", lambda f: _set_meta(f, alpha="x"), ["LoRA alpha", "'x'"]),
     ("clf_lora", "adapter.safetensors", lambda f: _set_meta(f, rank="2.5"), ["LoRA rank", "'2.5'"]),
-    ("clf_lora", "adapter.safetensors", lambda f: _set_meta(f, rank="100"), ["LoRA rank 100 is larger than"]),
+    ("clf_lora", "adapter.safetensors", lambda f: _set_meta(f, rank="100"), ["adapter.safetensors", "expected [64, 100]"]),
     ("clf_lora", "adapter.safetensors", lambda f: _set_meta(f, rank="4"), ["shape mismatch", "lora_A [64, 2] (expected [64, 4])"]),
     ("clf_lora", "adapter.safetensors", lambda f: _set_meta(f, targets="5"), ["LoRA targets", "5"]),
     ("clf_lora", "adapter.safetensors", lambda f: _set_meta(f, targets="null"), ["LoRA targets", "None"]),
@@ -528,7 +528,7 @@ def test_template_of_a_damaged_instruct_json(tmp_path):
 
     (tmp_path / "model.safetensors").write_bytes(b"")  # a model folder (template_of reads only instruct.json)
     (tmp_path / "instruct.json").write_text('{"template": 5}')
-    with pytest.raises(MiniGPTError, match="'template' must be a template name"):
+    with pytest.raises(MiniGPTError, match="'template' must be"):
         template_of(tmp_path)
 
 

@@ -162,7 +162,7 @@ class GPT(Module):
         these values, not from the float32 model it was made from."""
         if not self.quantization:
             return self
-        dtype = self.pos_emb.weight.dtype
+        dtype = self.final_norm.weight.dtype
 
         def linear(m: Int8Linear) -> Linear:
             with uninitialized():
@@ -173,10 +173,9 @@ class GPT(Module):
             return lin
 
         for blk in self.blocks:
-            for path in _BLOCK_LINEARS:
+            for path, lin in _block_linears(blk):
                 parent_name, attr = path.split(".")
-                parent = getattr(blk, parent_name)
-                setattr(parent, attr, linear(getattr(parent, attr)))
+                setattr(getattr(blk, parent_name), attr, linear(lin))
         if isinstance(self.tok_emb, Int8Embedding):  # tied: the head shares this table
             e = self.tok_emb
             with uninitialized():

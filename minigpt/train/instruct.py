@@ -278,7 +278,7 @@ def template_of(folder, default: str = "alpaca") -> str:
     for cand in (Path(folder), resolve_model_dir(folder)):
         f = cand / "instruct.json"
         if f.exists():
-            template = read_json(f, "instruct.json", max_bytes=1 << 16, max_depth=4).get("template")
+            template = read_json(f, "instruct.json", max_bytes=1 << 20, max_depth=4).get("template")
             if template not in TEMPLATES:
                 raise MiniGPTError(f"{f} is damaged: 'template' must be one of {', '.join(TEMPLATES)}, got "
                                    f"{str(template)[:40]!r}")
