@@ -121,3 +121,14 @@ def test_readme_is_the_first_hour():
         assert re.search(rf"^\| {re.escape(chapter)} ", text, re.M), f"chapter {chapter} missing from the map"
     second = 'pip install -e ".[test]" && python -m pytest -q'  # the CI script runs the second command
     assert second in text and second in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+
+
+def test_what_is_where_lists_each_path_once():
+    text = (ROOT / "docs" / "contributing.md").read_text(encoding="utf-8")
+    section = text[text.index("## What is where"):text.index("\n## ", text.index("## What is where") + 1)]
+    rows = [ln.split("|")[1] for ln in section.splitlines() if ln.startswith("| `")]
+    paths = [p for row in rows for p in re.findall(r"`([^`]+)`", row)]
+    assert len(rows) >= 10 and len(paths) == len(set(paths)), f"paths listed twice: {paths}"
+    for p in paths:
+        if p.startswith("minigpt/"):
+            assert (ROOT / p).exists(), p
