@@ -132,3 +132,15 @@ def test_what_is_where_lists_each_path_once():
     for p in paths:
         if p.startswith("minigpt/"):
             assert (ROOT / p).exists(), p
+
+
+def test_one_pretraining_time_and_one_quickstart_run():
+    """The quick start's time is stated once, the same everywhere; later pages build on runs/quickstart
+    instead of training the same model again under another name."""
+    pages = [ROOT / "README.md"] + sorted((ROOT / "docs").rglob("*.md"))
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        for stale in ("runs/base", "step-400", "73 s", "about two minutes", "about 2 minutes"):
+            assert stale not in text, f"{page.name}: {stale!r}"
+        for m in re.finditer(r"(\d+ min \d+ s)[^.]*?(?:2 idle cores|idle cores)", text):
+            assert m.group(1) == "1 min 47 s", f"{page.name}: another pretraining time {m.group(0)!r}"
