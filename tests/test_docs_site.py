@@ -121,3 +121,26 @@ def test_readme_is_the_first_hour():
         assert re.search(rf"^\| {re.escape(chapter)} ", text, re.M), f"chapter {chapter} missing from the map"
     second = 'pip install -e ".[test]" && python -m pytest -q'  # the CI script runs the second command
     assert second in text and second in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+
+
+def test_what_is_where_lists_each_path_once():
+    text = (ROOT / "docs" / "contributing.md").read_text(encoding="utf-8")
+    section = text[text.index("## What is where"):text.index("\n## ", text.index("## What is where") + 1)]
+    rows = [ln.split("|")[1] for ln in section.splitlines() if ln.startswith("| `")]
+    paths = [p for row in rows for p in re.findall(r"`([^`]+)`", row)]
+    assert len(rows) >= 10 and len(paths) == len(set(paths)), f"paths listed twice: {paths}"
+    for p in paths:
+        if p.startswith("minigpt/"):
+            assert (ROOT / p).exists(), p
+
+
+def test_one_pretraining_time_and_one_quickstart_run():
+    """The quick start's time is stated once, the same everywhere; later pages build on runs/quickstart
+    instead of training the same model again under another name."""
+    pages = [ROOT / "README.md"] + sorted((ROOT / "docs").rglob("*.md"))
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        for stale in ("runs/base", "step-400", "73 s", "about two minutes", "about 2 minutes"):
+            assert stale not in text, f"{page.name}: {stale!r}"
+        for m in re.finditer(r"(\d+ min \d+ s)[^.]*?(?:2 idle cores|idle cores)", text):
+            assert m.group(1) == "1 min 47 s", f"{page.name}: another pretraining time {m.group(0)!r}"

@@ -353,6 +353,8 @@ def _run_command(command, stdin, state, workspace, monkeypatch) -> tuple[int, st
     if "../shared/data" in command or named or downloads:
         if workspace["shared"] is None:
             state["not_made"].update(_outputs(words, "it needs the shared data folder"))
+            if downloads:  # what it would install is missing too
+                state["not_made"][f"~/.cache/minigpt/{words[2]}"] = "its download needs the shared data folder"
             return 0, "needs the shared data folder (MINIGPT_DATA or ../shared/data)"
         if named and not workspace["names"]:
             state["not_made"].update(_outputs(words, "data sets by name are not resolved in this checkout"))
