@@ -88,6 +88,17 @@ def test_page_runs_and_prints_what_it_says(page):
         assert why is None, f"{page.name}, block starting {code.splitlines()[0]!r}: {why}"
 
 
+@pytest.mark.parametrize("page", BACKWARD_PAGES, ids=lambda p: p.stem)
+def test_page_runs_on_the_numpy_references(page):
+    """What the pages say about MINIGPT_KERNELS=numpy: the same examples, every kernel its NumPy reference."""
+    from minigpt import kernels
+
+    with kernels.use_backend("numpy"):
+        for code, printed, expected in run_page(page):
+            if expected is not None:
+                assert same_output(printed, expected) is None, f"{page.name} (numpy kernels): {printed}"
+
+
 def _defines(path: Path, name: str) -> bool:
     tree = ast.parse(path.read_text(encoding="utf-8"))
     for node in ast.walk(tree):

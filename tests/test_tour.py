@@ -72,6 +72,12 @@ def test_the_tour_runs_every_instrument(tour):
         assert "<svg" in (d / "tour" / "step-blocks.svg").read_text()
         assert "<svg" in (d / "tour" / "step-trained.svg").read_text()
     assert (d / "tour" / "run" / "dash-update-ratio.png").exists()
+    # section 1: the same seed, so the same tokenizer and the same first step (same weights, same batch)
+    before, run = d / "tour" / "before", d / "tour" / "run"
+    assert (before / "checkpoints" / "step-000001" / "tokenizer.json").read_bytes() == \
+        (run / "checkpoints" / "step-000300" / "tokenizer.json").read_bytes()
+    first = [json.loads(f.read_text().splitlines()[0])["loss"] for f in (before / "log.jsonl", run / "log.jsonl")]
+    assert first[0] == first[1]
 
 
 def test_section_2_graph_claims(tour):
@@ -110,6 +116,21 @@ def test_section_2_graph_claims(tour):
         assert loss_node["grad_norm"] == 1.0
     collapsed = _printed(tour, "minigpt graph --config nano --out tour/step-blocks.svg --collapse 2")
     assert "op nodes" in collapsed
+    # the residual path of the collapsed drawing, and the model the tour describes
+    minigpt.random.manual_seed(0)
+    model = GPT(GPTConfig.preset("nano"))
+    x = np.random.default_rng(0).integers(0, 512, (2, 8))
+    with trace(model):
+        loss = model.loss(x, np.roll(x, -1, axis=1))
+    g = graph(loss, modules=model, collapse=2)
+    label = {n["id"]: n["label"] for n in g.nodes}
+    assert [(label[a], label[b]) for a, b in g.edges if "blocks" in a + b] == [
+        ("Add", "blocks.0"), ("blocks.0", "blocks.1"), ("blocks.1", "LayerNormOp")]
+    assert "(`Add -> blocks.0 -> blocks.1 -> LayerNormOp`)" in TEXT
+    c = model.config
+    n_params = sum(p.size for p in model.parameters())
+    assert (c.n_layers, c.n_heads, c.emb_dim) == (2, 4, 64) and round(n_params / 1000) == 137
+    assert "(2 blocks, 4 heads, 64-dimensional, 137k\nparameters)" in TEXT
 
 
 def test_section_3_python_block_prints_what_the_page_shows(capsys):

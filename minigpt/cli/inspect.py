@@ -77,8 +77,10 @@ def add(sub):
 
     p = sub.add_parser("plot", help="draw a run's training dashboards (--stats-every)",
                        description="Draw a run's dashboards from log.jsonl and stats.jsonl (written by `minigpt "
-                       "train --stats-every N`): loss, gradient norms and update ratios per weight matrix (with "
-                       "the 1e-3 reference line), activation histograms, attention entropy per head.")
+                       "train --stats-every N`): loss, gradient norms, update ratios (with the 1e-3 reference line) "
+                       "and grad:data ratios per weight matrix, activation histograms, attention entropy per head "
+                       "(with the uniform-attention line), and the gradient flow: dL/d(residual stream) per block "
+                       "over training and its histograms.")
     p.add_argument("run", help="a training output folder")
     p.add_argument("--out", default=None, help="folder for the PNGs (default: the run folder)")
     p.add_argument("--hist-steps", default=None, metavar="S1,S2,...",
