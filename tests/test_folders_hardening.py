@@ -501,6 +501,17 @@ def test_json_files_that_are_fifos_or_devices(folders, tmp_path, capsys, name, k
     assert time.perf_counter() - t0 < 30
 
 
+@pytest.mark.parametrize("kind", ["fifo", "dev_zero"])
+def test_gpt2_vocabulary_files_that_are_fifos_or_devices(tmp_path, kind):
+    (tmp_path / "encoder.json").write_text(json.dumps({chr(33 + i): i for i in range(94)}))
+    if kind == "fifo":
+        os.mkfifo(tmp_path / "vocab.bpe")
+    else:
+        os.symlink("/dev/zero", tmp_path / "vocab.bpe")
+    with pytest.raises(MiniGPTError, match="vocab.bpe is not a regular file"):
+        BPETokenizer.from_gpt2(tmp_path)
+
+
 @pytest.mark.parametrize("name", ["latest.json", "trainer_state.json", "instruct.json"])
 def test_run_json_files_that_are_fifos_or_devices(tmp_path, name):
     p = tmp_path / name
