@@ -105,9 +105,10 @@ def read_bytes_bounded(path, what: str = "file", max_bytes: int = 1 << 26) -> by
             raise MiniGPTError(f"{path} is not a regular file (a FIFO, device or socket), not a {what}")
         if st.st_size > max_bytes:
             raise MiniGPTError(f"{path}: {what} of {st.st_size:,} bytes is larger than the {max_bytes:,} bytes allowed")
-        chunks, got = [], 0
+        chunks, got = [], 0  # the first read asks for the whole file (one call, no copy), then up to the limit
         while got <= max_bytes:
-            b = os.read(fd, min(1 << 20, max_bytes + 1 - got))
+            want = st.st_size + 1 if not chunks else 1 << 20  # the size stat gives, +1 to see the end
+            b = os.read(fd, min(want, max_bytes + 1 - got))
             if not b:
                 break
             chunks.append(b)

@@ -157,7 +157,7 @@ def test_minigpt_quantize_merges_a_lora_model(folders, tmp_path, capsys):
 
 
 # --- 2. finetuning from an int8 folder ---------------------------------------------------------------------
-def test_finetuning_an_int8_folder_starts_from_its_dequantized_weights(folders):
+def test_finetuning_an_int8_folder_starts_from_its_dequantized_weights(folders, tmp_path):
     q = load_model(folders / "int8")
     assert q.quantization
     m, _ = load_model_and_tokenizer(folders / "int8", for_training=True)
@@ -167,6 +167,9 @@ def test_finetuning_an_int8_folder_starts_from_its_dequantized_weights(folders):
     np.testing.assert_allclose(logits(m), logits(q), atol=1e-5)
     with pytest.raises(MiniGPTError, match="cannot be built on an int8 model"):
         GPTClassifier.from_gpt(q, ["a", "b"])  # (it used to keep random block weights: strict=False)
+    clf = GPTClassifier.from_gpt(m, ["a", "b"]).quantize()
+    with pytest.raises(MiniGPTError, match="an int8 classifier cannot be saved"):
+        clf.save_pretrained(tmp_path / "c")  # (it wrote a folder without its int8 weights)
 
 
 def test_cli_classify_from_an_int8_folder_keeps_the_base_weights(folders, tmp_path, capsys):
@@ -422,6 +425,7 @@ CONFIG_CASES = [
     ("base", "config.json", {"architectures": 5}, ["architectures", "list of names", "5"]),
     ("base", "config.json", {"architectures": [7]}, ["architectures", "[7]"]),
     ("clf", "config.json", {"id2label": KeyError}, ["id2label", "None"]),
+    ("clf", "config.json", {"quantization": {"scheme": "int8", "group_size": 0}}, ["an int8 classifier"]),
     ("clf", "config.json", {"id2label": {"0": "ham", "1": 1}}, ["label names must be non-empty strings", "1"]),
     ("clf", "config.json", {"id2label": {"0": "ham", "1": None}}, ["label names", "None"]),
     ("clf", "config.json", {"id2label": {"0": "ham", "1": "ham"}}, ["'ham' is given twice"]),
@@ -495,6 +499,17 @@ def test_json_files_that_are_fifos_or_devices(folders, tmp_path, capsys, name, k
     code, out, err = run_cli(capsys, *cmd)
     one_line_error(code, err, name, "not a regular file")
     assert time.perf_counter() - t0 < 30
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev_zero"])
+def test_gpt2_vocabulary_files_that_are_fifos_or_devices(tmp_path, kind):
+    (tmp_path / "encoder.json").write_text(json.dumps({chr(33 + i): i for i in range(94)}))
+    if kind == "fifo":
+        os.mkfifo(tmp_path / "vocab.bpe")
+    else:
+        os.symlink("/dev/zero", tmp_path / "vocab.bpe")
+    with pytest.raises(MiniGPTError, match="vocab.bpe is not a regular file"):
+        BPETokenizer.from_gpt2(tmp_path)
 
 
 @pytest.mark.parametrize("name", ["latest.json", "trainer_state.json", "instruct.json"])

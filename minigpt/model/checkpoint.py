@@ -195,6 +195,12 @@ def expected_shapes(cfg: GPTConfig) -> dict:
     return out
 
 
+def _numbered(layers: set, n: int) -> bool:
+    """Whether the block numbers ``layers`` are exactly 0..n-1 (checked without building range(n): a
+    config may claim n_layer 10**9)."""
+    return len(layers) == n and (n == 0 or (min(layers) == 0 and max(layers) == n - 1))
+
+
 def _check_header(cfg: GPTConfig, header: dict, w_path: Path, cfg_path: Path) -> dict:
     """Check the tensors a safetensors header announces against the config before anything is allocated:
     float dtypes, every parameter present with the shape the config implies. ``{minigpt name: file name}``."""
@@ -214,7 +220,7 @@ def _check_header(cfg: GPTConfig, header: dict, w_path: Path, cfg_path: Path) ->
     if unknown:
         raise MiniGPTError(f"{w_path} has tensors that are not GPT-2 parameters: {', '.join(unknown[:8])}")
     layers = {int(m.group(1)) for m in map(re.compile(r"blocks\.(\d+)\.").match, names) if m}
-    if layers != set(range(cfg.n_layers)):  # before listing the config's parameters: n_layer may be huge
+    if not _numbered(layers, cfg.n_layers):  # before listing the config's parameters: n_layer may be huge
         raise MiniGPTError(f"{cfg_path} does not match {w_path.name}: n_layer is {cfg.n_layers}, the file holds "
                            f"{len(layers)} blocks{'' if layers == set(range(len(layers))) else ' (not numbered 0..n-1)'}")
     want = expected_shapes(cfg)
@@ -490,7 +496,7 @@ def _check_int8_header(cfg: GPTConfig, header: dict, w_path: Path, cfg_path: Pat
     if unknown:
         raise MiniGPTError(f"{w_path} has tensors that are not GPT-2 parameters: {', '.join(unknown[:8])}")
     layers = {int(m.group(1)) for m in map(re.compile(r"blocks\.(\d+)\.").match, names) if m}
-    if layers != set(range(cfg.n_layers)):
+    if not _numbered(layers, cfg.n_layers):
         raise MiniGPTError(f"{cfg_path} does not match {w_path.name}: n_layer is {cfg.n_layers}, the file holds "
                            f"{len(layers)} blocks{'' if layers == set(range(len(layers))) else ' (not numbered 0..n-1)'}")
     want = expected_shapes(cfg)

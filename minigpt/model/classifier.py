@@ -101,6 +101,9 @@ def classifier_config(model: GPTClassifier) -> dict:
 
 def save_classifier(model: GPTClassifier, path) -> None:
     """Write the GPT-2 files (model.safetensors stays a plain GPT-2 file), the head and the config."""
+    if getattr(model, "quantization", None):
+        raise MiniGPTError("an int8 classifier cannot be saved: its int8 weights are for inference only; save the "
+                           "float32 classifier")
     if any(n.endswith((".lora_A", ".lora_B")) for n in model.state_dict()):
         raise MiniGPTError("this classifier carries LoRA adapters: save it with minigpt.model.folders.save_model "
                            "(adapters beside the weights) or fold them in with merge_lora first")

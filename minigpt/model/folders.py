@@ -77,7 +77,10 @@ def load_model(path, dtype=np.float32, kind: str | None = None, float_weights: b
         return _load_adapter_folder(path, dtype, kind, _chain)
     hf_cfg = _read_json(path / "config.json") if (path / "config.json").exists() else {}  # none: refused below
     is_clf = _is_classifier(hf_cfg, path)
-    if hf_cfg.get("quantization") is not None and not is_clf:
+    if hf_cfg.get("quantization") is not None and is_clf:
+        raise MiniGPTError(f"{path / 'config.json'}: an int8 classifier is not a folder minigpt writes or reads "
+                           "(int8 weights are for generation: quantize language models only)")
+    if hf_cfg.get("quantization") is not None:
         _check_kind(path, "lm", kind)  # an int8 folder: GPT reads it without a float32 copy
         model = GPT.from_pretrained(path, dtype=dtype)
         return model.dequantize() if float_weights else model

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DisallowedSpecialTokenError, MiniGPTError
-from ..io import cache_dir, read_json
+from ..io import cache_dir, read_bytes_bounded, read_json
 from ..kernels import bpe as bpe_kernels
 from ..kernels.registry import backend, kernel
 from . import gpt2_vocab
@@ -648,7 +648,8 @@ class BPETokenizer:
         vocab_bpe = Path(vocab_bpe)
         for p in (encoder_json, vocab_bpe):
             if not p.is_file():
-                raise MiniGPTError(f"GPT-2 vocabulary file not found: {p}")
+                raise MiniGPTError(f"GPT-2 vocabulary file not found: {p}" if not p.exists() else
+                                   f"{p} is not a regular file (a FIFO, device or folder), not GPT-2's {p.name}")
         key = cached = None
         if cache:
             try:
@@ -670,10 +671,8 @@ class BPETokenizer:
                 if tok is not None:
                     return tok
         encoder = read_json(encoder_json, "GPT-2 encoder.json", max_bytes=MAX_FILE_BYTES)
-        try:
-            if vocab_bpe.stat().st_size > MAX_FILE_BYTES:
-                raise MiniGPTError(f"{vocab_bpe} is larger than the {MAX_FILE_BYTES:,} bytes allowed")
-            bpe_text = vocab_bpe.read_text(encoding="utf-8")
+        try:  # a regular file of at most MAX_FILE_BYTES (a FIFO or /dev/zero is refused, not read forever)
+            bpe_text = read_bytes_bounded(vocab_bpe, "GPT-2 vocab.bpe", MAX_FILE_BYTES).decode("utf-8")
         except UnicodeDecodeError:
             raise MiniGPTError(f"{vocab_bpe} is not GPT-2's vocab.bpe (not UTF-8 text)") from None
         seeded = []
