@@ -319,3 +319,22 @@ def test_a_namedtuple_output_keeps_its_type():
     assert isinstance(out, Out)
     F.sum(out.a + out.b).backward()
     assert calls == [2]
+
+
+def test_a_module_ignoring_its_input_still_fires_with_none():
+    # PyTorch: the full backward hook fires once with grad_input (None,) when the input gets no gradient.
+    class Ignore(Module):
+        def __init__(self):
+            super().__init__()
+            self.w = Parameter(np.ones(2))
+
+        def forward(self, x):
+            return self.w * 2.0
+
+    from minigpt.nn import Parameter
+    m = Ignore()
+    calls = []
+    m.register_full_backward_hook(lambda mod, gi, go: calls.append((gi, go[0].copy())))
+    F.sum(m(t64([1.0, 2.0]))).backward()
+    assert len(calls) == 1 and calls[0][0] == (None,)
+    np.testing.assert_array_equal(calls[0][1], [1.0, 1.0])

@@ -447,7 +447,7 @@ class _BackwardHookCall:
             return args
         self.inputs = [args[i] for i in self.watch]
         node, parts, self.in_reached = self._join(self.inputs, "inputs")
-        self.in_parts = parts
+        self.in_node = node
         node.register_hook(self._on_inputs)
         args = list(args)
         for i, p in zip(self.watch, parts):
@@ -461,6 +461,8 @@ class _BackwardHookCall:
         if not pos:
             return out
         self.outputs = [items[i] for i in pos]
+        if self.watch and not _reaches(self.outputs, self.in_node):
+            self.watch = []   # no input gets a gradient through this call: fire when the outputs' arrive
         node, parts, self.out_reached = self._join(self.outputs, "outputs")
         node.register_hook(self._on_outputs)
         for i, p in zip(pos, parts):
@@ -507,3 +509,18 @@ class _BackwardHookCall:
                                        f"argument {bad[0]}, which is not a tensor requiring a gradient")
                 grad_in, changed = list(r), True
         return [grad_in[i] for i in self.watch] if changed else None
+
+
+def _reaches(outputs, target) -> bool:
+    """Whether ``target`` is in the graph of ``outputs`` (a walk of the module's own ops: every path to what
+    lies below the module runs through ``target``, where it stops)."""
+    stack, seen = list(outputs), set()
+    while stack:
+        t = stack.pop()
+        if t is target:
+            return True
+        if id(t) in seen or t._op is None:
+            continue
+        seen.add(id(t))
+        stack.extend(i for i in t._op.inputs if i.requires_grad)
+    return False
