@@ -54,6 +54,12 @@ DOCS = ROOT / "docs"
 # page -> the test that runs its commands and blocks instead
 OWN_TEST = {
     "docs/backprop-tour.md": "tests/test_tour.py runs the tour's commands and its Python block",
+    "docs/runtime.md": "tests/test_runtime_docs.py runs each block in a fresh interpreter (the runtime is "
+                       "process-wide)",
+    "docs/exercises.md": "tests/test_exercises_docs.py runs its commands and blocks and compares their output",
+    **{f"docs/course/{name}.md": "tests/test_course.py runs the page's blocks and checks every number it prints"
+       for name in ("index", "linear", "gelu", "layernorm", "cross-entropy", "attention", "embedding",
+                    "residual", "lora", "adamw")},
 }
 
 # command (normalised) -> why it is not run by this test

@@ -60,7 +60,7 @@ class RoPEOp(Function):
         return rope_kernels.rope_apply(x, cos, sin)                  # (..., T, D)
 
     def backward(self, g):
-        return (rope_kernels.rope_apply(g, self.cos, self.sin, inverse=True),)   # turn back: (..., T, D)
+        return (rope_kernels.rope_apply(g, self.cos, self.sin, inverse=True), None, None)  # turn back: (..., T, D)
 
 
 def rope(x, theta: float = 10000.0, start: int = 0, scaling: dict | None = None) -> Tensor:
