@@ -21,8 +21,8 @@ Layout (B, T, H, D): batch, time, head, head size -- the per-head view of a fuse
   probabilities from ``lse``.
 
 ``attention_backward(dout, q, k, v, out, lse, scale, dropout_p=0.0, seed=0, dq=None, dk=None, dv=None,
-slopes=None)`` returns ``(dq, dk, dv)``. They may be given as preallocated (possibly strided) arrays of the shapes of q,
-k, v -- e.g. views into one (B, T, 3, H, D) buffer, which then *is* the gradient of the fused q/k/v
+slopes=None)`` returns ``(dq, dk, dv)``. They may be given as preallocated (possibly strided) arrays of
+the shapes of q, k, v -- e.g. views into one (B, T, 3, H, D) buffer, which then *is* the gradient of the fused q/k/v
 projection's output, with no concatenation. With ``P = softmax`` and ``A = dropout(P)``:
 ``dV = A^T dO``, ``dA = dO V^T``, ``dP = dA * mask / (1 - p)``, ``dS = P * (dP - delta)`` where
 ``delta_i = sum_d dO_id * O_id`` (which equals ``sum_j P_ij dP_ij``), ``dQ = scale dS K``,
