@@ -293,3 +293,21 @@ def test_an_alibi_model_trains():
         opt.step()
         first = first or float(loss.data)
     assert float(loss.data) < 0.5 * first
+
+
+def test_attention_maps_of_an_alibi_model_include_the_bias():
+    from minigpt.inspect import attention_maps, residual_stream
+
+    m = _model()
+    ids = np.array([5, 17, 60, 3, 9, 42, 7, 11, 2])
+    stream = residual_stream(m, ids)
+    maps = attention_maps(m, ids, stream=stream)
+    T, H, D = len(ids), m.config.n_heads, m.config.emb_dim // m.config.n_heads
+    np.testing.assert_allclose(maps.sum(-1), 1.0, atol=1e-6)
+    for layer in range(m.config.n_layers):
+        packed = stream["qkv"][layer].reshape(T, 3, H, D)
+        fused, _ = A.attention_forward(packed[None, :, 0], packed[None, :, 1], packed[None, :, 2], 1 / np.sqrt(D),
+                                       slopes=alibi_slopes(H))
+        mine = np.einsum("hij,jhd->ihd", maps[layer], packed[:, 2])      # maps @ V, per head
+        np.testing.assert_allclose(mine, fused[0], atol=2e-6)
+    np.testing.assert_allclose(stream["logits"], m(ids[None]).data[0], atol=1e-5)
