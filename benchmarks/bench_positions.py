@@ -37,7 +37,10 @@ def main(argv=None):
     from minigpt.tensor import no_grad
     from minigpt.tokenizer import BPETokenizer
 
-    path = args.data or (shared_data_dir() / "tinyshakespeare" / "input.txt")
+    shared = shared_data_dir()
+    if args.data is None and shared is None:
+        sys.exit("bench_positions.py: give --data input.txt, or set MINIGPT_DATA to the shared data folder")
+    path = args.data or (shared / "tinyshakespeare" / "input.txt")
     text = open(path, encoding="utf-8").read()
     cut = int(0.9 * len(text))
     tok = BPETokenizer.train(text[:200_000], vocab_size=512)
