@@ -53,7 +53,7 @@ class MultiHeadAttention(Module):
         self.dropout = dropout
         self.qkv = Linear(emb_dim, 3 * emb_dim, bias=qkv_bias, init_std=init_std, dtype=dtype)
         self.proj = Linear(emb_dim, emb_dim, init_std=proj_std or init_std, dtype=dtype)
-        self.alibi_slopes = alibi_slopes(n_heads) if alibi else None   # (H,) float64 constants, or None
+        self.alibi_slopes = alibi_slopes(n_heads).astype(dtype) if alibi else None   # (H,) constants, or None
 
     def forward(self, x, cache: KVCache | None = None, residual=None):
         """(B, T, C) -> (B, T, C); ``+ residual`` (B, T, C) when given, added inside the output projection

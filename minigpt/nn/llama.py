@@ -85,7 +85,7 @@ class GroupedQueryAttention(Module):
         self.proj = Linear(n_heads * D, emb_dim, bias=out_bias, init_std=proj_std or init_std, dtype=dtype)
         self.q_norm = RMSNorm(D, norm_eps, dtype=dtype) if qk_norm else None
         self.k_norm = RMSNorm(D, norm_eps, dtype=dtype) if qk_norm else None
-        self.alibi_slopes = alibi_slopes(n_heads) if alibi else None   # (H,) per query head, or None
+        self.alibi_slopes = alibi_slopes(n_heads).astype(dtype) if alibi else None   # (H,) per query head
 
     def forward(self, x, cache=None, residual=None):
         qkv = self.qkv(x)  # (B, T, C) -> (B, T, (H + 2G) D): [q | k | v]
