@@ -1,7 +1,7 @@
-"""Position encodings compared on the same data and budget: learned (GPT-2), sinusoidal and rotary (RoPE).
+"""Position encodings compared on the same data and budget: learned (GPT-2), sinusoidal, rotary (RoPE), ALiBi.
 
-Each model (the `tiny` shape, GPT-2's blocks for learned and sinusoidal positions, the same blocks with
-rotary attention for RoPE) trains the same steps on the same batches of tiny-shakespeare (characters'
+Each model (the `tiny` shape, GPT-2's blocks for learned, sinusoidal and ALiBi positions, the same blocks
+with rotary attention for RoPE) trains the same steps on the same batches of tiny-shakespeare (characters'
 bytes through a small BPE vocabulary trained on the training split), with sequences of T tokens. Then the
 validation loss is measured at T (the trained length) and at 2T and 4T (extrapolation: positions never seen
 in training). Every model is built with room for 4T positions; the learned table's rows beyond T simply
@@ -37,7 +37,10 @@ def main(argv=None):
     from minigpt.tensor import no_grad
     from minigpt.tokenizer import BPETokenizer
 
-    path = args.data or (shared_data_dir() / "tinyshakespeare" / "input.txt")
+    shared = shared_data_dir()
+    if args.data is None and shared is None:
+        sys.exit("bench_positions.py: give --data input.txt, or set MINIGPT_DATA to the shared data folder")
+    path = args.data or (shared / "tinyshakespeare" / "input.txt")
     text = open(path, encoding="utf-8").read()
     cut = int(0.9 * len(text))
     tok = BPETokenizer.train(text[:200_000], vocab_size=512)
@@ -50,6 +53,7 @@ def main(argv=None):
         "learned": dict(pos_encoding="learned"),
         "sinusoidal": dict(pos_encoding="sinusoidal"),
         "rope": dict(pos_encoding="rope", n_kv_groups=4),
+        "alibi": dict(pos_encoding="alibi"),
     }
     print(f"tiny shape, vocab {tok.vocab_size}, trained on T={T} for {args.steps} steps of batch {B}")
     print(f"{'positions':12s} {'val@T':>8s} {'val@2T':>8s} {'val@4T':>8s} {'train s':>8s}")

@@ -197,7 +197,7 @@ def test_gpt2_models_are_unchanged():
 
 def test_config_errors_are_one_line():
     for kw, msg in ((dict(norm="batchnorm"), "norm must be one of"), (dict(n_kv_groups=3), "multiple of n_kv_groups"),
-                    (dict(pos_encoding="alibi"), "pos_encoding must be one of"),
+                    (dict(pos_encoding="xpos"), "pos_encoding must be one of"),
                     (dict(pos_encoding="rope", rope_theta=float("nan")), "rope_theta"),
                     (dict(hidden_dim=0), "hidden_dim"), (dict(qk_norm=1), "qk_norm")):
         with pytest.raises(MiniGPTError, match=msg):

@@ -2,8 +2,9 @@
 
 The fused attention kernel never forms the (T, T) attention weights (it keeps one log-sum-exp per row),
 so ``attention_maps`` recomputes them from each layer's packed q/k/v projection with the NumPy reference
-math, ``softmax(q k^T / sqrt(D))`` under the causal mask. Multiplied by V they give exactly what the
-kernel returns (the tests check it).
+math, ``softmax(q k^T / sqrt(D))`` under the causal mask (minus ALiBi's ``slope_h * (i - j)`` in a model
+with ``pos_encoding="alibi"``). Multiplied by V they give exactly what the kernel returns (the tests check
+it).
 
 Example::
 
@@ -34,11 +35,16 @@ def _prompt_ids(model, ids) -> np.ndarray:
     return model._check_ids(arr.astype(np.int64))
 
 
-def causal_softmax_weights(q: np.ndarray, k: np.ndarray, scale: float, dtype=np.float64) -> np.ndarray:
+def causal_softmax_weights(q: np.ndarray, k: np.ndarray, scale: float, dtype=np.float64,
+                           alibi_slopes=None) -> np.ndarray:
     """The attention weights of one sequence: q, k (T, H, D) -> (H, T, T), rows summing to 1, zero above
-    the diagonal (query i attends keys 0..i). Computed in ``dtype``, returned in q's dtype."""
+    the diagonal (query i attends keys 0..i). ``alibi_slopes`` (H,): ALiBi's bias ``-slope_h * (i - j)``
+    added to the scores. Computed in ``dtype``, returned in q's dtype."""
     T = q.shape[0]
     s = np.einsum("ihd,jhd->hij", q.astype(dtype), k.astype(dtype)) * dtype(scale)      # (H, T, T) scores
+    if alibi_slopes is not None:
+        dist = np.arange(T)[:, None] - np.arange(T)[None, :]                           # i - j
+        s -= np.asarray(alibi_slopes, dtype=dtype)[:, None, None] * dist
     above = np.triu_indices(T, 1)                                                      # key j > query i
     s[:, above[0], above[1]] = -np.inf
     s -= s.max(axis=-1, keepdims=True)
@@ -60,7 +66,11 @@ def residual_stream(model, ids) -> dict:
     model.eval()
     try:
         with no_grad():
-            x = model.tok_emb(ids) + model.pos_emb(np.arange(T))        # (1, T, C)
+            x = model.tok_emb(ids)                                      # (1, T, C)
+            if model.pos_emb is not None:
+                x = x + model.pos_emb(np.arange(T))                     # + learned positions
+            elif model.pos_table is not None:
+                x = x + model.pos_table[:T]                             # + sinusoids (ALiBi, RoPE: none)
             residual.append(x.data[0])
             for blk in model.blocks:
                 qkv.append(blk.attn.qkv(blk.norm1(x)).data[0])          # (T, 3C), recomputed for the maps
@@ -80,9 +90,10 @@ def attention_maps(model, ids, stream: dict | None = None) -> np.ndarray:
     T, C3 = stream["qkv"].shape[1:]
     D = C3 // 3 // H
     out = []
-    for qkv in stream["qkv"]:
+    for qkv, blk in zip(stream["qkv"], model.blocks):
         packed = qkv.reshape(T, 3, H, D)
-        out.append(causal_softmax_weights(packed[:, 0], packed[:, 1], 1.0 / np.sqrt(D)))
+        out.append(causal_softmax_weights(packed[:, 0], packed[:, 1], 1.0 / np.sqrt(D),
+                                          alibi_slopes=getattr(blk.attn, "alibi_slopes", None)))
     return np.stack(out)
 
 

@@ -178,7 +178,8 @@ class StatsRecorder:
                     qkv = qkv + attn.qkv.bias.data
             H, D = attn.n_heads, attn.head_dim
             packed = qkv.reshape(T, 3, H, D)
-            p = causal_softmax_weights(packed[:, 0], packed[:, 1], 1.0 / math.sqrt(D), dtype=np.float32)
+            p = causal_softmax_weights(packed[:, 0], packed[:, 1], 1.0 / math.sqrt(D), dtype=np.float32,
+                                       alibi_slopes=getattr(attn, "alibi_slopes", None))
             ent = -(p * np.log(np.maximum(p, 1e-30))).sum(-1).mean(-1)                   # (H,)
             self._layers.setdefault(i, {}).update(
                 attn_entropy=[round(float(e), 5) for e in ent],

@@ -3,7 +3,7 @@
 Layout (B, T, H, D): batch, time, head, head size -- the per-head view of a fused q/k/v projection,
 ``qkv.reshape(B, T, 3, H, D)[:, :, 0]`` (a strided view; it is never copied as a whole).
 
-``attention_forward(q, k, v, scale, dropout_p=0.0, seed=0) -> (out, lse)``
+``attention_forward(q, k, v, scale, dropout_p=0.0, seed=0, slopes=None) -> (out, lse)``
 
 - ``q`` is (B, Tq, H, D), ``k`` and ``v`` are (B, Tk, H, D) with ``Tk >= Tq``. Query ``i`` sits at the
   absolute position ``Tk - Tq + i`` and attends keys ``0 .. Tk - Tq + i``. Training uses ``Tq == Tk``;
@@ -14,10 +14,15 @@ Layout (B, T, H, D): batch, time, head, head size -- the per-head view of a fuse
   ``1 / (1 - p)``, like PyTorch's ``dropout(softmax(scores)) @ v``). Keep or drop is a hash of
   ``(seed, b, h, i, j)`` -- a counter-based random generator -- so the backward regenerates the same mask
   without storing a (T, T) array, and the NumPy reference draws the identical mask.
+- ``slopes`` (H,) adds ALiBi's linear bias: head ``h`` adds ``-slopes[h] * (i - j)`` to the scaled score
+  of the query at absolute position ``i`` and key ``j <= i`` (the distance is absolute, so cached
+  generation sees the same biases as a full forward). ``None`` or all zeros: no bias, the same code path
+  and bits as without. The bias is a constant: backward only needs it where it rebuilds the
+  probabilities from ``lse``.
 
-``attention_backward(dout, q, k, v, out, lse, scale, dropout_p=0.0, seed=0, dq=None, dk=None, dv=None)``
-returns ``(dq, dk, dv)``. They may be given as preallocated (possibly strided) arrays of the shapes of q,
-k, v -- e.g. views into one (B, T, 3, H, D) buffer, which then *is* the gradient of the fused q/k/v
+``attention_backward(dout, q, k, v, out, lse, scale, dropout_p=0.0, seed=0, dq=None, dk=None, dv=None,
+slopes=None)`` returns ``(dq, dk, dv)``. They may be given as preallocated (possibly strided) arrays of
+the shapes of q, k, v -- e.g. views into one (B, T, 3, H, D) buffer, which then *is* the gradient of the fused q/k/v
 projection's output, with no concatenation. With ``P = softmax`` and ``A = dropout(P)``:
 ``dV = A^T dO``, ``dA = dO V^T``, ``dP = dA * mask / (1 - p)``, ``dS = P * (dP - delta)`` where
 ``delta_i = sum_d dO_id * O_id`` (which equals ``sum_j P_ij dP_ij``), ``dQ = scale dS K``,
@@ -32,6 +37,8 @@ and backward go through one register-tiled helper (:func:`_mm`: four rows by fou
 the long operand) and reach 60-80 GFLOP/s on one core. Nothing of size (T, T) is ever allocated.
 Generation (fewer than four queries) uses a row-by-row kernel that reads the cache in place.
 """
+import math
+
 import numba
 import numpy as np
 
@@ -94,6 +101,25 @@ def _causal_mask(Tq, Tk):
     return np.arange(Tk)[None, :] <= (Tk - Tq) + np.arange(Tq)[:, None]
 
 
+def _alibi_bias(slopes, Tq, Tk):
+    """(H, Tq, Tk): ALiBi's ``-slopes[h] * (Tk - Tq + i - j)``, the distance from query i's absolute
+    position back to key j (negative distances, the masked future, are left to the causal mask)."""
+    dist = (Tk - Tq) + np.arange(Tq)[:, None] - np.arange(Tk)[None, :]       # (Tq, Tk)
+    return -np.asarray(slopes)[:, None, None] * dist
+
+
+def _alibi_params(slopes, H, dt):
+    """(slopes as a (H,) array of ``dt``, whether any is nonzero) for the kernels; ``None`` -> zeros."""
+    if slopes is None:
+        return np.zeros(H, dtype=dt), False
+    s = np.asarray(slopes)
+    total = float(np.abs(s).sum(dtype=np.float64)) if s.shape == (H,) and s.dtype.kind in "fiu" else math.nan
+    if not math.isfinite(total):    # one reduction checks the shape, the type and every value
+        raise MiniGPTError(f"attention: ALiBi slopes must be {H} finite numbers (one per head), got "
+                           f"{s.dtype} {s.shape}")
+    return np.ascontiguousarray(s, dtype=dt), total != 0.0
+
+
 def _check_shapes(q, k, v):
     if q.ndim != 4 or k.shape != v.shape or k.ndim != 4 or q.shape[0] != k.shape[0] \
             or q.shape[2:] != k.shape[2:]:
@@ -104,7 +130,7 @@ def _check_shapes(q, k, v):
                            f"Tk={k.shape[1]}")
 
 
-def attention_forward_numpy(q, k, v, scale, dropout_p=0.0, seed=0):
+def attention_forward_numpy(q, k, v, scale, dropout_p=0.0, seed=0, slopes=None):
     q, k, v = np.asarray(q), np.asarray(k), np.asarray(v)
     _check_shapes(q, k, v)
     B, Tq, H, D = q.shape
@@ -112,6 +138,8 @@ def attention_forward_numpy(q, k, v, scale, dropout_p=0.0, seed=0):
     qh, kh, vh = q.transpose(0, 2, 1, 3), k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # (B, H, T, D)
     # S = scale Q K^T: (B, H, Tq, D) @ (B, H, D, Tk) -> (B, H, Tq, Tk)
     s = (qh @ kh.transpose(0, 1, 3, 2)) * scale
+    if _alibi_params(slopes, H, q.dtype)[1]:
+        s = s + _alibi_bias(slopes, Tq, Tk)                  # ALiBi: - slope_h * (i - j), (H, Tq, Tk) broadcast
     s = np.where(_causal_mask(Tq, Tk), s, -np.inf)           # masked scores -inf: (Tq, Tk) mask over (B, H, Tq, Tk)
     m = s.max(axis=-1, keepdims=True)                        # row max: (B, H, Tq, 1)
     e = np.exp(s - m)                                        # (B, H, Tq, Tk); masked entries exp(-inf) = 0
@@ -126,15 +154,18 @@ def attention_forward_numpy(q, k, v, scale, dropout_p=0.0, seed=0):
 
 
 def attention_backward_numpy(dout, q, k, v, out, lse, scale, dropout_p=0.0, seed=0, dq=None, dk=None,
-                             dv=None):
+                             dv=None, slopes=None):
     # The derivation, line by line: docs/course/attention.md. Per (b, h): dV = A^T dO, dA = dO V^T,
     # dP = dA * M / (1 - p), dS = P * (dP - delta) with delta = rowsum(dO * O), dQ = scale dS K, dK = scale dS^T Q.
+    # (ALiBi's bias is a constant: it enters only through the scores P is rebuilt from.)
     q, k, v = np.asarray(q), np.asarray(k), np.asarray(v)
     B, Tq, H, D = q.shape
     Tk = k.shape[1]
     qh, kh, vh = q.transpose(0, 2, 1, 3), k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # (B, H, Tq|Tk, D)
     doh, oh = np.asarray(dout).transpose(0, 2, 1, 3), np.asarray(out).transpose(0, 2, 1, 3)  # (B, H, Tq, D) each
     s = (qh @ kh.transpose(0, 1, 3, 2)) * scale                           # S again: (B, H, Tq, Tk)
+    if _alibi_params(slopes, H, q.dtype)[1]:
+        s = s + _alibi_bias(slopes, Tq, Tk)                               # the forward's scores, bias included
     with np.errstate(over="ignore"):  # masked entries may overflow; np.where drops them
         p = np.where(_causal_mask(Tq, Tk), np.exp(s - lse[..., None]), 0.0)  # P = exp(S - lse), rebuilt: (B, H, Tq, Tk)
     use, _, inv_keep, _ = _dropout_params(dropout_p, seed)
@@ -266,6 +297,15 @@ def _zero_cols(x, c0, zero):
             x[r, j] = zero
 
 
+@numba.njit(inline="always")
+def _add_alibi(sr, lim, slope):
+    """ALiBi: sr[j] -= slope * (lim - 1 - j) for j < lim, the slope times the distance from the query (at
+    absolute position lim - 1) back to key j."""
+    last = lim - 1
+    for j in range(lim):
+        sr[j] -= slope * (last - j)
+
+
 _U = np.uint64      # flat indices are unsigned: no negative-index wraparound test per element
 
 
@@ -291,15 +331,17 @@ def _gather(xf, base, rs, T, D, xr):
             dst[d] = xf[o + _U(d)]
 
 
-def _fwd(qf, qs_, kf, ks_, vf, vs_, dims, scale, one, dropout, thr, inv_keep, key, out, lse):
+def _fwd(qf, qs_, kf, ks_, vf, vs_, dims, scale, one, dropout, thr, inv_keep, key, out, lse, slopes, alibi):
     for bh in numba.prange(dims[0] * dims[3]):
-        _fwd_pair(qf, qs_, kf, ks_, vf, vs_, dims, scale, one, dropout, thr, inv_keep, key, out, lse, bh)
+        _fwd_pair(qf, qs_, kf, ks_, vf, vs_, dims, scale, one, dropout, thr, inv_keep, key, out, lse, bh, slopes,
+                  alibi)
 
 
 # The parallel kernels only distribute (batch, head) pairs; each pair's work is a plain (serial) Numba
 # function, readable on its own.
 @numba.njit(fastmath=FASTMATH)
-def _fwd_pair(qf, qs_, kf, ks_, vf, vs_, dims, scale, one, dropout, thr, inv_keep, key, out, lse, bh):
+def _fwd_pair(qf, qs_, kf, ks_, vf, vs_, dims, scale, one, dropout, thr, inv_keep, key, out, lse, bh, slopes,
+              alibi):
     B, Tq, Tk, H, D = dims
     off = Tk - Tq
     zero = one - one
@@ -334,6 +376,8 @@ def _fwd_pair(qf, qs_, kf, ks_, vf, vs_, dims, scale, one, dropout, thr, inv_kee
             i = i0 + r
             lim = off + i + 1                       # keys 0 .. lim-1 are visible to query i
             sr = s[r]
+            if alibi:
+                _add_alibi(sr, lim, slopes[h])
             m = row_max(sr, lim)
             # the exp loop runs to a multiple of 8 (no scalar tail): past lim it sees m - 80, whose exp
             # (1.8e-35, a normal number) vanishes in the total (>= 1) and is then set to zero
@@ -360,18 +404,18 @@ def _fwd_pair(qf, qs_, kf, ks_, vf, vs_, dims, scale, one, dropout, thr, inv_kee
                 out[b, i0 + r, h, d] = o[r, d] * inv
 
 
-def _fwd_rows(q, k, v, scale, one, dropout, thr, inv_keep, key, out, lse):
+def _fwd_rows(q, k, v, scale, one, dropout, thr, inv_keep, key, out, lse, slopes, alibi):
     """The forward for a few queries (generation with a KV cache): reads k and v in place, row by row.
 
     With one new query per step, copying (and transposing) the whole cache would cost as much as the
     attention itself.
     """
     for bh in numba.prange(q.shape[0] * q.shape[2]):
-        _fwd_rows_pair(q, k, v, scale, one, dropout, thr, inv_keep, key, out, lse, bh)
+        _fwd_rows_pair(q, k, v, scale, one, dropout, thr, inv_keep, key, out, lse, bh, slopes, alibi)
 
 
 @numba.njit(fastmath=FASTMATH)
-def _fwd_rows_pair(q, k, v, scale, one, dropout, thr, inv_keep, key, out, lse, bh):
+def _fwd_rows_pair(q, k, v, scale, one, dropout, thr, inv_keep, key, out, lse, bh, slopes, alibi):
     B, Tq, H, D = q.shape
     Tk = k.shape[1]
     off = Tk - Tq
@@ -403,6 +447,8 @@ def _fwd_rows_pair(q, k, v, scale, one, dropout, thr, inv_keep, key, out, lse, b
             for d in range(D):
                 acc += qr[d] * kr[d]
             s[j] = acc
+        if alibi:
+            _add_alibi(s, lim, slopes[h])
         m = row_max(s, lim)
         total = zero
         for j in range(lim):
@@ -432,15 +478,15 @@ def _fwd_rows_pair(q, k, v, scale, one, dropout, thr, inv_keep, key, out, lse, b
 
 
 def _bwd(gf, gs, qf, qs_, kf, ks_, vf, vs_, of, os_, lse, dims, scale, one, dropout, thr, inv_keep, key,
-         dqf, dqs, dkf, dks, dvf, dvs):
+         dqf, dqs, dkf, dks, dvf, dvs, slopes, alibi):
     for bh in numba.prange(dims[0] * dims[3]):
         _bwd_pair(gf, gs, qf, qs_, kf, ks_, vf, vs_, of, os_, lse, dims, scale, one, dropout, thr, inv_keep, key,
-                  dqf, dqs, dkf, dks, dvf, dvs, bh)
+                  dqf, dqs, dkf, dks, dvf, dvs, bh, slopes, alibi)
 
 
 @numba.njit(fastmath=FASTMATH)
 def _bwd_pair(gf, gs, qf, qs_, kf, ks_, vf, vs_, of, os_, lse, dims, scale, one, dropout, thr, inv_keep, key,
-              dqf, dqs, dkf, dks, dvf, dvs, bh):
+              dqf, dqs, dkf, dks, dvf, dvs, bh, slopes, alibi):
     B, Tq, Tk, H, D = dims
     off = Tk - Tq
     zero = one - one
@@ -499,21 +545,27 @@ def _bwd_pair(gf, gs, qf, qs_, kf, ks_, vf, vs_, of, os_, lse, dims, scale, one,
             sr, dpr, ar = s[r], dp[r], a[r]
             l_ = lse[b, h, i]
             dl = delta[r]
+            sc = scale                              # P = exp(sc * sr - lse)
+            if alibi:                               # ALiBi: the forward's biased scores, then sc = 1
+                sl = slopes[h]
+                for j in range(lim):
+                    sr[j] = sr[j] * scale - sl * (lim - 1 - j)
+                sc = one
             if dropout:
                 rowbase = key + (bh_base + np.uint64(i + off)) * np.uint64(Tk) * _GOLD
                 for j in range(lim):
-                    pj = fast_exp(sr[j] * scale - l_)
+                    pj = fast_exp(sr[j] * sc - l_)
                     mk = _keep_scale(rowbase, j, thr, inv_keep, zero)
                     ar[j] = pj * mk
                     sr[j] = pj * (dpr[j] * mk - dl) * scale
             else:
                 lp = _pad8(lim)                     # to a multiple of 8, as in the forward (zeroed below)
-                pad = (l_ - 80) / scale if scale != zero else zero     # exp(pad * scale - l_) = 1.8e-35
+                pad = (l_ - 80) / sc if sc != zero else zero           # exp(pad * sc - l_) = 1.8e-35
                 for j in range(lim, lp):
                     sr[j] = pad
                     dpr[j] = zero
                 for j in range(lp):
-                    pj = fast_exp(sr[j] * scale - l_)
+                    pj = fast_exp(sr[j] * sc - l_)
                     ar[j] = pj
                     sr[j] = pj * (dpr[j] - dl) * scale
             for j in range(lim, min(_pad8(lb), W)):  # beyond this row's limit (dK, dV read to a multiple of 8)
@@ -547,11 +599,16 @@ _bool = numba.types.boolean
 def _fwd_types(f, layout="A"):
     ro = dict(readonly=True, layout=layout)
     return (array_type(f, 4, **ro), array_type(f, 4, **ro), array_type(f, 4, **ro), f, f, _bool, _u64, f,
-            _u64, array_type(f, 4), array_type(f, 3))
+            _u64, array_type(f, 4), array_type(f, 3), *_alibi_types(f))
 
 
 _i64x3 = numba.types.UniTuple(numba.types.int64, 3)
 _dims = numba.types.UniTuple(numba.types.int64, 5)
+
+
+def _alibi_types(f):
+    """The (H,) slopes and the flag that turns them on."""
+    return (array_type(f, 1, readonly=True), _bool)
 
 
 def _flat_in(f):
@@ -565,13 +622,13 @@ def _flat_out(f):
 
 def _train_fwd_types(f):
     return (*_flat_in(f), *_flat_in(f), *_flat_in(f), _dims, f, f, _bool, _u64, f, _u64, array_type(f, 4),
-            array_type(f, 3))
+            array_type(f, 3), *_alibi_types(f))
 
 
 def _bwd_types(f):
     return (*_flat_in(f), *_flat_in(f), *_flat_in(f), *_flat_in(f), *_flat_in(f),
             array_type(f, 3, readonly=True, layout="A"), _dims, f, f, _bool, _u64, f, _u64,
-            *_flat_out(f), *_flat_out(f), *_flat_out(f))
+            *_flat_out(f), *_flat_out(f), *_flat_out(f), *_alibi_types(f))
 
 
 _fwd_k = LazyKernel(_fwd, _train_fwd_types)
@@ -604,13 +661,14 @@ def _flat(a, copy_ok=True):
     return flat, (st[0] // it, st[1] // it, st[2] // it)
 
 
-def attention_forward_numba(q, k, v, scale, dropout_p=0.0, seed=0):
+def attention_forward_numba(q, k, v, scale, dropout_p=0.0, seed=0, slopes=None):
     q = np.asarray(q)
     dt = q.dtype
     k, v = _as(k, dt), _as(v, dt)
     _check_shapes(q, k, v)
     B, Tq, H, D = q.shape
     use, thr, inv_keep, key = _dropout_params(dropout_p, seed)
+    slopes, alibi = _alibi_params(slopes, H, dt)
     out = np.empty((B, Tq, H, D), dtype=dt)
     lse = np.empty((B, H, Tq), dtype=dt)
     if out.size or lse.size:
@@ -620,10 +678,10 @@ def attention_forward_numba(q, k, v, scale, dropout_p=0.0, seed=0):
             # One generated token's attention is small work: below ~1M multiply-adds a single thread
             # beats starting the pool (0.1-0.3 ms per call next to OpenBLAS's spinning worker).
             kernel = (_fwd_rows_c if contiguous else _fwd_rows_a).pick(dt, (B * H * k.shape[1] * D) >> 6)
-            kernel(q, k, v, dt.type(scale), dt.type(1.0), use, thr, dt.type(inv_keep), key, out, lse)
+            kernel(q, k, v, dt.type(scale), dt.type(1.0), use, thr, dt.type(inv_keep), key, out, lse, slopes, alibi)
         else:
             _fwd_k[dt](*_flat(q), *_flat(k), *_flat(v), (B, Tq, k.shape[1], H, D), dt.type(scale), dt.type(1.0),
-                       use, thr, dt.type(inv_keep), key, out, lse)
+                       use, thr, dt.type(inv_keep), key, out, lse, slopes, alibi)
     return out, lse
 
 
@@ -637,11 +695,12 @@ def _grad_buffer(g, like, name):
 
 
 def attention_backward_numba(dout, q, k, v, out, lse, scale, dropout_p=0.0, seed=0, dq=None, dk=None,
-                             dv=None):
+                             dv=None, slopes=None):
     q = np.asarray(q)
     dt = q.dtype
     k, v = _as(k, dt), _as(v, dt)
     use, thr, inv_keep, key = _dropout_params(dropout_p, seed)
+    slopes, alibi = _alibi_params(slopes, q.shape[2] if q.ndim == 4 else 0, dt)
     dq = _grad_buffer(dq, q, "dq")
     dk = _grad_buffer(dk, k, "dk")
     dv = _grad_buffer(dv, v, "dv")
@@ -657,7 +716,7 @@ def attention_backward_numba(dout, q, k, v, out, lse, scale, dropout_p=0.0, seed
             grads.append((fl, tmp))
         _bwd_k[dt](*_flat(_as(dout, dt)), *_flat(q), *_flat(k), *_flat(v), *_flat(_as(out, dt)), _as(lse, dt),
                    (B, Tq, k.shape[1], H, D), dt.type(scale), dt.type(1.0), use, thr, dt.type(inv_keep), key,
-                   *grads[0][0], *grads[1][0], *grads[2][0])
+                   *grads[0][0], *grads[1][0], *grads[2][0], slopes, alibi)
         for g, (_, tmp) in zip((dq, dk, dv), grads):
             if tmp is not None:
                 g[...] = tmp
@@ -671,7 +730,8 @@ def attention_backward_numba(dout, q, k, v, out, lse, scale, dropout_p=0.0, seed
 
 attention_forward = kernel(
     attention_forward_numpy, attention_forward_numba,
-    """Causal attention of ``q`` (B, Tq, H, D) over ``k``, ``v`` (B, Tk, H, D); returns ``(out, lse)``.""")
+    """Causal attention of ``q`` (B, Tq, H, D) over ``k``, ``v`` (B, Tk, H, D); returns ``(out, lse)``;
+    ``slopes`` (H,): ALiBi's per-head linear bias.""")
 
 attention_backward = kernel(
     attention_backward_numpy, attention_backward_numba,

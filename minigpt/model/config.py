@@ -28,7 +28,8 @@ class GPTConfig:
     n_kv_groups: int | None = None     # key/value heads (grouped-query attention); None: n_heads
     head_dim: int | None = None        # None: emb_dim // n_heads
     qk_norm: bool = False              # RMSNorm of each query and key head vector (Qwen 3)
-    pos_encoding: str = "learned"      # "learned" (GPT-2), "sinusoidal" (fixed, added), "rope" (rotary)
+    pos_encoding: str = "learned"      # "learned" (GPT-2), "sinusoidal" (fixed, added), "rope" (rotary),
+                                       # "alibi" (a linear bias on the attention scores)
     rope_theta: float = 10000.0        # RoPE's frequency base
     rope_scaling: dict | None = None   # Llama 3's: factor, low_freq_factor, high_freq_factor,
                                        # original_max_position_embeddings
@@ -111,7 +112,7 @@ class GPTConfig:
 
 NORMS = ("layernorm", "rmsnorm")
 FFNS = ("gelu", "swiglu")
-POS_ENCODINGS = ("learned", "sinusoidal", "rope")
+POS_ENCODINGS = ("learned", "sinusoidal", "rope", "alibi")
 INITS = ("gpt2", "torch")
 
 _GPT2 = dict(vocab_size=50257, context_length=1024, drop_rate=0.1, qkv_bias=True)

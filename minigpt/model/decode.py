@@ -14,7 +14,10 @@ After the prompt has filled the caches, each generated token runs one position t
   no hooks), one call of ``kernels.decode.decode_block`` (or ``decode_block_int8``) per block on plain
   arrays, then the final layer norm and the LM head: no autograd graph, no Tensor wrappers, and the
   kernel's thread pool stays busy from one matrix-vector product to the next;
-- for anything else, the model's own ``forward`` with the caches (same results, slower).
+- for anything else, the model's own ``forward`` with the caches (same results, slower). That includes
+  every model whose positions are not GPT-2's learned table: ``decode_block`` knows no ALiBi bias and no
+  rotation, so an ALiBi, RoPE or sinusoidal model always takes the model's forward, whose attention
+  kernel adds the bias at the queries' absolute positions.
 
 Both compute the same function; the fused path rounds differently only in the order of float32 sums.
 """
@@ -51,6 +54,8 @@ def _block_args(blk):
             or type(blk.ff) is not FeedForward or type(blk.norm1) is not LayerNorm
             or type(blk.norm2) is not LayerNorm or type(blk.drop) is not Dropout):
         return None
+    if blk.attn.alibi_slopes is not None:     # decode_block has no ALiBi bias: the model's forward adds it
+        return None
     lins = (blk.attn.qkv, blk.attn.proj, blk.ff.fc, blk.ff.proj)
     if blk.norm1.eps != blk.norm2.eps:
         return None
@@ -68,7 +73,7 @@ def _block_args(blk):
 def _fused_decoder(model):
     """The fused step for ``model``, or None if some part of it is not the standard GPT layout."""
     if model.dtype != np.float32 or not _no_hooks(model) or type(model.pos_emb) is not Embedding \
-            or type(model.final_norm) is not LayerNorm:
+            or type(model.final_norm) is not LayerNorm or model.config.pos_encoding != "learned":
         return None
     tok = model.tok_emb
     if type(tok) is Embedding:

@@ -18,6 +18,7 @@ import numpy as np
 from .. import functional as F
 from ..errors import MiniGPTError
 from ..kernels.attention import attention_forward
+from ..ops.attention import alibi_slopes
 from ..tensor import Tensor
 from .layers import Dropout, Linear
 from .module import Module, ModuleList
@@ -37,10 +38,14 @@ class KVCache:
 
 
 class MultiHeadAttention(Module):
-    """Causal multi-head self-attention with a fused q/k/v projection and an output projection."""
+    """Causal multi-head self-attention with a fused q/k/v projection and an output projection.
+
+    ``alibi=True`` adds ALiBi's linear bias to the scores (head h: ``-slope_h * (i - j)``, the slopes of
+    :func:`minigpt.ops.attention.alibi_slopes`, fixed, not trained): the model's only position signal then.
+    """
 
     def __init__(self, emb_dim: int, n_heads: int, dropout: float = 0.0, qkv_bias: bool = True,
-                 init_std: float = 0.02, proj_std: float | None = None, dtype=np.float32):
+                 init_std: float = 0.02, proj_std: float | None = None, dtype=np.float32, alibi: bool = False):
         super().__init__()
         if n_heads <= 0 or emb_dim % n_heads:
             raise MiniGPTError(f"emb_dim ({emb_dim}) must be divisible by n_heads ({n_heads})")
@@ -48,6 +53,7 @@ class MultiHeadAttention(Module):
         self.dropout = dropout
         self.qkv = Linear(emb_dim, 3 * emb_dim, bias=qkv_bias, init_std=init_std, dtype=dtype)
         self.proj = Linear(emb_dim, emb_dim, init_std=proj_std or init_std, dtype=dtype)
+        self.alibi_slopes = alibi_slopes(n_heads).astype(dtype) if alibi else None   # (H,) constants, or None
 
     def forward(self, x, cache: KVCache | None = None, residual=None):
         """(B, T, C) -> (B, T, C); ``+ residual`` (B, T, C) when given, added inside the output projection
@@ -56,7 +62,8 @@ class MultiHeadAttention(Module):
         qkv = self.qkv(x)  # (B, T, C) -> (B, T, 3C): [q | k | v], each C = H * D wide
         if cache is None:
             # per head h: softmax(q_h k_h^T / sqrt(D), causal) v_h, heads side by side again
-            ctx = F.causal_attention(qkv, self.n_heads, dropout_p=self.dropout, training=self.training)  # -> (B, T, C)
+            ctx = F.causal_attention(qkv, self.n_heads, dropout_p=self.dropout, training=self.training,
+                                     alibi_slopes=self.alibi_slopes)  # -> (B, T, C)
         else:
             ctx = self._attend_with_cache(qkv.data, cache)  # (B, T, 3C) -> (B, T, C)
         if residual is None:
@@ -79,13 +86,15 @@ class MultiHeadAttention(Module):
         cache.k[:, start:start + T] = packed[:, :, 1]  # (B, T, H, D) into (B, max_len, H, D)
         cache.v[:, start:start + T] = packed[:, :, 2]
         cache.length = start + T
-        # queries (B, T, H, D) over keys/values (B, start + T, H, D) -> (B, T, H, D)
+        # queries (B, T, H, D) over keys/values (B, start + T, H, D) -> (B, T, H, D); the kernel places
+        # the queries at positions start .. start + T - 1, so ALiBi's distances are absolute ones
         out, _ = attention_forward(packed[:, :, 0], cache.k[:, :start + T], cache.v[:, :start + T],
-                                   1.0 / math.sqrt(D))
+                                   1.0 / math.sqrt(D), slopes=self.alibi_slopes)
         return Tensor._wrap(out.reshape(B, T, H * D))  # (B, T, H, D) -> (B, T, C)
 
     def extra_repr(self):
-        return f"emb_dim={self.emb_dim}, n_heads={self.n_heads}, dropout={self.dropout}"
+        alibi = ", alibi=True" if self.alibi_slopes is not None else ""
+        return f"emb_dim={self.emb_dim}, n_heads={self.n_heads}, dropout={self.dropout}{alibi}"
 
 
 # --- the book's teaching versions (chapter 3) ---------------------------------------------------------

@@ -31,7 +31,8 @@ class TransformerBlock(Module):
             return
         self.norm1 = LayerNorm(emb_dim, dtype=dtype)
         self.attn = MultiHeadAttention(emb_dim, n_heads, dropout=drop_rate, qkv_bias=qkv_bias,
-                                       init_std=init_std, proj_std=proj_std, dtype=dtype)
+                                       init_std=init_std, proj_std=proj_std, dtype=dtype,
+                                       alibi=config is not None and config.pos_encoding == "alibi")
         self.norm2 = LayerNorm(emb_dim, dtype=dtype)
         self.ff = FeedForward(emb_dim, init_std=init_std, proj_std=proj_std, dtype=dtype)
         self.drop = Dropout(drop_rate)
@@ -45,7 +46,8 @@ class TransformerBlock(Module):
         self.attn = GroupedQueryAttention(
             c.emb_dim, c.n_heads, c.kv_heads, c.attn_head_dim, dropout=c.drop_rate, qkv_bias=c.qkv_bias,
             out_bias=c.bias, qk_norm=c.qk_norm, rope_theta=c.rope_theta if c.pos_encoding == "rope" else None,
-            rope_scaling=c.rope_scaling, norm_eps=eps, init_std=init_std, proj_std=proj_std, dtype=dtype)
+            rope_scaling=c.rope_scaling, norm_eps=eps, init_std=init_std, proj_std=proj_std, dtype=dtype,
+            alibi=c.pos_encoding == "alibi")
         self.norm2 = norm()
         if c.ffn == "swiglu":
             self.ff = SwiGLUFeedForward(c.emb_dim, c.ffn_dim, init_std=init_std, proj_std=proj_std, bias=c.bias,

@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import functional as F
 from ..errors import MiniGPTError
-from ..ops.attention import expand_groups, norm_and_rotate, split_heads
+from ..ops.attention import alibi_slopes, expand_groups, norm_and_rotate, split_heads
 from ..ops.rope import rope_tables
 from ..kernels.attention import attention_forward
 from ..tensor import Tensor
@@ -61,15 +61,19 @@ class SwiGLUFeedForward(Module):
 
 class GroupedQueryAttention(Module):
     """Causal attention with ``n_kv_groups`` key/value heads shared by groups of query heads, rotary
-    positions (``rope_theta``; None: none) and optional QK-norm, through one fused (C, (H + 2G) D)
-    projection ``qkv`` and an output projection ``proj`` (H D -> C)."""
+    positions (``rope_theta``; None: none) or ALiBi's linear bias (``alibi=True``, with ``rope_theta``
+    None) and optional QK-norm, through one fused (C, (H + 2G) D) projection ``qkv`` and an output
+    projection ``proj`` (H D -> C)."""
 
     def __init__(self, emb_dim: int, n_heads: int, n_kv_groups: int | None = None, head_dim: int | None = None,
                  dropout: float = 0.0, qkv_bias: bool = False, out_bias: bool = False, qk_norm: bool = False,
                  rope_theta: float | None = 10000.0, rope_scaling: dict | None = None, norm_eps: float = 1e-6,
-                 init_std: float = 0.02, proj_std: float | None = None, dtype=np.float32):
+                 init_std: float = 0.02, proj_std: float | None = None, dtype=np.float32, alibi: bool = False):
         super().__init__()
         G = n_heads if n_kv_groups is None else n_kv_groups
+        if alibi and rope_theta is not None:
+            raise MiniGPTError("GroupedQueryAttention: ALiBi and RoPE are two position encodings; give "
+                               "rope_theta=None with alibi=True")
         if n_heads <= 0 or G <= 0 or n_heads % G:
             raise MiniGPTError(f"n_heads ({n_heads}) must be a positive multiple of n_kv_groups ({G})")
         D = head_dim or emb_dim // n_heads
@@ -81,6 +85,7 @@ class GroupedQueryAttention(Module):
         self.proj = Linear(n_heads * D, emb_dim, bias=out_bias, init_std=proj_std or init_std, dtype=dtype)
         self.q_norm = RMSNorm(D, norm_eps, dtype=dtype) if qk_norm else None
         self.k_norm = RMSNorm(D, norm_eps, dtype=dtype) if qk_norm else None
+        self.alibi_slopes = alibi_slopes(n_heads).astype(dtype) if alibi else None   # (H,) per query head
 
     def forward(self, x, cache=None, residual=None):
         qkv = self.qkv(x)  # (B, T, C) -> (B, T, (H + 2G) D): [q | k | v]
@@ -88,7 +93,7 @@ class GroupedQueryAttention(Module):
             norms = {} if self.q_norm is None else dict(q_norm=self.q_norm.weight, k_norm=self.k_norm.weight)
             ctx = F.grouped_attention(qkv, self.n_heads, self.n_kv_groups, self.head_dim, rope_theta=self.rope_theta,
                                       rope_scaling=self.rope_scaling, eps=self.norm_eps, dropout_p=self.dropout,
-                                      training=self.training, **norms)  # -> (B, T, H D)
+                                      training=self.training, alibi_slopes=self.alibi_slopes, **norms)  # -> (B, T, H D)
         else:
             ctx = self._attend_with_cache(qkv.data, cache)
         if residual is None:
@@ -121,9 +126,10 @@ class GroupedQueryAttention(Module):
         cache.length = start + T
         ke = expand_groups(cache.k[:, :start + T], H)            # (B, start + T, H, D)
         ve = expand_groups(cache.v[:, :start + T], H)
-        out, _ = attention_forward(q, ke, ve, 1.0 / math.sqrt(D))
+        out, _ = attention_forward(q, ke, ve, 1.0 / math.sqrt(D), slopes=self.alibi_slopes)  # absolute positions
         return Tensor._wrap(out.reshape(B, T, H * D))
 
     def extra_repr(self):
         return (f"emb_dim={self.emb_dim}, n_heads={self.n_heads}, n_kv_groups={self.n_kv_groups}, "
-                f"head_dim={self.head_dim}, rope_theta={self.rope_theta}, qk_norm={self.q_norm is not None}")
+                f"head_dim={self.head_dim}, rope_theta={self.rope_theta}, qk_norm={self.q_norm is not None}"
+                + (", alibi=True" if self.alibi_slopes is not None else ""))

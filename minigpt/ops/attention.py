@@ -5,7 +5,8 @@ The input is the output of the fused q/k/v projection, (B, T, 3*C); heads are st
 inside the causal limit and saves only the row's log-sum-exp; backward recomputes the probabilities
 from it and writes dq, dk, dv straight into one (B, T, 3, H, D) buffer, which is the gradient of the
 packed input. Attention dropout draws its mask from a counter-based hash of (seed, b, h, i, j), so
-backward regenerates it without storing a (T, T) mask.
+backward regenerates it without storing a (T, T) mask. ALiBi (``alibi_slopes``) adds each head's
+``-slope * (i - j)`` to the scores inside the same kernels.
 """
 from __future__ import annotations
 
@@ -22,13 +23,34 @@ from ._util import as_tensor, check_float
 from .rope import rope_tables
 
 
+def alibi_slopes(n_heads: int) -> np.ndarray:
+    """ALiBi's per-head slopes (Press et al., "Train Short, Test Long"), float64 (n_heads,).
+
+    For H a power of two: the geometric sequence ``2^(-8 (h + 1) / H)``, h = 0 .. H-1 (H = 8: 1/2, 1/4,
+    ..., 1/256). Otherwise: the slopes of the closest power of two below H, n, followed by every other
+    slope of 2n (the first H - n of them): H = 6 -> 1/4, 1/16, 1/64, 1/256, then 1/2, 1/8.
+    """
+    if isinstance(n_heads, bool) or not isinstance(n_heads, (int, np.integer)) or n_heads <= 0:
+        raise MiniGPTError(f"alibi_slopes: n_heads must be a positive integer, got {n_heads!r}")
+
+    def power_of_two(n):
+        return 2.0 ** (-8.0 * np.arange(1, n + 1) / n)
+
+    n = 1 << (int(n_heads).bit_length() - 1)          # the largest power of two <= n_heads
+    if n == n_heads:
+        return power_of_two(n)
+    return np.concatenate([power_of_two(n), power_of_two(2 * n)[0::2][:n_heads - n]])
+
+
 class CausalAttentionOp(Function):
-    """out = softmax(q k^T * scale + causal mask) v per head, heads read from the packed q/k/v input.
+    """out = softmax(q k^T * scale + causal mask [+ ALiBi bias]) v per head, heads read from the packed
+    q/k/v input. The ALiBi bias ``-slope_h * (i - j)`` is a constant: it has no gradient of its own and
+    enters the backward only where the probabilities are rebuilt from the log-sum-exp.
 
     math: kernels/attention.py::attention_forward_numpy, attention_backward_numpy
     """
 
-    def forward(self, qkv, n_heads, dropout_p, seed):
+    def forward(self, qkv, n_heads, dropout_p, seed, slopes=None):
         B, T, C3 = qkv.shape
         C = C3 // 3
         H, D = n_heads, C // n_heads
@@ -37,12 +59,13 @@ class CausalAttentionOp(Function):
         scale = 1.0 / math.sqrt(D)
         # S = scale q k^T (B, H, T, T), causal; P = softmax(S); out = P v: (B, T, H, D); lse: log-sum-exp
         # of each row of S, (B, H, T), from which backward rebuilds P
-        out, lse = attention.attention_forward(q, k, v, scale, dropout_p, seed)
-        self.saved = (q, k, v, out, lse, scale, dropout_p, seed)
+        # ALiBi (slopes (H,)): S[h, i, j] -= slope_h * (i - j) before the softmax
+        out, lse = attention.attention_forward(q, k, v, scale, dropout_p, seed, slopes=slopes)
+        self.saved = (q, k, v, out, lse, scale, dropout_p, seed, slopes)
         return out.reshape(B, T, C)                                  # (B, T, H, D) -> (B, T, C)
 
     def backward(self, g):
-        q, k, v, out, lse, scale, dropout_p, seed = self.saved
+        q, k, v, out, lse, scale, dropout_p, seed, slopes = self.saved
         B, T, H, D = q.shape
         dqkv = np.empty((B, T, 3, H, D), dtype=g.dtype)              # dq, dk, dv side by side
         # With P = exp(S - lse) (and the dropout mask M applied: P' = P * M / (1 - p)):
@@ -50,16 +73,20 @@ class CausalAttentionOp(Function):
         #   dP' = dout v^T; dP = dP' * M / (1 - p)
         #   dS = P * (dP - rowsum(dout * out))  softmax's backward, rowsum(dP * P) = rowsum(dout * out)
         #   dq = scale dS k,  dk = scale dS^T q (B, T, H, D) each
+        # (ALiBi's bias is part of S when P is rebuilt; being constant, it adds no term of its own)
         attention.attention_backward(np.ascontiguousarray(g).reshape(B, T, H, D), q, k, v, out, lse, scale,
-                                     dropout_p, seed, dq=dqkv[:, :, 0], dk=dqkv[:, :, 1], dv=dqkv[:, :, 2])
+                                     dropout_p, seed, dq=dqkv[:, :, 0], dk=dqkv[:, :, 1], dv=dqkv[:, :, 2],
+                                     slopes=slopes)
         return (dqkv.reshape(B, T, 3 * H * D),)                      # (B, T, 3, H, D) -> (B, T, 3C)
 
 
-def causal_attention(qkv, n_heads: int, dropout_p: float = 0.0, training: bool = True, rng=None) -> Tensor:
+def causal_attention(qkv, n_heads: int, dropout_p: float = 0.0, training: bool = True, rng=None,
+                     alibi_slopes=None) -> Tensor:
     """Multi-head causal self-attention of a packed (B, T, 3*C) tensor [q | k | v] -> (B, T, C).
 
     Scores are scaled by 1/sqrt(head_dim); ``dropout_p`` applies to the attention probabilities when
-    ``training``.
+    ``training``. ``alibi_slopes`` (n_heads,) adds ALiBi's bias ``-slope_h * (i - j)`` to head h's score
+    of query i and key j (see :func:`alibi_slopes`); None: no bias.
     """
     qkv = as_tensor(qkv)
     check_float(qkv, "causal_attention")
@@ -70,11 +97,25 @@ def causal_attention(qkv, n_heads: int, dropout_p: float = 0.0, training: bool =
         raise MiniGPTError(f"causal_attention: embedding size {C} is not divisible by n_heads={n_heads}")
     if not 0.0 <= dropout_p < 1.0:
         raise MiniGPTError(f"causal_attention: dropout_p must be in [0, 1), got {dropout_p}")
+    slopes = _check_slopes(alibi_slopes, n_heads, qkv.dtype, "causal_attention")
     p = float(dropout_p) if training else 0.0
     seed = 0
     if p > 0:
         seed = int(as_generator(rng).integers(0, 2**62))
-    return CausalAttentionOp.apply(qkv, n_heads=int(n_heads), dropout_p=p, seed=seed)
+    return CausalAttentionOp.apply(qkv, n_heads=int(n_heads), dropout_p=p, seed=seed, slopes=slopes)
+
+
+def _check_slopes(slopes, n_heads, dtype, where):
+    """ALiBi slopes as a read-only (n_heads,) array of ``dtype``, or None."""
+    if slopes is None:
+        return None
+    s = np.asarray(slopes.data if isinstance(slopes, Tensor) else slopes)
+    if s.shape != (n_heads,) or s.dtype.kind not in "fiu" or not np.all(np.isfinite(s)):
+        raise MiniGPTError(f"{where}: alibi_slopes must be {n_heads} finite numbers (one per head), got "
+                           f"{s.dtype} {s.shape}")
+    s = s.astype(dtype)
+    s.flags.writeable = False
+    return s
 
 
 
@@ -116,7 +157,7 @@ class GroupedAttentionOp(Function):
     1. QK-norm (Qwen 3): each query and key head vector RMS-normalised with weights (D,);
     2. RoPE: queries and keys turned by their positions' angles;
     3. grouped keys/values: G key/value heads, each shared by H/G query heads;
-    4. softmax(q k^T / sqrt(D), causal) v per head, heads side by side: (B, T, H D).
+    4. softmax(q k^T / sqrt(D) [- slope_h (i - j): ALiBi], causal) v per head, heads side by side: (B, T, H D).
 
     Backward runs the same steps in reverse: attention's backward gives dq and the expanded dk, dv; a
     key/value head's gradient is the sum over the query heads of its group (they all read it); RoPE's
@@ -125,27 +166,28 @@ class GroupedAttentionOp(Function):
     kernels/rope.py::rope_apply_numpy; kernels/rmsnorm.py::rms_norm_forward_numpy, rms_norm_backward_numpy
     """
 
-    def forward(self, qkv, q_norm=None, k_norm=None, *, n_heads, n_kv, head_dim, cos, sin, eps, dropout_p, seed):
+    def forward(self, qkv, q_norm=None, k_norm=None, *, n_heads, n_kv, head_dim, cos, sin, eps, dropout_p, seed,
+                slopes=None):
         H, G, D = n_heads, n_kv, head_dim
         q0, k0, v = split_heads(qkv, H, G, D)                      # (B, T, H, D), (B, T, G, D) x 2: views
         q, q_rstd = norm_and_rotate(q0, q_norm, eps, cos, sin)     # (B, T, H, D)
         k, k_rstd = norm_and_rotate(k0, k_norm, eps, cos, sin)     # (B, T, G, D)
         ke, ve = expand_groups(k, H), expand_groups(v, H)          # (B, T, H, D) each
         scale = 1.0 / math.sqrt(D)
-        out, lse = attention.attention_forward(q, ke, ve, scale, dropout_p, seed)   # (B, T, H, D), (B, H, T)
+        out, lse = attention.attention_forward(q, ke, ve, scale, dropout_p, seed, slopes=slopes)  # (B,T,H,D), (B,H,T)
         self.saved = (q0, k0, q, ke, ve, out, lse, q_norm, k_norm, q_rstd, k_rstd)
-        self.params = (H, G, D, cos, sin, scale, dropout_p, seed)
+        self.params = (H, G, D, cos, sin, scale, dropout_p, seed, slopes)
         B, T = qkv.shape[:2]
         return out.reshape(B, T, H * D)                            # (B, T, H, D) -> (B, T, H D)
 
     def backward(self, g):
         q0, k0, q, ke, ve, out, lse, q_norm, k_norm, q_rstd, k_rstd = self.saved
-        H, G, D, cos, sin, scale, dropout_p, seed = self.params
+        H, G, D, cos, sin, scale, dropout_p, seed, slopes = self.params
         B, T = q.shape[:2]
         dqkv = np.empty((B, T, (H + 2 * G) * D), dtype=g.dtype)
         dq_out, dk_out, dv_out = split_heads(dqkv, H, G, D)        # views into the packed gradient
         dq, dke, dve = attention.attention_backward(np.ascontiguousarray(g).reshape(B, T, H, D), q, ke, ve, out,
-                                                    lse, scale, dropout_p, seed)   # (B, T, H, D) each
+                                                    lse, scale, dropout_p, seed, slopes=slopes)  # (B, T, H, D) each
         rep = H // G
         dk = dke.reshape(B, T, G, rep, D).sum(axis=3)              # a group's heads all read it: (B, T, G, D)
         dv_out[...] = dve.reshape(B, T, G, rep, D).sum(axis=3)     # (B, T, G, D)
@@ -166,12 +208,12 @@ class GroupedAttentionOp(Function):
 def grouped_attention(qkv, n_heads: int, n_kv_groups: int | None = None, head_dim: int | None = None,
                       q_norm=None, k_norm=None, rope_theta: float | None = None, rope_scaling: dict | None = None,
                       start: int = 0, eps: float = 1e-6, dropout_p: float = 0.0, training: bool = True,
-                      rng=None) -> Tensor:
+                      rng=None, alibi_slopes=None) -> Tensor:
     """Causal attention over a packed (B, T, (H + 2G) D) tensor [q | k | v] -> (B, T, H D), as Llama 3 and
     Qwen 3 compute it: ``n_kv_groups`` = G key/value heads (default H: plain multi-head attention),
     optional QK-norm (``q_norm``, ``k_norm``: RMSNorm weights of shape (D,)), RoPE with base ``rope_theta``
     (None: no rotation) for positions ``start, start + 1, ...``. ``head_dim`` defaults to
-    width / (H + 2G)."""
+    width / (H + 2G). ``alibi_slopes`` (H,): ALiBi's bias per query head (see :func:`alibi_slopes`)."""
     qkv = as_tensor(qkv)
     check_float(qkv, "grouped_attention")
     G = n_heads if n_kv_groups is None else n_kv_groups
@@ -203,7 +245,8 @@ def grouped_attention(qkv, n_heads: int, n_kv_groups: int | None = None, head_di
         if D % 2:
             raise MiniGPTError(f"grouped_attention: RoPE needs an even head size, got {D}")
         cos, sin = rope_tables(qkv.shape[1], D, rope_theta, start, rope_scaling, qkv.dtype)
+    slopes = _check_slopes(alibi_slopes, n_heads, qkv.dtype, "grouped_attention")
     p = float(dropout_p) if training else 0.0
     seed = int(as_generator(rng).integers(0, 2**62)) if p > 0 else 0
     return GroupedAttentionOp.apply(qkv, *norms, n_heads=int(n_heads), n_kv=int(G), head_dim=int(D), cos=cos,
-                                    sin=sin, eps=float(eps), dropout_p=p, seed=seed)
+                                    sin=sin, eps=float(eps), dropout_p=p, seed=seed, slopes=slopes)
