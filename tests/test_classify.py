@@ -253,7 +253,9 @@ def test_cli_lora_adapters_and_merge(base, tmp_path, capsys):
     assert {p.name for p in merged.iterdir()} == {"config.json", "model.safetensors", "score.safetensors", "tokenizer.json"}
     c = Classifier.from_pretrained(merged).predict_proba(["free prize call", "lunch love"])
     np.testing.assert_allclose(a, c, rtol=1e-4, atol=1e-5)  # same seed, same run: merge changes nothing
-    with pytest.raises(MiniGPTError, match="larger than the width"):
-        finetune_classify(tmp_path / "r", base / "pre", base / "sms.txt",
-                          ClassifyConfig(format="sms", train="lora", lora_rank=100), progress=False, log=quiet)
-    assert not (tmp_path / "r" / "latest.json").exists()
+    # a rank above a layer's width works (the book's rank 16 on a 768 -> 2 head), with one warning
+    from minigpt.nn import apply_lora
+    from minigpt.loading import load_model_and_tokenizer
+    model, _ = load_model_and_tokenizer(base / "pre")
+    with pytest.warns(UserWarning, match="larger than the width"):
+        apply_lora(model, rank=100, alpha=8)

@@ -150,8 +150,11 @@ def test_grad_accum_equals_a_batch_twice_as_large(tmp_path, text):
     run_1(tmp_path / "acc", text, **{"batch-size": 4, "grad-accum": 2})
     la = log(tmp_path / "acc")
     assert len(la) == 5 and la[0]["tokens"] == 8 * 32
-    # the validation batches differ (4 vs 8 windows): compare the training losses and the parameters
-    assert_same_run(tmp_path / "acc", tmp_path / "big", loss_tol=1e-6, param_tol=1e-6, val=False)
+    # the validation batches differ (4 vs 8 windows): compare the training losses and the parameters. The
+    # whole-vector bound is float32 rounding after 5 AdamW steps: measured 1.5e-6 on an AMD EPYC, below 1e-6 on
+    # an Intel Xeon (summation order); a missing 1/k weight is not caught by it anyway (AdamW hardly sees a
+    # constant gradient scale), but by the gradient norms compared per step and by the float64 test below
+    assert_same_run(tmp_path / "acc", tmp_path / "big", loss_tol=1e-6, param_tol=1e-5, val=False)
 
 
 @pytest.mark.parametrize("k", [2, 4])
