@@ -366,8 +366,9 @@ def test_ch6_csv_file_and_classification_training(tokenizer, tmp_path, capsys):
     x, y = next(iter(loader))
     assert calc_loss_batch(x, y, model, "cpu").item() == pytest.approx(
         F.cross_entropy(model(x)[:, -1, :], y).item())  # targets (batch,): the last position's class loss
-    train_loss, val_loss = evaluate_model(model, loader, loader, "cpu", eval_iter=2)
-    assert train_loss == pytest.approx(val_loss)
+    fixed = DataLoader(train_dataset, batch_size=8, shuffle=False)
+    train_loss, val_loss = evaluate_model(model, fixed, fixed, "cpu", eval_iter=2)
+    assert train_loss == pytest.approx(val_loss) and model.training  # the same two batches; back in train mode
 
 
 # --- chapter 7 ---------------------------------------------------------------------------------------
