@@ -494,3 +494,12 @@ def test_book_preset_builds_the_same_model_as_gptmodel():
     np.testing.assert_array_equal(native(ids).data, book(ids).data)
     x, y = ids, np.array([[2, 3, 4, 5]])
     assert native.loss(x, y).item() == pytest.approx(calc_loss_batch(x, y, book, "cpu").item(), rel=1e-6)
+
+
+def test_package_docstring_example_runs():
+    import doctest
+
+    import minigpt.book
+
+    result = doctest.testmod(minigpt.book, verbose=False)
+    assert result.attempted >= 3 and result.failed == 0
