@@ -15,9 +15,9 @@ emb) table, a bare parameter). Why minigpt differs: the fused layers run as sing
 GPT-2's own checkpoint uses the fused layout, so its files load without reshuffling.
 
 minigpt's native default (``GPTConfig()``, the ``gpt2-*`` presets) ties the head to the token embedding
-and initialises GPT-2's way (N(0, 0.02)): GPT-2's own model, 124M parameters. Trained from scratch on
-the book's 20,000-character story, that model's loss stalls near 6 where the book's untied,
-PyTorch-initialised model memorises the text (chapter 5); see docs/book.md.
+and initialises GPT-2's way (N(0, 0.02)): GPT-2's own model, 124M parameters, the layout GPT-2's
+checkpoints load into. ``GPTModel`` builds the book's model instead, so that chapter 5's run trains the
+model the book trains (docs/book.md has its table).
 """
 from __future__ import annotations
 
