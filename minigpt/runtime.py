@@ -353,7 +353,8 @@ def configure(threads: int | None = None, warn: bool = True, _by: str = "configu
         _set_threads(threads, notes)
     if "torch" in sys.modules:
         notes.append("PyTorch is loaded: it keeps its own OpenMP pool and settings (minigpt's kernels use "
-                     "Numba's pool, loaded separately)")
+                     "Numba's pool, loaded separately); measured: the tiny training step with NumPy and PyTorch "
+                     "imported first ran 1.05-1.13x the tuned time (benchmarks/README.md)")
     _state.update(configured=True, applied_by=_by, pid=os.getpid())
     ready = True
     return describe()
