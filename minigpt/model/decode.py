@@ -1,8 +1,8 @@
 """Generation's two phases on plain arrays: the prompt ("prefill") and the KV-cache decoding step.
 
 :func:`prefiller` returns ``prefill(ids (B, T), caches) -> logits (B, vocab)``: the whole prompt through
-every block at once, filling the empty caches, and the logits of its last position only. For a float32 GPT
-of the standard layout it is the model's forward written out on arrays -- the same kernels and matrix
+every block at once, filling the empty caches, and the logits of its last position only. For a GPT of the
+standard layout (float32 or int8 layers with biases) it is the model's forward written out on arrays -- the same kernels and matrix
 products in the same order (so the same numbers, bit for bit), without the autograd engine's Tensor
 wrappers, the graph bookkeeping, and the final layer norm and LM head of the positions nobody samples from.
 Any other model runs its own ``forward`` with the caches.
@@ -10,19 +10,20 @@ Any other model runs its own ``forward`` with the caches.
 After the prompt has filled the caches, each generated token runs one position through every block.
 :func:`decoder` returns the function that does it, ``step(ids (B,), caches) -> logits (B, vocab)``:
 
-- for a GPT whose blocks are the standard ones (float32 ``Linear`` or ``Int8Linear`` layers, no LoRA,
-  no hooks), one call of ``kernels.decode.decode_block`` (or ``decode_block_int8``) per block on plain
-  arrays, then the final layer norm and the LM head: no autograd graph, no Tensor wrappers, and the
-  kernel's thread pool stays busy from one matrix-vector product to the next;
+- for a float32 GPT whose blocks are the standard ones (``Linear`` layers, no LoRA, no hooks), one call of
+  ``kernels.decode.decode_step`` per token: every block, the final layer norm and the LM head inside one
+  Numba call, so the thread pool goes from one matrix-vector product to the next without Python between;
+- for int8 blocks, one call of ``kernels.decode.decode_block_int8`` per block on plain arrays, then the
+  final layer norm and the int8 LM head: no autograd graph, no Tensor wrappers;
 - for anything else, the model's own ``forward`` with the caches (same results, slower).
 
 Both compute the same function; the fused path rounds differently only in the order of float32 sums.
 """
 from __future__ import annotations
 
-import numpy as np
-
 import math
+
+import numpy as np
 
 from ..kernels import decode as kd
 from ..kernels import int8 as k8
