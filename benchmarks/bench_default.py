@@ -12,7 +12,8 @@ thread pools and their settings are chosen once per process:
 
 The variants' processes run in alternating rounds (plain, numpy-torch-first, configured, off, plain, ...)
 so that other work on a shared machine hits them alike; each figure is the median over rounds of a
-process's median step, and beside it the fastest step of all rounds (less sensitive to other work). The target: every variant but ``off`` within 10% of ``configured``.
+process's median step, and beside it the fastest step of all rounds (less sensitive to other work).
+The target: every variant but ``off`` within 10% of ``configured``.
 
     python benchmarks/bench_default.py --config tiny
     python benchmarks/bench_default.py --config all --rounds 3

@@ -187,7 +187,8 @@ def split_ms(model, prompt, new_tokens, repeats=3):
                 per.append(t2 - t1)
             steps.append(statistics.median(per))
     med = lambda v: 1e3 * statistics.median(v)  # noqa: E731
-    return dict(prefill_ms=med(pre), step_ms=med(steps), sample_ms=med(samp), fused_prefill=prefill.__name__ == "prefill")
+    return dict(prefill_ms=med(pre), step_ms=med(steps), sample_ms=med(samp),
+                fused_prefill=prefill.__name__ == "prefill")
 
 
 def import_minigpt():

@@ -147,8 +147,8 @@ def test_configure_after_numbas_pool_started_warns_and_keeps_the_layer():
 
 
 def test_the_first_kernel_after_the_programs_own_numba_pool_says_so_without_warning():
-    code = LATE.replace("    d = R.configure()", "    from minigpt.kernels import gelu\n    gelu.gelu_forward(np.ones(4, np.float32))\n"
-                                                   "    d = R.describe()")
+    first_kernel = "    from minigpt.kernels import gelu\n    gelu.gelu_forward(np.ones(4, np.float32))\n"
+    code = LATE.replace("    d = R.configure()", first_kernel + "    d = R.describe()")
     r = run(code)
     assert r["warned"] == []  # the automatic call never warns: describe() says it
     assert r["d_layer"] == r["layer"]

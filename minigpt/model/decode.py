@@ -2,9 +2,10 @@
 
 :func:`prefiller` returns ``prefill(ids (B, T), caches) -> logits (B, vocab)``: the whole prompt through
 every block at once, filling the empty caches, and the logits of its last position only. For a GPT of the
-standard layout (float32 or int8 layers with biases) it is the model's forward written out on arrays -- the same kernels and matrix
-products in the same order (so the same numbers, bit for bit), without the autograd engine's Tensor
-wrappers, the graph bookkeeping, and the final layer norm and LM head of the positions nobody samples from.
+standard layout (float32 or int8 layers with biases) it is the model's forward written out on arrays --
+the same kernels and matrix products in the same order (so the same numbers, bit for bit), without the
+autograd engine's Tensor wrappers, the graph bookkeeping, and the final layer norm and LM head of the
+positions nobody samples from.
 Any other model runs its own ``forward`` with the caches.
 
 After the prompt has filled the caches, each generated token runs one position through every block.
