@@ -12,6 +12,7 @@ token in float32, so this is reported, not asserted).
     python benchmarks/bench_generate.py --prompt-len 16 --new-tokens 32 --threads 2
     python benchmarks/bench_generate.py --config small --no-torch
     python benchmarks/bench_generate.py --no-cache-off --wait-idle 60     # int8 targets only
+    python benchmarks/bench_generate.py --no-cache-off --no-rss --threads 1 --clock cpu   # loaded machine
 
 int8 (``--int8``, on by default): the same weights quantized with ``model.quantize("int8")`` generate beside
 float32 and HF (targets: >= 2.5x HF's new tokens/s and >= 1.8x minigpt float32, KV cache on). The script
@@ -58,6 +59,9 @@ def parse_args(argv=None):
     ap.add_argument("--no-cache-off", dest="cache_off", action="store_false",
                     help="skip the runs without KV cache (slow)")
     ap.add_argument("--no-rss", dest="rss", action="store_false", help="skip the resident-memory children")
+    ap.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                    help="time the calls and the per-token split by the wall clock, or by the process's CPU time "
+                         "(use with --threads 1 on a loaded machine: other processes barely change it)")
     ap.add_argument("--rss-child", nargs=2, metavar=("FOLDER", "QUANT"), help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
@@ -150,6 +154,9 @@ def decode_step_ms(mg, model, prompt, new_tokens):
     return 1e3 * statistics.median(steps)
 
 
+CLOCK = time.perf_counter  # --clock cpu: time.process_time
+
+
 def split_ms(model, prompt, new_tokens, repeats=3):
     """Where a generated token's time goes, from the same pieces ``generate`` runs (KV cache, greedy):
     the prompt pass (prefill, once per call), one decoding step (median over the steps of a call) and
@@ -166,21 +173,22 @@ def split_ms(model, prompt, new_tokens, repeats=3):
     with no_grad():
         for _ in range(repeats):
             caches = model.new_caches(prompt.shape[0])
-            t0 = time.perf_counter()
+            t0 = CLOCK()
             logits = prefill(prompt, caches)
-            pre.append(time.perf_counter() - t0)
+            pre.append(CLOCK() - t0)
             per = []
             for _ in range(new_tokens - 1):
-                t0 = time.perf_counter()
+                t0 = CLOCK()
                 nxt = sample_next(logits, 0.0, None, None, rng)
-                t1 = time.perf_counter()
+                t1 = CLOCK()
                 logits = step(nxt, caches)
-                t2 = time.perf_counter()
+                t2 = CLOCK()
                 samp.append(t1 - t0)
                 per.append(t2 - t1)
             steps.append(statistics.median(per))
     med = lambda v: 1e3 * statistics.median(v)  # noqa: E731
-    return dict(prefill_ms=med(pre), step_ms=med(steps), sample_ms=med(samp), fused_prefill=prefill.__name__ == "prefill")
+    return dict(prefill_ms=med(pre), step_ms=med(steps), sample_ms=med(samp),
+                fused_prefill=prefill.__name__ == "prefill")
 
 
 def import_minigpt():
@@ -212,7 +220,9 @@ def minigpt_model(mg, cfg, hf=None, folder=None):
 
 
 def main(argv=None):
+    global CLOCK
     args = parse_args(argv)
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     if args.rss_child:
         setup_threads(args.threads, torch_first=False)
         return rss_child(*args.rss_child)
@@ -275,9 +285,9 @@ def main(argv=None):
     for _ in range(args.repeats):
         wait_for_idle(args.wait_idle, quiet=True)
         for label, f in sides.items():
-            t0 = time.perf_counter()
+            t0 = CLOCK()
             out = f(args.new_tokens)
-            times[label].append(time.perf_counter() - t0)
+            times[label].append(CLOCK() - t0)
             toks[label] = np.asarray(out).reshape(-1)
     for label, ts in times.items():
         rates[label] = args.new_tokens / statistics.median(ts)
@@ -330,7 +340,8 @@ def main(argv=None):
                      fmt_ratio(g("minigpt-int8"), g("hf-cache-on")), f">= {INT8_VS_HF:.1f}x"])
     print()
     print(format_table(rows, ["", "minigpt new tok/s", "HF generate new tok/s", "ratio", "target"]))
-    print(f"(median of {args.repeats} calls per side, sides timed in alternating rounds; with each side's fastest "
+    print(f"(median of {args.repeats} calls per side by the {args.clock} clock, sides timed in alternating rounds; "
+          "with each side's fastest "
           f"call: float32 {fmt_ratio(best.get('minigpt-cache-on'), best.get('hf-cache-on'))} HF"
           + (f", int8 {fmt_ratio(best.get('minigpt-int8'), best.get('hf-cache-on'))}" if "minigpt-int8" in best
              else "") + ")")

@@ -84,9 +84,10 @@ def test_greedy_generation_with_the_fused_step_equals_without_cache(quantize):
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("quantize,group_size", [(None, 0), ("int8", 0), ("int8", 8)])
 @pytest.mark.parametrize("batch,T", [(1, 1), (3, 7), (2, 24)])
-def test_fused_prefill_equals_the_forward_bit_for_bit(batch, T):
-    model = _model(tie_weights=False)
+def test_fused_prefill_equals_the_forward_bit_for_bit(batch, T, quantize, group_size):
+    model = _model(quantize, group_size, tie_weights=False)
     prompt = np.random.default_rng(3).integers(0, 53, (batch, T))
     fused = _fused_prefill(model)
     assert fused is not None
@@ -103,7 +104,7 @@ def test_fused_prefill_equals_the_forward_bit_for_bit(batch, T):
 
 
 def test_prefill_falls_back_to_the_forward_where_it_is_not_written_out():
-    for model in (_model("int8"), _model(qkv_bias=False)):
+    for model in (_model(qkv_bias=False), _model("int8", qkv_bias=False)):
         assert _fused_prefill(model) is None
         prompt = np.random.default_rng(4).integers(0, 53, (2, 5))
         c1, c2 = model.new_caches(2), model.new_caches(2)

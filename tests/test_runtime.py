@@ -142,8 +142,17 @@ print(json.dumps({"layer": layer, "d_layer": d["threading_layer"], "warned": [st
 def test_configure_after_numbas_pool_started_warns_and_keeps_the_layer():
     r = run(LATE)
     assert r["d_layer"] == r["layer"]
-    assert any("after Numba's thread pool started" in m for m in r["warned"])
-    assert any("after Numba's thread pool started" in m for m in r["notes"])
+    assert any("Numba's thread pool started (layer" in m and "cannot change now" in m for m in r["warned"])
+    assert any("Numba's thread pool started (layer" in m and "Measured cost" in m for m in r["notes"])
+
+
+def test_the_first_kernel_after_the_programs_own_numba_pool_says_so_without_warning():
+    first_kernel = "    from minigpt.kernels import gelu\n    gelu.gelu_forward(np.ones(4, np.float32))\n"
+    code = LATE.replace("    d = R.configure()", first_kernel + "    d = R.describe()")
+    r = run(code)
+    assert r["warned"] == []  # the automatic call never warns: describe() says it
+    assert r["d_layer"] == r["layer"]
+    assert any("cannot change now" in m for m in r["notes"])
 
 
 TORCH_AFTER = r"""

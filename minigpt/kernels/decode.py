@@ -35,6 +35,7 @@ import math
 import numba
 import numpy as np
 from numba import types
+from numba.typed import List
 
 from ..errors import MiniGPTError
 from .attention import attention_forward_numpy
@@ -372,8 +373,6 @@ class StepArgs:
 
     @classmethod
     def make(cls, blocks, norm_w, norm_b, head):
-        from numba.typed import List
-
         if not blocks or not _f32(norm_w, norm_b, head) or any(not _f32(*b) for b in blocks):
             return None
         C = blocks[0][0].shape[0]
@@ -393,8 +392,6 @@ class StepArgs:
 
 def decode_step_numba(x, blocks, k_caches, v_caches, pos, eps, norm_w, norm_b, norm_eps, head, prepared=None):
     """``prepared``: a ``StepArgs`` for these blocks (made once by the caller; made here when None)."""
-    from numba.typed import List
-
     if len(blocks) != len(k_caches) or len(blocks) != len(v_caches) or len(blocks) != len(eps):
         raise MiniGPTError(f"decode_step: {len(blocks)} blocks need as many caches and eps values")
 

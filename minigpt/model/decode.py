@@ -1,21 +1,23 @@
 """Generation's two phases on plain arrays: the prompt ("prefill") and the KV-cache decoding step.
 
 :func:`prefiller` returns ``prefill(ids (B, T), caches) -> logits (B, vocab)``: the whole prompt through
-every block at once, filling the empty caches, and the logits of its last position only. For a float32 GPT
-of the standard layout it is the model's forward written out on arrays -- the same kernels and matrix
-products in the same order (so the same numbers, bit for bit), without the autograd engine's Tensor
-wrappers, the graph bookkeeping, and the final layer norm and LM head of the positions nobody samples from.
+every block at once, filling the empty caches, and the logits of its last position only. For a GPT of the
+standard layout (float32 or int8 layers with biases) it is the model's forward written out on arrays --
+the same kernels and matrix products in the same order (so the same numbers, bit for bit), without the
+autograd engine's Tensor wrappers, the graph bookkeeping, and the final layer norm and LM head of the
+positions nobody samples from.
 Any other model runs its own ``forward`` with the caches.
 
 After the prompt has filled the caches, each generated token runs one position through every block.
 :func:`decoder` returns the function that does it, ``step(ids (B,), caches) -> logits (B, vocab)``:
 
-- for a GPT whose blocks are the standard ones (float32 ``Linear`` or ``Int8Linear`` layers, no LoRA,
-  no hooks), one call of ``kernels.decode.decode_block`` (or ``decode_block_int8``) per block on plain
-  arrays, then the final layer norm and the LM head: no autograd graph, no Tensor wrappers, and the
-  kernel's thread pool stays busy from one matrix-vector product to the next;
+- for a float32 GPT whose blocks are the standard ones (``Linear`` layers, no LoRA, no hooks), one call of
+  ``kernels.decode.decode_step`` per token: every block, the final layer norm and the LM head inside one
+  Numba call, so the thread pool goes from one matrix-vector product to the next without Python between;
+- for int8 blocks, one call of ``kernels.decode.decode_block_int8`` per block on plain arrays, then the
+  final layer norm and the int8 LM head: no autograd graph, no Tensor wrappers;
 - for anything else, the model's own ``forward`` with the caches (same results, slower). That includes
-  every model whose positions are not GPT-2's learned table: ``decode_block`` knows no ALiBi bias and no
+  every model whose positions are not GPT-2's learned table: the fused kernels know no ALiBi bias and no
   rotation, so an ALiBi, RoPE or sinusoidal model always takes the model's forward, whose attention
   kernel adds the bias at the queries' absolute positions.
 
@@ -23,15 +25,15 @@ Both compute the same function; the fused path rounds differently only in the or
 """
 from __future__ import annotations
 
-import numpy as np
-
 import math
+
+import numpy as np
 
 from ..kernels import decode as kd
 from ..kernels import int8 as k8
 from ..kernels.attention import attention_forward
 from ..kernels.bias import add_bias
-from ..kernels.gelu import bias_gelu_forward
+from ..kernels.gelu import bias_gelu_forward, gelu_forward
 from ..kernels.layernorm import layer_norm_forward
 from ..nn import Embedding, Int8Embedding, Int8Linear, LayerNorm, TransformerBlock
 from ..nn import module as nn_module
@@ -134,52 +136,90 @@ def _fused_decoder(model):
 
 
 def _fused_prefill(model):
-    """The fused prompt pass for ``model``, or None if it is not a float32 GPT of the standard layout."""
+    """The fused prompt pass for ``model``, or None if it is not a GPT of the standard layout (float32 or
+    int8 ``Linear`` layers with biases, no LoRA, no hooks)."""
     if model.dtype != np.float32 or not _no_hooks(model) or type(model.pos_emb) is not Embedding \
-            or type(model.final_norm) is not LayerNorm or type(model.tok_emb) is not Embedding \
-            or model.quantization:
+            or type(model.final_norm) is not LayerNorm:
         return None
     blocks = [_block_args(blk) for blk in model.blocks]
-    if not blocks or any(b is None or b[0] != "float32" for b in blocks):
+    if not blocks or any(b is None for b in blocks) or len({b[0] for b in blocks}) != 1:
         return None
+    kind = blocks[0][0]
     if any(blk.attn.qkv.bias is None or blk.attn.proj.bias is None or blk.ff.fc.bias is None
            or blk.ff.proj.bias is None for blk in model.blocks):
         return None  # the forward takes other ops without biases; keep to the one it is written after
-    tok, pos_table, fn = model.tok_emb.weight.data, model.pos_emb.weight.data, model.final_norm
+    tok = model.tok_emb
+    if type(tok) is Embedding:
+        def embed(ids):
+            return tok.weight.data[ids]
+    elif type(tok) is Int8Embedding:
+        def embed(ids):
+            return k8.dequantize_rows(tok.q, tok.scales, ids)
+    else:
+        return None
+    if not model.quantization:
+        def head(h):
+            return h @ model.head_weight.data.T                         # (B, C) @ (C, vocab), as LinearTOp
+    elif model.head_int8 is not None:
+        def head(h):
+            return k8.int8_matmul(h, model.head_int8.q, model.head_int8.scales)  # as Int8LinearOp, no bias
+    else:
+        return None
+    pos_table, fn = model.pos_emb.weight.data, model.final_norm
     eps = [float(blk.norm1.eps) for blk in model.blocks]
     C, H = model.config.emb_dim, model.config.n_heads
     D = C // H
-    head = model.head_weight.data  # (vocab, C)
+
+    if kind == "float32":
+        def linear(h, w, b):                                            # LinearOp: x @ W, then += b
+            y = h @ w
+            add_bias(y, b)
+            return y
+
+        def linear_gelu(h, w, b):                                       # FeedForwardOp's first half
+            return bias_gelu_forward(h @ w, b)
+
+        def unpack(a):
+            ln1_w, ln1_b, qkv_w, qkv_b, proj_w, proj_b, ln2_w, ln2_b, fc_w, fc_b, out_w, out_b = a
+            return ln1_w, ln1_b, (qkv_w, qkv_b), (proj_w, proj_b), ln2_w, ln2_b, (fc_w, fc_b), (out_w, out_b)
+    else:
+        def linear(h, w, b):                                            # Int8LinearOp: int8 product, += b
+            y = k8.int8_matmul(h, w[0], w[1])
+            add_bias(y, b)
+            return y
+
+        def linear_gelu(h, w, b):                                       # F.gelu(Int8Linear(h))
+            return gelu_forward(linear(h, w, b))
+
+        def unpack(a):
+            ln1_w, ln1_b, qq, qs, qb, pq, ps, pb, ln2_w, ln2_b, fq, fs, fb, oq, os_, ob = a
+            return ln1_w, ln1_b, ((qq, qs), qb), ((pq, ps), pb), ln2_w, ln2_b, ((fq, fs), fb), ((oq, os_), ob)
+
+    layers = [unpack(a) for _, a in blocks]
 
     def prefill(ids, caches):
         B, T = ids.shape
         N = B * T
         # the forward's own sequence of kernels and products (GPT._hidden, TransformerBlock with fused
-        # residuals, LinearOp, FeedForwardOp, MultiHeadAttention._attend_with_cache), on (N, C) arrays
-        x = (tok[ids] + pos_table[:T]).reshape(N, C)                     # (B, T, C) -> (N, C)
-        for (_, a), cache, e in zip(blocks, caches, eps):
-            ln1_w, ln1_b, qkv_w, qkv_b, proj_w, proj_b, ln2_w, ln2_b, fc_w, fc_b, out_w, out_b = a
-            h = layer_norm_forward(x, ln1_w, ln1_b, e)[0]                # (N, C)
-            qkv = h @ qkv_w                                              # (N, C) @ (C, 3C)
-            add_bias(qkv, qkv_b)
-            packed = qkv.reshape(B, T, 3, H, D)
+        # residuals, the linear / feed-forward ops, MultiHeadAttention._attend_with_cache) on (N, C) arrays
+        x = np.ascontiguousarray((embed(ids) + pos_table[:T]).reshape(N, C))  # (B, T, C) -> (N, C)
+        for (ln1_w, ln1_b, qkv, proj, ln2_w, ln2_b, fc, out), cache, e in zip(layers, caches, eps):
+            h = layer_norm_forward(x, ln1_w, ln1_b, e)[0]               # (N, C)
+            qkv_out = linear(h, *qkv)                                   # (N, 3C)
+            packed = qkv_out.reshape(B, T, 3, H, D)
             cache.k[:, :T] = packed[:, :, 1]
             cache.v[:, :T] = packed[:, :, 2]
             cache.length = T
             ctx, _ = attention_forward(packed[:, :, 0], cache.k[:, :T], cache.v[:, :T], 1.0 / math.sqrt(D))
-            y = ctx.reshape(N, C) @ proj_w                               # (N, C) @ (C, C)
-            add_bias(y, proj_b)
-            y += x                                                       # residual 1
+            y = linear(ctx.reshape(N, C), *proj)                        # (N, C)
+            y += x                                                      # residual 1
             x = y
             h = layer_norm_forward(x, ln2_w, ln2_b, e)[0]
-            g = bias_gelu_forward(h @ fc_w, fc_b)                        # gelu(h @ W1 + b1): (N, 4C)
-            y = g @ out_w                                                # (N, 4C) @ (4C, C)
-            add_bias(y, out_b)
-            y += x                                                       # residual 2
+            y = linear(linear_gelu(h, *fc), *out)                       # (N, 4C) -> (N, C)
+            y += x                                                      # residual 2
             x = y
-        last = np.ascontiguousarray(x.reshape(B, T, C)[:, -1])           # the positions sampled from: (B, C)
-        h = layer_norm_forward(last, fn.weight.data, fn.bias.data, fn.eps)[0]
-        return h @ head.T                                                # (B, C) @ (C, vocab)
+        last = np.ascontiguousarray(x.reshape(B, T, C)[:, -1])          # the positions sampled from: (B, C)
+        return head(layer_norm_forward(last, fn.weight.data, fn.bias.data, fn.eps)[0])
 
     return prefill
 
