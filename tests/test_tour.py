@@ -206,7 +206,7 @@ def test_section_6_attention_claims(tour):
     prev, first, uniform, dev1 = _shares(after)
     assert dev0 < 0.02 and "within 0.02 of\n`1/(t+1)`" in TEXT
     assert prev.max() < 0.25 and "even\na quarter of its attention" in TEXT   # no previous-token head yet
-    assert first[1].max() > uniform + 0.04       # a second-layer head leans on the first token
+    assert first[1].max() > uniform + 0.01 and "more\nthan its uniform share on the first token" in TEXT
     assert dev1 > 0.1 and "more than 0.1" in TEXT
     info = json.loads((d / "tour" / "attn-after" / "inspect.json").read_text())
     assert "logit_lens" in info
