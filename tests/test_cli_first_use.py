@@ -64,6 +64,8 @@ def test_editable_install_imports_the_package_from_the_folder_above_the_clone(tm
     the clone itself (a folder named minigpt without __init__.py) is a namespace-package candidate, `import
     minigpt` still finds the real package."""
     pytest.importorskip("setuptools")
+    pytest.importorskip("wheel", reason="building the editable wheel in process needs the wheel package "
+                        "(the test extra installs it)")
     clone = tmp_path / "minigpt"
     shutil.copytree(REPO / "minigpt", clone / "minigpt", ignore=shutil.ignore_patterns("__pycache__"))
     for f in ("setup.cfg", "pyproject.toml", "README.md"):
