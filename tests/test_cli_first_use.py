@@ -84,9 +84,13 @@ def test_editable_install_imports_the_package_from_the_folder_above_the_clone(tm
         assert Path(z.read(pth[0]).decode().strip()) == clone  # the clone on sys.path, not an import hook
         (tmp_path / "site").mkdir()
         z.extract(pth[0], tmp_path / "site")
-    code = (f"import site; site.addsitedir({str(tmp_path / 'site')!r}); import minigpt; "
+    # -S: this interpreter's own site-packages are added as plain folders (NumPy, Numba) without running their
+    # .pth files, so the test's own editable install of minigpt cannot answer in the clone's place
+    import site
+    code = (f"import site, sys; site.addsitedir({str(tmp_path / 'site')!r}); "
+            f"sys.path.extend({site.getsitepackages()!r}); import minigpt; "
             "print(minigpt.__file__); print(minigpt.tensor([1.0, 2.0]).shape)")
-    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-S", "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split("\n")[:2] == [str(clone / "minigpt" / "__init__.py"), "(2,)"]
