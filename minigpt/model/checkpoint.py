@@ -477,13 +477,11 @@ def _quantization(hf_cfg: dict, cfg_path: Path):
 _INT8_LINEARS = ("attn.qkv.weight", "attn.proj.weight", "ff.fc.weight", "ff.proj.weight")
 
 
-def _check_int8_header(cfg: GPTConfig, header: dict, w_path: Path, cfg_path: Path) -> None:
-    """An int8 folder's tensors checked against its config from the safetensors header alone, as
-    ``_check_header`` checks a float folder's: the blocks numbered 0..n_layer-1 (checked first: n_layer may
-    be huge), every int8 weight (out, in) with float32 scales (out, G) whose G divides ``in``, every other
-    tensor floating point, all with the shapes the config implies."""
+def _int8_names(keys, w_path: Path) -> dict:
+    """{minigpt name: tensor name} of an int8 GPT-2 file's tensors (scales keep their ``_scale`` suffix);
+    tensors that are not GPT-2 parameters are refused by name."""
     names, unknown = {}, []
-    for key, (shape, dtype) in header.items():
+    for key in keys:
         base = key[:-len(SCALE_SUFFIX)] if key.endswith(SCALE_SUFFIX) else key
         hf = base[len("transformer."):] if base.startswith("transformer.") else base
         if _IGNORED.match(hf):
@@ -495,6 +493,15 @@ def _check_int8_header(cfg: GPTConfig, header: dict, w_path: Path, cfg_path: Pat
         names[ours + (SCALE_SUFFIX if base != key else "")] = key
     if unknown:
         raise MiniGPTError(f"{w_path} has tensors that are not GPT-2 parameters: {', '.join(unknown[:8])}")
+    return names
+
+
+def _check_int8_header(cfg: GPTConfig, header: dict, w_path: Path, cfg_path: Path) -> None:
+    """An int8 folder's tensors checked against its config from the safetensors header alone, as
+    ``_check_header`` checks a float folder's: the blocks numbered 0..n_layer-1 (checked first: n_layer may
+    be huge), every int8 weight (out, in) with float32 scales (out, G) whose G divides ``in``, every other
+    tensor floating point, all with the shapes the config implies."""
+    names = _int8_names(header, w_path)
     layers = {int(m.group(1)) for m in map(re.compile(r"blocks\.(\d+)\.").match, names) if m}
     if not _numbered(layers, cfg.n_layers):
         raise MiniGPTError(f"{cfg_path} does not match {w_path.name}: n_layer is {cfg.n_layers}, the file holds "
@@ -554,19 +561,7 @@ def read_checkpoint(path):
         keys = list(f.keys())
     except Exception as e:  # noqa: BLE001
         raise MiniGPTError(f"cannot read {w_path}: {e}") from None
-    state, unknown = LazyState(), []
-    for key in keys:
-        base = key[:-len(SCALE_SUFFIX)] if key.endswith(SCALE_SUFFIX) else key
-        hf = base[len("transformer."):] if base.startswith("transformer.") else base
-        if _IGNORED.match(hf):
-            continue
-        ours = _rename(hf, _FROM_HF)
-        if ours is None:
-            unknown.append(key)
-            continue
-        state[ours + (SCALE_SUFFIX if base != key else "")] = _LazyTensor(f, key, w_path)
-    if unknown:
-        raise MiniGPTError(f"{w_path} has tensors that are not GPT-2 parameters: {', '.join(unknown[:8])}")
+    state = LazyState((ours, _LazyTensor(f, key, w_path)) for ours, key in _int8_names(keys, w_path).items())
     cfg.qkv_bias = any(k.endswith(".attn.qkv.bias") for k in state)
     return cfg, state, quant
 

@@ -72,19 +72,29 @@ def _block_args(blk):
     return None
 
 
-def _fused_decoder(model):
-    """The fused step for ``model``, or None if some part of it is not the standard GPT layout."""
-    if model.dtype != np.float32 or not _no_hooks(model) or type(model.pos_emb) is not Embedding \
-            or type(model.final_norm) is not LayerNorm or model.config.pos_encoding != "learned":
-        return None
+def _standard_outside_blocks(model) -> bool:
+    """float32, no hooks, GPT-2's learned position table and final LayerNorm: what the fused paths assume
+    around the blocks (any other positions -- RoPE, ALiBi, sinusoidal -- take the model's forward)."""
+    return (model.dtype == np.float32 and _no_hooks(model) and type(model.pos_emb) is Embedding
+            and type(model.final_norm) is LayerNorm and model.config.pos_encoding == "learned")
+
+
+def _embedder(model):
+    """``ids (B,) -> token vectors (B, C)`` as plain arrays, or None for an embedding of another kind."""
     tok = model.tok_emb
     if type(tok) is Embedding:
-        def embed(ids):
-            return tok.weight.data[ids]
-    elif type(tok) is Int8Embedding:
-        def embed(ids):
-            return k8.dequantize_rows(tok.q, tok.scales, ids)
-    else:
+        return lambda ids: tok.weight.data[ids]
+    if type(tok) is Int8Embedding:
+        return lambda ids: k8.dequantize_rows(tok.q, tok.scales, ids)
+    return None
+
+
+def _fused_decoder(model):
+    """The fused step for ``model``, or None if some part of it is not the standard GPT layout."""
+    if not _standard_outside_blocks(model):
+        return None
+    embed = _embedder(model)
+    if embed is None:
         return None
     blocks = [_block_args(blk) for blk in model.blocks]
     if not blocks or any(b is None for b in blocks) or len({b[0] for b in blocks}) != 1:
@@ -138,8 +148,7 @@ def _fused_decoder(model):
 def _fused_prefill(model):
     """The fused prompt pass for ``model``, or None if it is not a GPT of the standard layout (float32 or
     int8 ``Linear`` layers with biases, no LoRA, no hooks)."""
-    if model.dtype != np.float32 or not _no_hooks(model) or type(model.pos_emb) is not Embedding \
-            or type(model.final_norm) is not LayerNorm:
+    if not _standard_outside_blocks(model):
         return None
     blocks = [_block_args(blk) for blk in model.blocks]
     if not blocks or any(b is None for b in blocks) or len({b[0] for b in blocks}) != 1:
@@ -148,14 +157,8 @@ def _fused_prefill(model):
     if any(blk.attn.qkv.bias is None or blk.attn.proj.bias is None or blk.ff.fc.bias is None
            or blk.ff.proj.bias is None for blk in model.blocks):
         return None  # the forward takes other ops without biases; keep to the one it is written after
-    tok = model.tok_emb
-    if type(tok) is Embedding:
-        def embed(ids):
-            return tok.weight.data[ids]
-    elif type(tok) is Int8Embedding:
-        def embed(ids):
-            return k8.dequantize_rows(tok.q, tok.scales, ids)
-    else:
+    embed = _embedder(model)
+    if embed is None:
         return None
     if not model.quantization:
         def head(h):
