@@ -30,10 +30,10 @@ from .loop import Trainer, check_run_folder, load_checkpoint
 from .. import functional as F
 from ..data.classification import (ClassificationDataset, balance, check_label_config, check_splits, read_labelled,
                                    stratified_split)
-from ..data import DataLoader, dataset_path
+from ..data import DataLoader
 from ..loading import load_model_and_tokenizer
 from ..model import GPTClassifier
-from .finetune import apply_train_mode, check_single_process, parse_mode, saved_config
+from .finetune import apply_train_mode, check_single_process, fresh_start, saved_config
 from ..model.folders import resolve_model_dir, save_adapters
 from ..nn.lora import has_lora, merge_lora
 
@@ -149,11 +149,7 @@ def finetune_classify(out_dir, init=None, data=None, cfg: ClassifyConfig | None 
     out_dir = Path(out_dir)
     check_single_process("finetune classify")
     if not resume:
-        if init is None or data is None:
-            raise MiniGPTError("finetune classify needs --init DIR and --data FILE")
-        data = dataset_path(data)  # a data set name ("sms-spam") becomes its file, before any work
-        cfg = cfg or ClassifyConfig()
-        parse_mode(cfg.train)
+        data, cfg = fresh_start("classify", init, data, cfg, ClassifyConfig)
     check_run_folder(out_dir, resume)  # nothing of an earlier run is overwritten; --resume needs a checkpoint
     if resume:
         model, opt_state, tok, state = load_checkpoint(out_dir)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from ..data import dataset_path
 from ..distributed import launch_env
 from ..errors import MiniGPTError
 from ..nn.lora import DEFAULT_TARGETS, apply_lora, has_lora
@@ -104,3 +105,15 @@ def apply_train_mode(model, spec: str, lora_rank: int = 16, lora_alpha: float = 
     elif mode == "head":
         model.final_norm.requires_grad_(True)
     return model.num_parameters(trainable_only=True)
+
+
+def fresh_start(task: str, init, data, cfg, config_cls):
+    """The checks of a new finetuning run, before any work: ``--init`` and ``--data`` given, a data set name
+    resolved to its file, the settings (``config_cls()`` by default) and their ``--train`` mode valid.
+    Returns ``(data file, cfg)``."""
+    if init is None or data is None:
+        raise MiniGPTError(f"finetune {task} needs --init DIR and --data FILE")
+    data = dataset_path(data)  # a data set name ("sms-spam") becomes its file
+    cfg = cfg or config_cls()
+    parse_mode(cfg.train)
+    return data, cfg

@@ -27,12 +27,12 @@ from .loop import Trainer, check_run_folder, load_checkpoint
 from ..data.instruct import format_prompt
 from ..model import generate
 from ..progress import progress_bar
-from ..data import DataLoader, dataset_path
+from ..data import DataLoader
 from ..data.instruct import (CHAT_FORMATS, InstructionDataset, check_instruction_splits, read_instructions,
                              split_instructions)
 from ..loading import load_model_and_tokenizer
 from .classify import _save_final
-from .finetune import apply_train_mode, check_single_process, parse_mode, saved_config
+from .finetune import apply_train_mode, check_single_process, fresh_start, saved_config
 from .loop import evaluate
 from ..model.folders import resolve_model_dir
 
@@ -177,11 +177,7 @@ def finetune_instruct(out_dir, init=None, data=None, cfg: InstructConfig | None 
     out_dir = Path(out_dir)
     check_single_process("finetune instruct")
     if not resume:
-        if init is None or data is None:
-            raise MiniGPTError("finetune instruct needs --init DIR and --data FILE")
-        data = dataset_path(data)  # a data set name ("instruction-data") becomes its file, before any work
-        cfg = cfg or InstructConfig()
-        parse_mode(cfg.train)
+        data, cfg = fresh_start("instruct", init, data, cfg, InstructConfig)
     if judge_url:
         check_judge_url(judge_url)
     check_run_folder(out_dir, resume)  # nothing of an earlier run is overwritten; --resume needs a checkpoint
