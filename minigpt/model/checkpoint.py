@@ -34,7 +34,7 @@ from safetensors.numpy import load_file, save
 
 from ..errors import MiniGPTError
 from ..io import atomic_write_bytes, atomic_write_json, read_json
-from .config import GPTConfig
+from .config import GPTConfig, checked_field as _field
 from .tensorfile import (_FLOAT_DTYPES, _MAX_HEADER, _NP_DTYPES, SCALE_SUFFIX, _read_header, _read_safetensors,  # noqa: F401
                          _TensorFile, check_finite, fill_model)
 from .hf_llama import INDEX_FILE, LlamaFile, config_from_llama, config_to_llama, from_llama_names, is_llama_config, uses_llama_layout, write_llama
@@ -117,23 +117,6 @@ def config_to_hf(cfg: GPTConfig) -> dict:
 
 
 _SIZE_FIELDS = ("vocab_size", "n_positions", "n_embd", "n_head", "n_layer")
-
-
-def _field(d: dict, key: str, kind: str, default=None, where: str = "config.json"):
-    """``d[key]`` checked for its kind: "int" (a positive integer, not a bool or a float), "bool", "float"."""
-    v = d.get(key, default)
-    if kind == "int":
-        ok = isinstance(v, int) and not isinstance(v, bool) and v > 0
-        want = "a positive integer"
-    elif kind == "bool":
-        ok = isinstance(v, bool)
-        want = "true or false"
-    else:
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-        want = "a finite number"
-    if not ok:
-        raise MiniGPTError(f"{where}: {key} must be {want}, got {v!r}")
-    return v
 
 
 def config_from_hf(d: dict, where: str = "config.json") -> GPTConfig:

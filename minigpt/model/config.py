@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -108,6 +109,23 @@ class GPTConfig:
         if unknown:
             raise MiniGPTError(f"unknown GPTConfig field(s): {', '.join(sorted(unknown))}")
         return cls(**fields)
+
+
+def checked_field(d: dict, key: str, kind: str, default=None, where: str = "config.json"):
+    """``d[key]`` (or ``default``) of a parsed config file, checked for its kind: "int" (a positive integer,
+    not a bool or a float), "bool", "float" (a finite number), "positive" (a positive finite number); a
+    MiniGPTError naming the file and the key otherwise."""
+    v = d.get(key, default)
+    number = isinstance(v, (int, float)) and not isinstance(v, bool)
+    ok, want = {
+        "int": (isinstance(v, int) and not isinstance(v, bool) and v > 0, "a positive integer"),
+        "bool": (isinstance(v, bool), "true or false"),
+        "float": (number and math.isfinite(v), "a finite number"),
+        "positive": (number and math.isfinite(v) and v > 0, "a positive finite number"),
+    }[kind]
+    if not ok:
+        raise MiniGPTError(f"{where}: {key} must be {want}, got {v!r}")
+    return v
 
 
 NORMS = ("layernorm", "rmsnorm")

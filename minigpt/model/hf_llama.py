@@ -31,7 +31,7 @@ from safetensors.numpy import save
 
 from ..errors import MiniGPTError
 from ..io import atomic_write_bytes, atomic_write_json, read_json
-from .config import GPTConfig
+from .config import GPTConfig, checked_field
 from .tensorfile import SCALE_SUFFIX, _read_header, _TensorFile, check_finite, fill_model
 
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}
@@ -58,20 +58,6 @@ def _is_hf_describable(cfg: GPTConfig) -> bool:
 
 # --- config.json ---------------------------------------------------------------------------------------
 
-def _num(d, key, kind, where, default=None):
-    v = d.get(key, default)
-    if kind == "int":
-        ok = isinstance(v, int) and not isinstance(v, bool) and v > 0
-    elif kind == "bool":
-        ok = isinstance(v, bool)
-    else:
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
-    if not ok:
-        want = {"int": "a positive integer", "bool": "true or false"}.get(kind, "a positive finite number")
-        raise MiniGPTError(f"{where}: {key} must be {want}, got {v!r}")
-    return v
-
-
 def config_from_llama(d: dict, where: str = "config.json") -> GPTConfig:
     """The GPTConfig of a Llama / Qwen 3 ``config.json`` (parsed), every field checked."""
     if not isinstance(d, dict):
@@ -96,29 +82,27 @@ def config_from_llama(d: dict, where: str = "config.json") -> GPTConfig:
         raise MiniGPTError(f"{where}: mlp_bias is not supported")
     if mt == "qwen3" and d.get("use_sliding_window"):
         raise MiniGPTError(f"{where}: sliding-window attention is not supported")
-    hidden = _num(d, "hidden_size", "int", where)
-    heads = _num(d, "num_attention_heads", "int", where)
+    field = lambda key, kind, default=None: checked_field(d, key, kind, default, where=where)  # noqa: E731
+    hidden, heads = field("hidden_size", "int"), field("num_attention_heads", "int")
     rope = d.get("rope_parameters") if isinstance(d.get("rope_parameters"), dict) else {}
     legacy = d.get("rope_scaling") if isinstance(d.get("rope_scaling"), dict) else {}
-    kind = rope.get("rope_type", legacy.get("rope_type", legacy.get("type", "default")))
-    theta = _num({**d, **rope}, "rope_theta", "float", where, 10000.0)
+    rope_type = rope.get("rope_type", legacy.get("rope_type", legacy.get("type", "default")))
+    theta = checked_field({**d, **rope}, "rope_theta", "positive", 10000.0, where=where)
     scaling = None
-    if kind == "llama3":
+    if rope_type == "llama3":
         src = rope if "factor" in rope else legacy
-        scaling = {k: float(_num(src, k, "float", where)) for k in
+        scaling = {k: float(checked_field(src, k, "positive", where=where)) for k in
                    ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")}
-    elif kind != "default":
-        raise MiniGPTError(f"{where}: rope_type {kind!r} is not supported (default and llama3 are)")
-    bias = _num(d, "attention_bias", "bool", where, False)
-    eps = _num(d, "rms_norm_eps", "float", where, 1e-6)
+    elif rope_type != "default":
+        raise MiniGPTError(f"{where}: rope_type {rope_type!r} is not supported (default and llama3 are)")
+    bias, eps = field("attention_bias", "bool", False), field("rms_norm_eps", "positive", 1e-6)
     return GPTConfig(
-        vocab_size=_num(d, "vocab_size", "int", where), context_length=_num(d, "max_position_embeddings", "int", where),
-        emb_dim=hidden, n_heads=heads, n_layers=_num(d, "num_hidden_layers", "int", where),
-        drop_rate=0.0, qkv_bias=bias, bias=bias, tie_weights=_num(d, "tie_word_embeddings", "bool", where, False),
-        layer_norm_eps=float(eps), norm="rmsnorm", ffn="swiglu", hidden_dim=_num(d, "intermediate_size", "int", where),
-        n_kv_groups=_num(d, "num_key_value_heads", "int", where, heads),
-        head_dim=_num(d, "head_dim", "int", where, hidden // heads), qk_norm=mt == "qwen3", pos_encoding="rope",
-        rope_theta=float(theta), rope_scaling=scaling)
+        vocab_size=field("vocab_size", "int"), context_length=field("max_position_embeddings", "int"),
+        emb_dim=hidden, n_heads=heads, n_layers=field("num_hidden_layers", "int"), drop_rate=0.0, qkv_bias=bias,
+        bias=bias, tie_weights=field("tie_word_embeddings", "bool", False), layer_norm_eps=float(eps),
+        norm="rmsnorm", ffn="swiglu", hidden_dim=field("intermediate_size", "int"),
+        n_kv_groups=field("num_key_value_heads", "int", heads), head_dim=field("head_dim", "int", hidden // heads),
+        qk_norm=mt == "qwen3", pos_encoding="rope", rope_theta=float(theta), rope_scaling=scaling)
 
 
 def config_to_llama(cfg: GPTConfig) -> dict:
