@@ -67,7 +67,7 @@ def tokenizer_from_spec(spec: str):
         if p.suffix == ".tiktoken":
             return from_tiktoken(p)
         return _tokenizer_json(p)
-    raise MiniGPTError(f"tokenizer {spec!r}: expected 'gpt2', a tokenizer .json file or a folder with "
+    raise MiniGPTError(f"tokenizer {spec!r} not found: expected 'gpt2', a tokenizer .json file or a folder with "
                        "tokenizer.json or GPT-2's encoder.json and vocab.bpe")
 
 

@@ -134,3 +134,12 @@ def test_bad_files_are_refused_in_one_line(tmp_path):
             from_tiktoken(p)
     with pytest.raises(MiniGPTError, match="does not exist"):
         from_tiktoken(tmp_path / "missing.tiktoken")
+
+
+def test_the_tokenizer_command_takes_these_files(capsys):
+    from minigpt.cli import main
+
+    for path in (FIX / "qwen_style" / "tokenizer.json", FIX / "llama3_style.tiktoken"):
+        tok = from_tokenizer_json(path) if path.suffix == ".json" else from_tiktoken(path)
+        assert main(["tokenizer", "encode", "--tokenizer", str(path), "--text", "Hello, naïve world 123"]) == 0
+        assert capsys.readouterr().out.split() == [str(i) for i in tok.encode("Hello, naïve world 123")]

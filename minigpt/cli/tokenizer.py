@@ -47,20 +47,14 @@ def add(sub):
 def _load_tokenizer_arg(args):
     from pathlib import Path
 
+    from ..loading import tokenizer_from_spec
     from ..tokenizer import BPETokenizer
 
     if args.gpt2:
         return BPETokenizer.from_gpt2(Path(args.gpt2))
-    path = Path(args.tokenizer)
-    if path.is_dir():
-        if (path / "tokenizer.json").is_file():
-            return BPETokenizer.load(path / "tokenizer.json")
-        if (path / "encoder.json").is_file():
-            return BPETokenizer.from_gpt2(path)
-        raise MiniGPTError(f"{path} holds neither tokenizer.json nor encoder.json + vocab.bpe")
-    if not path.is_file():
-        raise MiniGPTError(f"tokenizer file not found: {path}")
-    return BPETokenizer.load(path)
+    # the same files every other command takes: minigpt's tokenizer.json, a Hugging Face tokenizer.json, GPT-2's
+    # encoder.json + vocab.bpe, a tiktoken file
+    return tokenizer_from_spec(args.tokenizer)
 
 
 def _cmd_tokenizer_train(args):
