@@ -250,6 +250,45 @@ def test_ch5_train_model_simple_runs_the_books_loop(tokenizer, verdict, capsys):
     assert model.training
 
 
+def _chapter5_shortened(tokenizer, verdict, cfg):
+    """The chapter 5 run, shortened: the first 3,000 characters of The Verdict (90 / 10 split), context 64, a
+    2-layer model of width 128, lr 2e-3, 15 epochs (75 steps); the book's loader, optimizer and loop."""
+    text = verdict[:3000]
+    split = int(0.9 * len(text))
+    manual_seed(123)
+    train_loader = create_dataloader_v1(text[:split], batch_size=2, max_length=64, stride=64, drop_last=True,
+                                        shuffle=True, num_workers=0)
+    val_loader = create_dataloader_v1(text[split:], batch_size=2, max_length=64, stride=64, drop_last=False,
+                                      shuffle=False, num_workers=0)
+    manual_seed(123)
+    model = GPTModel(cfg)
+    optimizer = AdamW(model.parameters(), lr=0.002, weight_decay=0.1)
+    train_losses, val_losses, _ = train_model_simple(
+        model, train_loader, val_loader, optimizer, "cpu", num_epochs=15, eval_freq=5, eval_iter=5,
+        start_context="Every effort moves you", tokenizer=tokenizer)
+    return np.array(train_losses), np.array(val_losses)
+
+
+def test_ch5_shortened_run_memorises_with_the_books_model_only(tokenizer, verdict, capsys):
+    """The shape of the book's chapter 5 curve (figure 5.12) in a run short enough for the suite: with the
+    book's model (untied head, PyTorch's initialisation) the training loss falls below 1 while the
+    validation loss turns up after its minimum; minigpt's native model (tied head, GPT-2's N(0, 0.02)) in
+    the same run stalls at the unigram plateau. docs/book.md has the full 124M runs' tables."""
+    small = {**GPT_CONFIG_124M, "context_length": 64, "emb_dim": 128, "n_heads": 4, "n_layers": 2}
+    train, val = _chapter5_shortened(tokenizer, verdict, small)
+    best = int(np.argmin(val))
+    assert train[-1] < 1.0 and train[-1] < train[0] / 10, train
+    assert 0 < best < len(val) - 3, val                # the validation loss falls, then turns up
+    assert val[-1] > val[best] + 0.5, val
+    assert val[-1] - train[-1] > 5, (train, val)       # memorised: the two curves far apart
+
+    native = GPTConfig(**small, tie_weights=True, init="gpt2")
+    train_n, val_n = _chapter5_shortened(tokenizer, verdict, native)
+    assert train_n[-1] > 4.0, train_n                  # stuck near the text's unigram entropy
+    assert np.ptp(train_n[-5:]) < 0.2, train_n
+    capsys.readouterr()
+
+
 def test_ch5_generate_book_defaults_and_eos(tokenizer):
     manual_seed(123)
     model = GPTModel(SMALL)
@@ -494,6 +533,28 @@ def test_book_preset_builds_the_same_model_as_gptmodel():
     np.testing.assert_array_equal(native(ids).data, book(ids).data)
     x, y = ids, np.array([[2, 3, 4, 5]])
     assert native.loss(x, y).item() == pytest.approx(calc_loss_batch(x, y, book, "cpu").item(), rel=1e-6)
+
+
+def test_saved_config_remembers_the_initialisation(tmp_path):
+    """config.json keeps ``init`` (in its ``minigpt`` object), so a config read back from a book-124m run
+    draws new weights the book's way; a file without it (GPT-2's own) reads as "gpt2"; a wrong value is an
+    error that names it."""
+    import json
+
+    from minigpt.model.checkpoint import config_from_hf, config_to_hf
+    from minigpt.model.folders import load_model, save_model
+
+    cfg = GPTConfig.preset("book-124m", context_length=16, emb_dim=32, n_heads=2, n_layers=2, vocab_size=64)
+    assert config_from_hf(config_to_hf(cfg)) == cfg
+    save_model(GPT(cfg), tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["minigpt"]["init"] == "torch"
+    assert load_model(tmp_path / "m").config.init == "torch"
+    hf = config_to_hf(cfg)
+    del hf["minigpt"]["init"]
+    assert config_from_hf(hf).init == "gpt2"
+    hf["minigpt"]["init"] = "xavier"
+    with pytest.raises(MiniGPTError, match="minigpt.init must be one of gpt2, torch, got 'xavier'"):
+        config_from_hf(hf)
 
 
 def test_package_docstring_example_runs():

@@ -34,7 +34,7 @@ from safetensors.numpy import load_file, save
 
 from ..errors import MiniGPTError
 from ..io import atomic_write_bytes, atomic_write_json, read_json
-from .config import GPTConfig, checked_field as _field
+from .config import INITS, GPTConfig, checked_field as _field
 from .tensorfile import (_FLOAT_DTYPES, _MAX_HEADER, _NP_DTYPES, SCALE_SUFFIX, _read_header, _read_safetensors,  # noqa: F401
                          _TensorFile, check_finite, fill_model)
 from .hf_llama import INDEX_FILE, LlamaFile, config_from_llama, config_to_llama, from_llama_names, is_llama_config, uses_llama_layout, write_llama
@@ -112,7 +112,9 @@ def config_to_hf(cfg: GPTConfig) -> dict:
         "scale_attn_weights": True,
         "scale_attn_by_inverse_layer_idx": False,
         "reorder_and_upcast_attn": False,
-        "minigpt": {"qkv_bias": cfg.qkv_bias, "drop_rate": cfg.drop_rate},
+        # minigpt's own fields: GPT-2's file has no q/k/v-bias switch, and ``init`` says how the run's
+        # weights were first drawn (so that a config read back builds the same kind of new model)
+        "minigpt": {"qkv_bias": cfg.qkv_bias, "drop_rate": cfg.drop_rate, "init": cfg.init},
     }
 
 
@@ -151,6 +153,9 @@ def config_from_hf(d: dict, where: str = "config.json") -> GPTConfig:
     drop = _field(extra, "drop_rate", "float", d.get("resid_pdrop", 0.1), where)
     if not 0 <= drop < 1:
         raise MiniGPTError(f"{where}: the drop rate must be in [0, 1), got {drop!r}")
+    init = extra.get("init", "gpt2")
+    if init not in INITS:
+        raise MiniGPTError(f"{where}: minigpt.init must be one of {', '.join(INITS)}, got {init!r}")
     return GPTConfig(
         vocab_size=_field(d, "vocab_size", "int", where=where),
         context_length=_field(d, "n_positions" if "n_positions" in d else "n_ctx", "int", where=where),
@@ -161,6 +166,7 @@ def config_from_hf(d: dict, where: str = "config.json") -> GPTConfig:
         qkv_bias=_field(extra, "qkv_bias", "bool", True, where),
         tie_weights=_field(d, "tie_word_embeddings", "bool", True, where),
         layer_norm_eps=float(eps),
+        init=init,
     )
 
 
