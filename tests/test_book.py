@@ -15,8 +15,8 @@ from minigpt.book import (GPT_CONFIG_124M, AdamW, CausalAttention, DataLoader, G
                           SelfAttention_v1, SelfAttention_v2, SpamDataset, book_lr, calc_accuracy_loader,
                           calc_loss_batch, calc_loss_loader, classify_review, create_balanced_dataset,
                           create_dataloader_v1, custom_collate_fn, evaluate_model, format_input, generate,
-                          generate_text_simple, get_encoding, load_file, load_gpt2_params, load_sms_spam,
-                          load_weights_into_gpt, manual_seed, random_split, replace_linear_with_lora, tensor,
+                          generate_text_simple, get_encoding, load, load_file, load_gpt2_params, load_sms_spam,
+                          load_weights_into_gpt, manual_seed, random_split, replace_linear_with_lora, save, tensor,
                           text_to_token_ids, token_ids_to_text, train_classifier_simple, train_model,
                           train_model_simple)
 from minigpt.errors import MiniGPTError
@@ -287,6 +287,68 @@ def test_ch5_shortened_run_memorises_with_the_books_model_only(tokenizer, verdic
     assert train_n[-1] > 4.0, train_n                  # stuck near the text's unigram entropy
     assert np.ptp(train_n[-5:]) < 0.2, train_n
     capsys.readouterr()
+
+
+def test_ch5_save_and_load_as_section_5_4(tmp_path):
+    """Section 5.4's calls with ``save`` / ``load`` for ``torch.save`` / ``torch.load``: the weights alone,
+    then weights and AdamW state together; training resumed from the file continues exactly as the
+    uninterrupted run. The files are safetensors (no pickle); a PyTorch pickle is refused by name."""
+    from safetensors.numpy import load_file as st_load
+
+    cfg = {**SMALL, "drop_rate": 0.0}
+    x, y = np.array([[1, 2, 3, 4]]), np.array([[2, 3, 4, 5]])
+    manual_seed(123)
+    model = GPTModel(cfg)
+    optimizer = AdamW(model.parameters(), lr=0.0004, weight_decay=0.1)
+    for _ in range(2):
+        optimizer.zero_grad()
+        calc_loss_batch(x, y, model, "cpu").backward()
+        optimizer.step()
+
+    save(model.state_dict(), tmp_path / "model.pth")
+    model2 = GPTModel(cfg)
+    model2.load_state_dict(load(tmp_path / "model.pth", map_location="cpu", weights_only=True))
+    model2.eval()
+    for a, b in zip(model.parameters(), model2.parameters()):
+        assert np.array_equal(a.data, b.data)
+    assert set(st_load(str(tmp_path / "model.pth"))) == set(model.state_dict())  # a plain safetensors file
+
+    save({"model_state_dict": model.state_dict(), "optimizer_state_dict": optimizer.state_dict()},
+         str(tmp_path / "model_and_optimizer.pth"))
+    checkpoint = load(str(tmp_path / "model_and_optimizer.pth"), weights_only=True)
+    assert list(checkpoint) == ["model_state_dict", "optimizer_state_dict"]
+    resumed = GPTModel(cfg)
+    resumed.load_state_dict(checkpoint["model_state_dict"])
+    opt2 = AdamW(resumed.parameters(), lr=0.0005, weight_decay=0.1)
+    opt2.load_state_dict(checkpoint["optimizer_state_dict"])
+    assert opt2.param_groups[0]["lr"] == 0.0004  # the saved settings come back, as in PyTorch
+    resumed.train()
+    for m, opt in ((model, optimizer), (resumed, opt2)):
+        opt.zero_grad()
+        calc_loss_batch(x, y, m, "cpu").backward()
+        opt.step()
+    for a, b in zip(model.parameters(), resumed.parameters()):
+        assert np.array_equal(a.data, b.data)
+
+    assert load(tmp_path / "model.pth").keys() == model.state_dict().keys()
+    (tmp_path / "torch.pth").write_bytes(b"PK\x03\x04" + bytes(60))  # a torch.save zip (a pickle inside)
+    with pytest.raises(MiniGPTError, match="PyTorch pickle file; minigpt never unpickles"):
+        load(tmp_path / "torch.pth")
+    (tmp_path / "junk.pth").write_bytes(b"not a tensor file")
+    with pytest.raises(MiniGPTError, match="junk.pth is not a file minigpt.book.save wrote nor a safetensors"):
+        load(tmp_path / "junk.pth")
+    with pytest.raises(MiniGPTError, match="not found"):
+        load(tmp_path / "missing.pth")
+    with pytest.raises(MiniGPTError, match="cannot save model of type GPTModel"):
+        save({"model": model}, tmp_path / "whole.pth")
+    assert not (tmp_path / "whole.pth").exists()
+    with pytest.raises(MiniGPTError, match="only finite numbers"):
+        save({"lr": float("nan")}, tmp_path / "nan.pth")
+    nested = {"a": [1, 2.5, None, "s", True], "b": {"c": np.arange(3)}, "t": (1, 2)}
+    back = load(save(nested, tmp_path / "n.st") or tmp_path / "n.st")
+    assert back["a"] == [1, 2.5, None, "s", True] and back["t"] == [1, 2]
+    assert np.array_equal(back["b"]["c"], np.arange(3))
+    assert not list(tmp_path.glob(".*.tmp"))  # written atomically, no temporary left
 
 
 def test_ch5_generate_book_defaults_and_eos(tokenizer):

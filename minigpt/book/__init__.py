@@ -12,8 +12,9 @@ train_model_simple``), and everything here at the top (``from minigpt.book impor
     (1, 4, 50257)
 
 Where the book writes ``torch.manual_seed(123)``, ``torch.optim.AdamW(...)``, ``torch.nn.Linear(...)``,
-``torch.tensor(...)`` and ``tiktoken.get_encoding("gpt2")``, use ``manual_seed``, ``AdamW``, ``Linear``,
-``tensor`` and ``get_encoding`` from here (minigpt's own). ``device`` arguments are accepted and ignored.
+``torch.tensor(...)``, ``torch.save`` / ``torch.load`` and ``tiktoken.get_encoding("gpt2")``, use
+``manual_seed``, ``AdamW``, ``Linear``, ``tensor``, ``save`` / ``load`` (safetensors files, never pickles)
+and ``get_encoding`` from here (minigpt's own). ``device`` arguments are accepted and ignored.
 The notebooks/ folder walks through each chapter with these; docs/book.md is the map.
 
 Nothing in minigpt imports this package: it is a front, like the command line.
@@ -28,8 +29,8 @@ from .ch02 import DataLoader, GPTDatasetV1, create_dataloader_v1, get_encoding
 from .ch03 import CausalAttention, MultiHeadAttention, MultiHeadAttentionWrapper, SelfAttention_v1, SelfAttention_v2
 from .ch04 import (GELU, GPT_CONFIG_124M, FeedForward, GPTModel, LayerNorm, TransformerBlock, book_config,
                    generate_text_simple)
-from .ch05 import (calc_loss_batch, calc_loss_loader, evaluate_model, generate, generate_and_print_sample,
-                   load_gpt2_params, load_weights_into_gpt, plot_losses, text_to_token_ids, token_ids_to_text,
+from .ch05 import (calc_loss_batch, calc_loss_loader, evaluate_model, generate, generate_and_print_sample, load,
+                   load_gpt2_params, load_weights_into_gpt, plot_losses, save, text_to_token_ids, token_ids_to_text,
                    train_model_simple)
 from .ch06 import (SpamDataset, calc_accuracy_loader, classify_review, create_balanced_dataset, load_sms_spam,
                    plot_values, random_split, train_classifier_simple)
@@ -43,7 +44,7 @@ __all__ = [
     "TransformerBlock",
     "generate", "text_to_token_ids", "token_ids_to_text", "calc_loss_batch", "calc_loss_loader",
     "train_model_simple", "evaluate_model", "generate_and_print_sample", "plot_losses", "load_gpt2_params",
-    "load_weights_into_gpt",
+    "load_weights_into_gpt", "save", "load",
     "load_sms_spam", "create_balanced_dataset", "random_split", "SpamDataset", "calc_accuracy_loader",
     "train_classifier_simple", "classify_review", "plot_values",
     "load_file", "format_input", "InstructionDataset", "custom_collate_fn",

@@ -18,11 +18,19 @@ How minigpt's native API differs, and why:
 """
 from __future__ import annotations
 
+import json
+import math
+from pathlib import Path
+
 import numpy as np
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import save as _st_save
 
 from .. import functional as F
 from ..errors import MiniGPTError
+from ..io import atomic_write_bytes
 from ..model.checkpoint import read_pretrained
+from ..model.tensorfile import _read_safetensors
 from ..model.generation import generate as _generate
 from ..random import get_rng
 from ..tensor import Tensor, no_grad
@@ -30,7 +38,7 @@ from .ch04 import _ids, generate_text_simple
 
 __all__ = ["generate", "text_to_token_ids", "token_ids_to_text", "calc_loss_batch", "calc_loss_loader",
            "train_model_simple", "evaluate_model", "generate_and_print_sample", "plot_losses",
-           "load_gpt2_params", "load_weights_into_gpt"]
+           "load_gpt2_params", "load_weights_into_gpt", "save", "load"]
 
 
 def text_to_token_ids(text: str, tokenizer) -> np.ndarray:
@@ -171,6 +179,101 @@ def generate(model, idx, max_new_tokens: int, context_size: int, temperature: fl
     if eos_id is not None and out.shape[1] > ids.shape[1] and out[0, -1] == eos_id:
         out = out[:, :-1]  # the book stops before appending the end-of-sequence id
     return out
+
+
+# --- saving and loading (section 5.4) ------------------------------------------------------------------
+_SAVE_KEY = "minigpt.book.save"  # the safetensors metadata entry that holds the saved object's structure
+
+
+def save(obj, f) -> None:
+    """The book's ``torch.save(obj, f)`` for what chapter 5 saves: a state dict (``model.state_dict()``), an
+    optimizer's state dict, or a dict of those (``{"model_state_dict": ..., "optimizer_state_dict": ...}``).
+
+    The file is a safetensors file, whatever its name (``"model.pth"`` works): every array is a tensor of
+    it, everything else (nested dicts, lists, numbers, strings, None: the optimizer's settings) is JSON in
+    its header. Nothing is pickled, so a file from elsewhere can never run code when loaded; PyTorch's
+    ``torch.load`` cannot read these files (safetensors' ``load_file`` reads the arrays). The file is
+    written atomically (a crash leaves the old file or the new one, never half of one) and replaced if it
+    exists, as ``torch.save`` does. Tensors are saved as their arrays; tuples come back as lists.
+    """
+    tensors: dict = {}
+
+    def encode(x, path):
+        if isinstance(x, Tensor):
+            x = x.data
+        if isinstance(x, np.ndarray):
+            if x.dtype == object or x.dtype.kind not in "biuf":
+                raise MiniGPTError(f"save: {'/'.join(path) or 'the object'} is an array of dtype {x.dtype}; "
+                                   "only numeric arrays can be saved")
+            name = "/".join(path) or "tensor"
+            while name in tensors:
+                name += "'"
+            tensors[name] = np.ascontiguousarray(x)
+            return {"__tensor__": name}
+        if isinstance(x, dict):
+            bad = next((k for k in x if not isinstance(k, str)), None)
+            if bad is not None:
+                raise MiniGPTError(f"save: dict keys must be strings, got {bad!r} in {'/'.join(path) or 'the object'}")
+            return {"__dict__": [[k, encode(v, path + [k])] for k, v in x.items()]}
+        if isinstance(x, (list, tuple)):
+            return [encode(v, path + [str(i)]) for i, v in enumerate(x)]
+        if x is None or isinstance(x, (bool, str)):
+            return x
+        if isinstance(x, (int, float, np.integer, np.floating)):
+            v = x.item() if isinstance(x, np.generic) else x
+            if isinstance(v, float) and not math.isfinite(v):
+                raise MiniGPTError(f"save: {'/'.join(path)} is {v}; only finite numbers can be saved")
+            return v
+        hint = "; save its .state_dict()" if hasattr(x, "state_dict") else ""
+        raise MiniGPTError(f"save: cannot save {'/'.join(path) or 'the object'} of type {type(x).__name__} "
+                           f"(state dicts: arrays, dicts, lists, numbers, strings){hint}")
+
+    structure = encode(obj, [])
+    atomic_write_bytes(f, _st_save(tensors, metadata={_SAVE_KEY: json.dumps(structure)}))
+
+
+def load(f, map_location=None, weights_only: bool = True):
+    """The book's ``torch.load(f, map_location=..., weights_only=True)`` for a file ``save`` wrote: the same
+    structure back, arrays as NumPy arrays (``model.load_state_dict(load("model.pth"))``). A plain
+    safetensors file gives its ``{name: array}``. ``map_location`` is accepted and ignored (the CPU);
+    ``weights_only`` too: nothing is ever unpickled, so a PyTorch ``.pth`` file (a pickle) is refused with
+    an error that says so."""
+    path = Path(f)
+    if not path.is_file():
+        raise MiniGPTError(f"load: {path} not found")
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        raise MiniGPTError(f"load: {path} is a PyTorch pickle file; minigpt never unpickles (it could run code). "
+                           "Save with minigpt.book.save, or convert it to safetensors in PyTorch")
+    try:
+        with safe_open(str(path), "np") as sf:
+            meta = sf.metadata() or {}
+        arrays = _read_safetensors(path)
+    except MiniGPTError as e:
+        raise MiniGPTError(f"load: {path} is not a file minigpt.book.save wrote nor a safetensors file ({e})") from None
+    except (SafetensorError, OSError, ValueError) as e:
+        raise MiniGPTError(f"load: {path} is not a file minigpt.book.save wrote nor a safetensors file ({e})") from None
+    if _SAVE_KEY not in meta:
+        return arrays
+    try:
+        structure = json.loads(meta[_SAVE_KEY])
+    except ValueError:
+        raise MiniGPTError(f"load: {path} has a damaged {_SAVE_KEY} header entry") from None
+
+    def decode(x):
+        if isinstance(x, list):
+            return [decode(v) for v in x]
+        if isinstance(x, dict):
+            if set(x) == {"__tensor__"} and x["__tensor__"] in arrays:
+                return arrays[x["__tensor__"]]
+            if set(x) == {"__dict__"} and isinstance(x["__dict__"], list) and all(
+                    isinstance(kv, list) and len(kv) == 2 and isinstance(kv[0], str) for kv in x["__dict__"]):
+                return {k: decode(v) for k, v in x["__dict__"]}
+            raise MiniGPTError(f"load: {path} has a damaged structure (an entry {str(x)[:60]!r})")
+        return x
+
+    return decode(structure)
 
 
 # --- GPT-2's weights -----------------------------------------------------------------------------------
