@@ -182,6 +182,34 @@ def test_resume_can_extend_a_finished_run(tmp_path, verdict):
     assert [r["step"] for r in read_log(tmp_path / "r")] == list(range(1, 10))
 
 
+def test_resume_without_text_reads_the_runs_own_files(tmp_path, verdict, capsys):
+    """`--resume` alone continues on the text the run started with (its checkpoint names the files); the same
+    as passing --text again; a file that is gone, or other text, is a one-line error saying what to pass."""
+    import shutil
+
+    text = tmp_path / "story.txt"
+    shutil.copy(verdict, text)
+    small_run(tmp_path / "r", text, steps=6, eval_every=3)
+    shutil.copytree(tmp_path / "r", tmp_path / "r2")
+    assert main(["train", "--out", str(tmp_path / "r"), "--resume", "--steps", "9", "--quiet"]) == 0
+    assert main(["train", "--out", str(tmp_path / "r2"), "--text", str(text), "--resume", "--steps", "9", "--quiet"]) == 0
+    def losses(out):
+        return [(r["step"], r["loss"], r.get("val_loss")) for r in read_log(out)]
+
+    assert losses(tmp_path / "r") == losses(tmp_path / "r2") and len(losses(tmp_path / "r")) == 9
+    ck = tmp_path / "r" / json.loads((tmp_path / "r" / "latest.json").read_text())["checkpoint"]
+    assert json.loads((ck / "trainer_state.json").read_text())["text_files"] == [str(text.resolve())]
+    text.unlink()
+    capsys.readouterr()
+    assert main(["train", "--out", str(tmp_path / "r"), "--resume", "--steps", "12", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"the run's training text {text.resolve()} is gone; pass --text" in err
+    other = tmp_path / "other.txt"
+    other.write_text("a different story " * 400)
+    assert main(["train", "--out", str(tmp_path / "r"), "--text", str(other), "--resume", "--steps", "12", "--quiet"]) == 2
+    assert "the training text differs from the one this run started with" in capsys.readouterr().err
+
+
 def test_resume_with_nothing_left_reports_the_last_losses_not_nan(tmp_path, verdict, capsys):
     done = small_run(tmp_path / "r", verdict, steps=6, eval_every=3)
     rc = main(["train", "--out", str(tmp_path / "r"), "--text", str(verdict), "--resume", "--quiet"])

@@ -29,7 +29,7 @@ def add(sub):
     p.add_argument("--vocab-size", type=int, default=2048, help="vocabulary size of a trained BPE")
     p.add_argument("--val-fraction", type=float, default=0.1, help="share of the text held out for validation")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint, "
-                   "with its saved settings (a larger --steps extends it)")
+                   "with its saved settings and training text (a larger --steps extends it)")
     p.add_argument("--ddp", action="store_true", help="data parallel over MPI (fails when MPI is missing); "
                    "under mpiexec with several ranks it is on by itself")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

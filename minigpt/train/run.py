@@ -80,6 +80,21 @@ def build_loaders(ids: np.ndarray, context_length: int, batch_size: int, val_fra
     return train_loader, val_loader
 
 
+def saved_text_files(state: dict, where) -> list[Path] | None:
+    """The training text files a run's checkpoint names (``trainer_state.json``'s ``text_files``), for a
+    ``--resume`` without ``--text``; None for a run on the built-in corpus (or one saved before runs named
+    their files). A file that is gone is an error that says what to pass."""
+    files = state.get("text_files")
+    if files is None:
+        return None
+    if not (isinstance(files, list) and files and all(isinstance(f, str) and f for f in files)):
+        raise MiniGPTError(f"{where}: trainer_state.json is damaged: 'text_files' must be a list of paths")
+    for f in files:
+        if not Path(f).is_file():
+            raise MiniGPTError(f"--resume: the run's training text {f} is gone; pass --text with the same text")
+    return [Path(f) for f in files]
+
+
 def available_memory() -> int | None:
     """Bytes of memory available to new work (Linux ``MemAvailable``); None where unknown."""
     try:
@@ -225,6 +240,8 @@ def pretrain(out_dir, text_files=None, config: str = "mini", config_overrides: d
                 f"grad-accum {cfg.grad_accum}, {state.get('world_size', 1)} rank(s))")
             cfg = dataclasses.replace(cfg, batch_size=b, grad_accum=k)
         val_fraction = state.get("val_fraction", val_fraction)
+        if not text_files:  # the text files the run started with (a run on the built-in corpus saved none)
+            text_files = _on_all_ranks(dist, lambda: saved_text_files(state, where))
         mrandom.manual_seed(cfg.seed)
     else:
         cfg = train_cfg or TrainConfig()
@@ -291,7 +308,8 @@ def pretrain(out_dir, text_files=None, config: str = "mini", config_overrides: d
     dist.check_same({"model": dataclasses.asdict(model.config), "train": dataclasses.asdict(cfg),
                      "data": fingerprint(ids), "vocab": tok.vocab_size, "val_fraction": val_fraction,
                      "resume": bool(resume), "step": state["step"] if resume else 0})
-    extra = {"data_fingerprint": fingerprint(ids), "val_fraction": val_fraction}
+    extra = {"data_fingerprint": fingerprint(ids), "val_fraction": val_fraction,
+             "text_files": [str(Path(p).resolve()) for p in text_files] if text_files else None}
     if dist.world_size > 1:
         extra["world_size"] = dist.world_size
     trainer = Trainer(model, tok, train_loader, val_loader, cfg, out_dir, log=log, progress=progress,
