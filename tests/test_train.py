@@ -256,3 +256,18 @@ def test_from_pretrained_takes_a_run_folder_like_the_cli(tmp_path):
     (run / "latest.json").write_text("{}")
     with pytest.raises(minigpt.MiniGPTError, match="latest.json is damaged"):
         GPT.from_pretrained(run)
+
+
+def test_gradient_norm_is_logged_with_and_without_clipping(tmp_path, verdict):
+    """log.jsonl's grad_norm is the global gradient norm (before clipping) at every step, also with
+    --grad-clip 0, where it scales nothing: both runs' first steps start from the same weights and batch,
+    so they log the same norm; clipping at 1.0 then changes the later steps."""
+    logs = {}
+    for clip in (0.0, 1.0):
+        small_run(tmp_path / f"c{clip}", verdict, steps=3, grad_clip=clip)
+        logs[clip] = read_log(tmp_path / f"c{clip}")
+        norms = [r["grad_norm"] for r in logs[clip]]
+        assert len(norms) == 3 and all(isinstance(n, float) and n > 0 for n in norms), norms
+    assert logs[0.0][0]["grad_norm"] == pytest.approx(logs[1.0][0]["grad_norm"], rel=1e-6)
+    assert logs[1.0][0]["grad_norm"] > 1.0  # so the clipped run scaled its first step ...
+    assert logs[0.0][1]["loss"] != logs[1.0][1]["loss"]  # ... and its second step starts elsewhere

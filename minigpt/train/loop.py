@@ -448,8 +448,9 @@ class Trainer:
             loss.backward(None if weight == 1.0 else np.asarray(weight, dtype=loss.dtype))
             lv += float(loss.item()) * weight
         lv = dist.allreduce_grads(lv)
-        norm = clip_grad_norm(self.params, self.cfg.grad_clip) if self.cfg.grad_clip > 0 else float("nan")
-        if not math.isfinite(lv) or (self.cfg.grad_clip > 0 and not math.isfinite(norm)):
+        # the global gradient norm, logged with or without clipping (an infinite bound scales nothing)
+        norm = clip_grad_norm(self.params, self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf)
+        if not math.isfinite(lv) or not math.isfinite(norm):
             err = TrainingDiverged(f"step {self.step + 1}: the loss became {lv} (gradient norm {norm}); stopping. "
                                    + self._kept())
             err.all_ranks = True  # reduced values: every rank stops at the same step
