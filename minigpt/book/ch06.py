@@ -27,9 +27,9 @@ from ..tensor import Tensor, no_grad
 from .ch04 import _ids
 from .ch05 import calc_loss_batch, calc_loss_loader, evaluate_model
 
-__all__ = ["Table", "Column", "load_sms_spam", "create_balanced_dataset", "random_split", "SpamDataset", "calc_accuracy_loader",
-           "calc_loss_batch", "calc_loss_loader", "evaluate_model", "train_classifier_simple", "classify_review",
-           "plot_values"]
+__all__ = ["Table", "Column", "load_sms_spam", "create_balanced_dataset", "random_split", "SpamDataset",
+           "calc_accuracy_loader", "calc_loss_batch", "calc_loss_loader", "evaluate_model", "train_classifier_simple",
+           "classify_review", "plot_values"]
 
 
 class Column(list):
