@@ -197,13 +197,17 @@ def test_ch5_download_and_load_gpt2_and_gpt_generate_flow(tmp_path, monkeypatch)
     # no files in models_dir/size: minigpt's checksummed GPT-2 download (here a stand-in, no network)
     calls = []
 
-    def fake_fetch(name, size=None, **kw):
-        calls.append((name, size))
+    def fake_fetch(name, size=None, no_verify=False):
+        calls.append((name, size, no_verify))
         return FIXTURE
 
     monkeypatch.setattr("minigpt.book.ch05.fetch", fake_fetch)
     settings2, _ = download_and_load_gpt2(model_size="355M", models_dir=tmp_path / "elsewhere")
-    assert calls == [("gpt2", "355M")] and settings2 == settings
+    download_and_load_gpt2(model_size="774M", models_dir=tmp_path / "elsewhere", no_verify=True)
+    assert calls == [("gpt2", "355M", False), ("gpt2", "774M", True)] and settings2 == settings
+    monkeypatch.undo()
+    with pytest.raises(MiniGPTError, match="no sha256 is recorded .* pass --no-verify .no_verify=True."):
+        download_and_load_gpt2(model_size="355M", models_dir=tmp_path / "elsewhere")  # refused before any download
     with pytest.raises(MiniGPTError, match="model_size must be one of 124M, 355M, 774M, 1558M, got '125M'"):
         download_and_load_gpt2(model_size="125M", models_dir=models_dir)
 
