@@ -324,8 +324,8 @@ def download_and_load_gpt2(model_size: str, models_dir, no_verify: bool = False)
     if model_size not in GPT2_SIZES:
         raise MiniGPTError(f"download_and_load_gpt2: model_size must be one of {', '.join(GPT2_SIZES)}, got "
                            f"{model_size!r}")
-    local = Path(models_dir).expanduser() / model_size
-    if not ((local / "config.json").is_file() and (local / "model.safetensors").is_file()):
+    local = None if models_dir is None else Path(models_dir).expanduser() / model_size
+    if local is None or not ((local / "config.json").is_file() and (local / "model.safetensors").is_file()):
         local = fetch("gpt2", size=model_size, no_verify=no_verify)
     return load_gpt2_params(local)
 
