@@ -401,8 +401,45 @@ class Tensor:
     def view(self, *shape):
         return self.reshape(*shape)
 
-    def flatten(self):
-        return _ops.reshape(self, (-1,))
+    def flatten(self, start_dim: int = 0, end_dim: int = -1):
+        """The axes ``start_dim`` ... ``end_dim`` merged into one (PyTorch's ``flatten``): by default all of them,
+        a 1-d tensor; ``logits.flatten(0, 1)`` turns (batch, tokens, vocab) into (batch * tokens, vocab). A
+        reshape, so gradients flow through it."""
+        if self.ndim == 0:
+            return _ops.reshape(self, (1,))
+        s, e = _axis(start_dim, self.ndim, "flatten"), _axis(end_dim, self.ndim, "flatten")
+        if s > e:
+            raise MiniGPTError(f"flatten: start_dim ({start_dim}) comes after end_dim ({end_dim})")
+        shape = self.shape
+        return _ops.reshape(self, shape[:s] + (int(np.prod(shape[s:e + 1])),) + shape[e + 1:])
+
+    def unsqueeze(self, dim: int):
+        """A new axis of size 1 at ``dim`` (-ndim - 1 <= dim <= ndim, as in PyTorch); a reshape."""
+        d = _axis(dim, self.ndim + 1, "unsqueeze")
+        return _ops.reshape(self, self.shape[:d] + (1,) + self.shape[d:])
+
+    def squeeze(self, dim: int | None = None):
+        """Without ``dim``, every axis of size 1 removed; with it, that axis if its size is 1 (else the tensor
+        is returned as it is, as in PyTorch); a reshape."""
+        if dim is None:
+            return _ops.reshape(self, tuple(n for n in self.shape if n != 1))
+        d = _axis(dim, max(self.ndim, 1), "squeeze")
+        if self.ndim == 0 or self.shape[d] != 1:
+            return self
+        return _ops.reshape(self, self.shape[:d] + self.shape[d + 1:])
+
+    def numel(self) -> int:
+        """The number of elements (PyTorch's name for ``size``)."""
+        return self.data.size
+
+    def tolist(self):
+        """The values as nested Python lists (a number for a 0-d tensor)."""
+        return self.data.tolist()
+
+    def to(self, device=None):
+        """PyTorch's ``t.to(device)``: minigpt computes on the CPU only, so this returns the tensor itself,
+        whatever ``device`` names."""
+        return self
 
     def transpose(self, *axes):
         if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
@@ -447,6 +484,15 @@ class Tensor:
 
     def masked_fill(self, mask, value):
         return _ops.masked_fill(self, mask, value)
+
+
+def _axis(dim, ndim: int, what: str) -> int:
+    """``dim`` as an axis in [0, ndim), negative counting from the end; a clear error when out of range."""
+    if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool):
+        raise MiniGPTError(f"{what}: dim must be an integer, got {dim!r}")
+    if not -ndim <= dim < ndim:
+        raise MiniGPTError(f"{what}: dim {dim} is out of range for {ndim} axes (expected {-ndim} ... {ndim - 1})")
+    return int(dim) % ndim
 
 
 def _raw(x):

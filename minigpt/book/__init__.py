@@ -29,12 +29,13 @@ from .ch02 import DataLoader, GPTDatasetV1, create_dataloader_v1, get_encoding
 from .ch03 import CausalAttention, MultiHeadAttention, MultiHeadAttentionWrapper, SelfAttention_v1, SelfAttention_v2
 from .ch04 import (GELU, GPT_CONFIG_124M, FeedForward, GPTModel, LayerNorm, TransformerBlock, book_config,
                    generate_text_simple)
-from .ch05 import (calc_loss_batch, calc_loss_loader, evaluate_model, generate, generate_and_print_sample, load,
-                   load_gpt2_params, load_weights_into_gpt, plot_losses, save, text_to_token_ids, token_ids_to_text,
-                   train_model_simple)
-from .ch06 import (SpamDataset, calc_accuracy_loader, classify_review, create_balanced_dataset, load_sms_spam,
-                   plot_values, random_split, train_classifier_simple)
-from .ch07 import InstructionDataset, custom_collate_fn, format_input, load_file
+from .ch05 import (calc_loss_batch, calc_loss_loader, download_and_load_gpt2, evaluate_model, generate,
+                   generate_and_print_sample, load, load_gpt2_params, load_weights_into_gpt, plot_losses, save,
+                   text_to_token_ids, token_ids_to_text, train_model_simple)
+from .ch06 import (Column, SpamDataset, Table, calc_accuracy_loader, classify_review, create_balanced_dataset,
+                   load_sms_spam, plot_values, random_split, train_classifier_simple)
+from .ch07 import (InstructionDataset, custom_collate_draft_1, custom_collate_draft_2, custom_collate_fn,
+                   download_and_load_file, format_input, load_file)
 
 __all__ = [
     "manual_seed", "AdamW", "Linear", "tensor", "no_grad",
@@ -44,10 +45,11 @@ __all__ = [
     "TransformerBlock",
     "generate", "text_to_token_ids", "token_ids_to_text", "calc_loss_batch", "calc_loss_loader",
     "train_model_simple", "evaluate_model", "generate_and_print_sample", "plot_losses", "load_gpt2_params",
-    "load_weights_into_gpt", "save", "load",
+    "load_weights_into_gpt", "save", "load", "download_and_load_gpt2",
     "load_sms_spam", "create_balanced_dataset", "random_split", "SpamDataset", "calc_accuracy_loader",
-    "train_classifier_simple", "classify_review", "plot_values",
-    "load_file", "format_input", "InstructionDataset", "custom_collate_fn",
+    "train_classifier_simple", "classify_review", "plot_values", "Table", "Column",
+    "load_file", "format_input", "InstructionDataset", "custom_collate_fn", "download_and_load_file",
+    "custom_collate_draft_1", "custom_collate_draft_2",
     "train_model", "book_lr",
     "LoRALayer", "LinearWithLoRA", "replace_linear_with_lora",
 ]

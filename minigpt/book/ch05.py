@@ -27,6 +27,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save as _st_save
 
 from .. import functional as F
+from ..download import fetch
 from ..errors import MiniGPTError
 from ..io import atomic_write_bytes
 from ..model.checkpoint import read_pretrained
@@ -38,12 +39,13 @@ from .ch04 import _ids, generate_text_simple
 
 __all__ = ["generate", "text_to_token_ids", "token_ids_to_text", "calc_loss_batch", "calc_loss_loader",
            "train_model_simple", "evaluate_model", "generate_and_print_sample", "plot_losses",
-           "load_gpt2_params", "load_weights_into_gpt", "save", "load"]
+           "load_gpt2_params", "download_and_load_gpt2", "load_weights_into_gpt", "save", "load"]
 
 
-def text_to_token_ids(text: str, tokenizer) -> np.ndarray:
-    """``text`` -> ids of shape (1, tokens) (``<|endoftext|>`` allowed), the book's batch of one."""
-    return np.asarray(tokenizer.encode(text, allowed_special={"<|endoftext|>"}), dtype=np.int64)[None, :]
+def text_to_token_ids(text: str, tokenizer) -> Tensor:
+    """``text`` -> an int64 Tensor of ids, shape (1, tokens) (``<|endoftext|>`` allowed), the book's batch of
+    one; ``.to(device)``, ``.squeeze(0)``, ``.tolist()`` and ``.shape`` work on it as on the book's tensor."""
+    return Tensor(np.asarray(tokenizer.encode(text, allowed_special={"<|endoftext|>"}), dtype=np.int64)[None, :])
 
 
 def token_ids_to_text(token_ids, tokenizer) -> str:
@@ -302,6 +304,30 @@ def load_gpt2_params(model_dir):
             "ln_2": {"g": state[p + "norm2.weight"], "b": state[p + "norm2.bias"]},
         })
     return settings, params
+
+
+GPT2_SIZES = ("124M", "355M", "774M", "1558M")
+
+
+def download_and_load_gpt2(model_size: str, models_dir, no_verify: bool = False) -> tuple:
+    """The book's ``download_and_load_gpt2(model_size="124M", models_dir="gpt2")``: ``(settings, params)`` of
+    GPT-2 at ``model_size`` (124M, 355M, 774M or 1558M), as ``load_gpt2_params`` returns them.
+
+    The files are minigpt's GPT-2 files (Hugging Face's ``config.json`` + ``model.safetensors``), not
+    OpenAI's TensorFlow checkpoint, so TensorFlow is not needed. They are read from ``models_dir/model_size``
+    when that folder holds them; otherwise from minigpt's cache, where ``minigpt download gpt2 --size SIZE``
+    installs them: that folder is installed first if it is missing (a checksummed download, as ``minigpt
+    download``; nothing is fetched when the files are there). The manifest records no sha256 for the 355M,
+    774M and 1558M files, so those are refused unless ``no_verify=True`` (``minigpt download``'s
+    ``--no-verify``) accepts them unchecked.
+    """
+    if model_size not in GPT2_SIZES:
+        raise MiniGPTError(f"download_and_load_gpt2: model_size must be one of {', '.join(GPT2_SIZES)}, got "
+                           f"{model_size!r}")
+    local = None if models_dir is None else Path(models_dir).expanduser() / model_size
+    if local is None or not ((local / "config.json").is_file() and (local / "model.safetensors").is_file()):
+        local = fetch("gpt2", size=model_size, no_verify=no_verify)
+    return load_gpt2_params(local)
 
 
 def load_weights_into_gpt(gpt, params) -> None:

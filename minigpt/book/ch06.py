@@ -1,9 +1,11 @@
 """Chapter 6, *Fine-tuning for classification*: the spam data, SpamDataset, accuracy, the training loop.
 
-The book keeps its tables in pandas DataFrames; minigpt has no pandas, so a table here is a plain dict of
-equal-length columns, ``{"Label": [...], "Text": [...]}`` (``load_sms_spam`` reads the SMS Spam Collection
-into one; a pandas DataFrame with those columns works as well). The book's steps then read the same:
-``create_balanced_dataset(df)``, ``random_split(df, 0.7, 0.1)``, ``SpamDataset(table, tokenizer)``.
+The book keeps its tables in pandas DataFrames; minigpt has no pandas, so a table here is a ``Table``: a
+dict of equal-length columns, ``{"Label": [...], "Text": [...]}``, with the three pandas calls the chapter
+makes on its tables: ``df["Label"].value_counts()``, ``df["Label"].map({"ham": 0, "spam": 1})`` and
+``df.to_csv("train.csv", index=None)`` (``load_sms_spam`` reads the SMS Spam Collection into one; a plain
+dict or a pandas DataFrame with those columns works as input as well). The book's steps then read the same:
+``create_balanced_dataset(df)``, ``random_split(df, 0.7, 0.1)``, ``SpamDataset("train.csv", tokenizer)``.
 
 How minigpt's native API differs, and why: ``minigpt finetune classify`` (``GPTClassifier``) reads each
 row's last REAL token and pads each batch only to its longest row, so a text's prediction never depends on
@@ -13,17 +15,76 @@ through it), and splits without stratifying. ``minigpt.book`` follows the book.
 """
 from __future__ import annotations
 
+import csv
+import io
+
 import numpy as np
 
 from ..data.classification import ClassificationDataset, balance, read_labelled
 from ..errors import MiniGPTError
+from ..io import atomic_write_text
 from ..tensor import Tensor, no_grad
 from .ch04 import _ids
 from .ch05 import calc_loss_batch, calc_loss_loader, evaluate_model
 
-__all__ = ["load_sms_spam", "create_balanced_dataset", "random_split", "SpamDataset", "calc_accuracy_loader",
-           "calc_loss_batch", "calc_loss_loader", "evaluate_model", "train_classifier_simple", "classify_review",
-           "plot_values"]
+__all__ = ["Table", "Column", "load_sms_spam", "create_balanced_dataset", "random_split", "SpamDataset",
+           "calc_accuracy_loader", "calc_loss_batch", "calc_loss_loader", "evaluate_model", "train_classifier_simple",
+           "classify_review", "plot_values"]
+
+
+class Column(list):
+    """A table's column: a list, with the two pandas Series calls chapter 6 makes on one."""
+
+    def map(self, arg) -> "Column":
+        """Each value looked up in the dict ``arg`` (or passed to the function ``arg``): the book's
+        ``balanced_df["Label"].map({"ham": 0, "spam": 1})``. A value the dict lacks is an error naming it
+        (pandas would put NaN there)."""
+        if isinstance(arg, dict):
+            missing = next((v for v in self if v not in arg), _NOTHING)
+            if missing is not _NOTHING:
+                raise MiniGPTError(f"map: the value {missing!r} is not in the mapping (keys: "
+                                   f"{', '.join(map(repr, arg))})")
+            return Column(arg[v] for v in self)
+        if callable(arg):
+            return Column(arg(v) for v in self)
+        raise MiniGPTError(f"map expects a dict or a function, got {type(arg).__name__}")
+
+    def value_counts(self) -> dict:
+        """How often each value occurs, the most frequent first: ``{"ham": 4825, "spam": 747}``."""
+        counts: dict = {}
+        for v in self:
+            counts[v] = counts.get(v, 0) + 1
+        return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+_NOTHING = object()
+
+
+class Table(dict):
+    """A table: a dict of equal-length columns (each a ``Column``), ``{"Label": [...], "Text": [...]}``, where
+    the book has a pandas DataFrame. ``table["Label"] = values`` replaces a column; ``to_csv`` writes it."""
+
+    def __init__(self, columns=()):
+        super().__init__()
+        for k, v in dict(columns).items():
+            self[k] = v
+
+    def __setitem__(self, key, values):
+        super().__setitem__(key, Column(values))
+
+    def to_csv(self, path, index=None) -> None:
+        """The table as a CSV file with a header row (``Label,Text``), as the book's
+        ``train_df.to_csv("train.csv", index=None)``; ``SpamDataset("train.csv", ...)`` reads it back. No
+        index column is written (the book passes ``index=None``). An existing file is replaced, as pandas
+        does, atomically."""
+        if index:
+            raise MiniGPTError("to_csv writes no index column: pass index=None, as the book does")
+        cols = _columns(self)
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(list(cols))
+        w.writerows(zip(*cols.values()))
+        atomic_write_text(path, buf.getvalue())
 
 
 def _columns(df) -> dict:
@@ -43,19 +104,19 @@ def _columns(df) -> dict:
     return cols
 
 
-def _take(cols: dict, idx) -> dict:
-    return {k: [v[int(i)] for i in idx] for k, v in cols.items()}
+def _take(cols: dict, idx) -> Table:
+    return Table({k: [v[int(i)] for i in idx] for k, v in cols.items()})
 
 
-def load_sms_spam(path) -> dict:
+def load_sms_spam(path) -> Table:
     """The SMS Spam Collection file (``label<TAB>text`` per line) as a table {"Label": [...], "Text": [...]}
     with the labels as written ("ham" / "spam"). The book reads the same file with
     ``pd.read_csv(path, sep="\\t", header=None, names=["Label", "Text"])``."""
     texts, labels, _ = read_labelled(path, fmt="sms")
-    return {"Label": labels, "Text": texts}
+    return Table({"Label": labels, "Text": texts})
 
 
-def create_balanced_dataset(df) -> dict:
+def create_balanced_dataset(df) -> Table:
     """As many "ham" rows as there are "spam" rows (a seeded sample), plus every "spam" row. minigpt's
     ``balance`` does the sampling (seed 123, as the book's ``random_state=123``; the rows chosen differ from
     pandas' sample)."""
