@@ -11,7 +11,7 @@ Names a reader meets (the book's -> minigpt's): ``trf_blocks`` -> ``blocks`` (bo
 ``W_key`` / ``W_value`` -> the column blocks of one fused ``attn.qkv`` layer, ``att.out_proj`` ->
 ``attn.proj``, ``ff.layers[0]`` / ``ff.layers[2]`` -> ``ff.fc`` / ``ff.proj``, LayerNorm's ``scale`` /
 ``shift`` -> ``weight`` / ``bias``, ``out_head.weight`` (vocab, emb) -> ``out_head`` (the same (vocab,
-emb) table, a bare parameter). Why minigpt differs: the fused layers run as single Numba kernels, and
+emb) table, a bare parameter that also answers ``out_head.weight`` and ``out_head.parameters()``). Why minigpt differs: the fused layers run as single Numba kernels, and
 GPT-2's own checkpoint uses the fused layout, so its files load without reshuffling.
 
 minigpt's native default (``GPTConfig()``, the ``gpt2-*`` presets) ties the head to the token embedding
@@ -26,14 +26,14 @@ import numpy as np
 from ..errors import MiniGPTError
 from ..model import GPT, GPTConfig
 from ..model.generation import generate as _generate
-from ..nn import GELU, Module
+from ..nn import GELU, Module, Parameter
 from ..nn import LayerNorm as _LayerNorm
 from ..nn.block import TransformerBlock as _Block
 from ..nn.layers import FeedForward as _FeedForward
 from ..tensor import Tensor
 
 __all__ = ["GPT_CONFIG_124M", "GPTModel", "generate_text_simple", "book_config", "LayerNorm", "GELU",
-           "FeedForward", "TransformerBlock"]
+           "FeedForward", "TransformerBlock", "OutputHead"]
 
 GPT_CONFIG_124M = {
     "vocab_size": 50257,     # vocabulary size
@@ -75,6 +75,8 @@ class GPTModel(GPT):
 
     def __init__(self, cfg, dtype=np.float32):
         super().__init__(book_config(cfg), dtype=dtype)
+        if isinstance(self.out_head, Parameter):
+            self.out_head = OutputHead(self.out_head)
 
     @property
     def trf_blocks(self):
@@ -90,6 +92,22 @@ class GPTModel(GPT):
     def to(self, device=None):
         """Accepted for the book's ``model.to(device)``: minigpt runs on the CPU; returns the model."""
         return self
+
+
+class OutputHead(Parameter):
+    """The untied output head: one (vocab_size, emb_dim) matrix (GPT-2's layout, the shape of PyTorch's
+    ``nn.Linear(emb_dim, vocab_size, bias=False).weight``), a Parameter as minigpt's model keeps it, that
+    also answers the book's two questions to its Linear layer: ``model.out_head.weight.shape`` and
+    ``sum(p.numel() for p in model.out_head.parameters())`` (the matrix itself, its only parameter)."""
+
+    __slots__ = ()
+
+    @property
+    def weight(self) -> "OutputHead":
+        return self
+
+    def parameters(self):
+        yield self
 
 
 def generate_text_simple(model, idx, max_new_tokens: int, context_size: int) -> np.ndarray:
