@@ -30,10 +30,11 @@ from ..nn import GELU, Module, Parameter
 from ..nn import LayerNorm as _LayerNorm
 from ..nn.block import TransformerBlock as _Block
 from ..nn.layers import FeedForward as _FeedForward
+from ..random import get_rng
 from ..tensor import Tensor
 
 __all__ = ["GPT_CONFIG_124M", "GPTModel", "generate_text_simple", "book_config", "LayerNorm", "GELU",
-           "FeedForward", "TransformerBlock", "OutputHead"]
+           "FeedForward", "TransformerBlock", "OutputHead", "rand", "randn"]
 
 GPT_CONFIG_124M = {
     "vocab_size": 50257,     # vocabulary size
@@ -160,6 +161,26 @@ class TransformerBlock(_Block):
     def __init__(self, cfg):
         c = book_config(_full(cfg))
         super().__init__(c.emb_dim, c.n_heads, c.drop_rate, c.qkv_bias, init="torch")
+
+
+def rand(*size) -> Tensor:
+    """The book's ``torch.rand(2, 4, 768)``: float32 uniform in [0, 1), from minigpt's generator
+    (``manual_seed`` repeats it; the numbers differ from torch's). NumPy's ``np.random.rand`` gives
+    float64, which minigpt's float32 layers refuse by name."""
+    return Tensor(get_rng().random(_size(size), dtype=np.float32))
+
+
+def randn(*size) -> Tensor:
+    """The book's ``torch.randn(2, 5)``: float32 standard normal, from minigpt's generator."""
+    return Tensor(get_rng().standard_normal(_size(size), dtype=np.float32))
+
+
+def _size(size) -> tuple:
+    if len(size) == 1 and isinstance(size[0], (tuple, list)):
+        size = tuple(size[0])
+    if not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 0 for n in size):
+        raise MiniGPTError(f"rand/randn: sizes must be integers >= 0, got {size}")
+    return tuple(int(n) for n in size)
 
 
 def _full(cfg):
