@@ -29,8 +29,9 @@ from .ch02 import (DataLoader, Embedding, GPTDatasetV1, SimpleTokenizerV1, Simpl
                    get_encoding)
 from .ch03 import (CausalAttention, Dropout, MultiHeadAttention, MultiHeadAttentionWrapper, SelfAttention_v1,
                    SelfAttention_v2)
-from .ch04 import (GELU, GPT_CONFIG_124M, FeedForward, GPTModel, LayerNorm, OutputHead, TransformerBlock, book_config,
-                   generate_text_simple, rand, randn)
+from .ch04 import (GELU, GPT_CONFIG_124M, DummyGPTModel, DummyLayerNorm, DummyTransformerBlock, ExampleDeepNeuralNetwork,
+                   FeedForward, GPTModel, LayerNorm, OutputHead, TransformerBlock, book_config, generate_text_simple,
+                   print_gradients, rand, randn)
 from .ch05 import (calc_loss_batch, calc_loss_loader, evaluate_model, generate, generate_and_print_sample, load,
                    load_gpt2_params, load_weights_into_gpt, plot_losses, save, text_to_token_ids, token_ids_to_text,
                    train_model_simple)
@@ -45,7 +46,8 @@ __all__ = [
     "SelfAttention_v1", "SelfAttention_v2", "CausalAttention", "MultiHeadAttentionWrapper", "MultiHeadAttention",
     "Dropout",
     "GPT_CONFIG_124M", "GPTModel", "generate_text_simple", "book_config", "LayerNorm", "GELU", "FeedForward",
-    "TransformerBlock", "OutputHead", "rand", "randn",
+    "TransformerBlock", "OutputHead", "rand", "randn", "DummyGPTModel", "DummyTransformerBlock", "DummyLayerNorm",
+    "ExampleDeepNeuralNetwork", "print_gradients",
     "generate", "text_to_token_ids", "token_ids_to_text", "calc_loss_batch", "calc_loss_loader",
     "train_model_simple", "evaluate_model", "generate_and_print_sample", "plot_losses", "load_gpt2_params",
     "load_weights_into_gpt", "save", "load",

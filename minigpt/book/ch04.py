@@ -26,7 +26,7 @@ import numpy as np
 from ..errors import MiniGPTError
 from ..model import GPT, GPTConfig
 from ..model.generation import generate as _generate
-from ..nn import GELU, Module, Parameter
+from ..nn import GELU, Linear, Module, ModuleList, Parameter
 from ..nn import LayerNorm as _LayerNorm
 from ..nn.block import TransformerBlock as _Block
 from ..nn.layers import FeedForward as _FeedForward
@@ -34,7 +34,8 @@ from ..random import get_rng
 from ..tensor import Tensor
 
 __all__ = ["GPT_CONFIG_124M", "GPTModel", "generate_text_simple", "book_config", "LayerNorm", "GELU",
-           "FeedForward", "TransformerBlock", "OutputHead", "rand", "randn"]
+           "FeedForward", "TransformerBlock", "OutputHead", "rand", "randn", "DummyGPTModel", "DummyTransformerBlock",
+           "DummyLayerNorm", "ExampleDeepNeuralNetwork", "print_gradients"]
 
 GPT_CONFIG_124M = {
     "vocab_size": 50257,     # vocabulary size
@@ -161,6 +162,78 @@ class TransformerBlock(_Block):
     def __init__(self, cfg):
         c = book_config(_full(cfg))
         super().__init__(c.emb_dim, c.n_heads, c.drop_rate, c.qkv_bias, init="torch")
+
+
+# --- section 4.1's placeholder model ---------------------------------------------------------------
+class DummyTransformerBlock(Module):
+    """Section 4.1's placeholder block: returns its input unchanged."""
+
+    def __init__(self, cfg):
+        super().__init__()
+
+    def forward(self, x, cache=None):
+        return x
+
+
+class DummyLayerNorm(Module):
+    """Section 4.1's placeholder normalisation: returns its input unchanged."""
+
+    def __init__(self, normalized_shape, eps=1e-5):
+        super().__init__()
+
+    def forward(self, x):
+        return x
+
+
+class DummyGPTModel(GPTModel):
+    """Section 4.1's skeleton, ``DummyGPTModel(cfg)``: the book's model with ``DummyTransformerBlock`` and
+    ``DummyLayerNorm`` in place of the real blocks and final norm, so ``model(batch)`` already gives logits
+    (batch, tokens, vocab_size) from token + position embeddings and the output head alone."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.blocks = ModuleList(DummyTransformerBlock(cfg) for _ in range(self.config.n_layers))
+        self.final_norm = DummyLayerNorm(self.config.emb_dim)
+
+
+# --- section 4.4's shortcut demonstration ---------------------------------------------------------
+class _Sequential(ModuleList):
+    """``torch.nn.Sequential``'s call for section 4.4: the modules applied in order (names "0", "1", ...)."""
+
+    def forward(self, x):
+        for m in self:
+            x = m(x)
+        return x
+
+
+class ExampleDeepNeuralNetwork(Module):
+    """Section 4.4's five-layer network: ``layers[i]`` is Linear(layer_sizes[i], layer_sizes[i + 1]) then
+    GELU (PyTorch's initialisation); with ``use_shortcut`` each layer's input is added to its output
+    wherever the shapes agree. Parameter names are the book's (``layers.0.0.weight``)."""
+
+    def __init__(self, layer_sizes, use_shortcut):
+        super().__init__()
+        if len(layer_sizes) != 6:
+            raise MiniGPTError(f"ExampleDeepNeuralNetwork takes 6 layer sizes (5 layers), got {len(layer_sizes)}")
+        self.use_shortcut = use_shortcut
+        self.layers = ModuleList(_Sequential([Linear(layer_sizes[i], layer_sizes[i + 1]), GELU()]) for i in range(5))
+
+    def forward(self, x):
+        for layer in self.layers:
+            layer_output = layer(x)
+            x = x + layer_output if self.use_shortcut and x.shape == layer_output.shape else layer_output
+        return x
+
+
+def print_gradients(model, x):
+    """Section 4.4: one backward pass of the mean squared error between ``model(x)`` and 0, then print the
+    mean absolute gradient of every weight (``param.grad`` is a NumPy array here)."""
+    output = model(x)
+    loss = (output * output).mean()  # MSE against a target of zeros, the book's nn.MSELoss()(output, [[0.]])
+    loss.backward()
+    for name, param in model.named_parameters():
+        if "weight" in name:
+            print(f"{name} has gradient mean of {np.abs(param.grad).mean().item()}")
 
 
 def rand(*size) -> Tensor:
