@@ -8,6 +8,9 @@ import re
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import array_shapes
 
 from minigpt import functional as F
 from minigpt.book import (GELU, GPT_CONFIG_124M, AdamW, CausalAttention, DataLoader, Dropout, DummyGPTModel, Embedding,
@@ -234,6 +237,25 @@ def test_tensor_methods_the_book_calls():
         x.unsqueeze(3)
     with pytest.raises(MiniGPTError, match="sizes must be integers"):
         rand(2, 1.5)
+
+
+@given(array_shapes(min_dims=0, max_dims=3, min_side=1, max_side=4), st.integers(0, 2**31 - 1), st.booleans())
+def test_tensor_var_unsqueeze_squeeze_gradcheck(shape, seed, keepdim):
+    """float64 finite differences over drawn shapes, 0-d included: var over everything (biased; the unbiased
+    variance of one element is undefined) and over the last axis (unbiased where it has 2+ elements),
+    unsqueeze/squeeze at either end."""
+    data = np.random.default_rng(seed).standard_normal(shape)
+    x = Tensor(data, requires_grad=True)
+    assert gradcheck(lambda t: t.var(unbiased=False), x, eps=1e-6, atol=1e-7, rtol=1e-6)
+    np.testing.assert_allclose(x.var(unbiased=False).data, np.var(data), atol=1e-12)
+    if len(shape) >= 1 and shape[-1] >= 2:
+        v = x.var(dim=-1, keepdim=keepdim)
+        np.testing.assert_allclose(v.data, np.var(data, axis=-1, ddof=1, keepdims=keepdim), atol=1e-12)
+        assert gradcheck(lambda t: t.var(dim=-1, keepdim=keepdim), x, eps=1e-6, atol=1e-7, rtol=1e-6)
+    for dim in (0, -1):
+        u = x.unsqueeze(dim)
+        assert u.shape == np.expand_dims(data, dim).shape and u.squeeze(dim).shape == tuple(shape)
+        assert gradcheck(lambda t: t.unsqueeze(dim).squeeze(dim) * 3.0, x, eps=1e-6, atol=1e-7, rtol=1e-6)
 
 
 def test_ch4_shortcut_gradients_as_printed(capsys):

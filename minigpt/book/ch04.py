@@ -18,6 +18,10 @@ minigpt's native default (``GPTConfig()``, the ``gpt2-*`` presets) ties the head
 and initialises GPT-2's way (N(0, 0.02)): GPT-2's own model, 124M parameters, the layout GPT-2's
 checkpoints load into. ``GPTModel`` builds the book's model instead, so that chapter 5's run trains the
 model the book trains (docs/book.md has its table).
+
+The chapter's other listings are here too: section 4.1's skeleton ``DummyGPTModel`` (the same model with
+pass-through blocks and norm), section 4.4's ``ExampleDeepNeuralNetwork`` and ``print_gradients``, and
+``rand`` / ``randn`` for the book's ``torch.rand`` / ``torch.randn`` inputs (float32, minigpt's generator).
 """
 from __future__ import annotations
 
