@@ -143,6 +143,11 @@ def test_ch3_trainable_and_causal_attention_as_printed():
     attn_weights = F.softmax(attn_scores / keys.shape[-1] ** 0.5, axis=-1)
     np.testing.assert_allclose(attn_weights.sum(dim=-1).data, np.ones(6), atol=1e-6)
     context_length = attn_scores.shape[0]
+    mask_simple = np.tril(np.ones((context_length, context_length)))  # the book's torch.tril(torch.ones(...))
+    masked_simple = attn_weights * mask_simple
+    row_sums = masked_simple.sum(dim=-1, keepdim=True)
+    masked_simple_norm = masked_simple / row_sums
+    np.testing.assert_allclose(masked_simple_norm.sum(dim=-1).data, np.ones(6), atol=1e-6)
     mask = np.triu(np.ones((context_length, context_length)), k=1)
     masked = attn_scores.masked_fill(mask.astype(bool), -np.inf)
     attn_weights = F.softmax(masked / keys.shape[-1] ** 0.5, axis=-1)
@@ -170,6 +175,24 @@ def test_ch3_trainable_and_causal_attention_as_printed():
     context_vecs = mha(batch)
     assert context_vecs.shape == (2, 6, 2)
     np.testing.assert_allclose(context_vecs.data[0], context_vecs.data[1], atol=1e-6)
+
+
+def test_ch3_naive_softmax_and_batched_heads_give_the_books_figures():
+    inputs = _inputs()
+    attn_scores_2 = inputs @ inputs[1]
+
+    def softmax_naive(x):
+        return x.exp() / x.exp().sum(dim=0)
+
+    np.testing.assert_allclose(softmax_naive(attn_scores_2).data, [0.1385, 0.2379, 0.2333, 0.1240, 0.1082, 0.1581],
+                               atol=5e-5)
+    a = tensor([[[[0.2745, 0.6584, 0.2775, 0.8573], [0.8993, 0.0390, 0.9268, 0.7388], [0.7179, 0.7058, 0.9156, 0.4340]],
+                 [[0.0772, 0.3565, 0.1479, 0.5331], [0.4066, 0.2318, 0.4545, 0.9737], [0.4606, 0.5159, 0.4220, 0.5786]]]])
+    book = [[[1.3208, 1.1631, 1.2879], [1.1631, 2.2150, 1.8424], [1.2879, 1.8424, 2.0402]],
+            [[0.4391, 0.7003, 0.5903], [0.7003, 1.3737, 1.0620], [0.5903, 1.0620, 0.9912]]]
+    np.testing.assert_allclose((a @ a.transpose(2, 3)).data[0], book, atol=5e-5)
+    first_head = a[0, 0, :, :]
+    np.testing.assert_allclose((first_head @ first_head.T).data, book[0], atol=5e-5)
 
 
 # --- chapter 4 ---------------------------------------------------------------------------------------
