@@ -384,7 +384,7 @@ class Tensor:
         return self.data != _raw(other)
 
     # --- methods ------------------------------------------------------------------------------------
-    # Reductions take NumPy's ``axis`` / ``keepdims`` or PyTorch's ``dim`` / ``keepdim`` (the book's
+    # sum, mean and var take NumPy's ``axis`` / ``keepdims`` or PyTorch's ``dim`` / ``keepdim`` (the book's
     # ``x.mean(dim=-1, keepdim=True)``).
     def sum(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
         axis, keepdims = _torch_names("sum", axis, keepdims, dim, keepdim)
@@ -394,8 +394,8 @@ class Tensor:
         axis, keepdims = _torch_names("mean", axis, keepdims, dim, keepdim)
         return _ops.mean(self, axis=axis, keepdims=keepdims)
 
-    def max(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
-        axis, keepdims = _torch_names("max", axis, keepdims, dim, keepdim)
+    def max(self, axis=None, keepdims=False):
+        # no ``dim=``: PyTorch's ``x.max(dim=d)`` returns (values, indices), this returns the values only
         return _ops.max(self, axis=axis, keepdims=keepdims)
 
     def var(self, axis=None, keepdims=False, *, dim=None, keepdim=None, unbiased: bool = True):
