@@ -384,14 +384,70 @@ class Tensor:
         return self.data != _raw(other)
 
     # --- methods ------------------------------------------------------------------------------------
-    def sum(self, axis=None, keepdims=False):
+    # sum, mean and var take NumPy's ``axis`` / ``keepdims`` or PyTorch's ``dim`` / ``keepdim`` (the book's
+    # ``x.mean(dim=-1, keepdim=True)``).
+    def sum(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        axis, keepdims = _torch_names("sum", axis, keepdims, dim, keepdim)
         return _ops.sum(self, axis=axis, keepdims=keepdims)
 
-    def mean(self, axis=None, keepdims=False):
+    def mean(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        axis, keepdims = _torch_names("mean", axis, keepdims, dim, keepdim)
         return _ops.mean(self, axis=axis, keepdims=keepdims)
 
     def max(self, axis=None, keepdims=False):
+        # no ``dim=``: PyTorch's ``x.max(dim=d)`` returns (values, indices), this returns the values only
         return _ops.max(self, axis=axis, keepdims=keepdims)
+
+    def var(self, axis=None, keepdims=False, *, dim=None, keepdim=None, unbiased: bool = True):
+        """Variance over ``axis`` (all elements when None): the mean squared deviation, divided by n - 1
+        when ``unbiased`` (PyTorch's default, the book's ``x.var(dim=-1, keepdim=True)``), by n when not
+        (``unbiased=False``, what LayerNorm uses; NumPy's ``np.var`` default). Differentiable (sum, mean and
+        arithmetic ops)."""
+        axis, keepdims = _torch_names("var", axis, keepdims, dim, keepdim)
+        centered = self - _ops.mean(self, axis=axis, keepdims=True)
+        sq = _ops.sum(centered * centered, axis=axis, keepdims=keepdims)
+        n = self.data.size // max(sq.data.size, 1) if self.data.size else 0
+        return sq / float(max(n - 1, 0) if unbiased else n)
+
+    def numel(self) -> int:
+        """The number of elements (``size``), PyTorch's name: ``sum(p.numel() for p in model.parameters())``."""
+        return self.data.size
+
+    def tolist(self):
+        """The values as nested Python lists (a number for a 0-d tensor)."""
+        return self.data.tolist()
+
+    def unsqueeze(self, dim: int) -> "Tensor":
+        """A new axis of length 1 at ``dim`` (negative counts from the end of the result): ``(4,) -> (1, 4)``."""
+        nd = self.data.ndim + 1
+        if not -nd <= dim < nd:
+            raise MiniGPTError(f"unsqueeze: dim {dim} is out of range for a result of {nd} dimensions")
+        shape = list(self.data.shape)
+        shape.insert(dim % nd, 1)
+        return _ops.reshape(self, tuple(shape))
+
+    def squeeze(self, dim=None) -> "Tensor":
+        """Without the axis ``dim`` if its length is 1 (unchanged otherwise, as PyTorch), or without every
+        axis of length 1 when ``dim`` is None."""
+        shape = self.data.shape
+        if dim is None:
+            return _ops.reshape(self, tuple(s for s in shape if s != 1))
+        if not -max(len(shape), 1) <= dim < max(len(shape), 1):
+            raise MiniGPTError(f"squeeze: dim {dim} is out of range for a tensor of {len(shape)} dimensions")
+        if not shape or shape[dim] != 1:
+            return self
+        d = dim % len(shape)
+        return _ops.reshape(self, shape[:d] + shape[d + 1:])
+
+    def to(self, device=None, dtype=None) -> "Tensor":
+        """PyTorch's ``t.to(device)``: minigpt runs on the CPU, so a device ("cpu", "cuda", ...) is accepted
+        and the tensor itself returned; ``dtype`` (a NumPy dtype, or ``t.to(np.float64)``) casts."""
+        if dtype is None and device is not None and not isinstance(device, str):
+            try:
+                dtype = np.dtype(device)
+            except TypeError:
+                dtype = None
+        return self if dtype is None or np.dtype(dtype) == self.data.dtype else self.astype(dtype)
 
     def reshape(self, *shape):
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
@@ -412,34 +468,6 @@ class Tensor:
             raise MiniGPTError(f"flatten: start_dim ({start_dim}) comes after end_dim ({end_dim})")
         shape = self.shape
         return _ops.reshape(self, shape[:s] + (int(np.prod(shape[s:e + 1])),) + shape[e + 1:])
-
-    def unsqueeze(self, dim: int):
-        """A new axis of size 1 at ``dim`` (-ndim - 1 <= dim <= ndim, as in PyTorch); a reshape."""
-        d = _axis(dim, self.ndim + 1, "unsqueeze")
-        return _ops.reshape(self, self.shape[:d] + (1,) + self.shape[d:])
-
-    def squeeze(self, dim: int | None = None):
-        """Without ``dim``, every axis of size 1 removed; with it, that axis if its size is 1 (else the tensor
-        is returned as it is, as in PyTorch); a reshape."""
-        if dim is None:
-            return _ops.reshape(self, tuple(n for n in self.shape if n != 1))
-        d = _axis(dim, max(self.ndim, 1), "squeeze")
-        if self.ndim == 0 or self.shape[d] != 1:
-            return self
-        return _ops.reshape(self, self.shape[:d] + self.shape[d + 1:])
-
-    def numel(self) -> int:
-        """The number of elements (PyTorch's name for ``size``)."""
-        return self.data.size
-
-    def tolist(self):
-        """The values as nested Python lists (a number for a 0-d tensor)."""
-        return self.data.tolist()
-
-    def to(self, device=None):
-        """PyTorch's ``t.to(device)``: minigpt computes on the CPU only, so this returns the tensor itself,
-        whatever ``device`` names."""
-        return self
 
     def transpose(self, *axes):
         if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
@@ -497,6 +525,17 @@ def _axis(dim, ndim: int, what: str) -> int:
 
 def _raw(x):
     return x.data if isinstance(x, Tensor) else x
+
+
+def _torch_names(method, axis, keepdims, dim, keepdim):
+    """A reduction's axis and keepdims from NumPy's names or PyTorch's (``dim``, ``keepdim``), not both."""
+    if dim is not None:
+        if axis is not None:
+            raise MiniGPTError(f"{method}: give axis or dim, not both")
+        axis = dim
+    if keepdim is not None:
+        keepdims = keepdim
+    return axis, keepdims
 
 
 _RETAIN = "retain_grad"  # the key under which retain_grad() marks a tensor in its hook dict

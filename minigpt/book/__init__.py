@@ -23,12 +23,15 @@ from ..nn import Linear
 from ..optim import AdamW
 from ..random import manual_seed
 from ..tensor import no_grad, tensor
-from .appendix_d import book_lr, train_model
+from .appendix_d import book_lr, clip_grad_norm_, find_highest_gradient, train_model
 from .appendix_e import LinearWithLoRA, LoRALayer, replace_linear_with_lora
-from .ch02 import DataLoader, GPTDatasetV1, create_dataloader_v1, get_encoding
-from .ch03 import CausalAttention, MultiHeadAttention, MultiHeadAttentionWrapper, SelfAttention_v1, SelfAttention_v2
-from .ch04 import (GELU, GPT_CONFIG_124M, FeedForward, GPTModel, LayerNorm, TransformerBlock, book_config,
-                   generate_text_simple)
+from .ch02 import (DataLoader, Embedding, GPTDatasetV1, SimpleTokenizerV1, SimpleTokenizerV2, create_dataloader_v1,
+                   get_encoding)
+from .ch03 import (CausalAttention, Dropout, MultiHeadAttention, MultiHeadAttentionWrapper, SelfAttention_v1,
+                   SelfAttention_v2)
+from .ch04 import (GELU, GPT_CONFIG_124M, DummyGPTModel, DummyLayerNorm, DummyTransformerBlock, ExampleDeepNeuralNetwork,
+                   FeedForward, GPTModel, LayerNorm, OutputHead, TransformerBlock, book_config, generate_text_simple,
+                   print_gradients, rand, randn)
 from .ch05 import (calc_loss_batch, calc_loss_loader, download_and_load_gpt2, evaluate_model, generate,
                    generate_and_print_sample, load, load_gpt2_params, load_weights_into_gpt, plot_losses, save,
                    text_to_token_ids, token_ids_to_text, train_model_simple)
@@ -39,10 +42,13 @@ from .ch07 import (InstructionDataset, custom_collate_draft_1, custom_collate_dr
 
 __all__ = [
     "manual_seed", "AdamW", "Linear", "tensor", "no_grad",
-    "get_encoding", "GPTDatasetV1", "create_dataloader_v1", "DataLoader",
+    "get_encoding", "GPTDatasetV1", "create_dataloader_v1", "DataLoader", "SimpleTokenizerV1", "SimpleTokenizerV2",
+    "Embedding",
     "SelfAttention_v1", "SelfAttention_v2", "CausalAttention", "MultiHeadAttentionWrapper", "MultiHeadAttention",
+    "Dropout",
     "GPT_CONFIG_124M", "GPTModel", "generate_text_simple", "book_config", "LayerNorm", "GELU", "FeedForward",
-    "TransformerBlock",
+    "TransformerBlock", "OutputHead", "rand", "randn", "DummyGPTModel", "DummyTransformerBlock", "DummyLayerNorm",
+    "ExampleDeepNeuralNetwork", "print_gradients",
     "generate", "text_to_token_ids", "token_ids_to_text", "calc_loss_batch", "calc_loss_loader",
     "train_model_simple", "evaluate_model", "generate_and_print_sample", "plot_losses", "load_gpt2_params",
     "load_weights_into_gpt", "save", "load", "download_and_load_gpt2",
@@ -50,6 +56,6 @@ __all__ = [
     "train_classifier_simple", "classify_review", "plot_values", "Table", "Column",
     "load_file", "format_input", "InstructionDataset", "custom_collate_fn", "download_and_load_file",
     "custom_collate_draft_1", "custom_collate_draft_2",
-    "train_model", "book_lr",
+    "train_model", "book_lr", "find_highest_gradient", "clip_grad_norm_",
     "LoRALayer", "LinearWithLoRA", "replace_linear_with_lora",
 ]

@@ -6,7 +6,8 @@ runs at ``initial_lr``), then minigpt's cosine ``lr_at`` (the same formula as th
 ``min_lr + (peak_lr - min_lr) * (1 + cos(pi * progress)) / 2``); gradients are clipped to norm 1.0 with
 minigpt's ``clip_grad_norm`` once the warmup is over (the book's printed loop clips from the step AFTER
 the last warmup step, ``global_step > warmup_steps``; the book's repository later changed that to ``>=``,
-which ``clip_from_warmup_end=True`` selects).
+which ``clip_from_warmup_end=True`` selects). Section D.3's ``find_highest_gradient`` and
+``torch.nn.utils.clip_grad_norm_`` are here too (``clip_grad_norm_``).
 
 How minigpt's native schedule (``CosineWithWarmup``, ``minigpt train --warmup``) differs, and why: its
 warmup step ``s`` uses ``(s + 1) / warmup_steps`` of the way from ``initial_lr`` to ``peak_lr``, so no
@@ -21,7 +22,27 @@ from ..errors import MiniGPTError
 from ..optim import clip_grad_norm, lr_at
 from .ch05 import calc_loss_batch, evaluate_model, generate_and_print_sample
 
-__all__ = ["train_model", "book_lr"]
+__all__ = ["train_model", "book_lr", "find_highest_gradient", "clip_grad_norm_"]
+
+
+def clip_grad_norm_(parameters, max_norm: float) -> float:
+    """The book's ``torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)``: minigpt's
+    ``clip_grad_norm`` (scale every gradient in place so their global L2 norm is at most ``max_norm``);
+    returns the norm before clipping, a float."""
+    return clip_grad_norm(parameters, max_norm=max_norm)
+
+
+def find_highest_gradient(model):
+    """The largest gradient entry over the model's parameters (None when none has a gradient), the book's
+    section D.3 helper. minigpt keeps each ``param.grad`` as a NumPy array, so the book's
+    ``param.grad.data.flatten()`` (``.data`` of a NumPy array is its raw buffer) is ``param.grad`` here."""
+    highest = None
+    for param in model.parameters():
+        if param.grad is not None and param.grad.size:
+            m = param.grad.max()
+            if highest is None or m > highest:
+                highest = m
+    return None if highest is None else float(highest)
 
 
 def book_lr(step: int, *, peak_lr: float, warmup_steps: int, total_steps: int, initial_lr: float = 3e-05,

@@ -13,6 +13,10 @@ the book                                         minigpt.book (what it stands on
 stride)``                                        id array, not a list of copied tensors)
 ``DataLoader(dataset, batch_size, shuffle,       ``DataLoader`` here: minigpt's loader, plus the
 drop_last, num_workers, collate_fn)``            ``collate_fn`` that chapters 6 and 7 pass
+``SimpleTokenizerV1(vocab)``,                    minigpt's ``SimpleTokenizer`` (the same split, the
+``SimpleTokenizerV2(vocab)``                     same ids); V1 refuses unknown words, V2 maps them
+                                                 to ``<|unk|>``
+``torch.nn.Embedding(num, dim)``                 ``Embedding``: minigpt's layer, N(0, 1) as torch's
 ===============================================  ===================================================
 
 Batches are NumPy int64 arrays, not torch tensors: ``x.shape``, indexing and ``x.tolist()`` work as in the
@@ -22,16 +26,43 @@ libraries' random numbers differ).
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from ..data import SlidingWindowDataset
 from ..data.loader import DataLoader as _Loader
 from ..errors import MiniGPTError
 from ..loading import gpt2_vocab_dir
+from ..nn import Embedding
 from ..random import get_rng
 from ..tokenizer import BPETokenizer
+from ..tokenizer.simple import SimpleTokenizer
 
-__all__ = ["get_encoding", "GPTDatasetV1", "create_dataloader_v1", "DataLoader"]
+__all__ = ["get_encoding", "GPTDatasetV1", "create_dataloader_v1", "DataLoader", "SimpleTokenizerV1",
+           "SimpleTokenizerV2", "Embedding"]
+
+
+class SimpleTokenizerV2(SimpleTokenizer):
+    """The book's word tokenizer of section 2.4, ``SimpleTokenizerV2(vocab)`` with ``vocab`` a dict
+    ``{token: id}`` (the book's ``{token: integer for integer, token in enumerate(all_tokens)}``): the text
+    is cut at whitespace and around ``, . : ; ? _ ! " ( ) '`` and ``--``, a word missing from the
+    vocabulary becomes ``<|unk|>``; ``decode`` joins with spaces and removes the space before punctuation.
+    It is minigpt's ``SimpleTokenizer`` (``minigpt.tokenizer.simple``), which also builds a vocabulary
+    from a text itself (``SimpleTokenizer.from_text``) and names an id out of range instead of a KeyError.
+    """
+
+
+class SimpleTokenizerV1(SimpleTokenizer):
+    """The book's first word tokenizer (section 2.3): no ``<|unk|>``, so a word missing from the vocabulary
+    is an error naming it (the book's KeyError, as a MiniGPTError), and ``decode`` keeps a space before
+    ``:`` and ``;`` as the book's V1 pattern does (V2 removes it)."""
+
+    space_before_punct = re.compile(r'\s+([,.?!"()\'])')
+
+    def __init__(self, vocab: dict):
+        super().__init__(vocab)
+        self._unk = None  # even a vocabulary that holds <|unk|> does not map unknown words to it here
 
 _ENCODINGS: dict = {}
 

@@ -13,17 +13,19 @@ layout; PyTorch stores ``nn.Linear`` weights (out, in)), so the book's ``W_query
 (``[:, :d_out]``, ``[:, d_out:2*d_out]``, ``[:, 2*d_out:]``) instead of three layers. Random draws come from
 minigpt's generator (``manual_seed``), so the weights, and the figures that depend on them, differ from the
 book's; the figures of chapter 3.3, which use no trained weights, are the book's to the printed digit.
+``Dropout`` (section 3.5.2's ``torch.nn.Dropout(0.5)``) is minigpt's layer: it zeroes each entry with
+probability p and scales the rest by 1 / (1 - p) in training mode, as torch's (its mask differs).
 """
 from __future__ import annotations
 
 from .. import functional as F
 from ..errors import MiniGPTError
-from ..nn import Linear, Module
+from ..nn import Dropout, Linear, Module
 from ..nn.attention import CausalAttention, MultiHeadAttentionWrapper, SelfAttention
 from ..random import get_rng
 
 __all__ = ["SelfAttention_v1", "SelfAttention_v2", "CausalAttention", "MultiHeadAttentionWrapper",
-           "MultiHeadAttention"]
+           "MultiHeadAttention", "Dropout"]
 
 
 class SelfAttention_v2(SelfAttention):

@@ -11,13 +11,17 @@ Names a reader meets (the book's -> minigpt's): ``trf_blocks`` -> ``blocks`` (bo
 ``W_key`` / ``W_value`` -> the column blocks of one fused ``attn.qkv`` layer, ``att.out_proj`` ->
 ``attn.proj``, ``ff.layers[0]`` / ``ff.layers[2]`` -> ``ff.fc`` / ``ff.proj``, LayerNorm's ``scale`` /
 ``shift`` -> ``weight`` / ``bias``, ``out_head.weight`` (vocab, emb) -> ``out_head`` (the same (vocab,
-emb) table, a bare parameter). Why minigpt differs: the fused layers run as single Numba kernels, and
+emb) table, a bare parameter that also answers ``out_head.weight`` and ``out_head.parameters()``). Why minigpt differs: the fused layers run as single Numba kernels, and
 GPT-2's own checkpoint uses the fused layout, so its files load without reshuffling.
 
 minigpt's native default (``GPTConfig()``, the ``gpt2-*`` presets) ties the head to the token embedding
 and initialises GPT-2's way (N(0, 0.02)): GPT-2's own model, 124M parameters, the layout GPT-2's
 checkpoints load into. ``GPTModel`` builds the book's model instead, so that chapter 5's run trains the
 model the book trains (docs/book.md has its table).
+
+The chapter's other listings are here too: section 4.1's skeleton ``DummyGPTModel`` (the same model with
+pass-through blocks and norm), section 4.4's ``ExampleDeepNeuralNetwork`` and ``print_gradients``, and
+``rand`` / ``randn`` for the book's ``torch.rand`` / ``torch.randn`` inputs (float32, minigpt's generator).
 """
 from __future__ import annotations
 
@@ -26,14 +30,16 @@ import numpy as np
 from ..errors import MiniGPTError
 from ..model import GPT, GPTConfig
 from ..model.generation import generate as _generate
-from ..nn import GELU, Module
+from ..nn import GELU, Linear, Module, ModuleList, Parameter
 from ..nn import LayerNorm as _LayerNorm
 from ..nn.block import TransformerBlock as _Block
 from ..nn.layers import FeedForward as _FeedForward
+from ..random import get_rng
 from ..tensor import Tensor
 
 __all__ = ["GPT_CONFIG_124M", "GPTModel", "generate_text_simple", "book_config", "LayerNorm", "GELU",
-           "FeedForward", "TransformerBlock"]
+           "FeedForward", "TransformerBlock", "OutputHead", "rand", "randn", "DummyGPTModel", "DummyTransformerBlock",
+           "DummyLayerNorm", "ExampleDeepNeuralNetwork", "print_gradients"]
 
 GPT_CONFIG_124M = {
     "vocab_size": 50257,     # vocabulary size
@@ -75,6 +81,8 @@ class GPTModel(GPT):
 
     def __init__(self, cfg, dtype=np.float32):
         super().__init__(book_config(cfg), dtype=dtype)
+        if isinstance(self.out_head, Parameter):
+            self.out_head = OutputHead(self.out_head)
 
     @property
     def trf_blocks(self):
@@ -90,6 +98,22 @@ class GPTModel(GPT):
     def to(self, device=None):
         """Accepted for the book's ``model.to(device)``: minigpt runs on the CPU; returns the model."""
         return self
+
+
+class OutputHead(Parameter):
+    """The untied output head: one (vocab_size, emb_dim) matrix (GPT-2's layout, the shape of PyTorch's
+    ``nn.Linear(emb_dim, vocab_size, bias=False).weight``), a Parameter as minigpt's model keeps it, that
+    also answers the book's two questions to its Linear layer: ``model.out_head.weight.shape`` and
+    ``sum(p.numel() for p in model.out_head.parameters())`` (the matrix itself, its only parameter)."""
+
+    __slots__ = ()
+
+    @property
+    def weight(self) -> "OutputHead":
+        return self
+
+    def parameters(self):
+        yield self
 
 
 def generate_text_simple(model, idx, max_new_tokens: int, context_size: int) -> np.ndarray:
@@ -142,6 +166,98 @@ class TransformerBlock(_Block):
     def __init__(self, cfg):
         c = book_config(_full(cfg))
         super().__init__(c.emb_dim, c.n_heads, c.drop_rate, c.qkv_bias, init="torch")
+
+
+# --- section 4.1's placeholder model ---------------------------------------------------------------
+class DummyTransformerBlock(Module):
+    """Section 4.1's placeholder block: returns its input unchanged."""
+
+    def __init__(self, cfg):
+        super().__init__()
+
+    def forward(self, x, cache=None):
+        return x
+
+
+class DummyLayerNorm(Module):
+    """Section 4.1's placeholder normalisation: returns its input unchanged."""
+
+    def __init__(self, normalized_shape, eps=1e-5):
+        super().__init__()
+
+    def forward(self, x):
+        return x
+
+
+class DummyGPTModel(GPTModel):
+    """Section 4.1's skeleton, ``DummyGPTModel(cfg)``: the book's model with ``DummyTransformerBlock`` and
+    ``DummyLayerNorm`` in place of the real blocks and final norm, so ``model(batch)`` already gives logits
+    (batch, tokens, vocab_size) from token + position embeddings and the output head alone."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.blocks = ModuleList(DummyTransformerBlock(cfg) for _ in range(self.config.n_layers))
+        self.final_norm = DummyLayerNorm(self.config.emb_dim)
+
+
+# --- section 4.4's shortcut demonstration ---------------------------------------------------------
+class _Sequential(ModuleList):
+    """``torch.nn.Sequential``'s call for section 4.4: the modules applied in order (names "0", "1", ...)."""
+
+    def forward(self, x):
+        for m in self:
+            x = m(x)
+        return x
+
+
+class ExampleDeepNeuralNetwork(Module):
+    """Section 4.4's five-layer network: ``layers[i]`` is Linear(layer_sizes[i], layer_sizes[i + 1]) then
+    GELU (PyTorch's initialisation); with ``use_shortcut`` each layer's input is added to its output
+    wherever the shapes agree. Parameter names are the book's (``layers.0.0.weight``)."""
+
+    def __init__(self, layer_sizes, use_shortcut):
+        super().__init__()
+        if len(layer_sizes) != 6:
+            raise MiniGPTError(f"ExampleDeepNeuralNetwork takes 6 layer sizes (5 layers), got {len(layer_sizes)}")
+        self.use_shortcut = use_shortcut
+        self.layers = ModuleList(_Sequential([Linear(layer_sizes[i], layer_sizes[i + 1]), GELU()]) for i in range(5))
+
+    def forward(self, x):
+        for layer in self.layers:
+            layer_output = layer(x)
+            x = x + layer_output if self.use_shortcut and x.shape == layer_output.shape else layer_output
+        return x
+
+
+def print_gradients(model, x):
+    """Section 4.4: one backward pass of the mean squared error between ``model(x)`` and 0, then print the
+    mean absolute gradient of every weight (``param.grad`` is a NumPy array here)."""
+    output = model(x)
+    loss = (output * output).mean()  # MSE against a target of zeros, the book's nn.MSELoss()(output, [[0.]])
+    loss.backward()
+    for name, param in model.named_parameters():
+        if "weight" in name:
+            print(f"{name} has gradient mean of {np.abs(param.grad).mean().item()}")
+
+
+def rand(*size) -> Tensor:
+    """The book's ``torch.rand(2, 4, 768)``: float32 uniform in [0, 1), from minigpt's generator
+    (``manual_seed`` repeats it; the numbers differ from torch's). NumPy's ``np.random.rand`` gives
+    float64, which minigpt's float32 layers refuse by name."""
+    return Tensor(get_rng().random(_size(size), dtype=np.float32))
+
+
+def randn(*size) -> Tensor:
+    """The book's ``torch.randn(2, 5)``: float32 standard normal, from minigpt's generator."""
+    return Tensor(get_rng().standard_normal(_size(size), dtype=np.float32))
+
+
+def _size(size) -> tuple:
+    if len(size) == 1 and isinstance(size[0], (tuple, list)):
+        size = tuple(size[0])
+    if not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 0 for n in size):
+        raise MiniGPTError(f"rand/randn: sizes must be integers >= 0, got {size}")
+    return tuple(int(n) for n in size)
 
 
 def _full(cfg):

@@ -26,6 +26,8 @@ def split_words(text: str) -> list[str]:
 class SimpleTokenizer:
     """Maps the words and punctuation of a fixed vocabulary to ids (``str_to_int``/``int_to_str``)."""
 
+    space_before_punct = _SPACE_BEFORE_PUNCT  # decode drops the whitespace this pattern's group follows
+
     def __init__(self, vocab: dict[str, int]):
         if not isinstance(vocab, dict) or not vocab:
             raise MiniGPTError("SimpleTokenizer needs a non-empty dict {token: id}")
@@ -69,7 +71,8 @@ class SimpleTokenizer:
             for w in split_words(piece):
                 i = self.str_to_int.get(w, self._unk)
                 if i is None:
-                    raise MiniGPTError(f"{w!r} is not in the vocabulary and the vocabulary has no {UNK} token")
+                    raise MiniGPTError(f"{w!r} is not in the vocabulary" + (
+                        "" if UNK in self.str_to_int else f" and the vocabulary has no {UNK} token"))
                 out.append(i)
         return out
 
@@ -81,4 +84,4 @@ class SimpleTokenizer:
                 words.append(self.int_to_str[int(i)])
             except (KeyError, TypeError, ValueError):
                 raise MiniGPTError(f"token id {i!r} is out of range: ids go from 0 to {len(self) - 1}") from None
-        return _SPACE_BEFORE_PUNCT.sub(r"\1", " ".join(words))
+        return self.space_before_punct.sub(r"\1", " ".join(words))
