@@ -419,12 +419,8 @@ class Tensor:
 
     def unsqueeze(self, dim: int) -> "Tensor":
         """A new axis of length 1 at ``dim`` (negative counts from the end of the result): ``(4,) -> (1, 4)``."""
-        nd = self.data.ndim + 1
-        if not -nd <= dim < nd:
-            raise MiniGPTError(f"unsqueeze: dim {dim} is out of range for a result of {nd} dimensions")
-        shape = list(self.data.shape)
-        shape.insert(dim % nd, 1)
-        return _ops.reshape(self, tuple(shape))
+        d = _axis(dim, self.data.ndim + 1, "unsqueeze")
+        return _ops.reshape(self, self.data.shape[:d] + (1,) + self.data.shape[d:])
 
     def squeeze(self, dim=None) -> "Tensor":
         """Without the axis ``dim`` if its length is 1 (unchanged otherwise, as PyTorch), or without every
@@ -432,11 +428,9 @@ class Tensor:
         shape = self.data.shape
         if dim is None:
             return _ops.reshape(self, tuple(s for s in shape if s != 1))
-        if not -max(len(shape), 1) <= dim < max(len(shape), 1):
-            raise MiniGPTError(f"squeeze: dim {dim} is out of range for a tensor of {len(shape)} dimensions")
-        if not shape or shape[dim] != 1:
+        d = _axis(dim, max(len(shape), 1), "squeeze")
+        if not shape or shape[d] != 1:
             return self
-        d = dim % len(shape)
         return _ops.reshape(self, shape[:d] + shape[d + 1:])
 
     def to(self, device=None, dtype=None) -> "Tensor":
