@@ -22,7 +22,7 @@ from minigpt.book import (GPT_CONFIG_124M, AdamW, CausalAttention, DataLoader, G
 from minigpt.errors import MiniGPTError
 from minigpt.model import GPT, GPTConfig, count_gpt2_parameters
 from minigpt.nn import uninitialized
-from minigpt.tensor import no_grad
+from minigpt.tensor import Tensor, no_grad
 
 FIXTURE = Path(__file__).parent / "fixtures" / "gpt2_tiny" / "base"
 SMALL = {**GPT_CONFIG_124M, "context_length": 16, "emb_dim": 32, "n_heads": 2, "n_layers": 2, "drop_rate": 0.0}
@@ -287,6 +287,33 @@ def test_ch5_shortened_run_memorises_with_the_books_model_only(tokenizer, verdic
     assert train_n[-1] > 4.0, train_n                  # stuck near the text's unigram entropy
     assert np.ptp(train_n[-5:]) < 0.2, train_n
     capsys.readouterr()
+
+
+def test_ch5_the_books_loaders_yield_tensors(tokenizer, verdict):
+    """The batches of the book's loaders are Tensors, as a torch DataLoader's: a reader's own loss function
+    in the book's style (``.to(device)`` on the batches, ``logits.flatten(0, 1)``, ``target_batch.flatten()``,
+    ``minigpt.functional.cross_entropy`` for torch's) and token count (``input_batch.numel()``) run on them,
+    and the loss equals minigpt.book's ``calc_loss_loader``. A Tensor batch still passes for an array."""
+    import minigpt.functional as mF
+
+    device = "cpu"
+    manual_seed(123)
+    model = GPTModel({**SMALL, "context_length": 32})
+    model.eval()
+    loader = create_dataloader_v1(verdict[:3000], batch_size=2, max_length=32, stride=32, shuffle=False)
+
+    def batch_loss(inputs, targets):
+        inputs, targets = inputs.to(device), targets.to(device)
+        return mF.cross_entropy(model(inputs).flatten(0, 1), targets.flatten())
+
+    with no_grad():
+        mine = np.mean([batch_loss(x, y).item() for (x, y), _ in zip(loader, range(3))])
+        book = calc_loss_loader(loader, model, device, num_batches=3)
+    assert mine == pytest.approx(book, rel=1e-6) and 10 < mine < 12
+    x, y = next(iter(loader))
+    assert isinstance(x, Tensor) and x.dtype == np.int64 and x.numel() == 64
+    assert np.array_equal(np.asarray(x)[:, 1:], np.asarray(y)[:, :-1])
+    assert sum(x.numel() for x, _ in loader) == len(loader) * 64
 
 
 def test_ch5_save_and_load_as_section_5_4(tmp_path):

@@ -19,8 +19,9 @@ drop_last, num_workers, collate_fn)``            ``collate_fn`` that chapters 6 
 ``torch.nn.Embedding(num, dim)``                 ``Embedding``: minigpt's layer, N(0, 1) as torch's
 ===============================================  ===================================================
 
-Batches are NumPy int64 arrays, not torch tensors: ``x.shape``, indexing and ``x.tolist()`` work as in the
-book; ``x.numel()`` is ``x.size``. Shuffling draws its seed from minigpt's generator, so
+Batches are int64 Tensors, as torch's loaders yield tensors: ``x.shape``, indexing, ``x.tolist()``,
+``x.numel()`` and ``x.to(device)`` work as in the book, and a batch passes wherever an array is expected
+(``np.asarray(x)`` does not copy). Shuffling draws its seed from minigpt's generator, so
 ``manual_seed(123)`` before building a loader fixes its order (the order differs from torch's: the two
 libraries' random numbers differ).
 """
@@ -36,6 +37,7 @@ from ..errors import MiniGPTError
 from ..loading import gpt2_vocab_dir
 from ..nn import Embedding
 from ..random import get_rng
+from ..tensor import Tensor
 from ..tokenizer import BPETokenizer
 from ..tokenizer.simple import SimpleTokenizer
 
@@ -104,7 +106,8 @@ class GPTDatasetV1(SlidingWindowDataset):
 
 
 class DataLoader(_Loader):
-    """``torch.utils.data.DataLoader``'s call, on minigpt's loader: ``for x, y in loader`` is one epoch.
+    """``torch.utils.data.DataLoader``'s call, on minigpt's loader: ``for x, y in loader`` is one epoch, its
+    batches Tensors (integer ones for token ids), as torch's loader yields tensors.
 
     ``collate_fn(list_of_items)`` builds a batch from the dataset's items (chapter 7's padding); without it
     items are stacked (datasets with ``get_batch``, like GPTDatasetV1, gather whole batches at once).
@@ -126,7 +129,7 @@ class DataLoader(_Loader):
         resumable position instead, for checkpoints.) With ``shuffle``, pass k uses the k-th order."""
         epoch, self.epoch = self.epoch, self.epoch + 1
         for _, batch in self._epoch_batches(epoch, 0):
-            yield batch
+            yield _as_tensors(batch)
 
     def _batch(self, idx):
         if self.collate_fn is None:
@@ -134,10 +137,21 @@ class DataLoader(_Loader):
         return self.collate_fn([self.dataset[int(i)] for i in idx])
 
 
+def _as_tensors(batch):
+    """A batch's arrays as Tensors (no copy), as a torch DataLoader yields tensors: the book's own loops call
+    ``input_batch.to(device)``, ``input_batch.numel()``, ``target_batch.flatten()`` on them. A Tensor also
+    passes wherever an array is expected (``np.asarray(batch)``)."""
+    if isinstance(batch, np.ndarray):
+        return Tensor(batch)
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_as_tensors(b) for b in batch)
+    return batch
+
+
 def create_dataloader_v1(txt: str, batch_size: int = 4, max_length: int = 256, stride: int = 128,
                          shuffle: bool = True, drop_last: bool = True, num_workers: int = 0) -> DataLoader:
     """The book's loader over ``txt``: GPT-2 tokens in windows of ``max_length`` every ``stride`` tokens,
-    ``batch_size`` windows per batch; iterating yields ``(input_batch, target_batch)``, each
-    (batch_size, max_length) int64."""
+    ``batch_size`` windows per batch; iterating yields ``(input_batch, target_batch)``, each a
+    (batch_size, max_length) int64 Tensor."""
     dataset = GPTDatasetV1(txt, get_encoding("gpt2"), max_length, stride)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, num_workers=num_workers)
