@@ -74,7 +74,9 @@ class TrainConfig:
     lr: float = _setting(1e-3, "peak learning rate")
     min_lr: float | None = _setting(None, "floor of the cosine decay (default: lr/10)")
     warmup: int = _setting(30, "linear warmup steps")
-    weight_decay: float = _setting(0.1, "AdamW weight decay (matrices only; not biases, norms)")
+    weight_decay: float = _setting(0.1, "AdamW weight decay (on matrices; biases and norms too with --decay-all)")
+    decay_all: bool = _setting(False, "decay every parameter, biases and norms too, as the book's "
+                                      "AdamW(model.parameters(), weight_decay=...)")
     grad_clip: float = _setting(1.0, "clip the global gradient norm (0: off)")
     eval_every: int = _setting(100, "evaluate on the validation windows and save every N steps")
     eval_batches: int = _setting(10, "validation batches per evaluation")
@@ -95,6 +97,8 @@ class TrainConfig:
             _check_reals(self, (("min_lr", ">=0"),))
         if not isinstance(self.sample_prompt, str):
             _fail(self, "sample_prompt", "a string")
+        if not isinstance(self.decay_all, bool):
+            _fail(self, "decay_all", "true or false")
         if self.warmup > self.steps:
             self.warmup = self.steps
 

@@ -271,3 +271,27 @@ def test_gradient_norm_is_logged_with_and_without_clipping(tmp_path, verdict):
     assert logs[0.0][0]["grad_norm"] == pytest.approx(logs[1.0][0]["grad_norm"], rel=1e-6)
     assert logs[1.0][0]["grad_norm"] > 1.0  # so the clipped run scaled its first step ...
     assert logs[0.0][1]["loss"] != logs[1.0][1]["loss"]  # ... and its second step starts elsewhere
+
+
+def test_decay_all_puts_every_parameter_under_weight_decay(tmp_path, verdict):
+    """Default: matrices decay, biases and LayerNorm parameters do not (GPT-2's practice); --decay-all: every
+    parameter decays, as the book's AdamW(model.parameters(), weight_decay=0.1). The choice is saved with
+    the run and kept by --resume; a bias moves differently under the two."""
+    runs = {}
+    for flag in (False, True):
+        out = tmp_path / f"d{flag}"
+        small_run(out, verdict, steps=2, decay_all=flag, weight_decay=0.5)
+        model, opt_state, _, state = load_checkpoint(out)
+        assert state["train_config"]["decay_all"] is flag
+        decays = [g["weight_decay"] for g in opt_state["meta"]["param_groups"]]
+        sizes = [g["num_params"] for g in opt_state["meta"]["param_groups"]]
+        n = len([p for p in model.parameters() if p.requires_grad])
+        assert (decays, sizes) == (([0.5], [n]) if flag else ([0.5, 0.0], [sizes[0], n - sizes[0]])), (decays, sizes)
+        runs[flag] = dict(model.named_parameters())
+    bias = "blocks.0.norm1.bias"
+    assert not np.array_equal(runs[False][bias].data, runs[True][bias].data)
+    assert main(["train", "--out", str(tmp_path / "dTrue"), "--resume", "--steps", "3", "--quiet"]) == 0
+    _, opt_state, _, state = load_checkpoint(tmp_path / "dTrue")
+    assert state["train_config"]["decay_all"] is True and len(opt_state["meta"]["param_groups"]) == 1
+    with pytest.raises(Exception, match="decay-all must be true or false"):
+        TrainConfig(decay_all="yes")

@@ -71,7 +71,9 @@ def add_dataclass_options(parser, cls, *, exclude=(), rename=None, group=None) -
         typ, is_bool = _option_type(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         help_text = f.metadata.get("help", "")
-        if default is not None:  # a None default is described by the help text itself
+        if is_bool:  # a --flag / --no-flag pair: on or off
+            help_text = f"{help_text} (default: {'on' if default else 'off'})".strip()
+        elif default is not None:  # a None default is described by the help text itself
             help_text = f"{help_text} (default: %(default)s)".strip()
         if is_bool:
             target.add_argument(f"--{name}", dest=dest, action=argparse.BooleanOptionalAction, default=default,

@@ -329,7 +329,10 @@ class Trainer:
         self.dist.bind_grads(self.params)
         if not self.dist.is_main:
             self.log, self.progress = (lambda msg: None), False
-        self.optimizer = AdamW(split_decay_groups(model.named_parameters(), cfg.weight_decay), lr=cfg.lr)
+        # weight decay on the matrices only (GPT-2's practice), or on every parameter (the book's)
+        groups = ([{"params": self.params, "weight_decay": cfg.weight_decay}] if cfg.decay_all
+                  else split_decay_groups(model.named_parameters(), cfg.weight_decay))
+        self.optimizer = AdamW(groups, lr=cfg.lr)
         min_lr = cfg.lr / 10 if cfg.min_lr is None else cfg.min_lr
         self.schedule = CosineWithWarmup(self.optimizer, cfg.lr, cfg.warmup, cfg.steps, min_lr=min(min_lr, cfg.lr))
         self.step = 0
