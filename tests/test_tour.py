@@ -1,4 +1,4 @@
-"""docs/backprop-tour.md: every command of the tour runs exactly as written (on a copy of the README, in a
+"""docs/backprop-tour.md: every command of the tour runs exactly as written (on data/tour.txt, in a
 scratch folder), its Python block prints what the page shows, and every number or claim the page states
 holds on that run.
 
@@ -37,10 +37,11 @@ def commands():
 
 @pytest.fixture(scope="module")
 def tour(tmp_path_factory):
-    """Run every command of the tour in order, in a scratch folder holding a copy of the README; returns
+    """Run every command of the tour in order, in a scratch folder holding a copy of data/tour.txt; returns
     (folder, {command: printed output})."""
     d = tmp_path_factory.mktemp("tour")
-    shutil.copy(ROOT / "README.md", d / "README.md")
+    (d / "data").mkdir()
+    shutil.copy(ROOT / "data" / "tour.txt", d / "data" / "tour.txt")
     printed = {}
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(d)
