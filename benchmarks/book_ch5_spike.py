@@ -36,6 +36,7 @@ def main(argv=None) -> int:
         return 2
     from minigpt.data import dataset_path
     from minigpt.model import GPT
+    from minigpt.model.checkpoint import to_hf_name
     from minigpt.optim import AdamW, split_decay_groups
     from minigpt.train import load_checkpoint, pretrain
     from minigpt.train.loop import TrainConfig
@@ -76,26 +77,20 @@ def main(argv=None) -> int:
 
         # PyTorch: the same weights, moments and settings
         V, E = before["out_head"].shape
-        L = cfg.n_layers
-        hc = GPT2Config(vocab_size=V, n_positions=cfg.context_length, n_embd=E, n_layer=L, n_head=cfg.n_heads,
+        hc = GPT2Config(vocab_size=V, n_positions=cfg.context_length, n_embd=E, n_layer=cfg.n_layers, n_head=cfg.n_heads,
                         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=False,
                         activation_function="gelu_new", layer_norm_epsilon=cfg.layer_norm_eps)
         tm = GPT2LMHeadModel(hc).float()
-        names = {"transformer.wte.weight": "tok_emb.weight", "transformer.wpe.weight": "pos_emb.weight",
-                 "transformer.ln_f.weight": "final_norm.weight", "transformer.ln_f.bias": "final_norm.bias",
-                 "lm_head.weight": "out_head"}
-        for i in range(L):
-            for a, b in (("ln_1", "norm1"), ("ln_2", "norm2"), ("attn.c_attn", "attn.qkv"), ("attn.c_proj", "attn.proj"),
-                         ("mlp.c_fc", "ff.fc"), ("mlp.c_proj", "ff.proj")):
-                for s in ("weight", "bias"):
-                    names[f"transformer.h.{i}.{a}.{s}"] = f"blocks.{i}.{b}.{s}"
+        # transformers' name of each minigpt parameter (minigpt's own GPT-2 name table; the head is lm_head)
+        hf_names = {n: to_hf_name(n) for n in before}
+        names = {(hf if hf == "lm_head.weight" else "transformer." + hf): n for n, hf in hf_names.items()}
         name_of = {id(p): n for n, p in m.named_parameters()}
         index = {name_of[id(p)]: k for k, _, p in opt._params()}  # the optimizer state's parameter numbers
         decay, no_decay = [], []
         with torch.no_grad():
             for tn, p in tm.named_parameters():
-                mn = names[tn]
-                if mn not in before:  # GPT-2's q/k/v bias, absent from the book's model: zero and frozen
+                mn = names.get(tn)
+                if mn is None:  # GPT-2's q/k/v bias, absent from the book's model: zero and frozen
                     p.zero_()
                     p.requires_grad_(False)
                     continue
@@ -124,7 +119,7 @@ def main(argv=None) -> int:
         with torch.no_grad():
             torch_val = float(torch_loss(vx, vy))
         tparams = dict(tm.named_parameters())
-        diff = max(float(np.abs(tparams[tn].detach().numpy() - ours[mn]).max()) for tn, mn in names.items() if mn in ours)
+        diff = max(float(np.abs(tparams[tn].detach().numpy() - ours[mn]).max()) for tn, mn in names.items())
 
         seen = np.zeros(V, bool)
         seen[np.unique(ids)] = True
