@@ -31,7 +31,6 @@ from ..download import fetch
 from ..errors import MiniGPTError
 from ..io import atomic_write_bytes
 from ..model.checkpoint import read_pretrained
-from ..model.tensorfile import _read_safetensors
 from ..model.generation import generate as _generate
 from ..random import get_rng
 from ..tensor import Tensor, no_grad
@@ -243,18 +242,16 @@ def load(f, map_location=None, weights_only: bool = True):
     path = Path(f)
     if not path.is_file():
         raise MiniGPTError(f"load: {path} not found")
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-    if head[:2] == b"PK" or head[:1] == b"\x80":
-        raise MiniGPTError(f"load: {path} is a PyTorch pickle file; minigpt never unpickles (it could run code). "
-                           "Save with minigpt.book.save, or convert it to safetensors in PyTorch")
-    try:
+    try:  # one pass over the file: its header's metadata and every tensor
         with safe_open(str(path), "np") as sf:
             meta = sf.metadata() or {}
-        arrays = _read_safetensors(path)
-    except MiniGPTError as e:
-        raise MiniGPTError(f"load: {path} is not a file minigpt.book.save wrote nor a safetensors file ({e})") from None
-    except (SafetensorError, OSError, ValueError) as e:
+            arrays = {name: sf.get_tensor(name) for name in sf.keys()}
+    except (SafetensorError, OSError, ValueError, TypeError, RuntimeError) as e:
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+        if head[:2] == b"PK" or head[:1] == b"\x80":  # torch.save's zip, or a bare pickle
+            raise MiniGPTError(f"load: {path} is a PyTorch pickle file; minigpt never unpickles (it could run "
+                               "code). Save with minigpt.book.save, or convert it to safetensors in PyTorch") from None
         raise MiniGPTError(f"load: {path} is not a file minigpt.book.save wrote nor a safetensors file ({e})") from None
     if _SAVE_KEY not in meta:
         return arrays
